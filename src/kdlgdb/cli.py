@@ -1,0 +1,79 @@
+"""The ``kdlgdb`` command: the same analysis without opening gdb by hand.
+
+It runs gdb in batch mode with the extension and passes its exit status on:
+0 analysed and no cycle, 1 a deadlock or probable deadlock found, 2 could not
+analyse (the reason on one line).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from typing import Optional
+
+__all__ = ["main", "gdb_command"]
+
+SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def gdb_command(vmlinux: str, dump: Optional[str], remote: Optional[str], command: str, argv: list[str],
+                out: str, record: Optional[str] = None) -> list[str]:
+    """The gdb command line that runs one kd-* command and quits with its status."""
+    gdb = os.environ.get("KDLGDB_GDB", "gdb")
+    cmd = [gdb, "-nx", "-q", "-batch", vmlinux]
+    if dump:
+        cmd.append(dump)
+    if remote:
+        cmd += ["-ex", f"target remote {remote}"]
+    script = (
+        f"import sys; sys.path.insert(0, {SRC!r}); "
+        "from kdlgdb.frontends import gdb as f; f.register(); "
+        f"f.batch({command!r}, {argv!r}, out={out!r}, record={record!r})"
+    )
+    return cmd + ["-ex", f"python {script}"]
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="kdlgdb", description="Find kernel deadlocks in a vmcore or a live kernel.")
+    sub = p.add_subparsers(dest="command", required=True)
+    w = sub.add_parser("waitfor", help="print the wait-for graph (like kd-waitfor in gdb)")
+    w.add_argument("vmlinux", help="the vmlinux with debug info that matches the kernel")
+    w.add_argument("vmcore", nargs="?", help="the dump (ELF vmcore); omit with --remote")
+    w.add_argument("--remote", metavar="HOST:PORT", help="a live kernel's gdbstub (QEMU -s: localhost:1234)")
+    w.add_argument("--json", action="store_true", help="JSON instead of text")
+    w.add_argument("-p", "--pid", type=int, help="only the cycle or chain of this pid")
+    w.add_argument("--record", metavar="FILE", help=argparse.SUPPRESS)  # for the test recordings
+    args = p.parse_args(argv)
+
+    if (args.vmcore is None) == (args.remote is None):
+        p.error("give either a VMCORE or --remote HOST:PORT")
+    for path in (args.vmlinux, args.vmcore):
+        if path and not os.path.isfile(path):
+            print(f"kdlgdb: no such file: {path}", file=sys.stderr)
+            return 2
+    if shutil.which(os.environ.get("KDLGDB_GDB", "gdb")) is None:
+        print("kdlgdb: gdb is not installed (apt-get install gdb)", file=sys.stderr)
+        return 2
+    kd_argv = (["--json"] if args.json else []) + (["-p", str(args.pid)] if args.pid is not None else [])
+    with tempfile.TemporaryDirectory(prefix="kdlgdb-") as tmp:
+        out = os.path.join(tmp, "out")
+        cmd = gdb_command(args.vmlinux, args.vmcore, args.remote, "kd-waitfor", kd_argv, out, record=args.record)
+        try:
+            # gdb's own chatter while loading goes nowhere; its errors and ours reach stderr.
+            status = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL).returncode
+        except KeyboardInterrupt:
+            return 2
+        if os.path.exists(out):
+            with open(out) as f:
+                sys.stdout.write(f.read())
+        elif status == 0:
+            print("kdlgdb: gdb ended without a result", file=sys.stderr)
+            status = 2
+        return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

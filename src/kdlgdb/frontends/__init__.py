@@ -1,0 +1,1 @@
+"""Front ends: the gdb commands, the crash bridge, the command line."""

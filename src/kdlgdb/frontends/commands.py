@@ -1,0 +1,130 @@
+"""What each kd-* command does, independent of the debugger it runs in.
+
+A front end parses the user's words with these parsers, gets a Snapshot from
+its target, and calls ``run`` to get the text to print. Replay tests drive the
+very same functions.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from typing import Optional
+
+from ..analysis.graph import WaitForGraph
+from ..errors import KdlError
+from ..model import Snapshot, Task
+from ..render import json as render_json
+from ..render import text as render_text
+
+__all__ = ["COMMANDS", "UsageError", "parse", "run", "find_task"]
+
+
+class UsageError(KdlError):
+    """Bad options: the message is argparse's, on one line, with the usage."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{message}; usage: {self.format_usage().strip().removeprefix('usage: ')}")
+
+    def exit(self, status: int = 0, message: Optional[str] = None):  # type: ignore[override]
+        raise UsageError(message or "")
+
+
+def _tasks_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="kd-tasks", description="List every task (all threads, and each CPU's idle task), like ps.")
+    p.add_argument("-s", "--states", help="only tasks in these states, e.g. D or DS")
+    p.add_argument("-p", "--pid", type=int, help="only this pid")
+    p.add_argument("pattern", nargs="?", help="only tasks whose command matches this regular expression")
+    return p
+
+
+def _bt_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="kd-bt", description="Kernel stack of a task, sleeping ones included.")
+    p.add_argument("task", help="pid, task_struct address (0x...), or a unique command name")
+    return p
+
+
+def _locks_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="kd-locks", description="Every lock some task waits on: owners, waiters, counters.")
+    p.add_argument("--json", action="store_true", help="print JSON (the 'locks' part of kd-waitfor --json)")
+    return p
+
+
+def _waitfor_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="kd-waitfor", description="The wait-for graph: who waits on what, who holds it, and deadlock cycles.")
+    p.add_argument("--json", action="store_true", help="print the graph as JSON")
+    p.add_argument("-p", "--pid", type=int, help="only the cycle or chain this pid is in")
+    return p
+
+
+COMMANDS = {
+    "kd-tasks": _tasks_parser,
+    "kd-bt": _bt_parser,
+    "kd-locks": _locks_parser,
+    "kd-waitfor": _waitfor_parser,
+}
+
+
+def parse(command: str, argv: list[str]) -> argparse.Namespace:
+    return COMMANDS[command]().parse_args(argv)
+
+
+def help_text(command: str) -> str:
+    return COMMANDS[command]().format_help()
+
+
+def find_task(snapshot: Snapshot, spec: str) -> Task:
+    """A task by pid, task_struct address, or (unique) command name."""
+    try:
+        value = int(spec, 0)
+    except ValueError:
+        named = [t for t in snapshot.tasks if t.comm == spec]
+        if len(named) == 1:
+            return named[0]
+        if named:
+            raise UsageError(f"{len(named)} tasks are called '{spec}': give a pid (" + ", ".join(str(t.pid) for t in named[:8]) + ")")
+        raise KdlError(f"no task with pid, address or command '{spec}'") from None
+    for task in snapshot.tasks:
+        if task.address == value or (value < 1 << 32 and task.pid == value):
+            return task
+    raise KdlError(f"no task with pid or address {spec}")
+
+
+def select_tasks(snapshot: Snapshot, args: argparse.Namespace) -> list[Task]:
+    tasks = snapshot.tasks
+    if args.states:
+        tasks = [t for t in tasks if t.state in args.states]
+    if args.pid is not None:
+        tasks = [t for t in tasks if t.pid == args.pid]
+    if args.pattern:
+        try:
+            rx = re.compile(args.pattern)
+        except re.error as e:
+            raise UsageError(f"bad pattern '{args.pattern}': {e}") from None
+        tasks = [t for t in tasks if rx.search(t.comm)]
+    return tasks
+
+
+def run(command: str, args: argparse.Namespace, snapshot: Snapshot, color: bool = False) -> str:
+    """The text a command prints for ``snapshot``."""
+    if command == "kd-tasks":
+        return render_text.render_tasks(snapshot, select_tasks(snapshot, args))
+    if command == "kd-bt":
+        return render_text.render_bt(snapshot, find_task(snapshot, args.task))
+    graph = WaitForGraph(snapshot)
+    if command == "kd-locks":
+        if args.json:
+            return json.dumps(render_json.waitfor_json(snapshot, graph)["locks"], indent=2)
+        return render_text.render_locks(snapshot, graph, color=color)
+    if command == "kd-waitfor":
+        if args.json:
+            return json.dumps(render_json.waitfor_json(snapshot, graph), indent=2)
+        return render_text.render_waitfor(snapshot, graph, color=color, pid=args.pid)
+    raise KdlError(f"unknown command {command}")
+
+
+def verdict_status(snapshot: Snapshot) -> int:
+    """Exit status for scripts: 1 if some cycle (deadlock or probable) exists, else 0."""
+    return 1 if WaitForGraph(snapshot).cycles else 0

@@ -1,0 +1,1 @@
+"""Layer 2: kernel knowledge, written once over any Target."""

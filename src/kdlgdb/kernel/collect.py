@@ -1,0 +1,190 @@
+"""Collect a Snapshot: every task, what the blocked ones wait on, who holds it."""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from ..errors import CorruptError, KdlError, ReadError
+from ..model import INFERRED, Lock, Owner, Problem, Snapshot, Task
+from ..target.base import Target
+from .held import CodeReader
+from .layout import Kernel, le64
+from .locks import LockKind, lock_kinds, last_reader
+from .stack import Stack, StackReader
+from .symbols import Symbols
+from .tasks import TaskLayout, for_each_task, per_cpu_runqueues, read_task, task_state_letters
+from .waiters import StackRanges, Wait, find_wait, slow_path
+
+__all__ = ["collect", "lock_sources"]
+
+Progress = Callable[[str, int, int], None]
+
+
+def lock_sources(k: Kernel) -> list[str]:
+    """The lock data sources this kernel offers, for kd-info and the report."""
+    t = "struct task_struct"
+    sources = ["wait-list scan"]
+    for member, label in (
+        ("blocker", "task->blocker"),
+        ("blocker_mutex", "task->blocker_mutex"),
+        ("blocked_on", "task->blocked_on"),
+        ("pi_blocked_on", "task->pi_blocked_on"),
+    ):
+        if k.has_member(t, member):
+            sources.append(label)
+    if k.has_member("struct mutex", "magic"):
+        sources.append("DEBUG_MUTEXES")
+    if k.has_member(t, "held_locks"):
+        sources.append("lockdep")
+    if k.has_member("struct mutex", "rtmutex"):
+        sources.append("PREEMPT_RT")
+    if k.has_member("struct semaphore", "last_holder"):
+        sources.append("semaphore.last_holder")
+    return sources
+
+
+def collect(target: Target, progress: Optional[Progress] = None) -> Snapshot:
+    """Read everything the wait-for analysis needs from ``target``.
+
+    KdlError for what makes analysis impossible (wrong vmlinux, missing types);
+    anything wrong with one task or lock becomes a Problem and is skipped.
+    """
+    k = Kernel(target)
+    snap = Snapshot(release=k.release, kaslr_offset=k.kaslr_offset, sources=lock_sources(k))
+    problems = snap.problems
+    layout = TaskLayout.detect(k)
+    letters = task_state_letters(k)
+    symbols = Symbols(k, problems)
+    stacks = StackReader(k, symbols)
+
+    raw: dict[int, bytes] = {}
+    tasks: dict[int, Task] = {}
+
+    def add(address: int, data: Optional[bytes] = None) -> None:
+        if address in tasks or not address:
+            return
+        try:
+            data = data if data is not None else k.read(address, layout.size)
+            tasks[address] = read_task(k, layout, letters, address, data)
+            raw[address] = data
+        except ReadError as e:
+            problems.append(Problem("task", f"{address:#x}", str(e)))
+
+    add(k.need_symbol("init_task"))
+    for address, data in for_each_task(k, layout, problems):
+        add(address, data)
+        if progress is not None and len(tasks) % 500 == 0:
+            progress("tasks", len(tasks), 0)
+    try:
+        runqueues = per_cpu_runqueues(k)
+    except ReadError as e:
+        problems.append(Problem("runqueues", "runqueues", str(e)))
+        runqueues = []
+    for rq in runqueues:
+        add(rq.idle)
+        if rq.curr in tasks:
+            tasks[rq.curr].on_cpu = True
+            tasks[rq.curr].cpu = rq.cpu
+    clocks = {rq.cpu: rq.clock for rq in runqueues}
+    if layout.last_arrival is not None:
+        for address, task in tasks.items():
+            arrival = le64(raw[address], layout.last_arrival)
+            now = clocks.get(task.cpu)
+            task.last_ran_ns = 0 if task.on_cpu else (now - arrival if now and arrival and now >= arrival else None)
+
+    # Stacks: only tasks that are off CPU have a meaningful saved stack pointer.
+    live: dict[int, Stack] = {}
+    for n, (address, task) in enumerate(tasks.items()):
+        if task.on_cpu:
+            continue
+        try:
+            stack = stacks.read(task.stack_base, le64(raw[address], layout.sp))
+            if stack is not None:
+                live[address] = stack
+                task.frames = stacks.frames(stack)
+        except ReadError as e:
+            problems.append(Problem("stack", f"task {task.pid} ({task.comm}) {task.stack_base:#x}", str(e)))
+        if progress is not None and n % 500 == 0:
+            progress("stacks", n, len(tasks))
+
+    snap.tasks = sorted(tasks.values(), key=lambda t: (t.pid, t.address))
+    kinds = lock_kinds(k)
+    ranges = StackRanges([t.stack_base for t in tasks.values()], stacks.thread_size)
+    locks = _find_waits(k, kinds, tasks, live, ranges, problems)
+    _infer_holders(k, symbols, locks, tasks, live)
+    snap.locks = sorted(locks.values(), key=lambda lk: lk.address)
+    for lock in snap.locks:
+        lock.symbol, lock.module = symbols.name(lock.address)
+    return snap
+
+
+def _find_waits(
+    k: Kernel,
+    kinds: dict[str, LockKind],
+    tasks: dict[int, Task],
+    live: dict[int, Stack],
+    ranges: StackRanges,
+    problems: list[Problem],
+) -> dict[int, Lock]:
+    """Set ``waits_on`` of every task in a lock slow path; return the locks waited on."""
+    locks: dict[int, Lock] = {}
+    known: dict[int, Wait] = {}
+    for address, task in tasks.items():
+        found = slow_path(task.frames)
+        if found is None or address not in live:
+            continue
+        kind_name, _ = found
+        kind = kinds.get(kind_name)
+        where = f"task {task.pid} ({task.comm})"
+        if kind is None:
+            problems.append(Problem("wait", where, f"sleeps in a {kind_name} slow path this kernel's {kind_name} layout does not support"))
+            continue
+        try:
+            wait = find_wait(k, kind, address, live[address], ranges, known)
+        except (ReadError, CorruptError) as e:
+            problems.append(Problem("wait", where, str(e)))
+            continue
+        if wait is None:
+            problems.append(Problem("wait", where, f"in {task.frames[found[1]].describe()} but no {kind.waiter} of it is linked into a wait list"))
+            continue
+        task.waits_on = wait.lock
+        task.wait_evidence = wait.evidence
+        if wait.lock not in locks:
+            lock = Lock(wait.lock, kind.name, waiters=[t for _, t in wait.waiters])
+            try:
+                lock.owners, lock.details = kind.decode(k, wait.lock)
+            except ReadError as e:
+                problems.append(Problem("lock", f"{kind.struct} {wait.lock:#x}", str(e)))
+            locks[wait.lock] = lock
+    return locks
+
+
+def _infer_holders(k: Kernel, symbols: Symbols, locks: dict[int, Lock], tasks: dict[int, Task], live: dict[int, Stack]) -> None:
+    """Add inferred owners to locks whose owner the kernel does not record."""
+    ownerless = {a for a, lk in locks.items() if not lk.owners}
+    if not ownerless:
+        return
+    code = CodeReader(k, symbols)
+    for address, task in tasks.items():
+        if task.state not in ("D", "S") and not task.waits_on:
+            continue
+        found: dict[int, str] = {}
+        if task.frames and (task.waits_on or task.state == "D"):
+            for acq in code.held_by_frames(task.frames):
+                if acq.lock in ownerless and acq.lock not in found:
+                    found[acq.lock] = f"{acq.frame.describe()} called {acq.function}() on it at {acq.call_site:#x} and has not released it"
+        stack = live.get(address)
+        if stack is not None:
+            for slot, value in stack.words():
+                if value in ownerless and value != task.waits_on and value not in found:
+                    found[value] = f"its address is on the task's stack at {slot:#x}"
+        for lock_address, evidence in found.items():
+            lock = locks[lock_address]
+            mode = "read" if lock.type == "rwsem" else "exclusive"
+            lock.owners.append(Owner(address, INFERRED, evidence, mode))
+    for lock in locks.values():
+        hint = last_reader(lock.details) if lock.address in ownerless else None
+        if hint is not None and not lock.owners and hint in tasks:
+            lock.owners.append(Owner(hint, INFERRED, "rw_semaphore.owner names it as the last reader (may be stale)", "read"))
+        for owner in lock.owners:
+            if owner.task == hint:
+                owner.evidence += "; also the last reader in rw_semaphore.owner"

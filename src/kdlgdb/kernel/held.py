@@ -1,0 +1,129 @@
+"""Evidence that a task holds a lock the kernel does not record an owner for.
+
+Semaphores and read-held rw_semaphores keep no owner. Two kinds of evidence,
+both marked *inferred*:
+
+* code: a frame on the task's stack is a function that, before the call the
+  task is now inside, calls an acquire function (``down``, ``down_read``, ...)
+  with the lock's address as its first argument, and no matching release.
+  This is what a kernel engineer does by reading the caller's code; it finds
+  locks that are static variables, whose address is an immediate operand.
+* stack: the lock's address is stored in a live slot of the task's stack.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Optional
+
+from ..errors import ReadError
+from ..model import Frame
+from .layout import Kernel
+from .symbols import Symbols
+from .waiters import SLOW_PATHS, base_name
+
+__all__ = ["Acquisition", "CodeReader"]
+
+ACQUIRE = {
+    "down", "down_interruptible", "down_killable", "down_timeout", "down_trylock",
+    "down_read", "down_read_killable", "down_read_interruptible", "down_read_trylock", "down_read_nested",
+    "down_write", "down_write_killable", "down_write_trylock", "down_write_nested",
+    "mutex_lock", "mutex_lock_interruptible", "mutex_lock_killable", "mutex_lock_io", "mutex_trylock",
+    "mutex_lock_nested",
+}
+RELEASE = {"up", "up_read", "up_write", "mutex_unlock", "downgrade_write"}
+_SCHEDULER = {"__schedule", "schedule", "schedule_timeout", "schedule_preempt_disabled", "io_schedule",
+              "__switch_to", "__switch_to_asm", "schedule_hrtimeout_range_clock"}
+MAX_FUNCTION = 64 * 1024
+
+
+@dataclass
+class Acquisition:
+    lock: int
+    function: str  # the acquire function called, e.g. "down"
+    call_site: int  # address of the call instruction
+    frame: Frame  # the frame whose function made the call
+
+
+class CodeReader:
+    """Finds the acquire calls a function made before a given return address."""
+
+    def __init__(self, k: Kernel, symbols: Symbols) -> None:
+        self.k = k
+        self.symbols = symbols
+        self._targets: dict[int, str] = {}
+        self._code: dict[int, bytes] = {}
+
+    def held_by_frames(self, frames: list[Frame]) -> list[Acquisition]:
+        """Locks acquired (and not released) by the callers on a stack, innermost first.
+
+        The call a frame is inside right now (ending at its return address) has
+        not returned, so the lock it takes is not counted as held.
+        """
+        out: list[Acquisition] = []
+        for frame in frames:
+            name = base_name(frame.symbol)
+            if frame.symbol is None or name in _SCHEDULER or any(name in s for s in SLOW_PATHS.values()):
+                continue
+            out.extend(self.held_in(frame))
+        return out
+
+    def held_in(self, frame: Frame) -> list[Acquisition]:
+        start = frame.pc - frame.offset
+        if frame.offset > MAX_FUNCTION:
+            return []
+        code = self._function_code(start, frame.pc)
+        held: dict[int, Acquisition] = {}
+        for pos in range(len(code) - 4):
+            if code[pos] != 0xE8:
+                continue
+            site = start + pos
+            if site + 5 == frame.pc:
+                continue  # the call this task is inside right now has not returned: not held
+            target = site + 5 + struct.unpack_from("<i", code, pos + 1)[0]
+            fn = self._function_at(target)
+            if fn not in ACQUIRE and fn not in RELEASE:
+                continue
+            lock = _first_argument(code, pos, start)
+            if lock is None:
+                continue
+            if fn in ACQUIRE:
+                held[lock] = Acquisition(lock, fn, site, frame)
+            else:
+                held.pop(lock, None)
+        return list(held.values())
+
+    def _function_code(self, start: int, end: int) -> bytes:
+        key = end
+        if key not in self._code:
+            try:
+                self._code[key] = self.k.read(start, end - start)
+            except ReadError:
+                self._code[key] = b""
+        return self._code[key]
+
+    def _function_at(self, address: int) -> str:
+        """Name of the function that starts exactly at ``address``, else ""."""
+        if address not in self._targets:
+            name = ""
+            if self.symbols.is_text(address):
+                sym, offset, _ = self.symbols.lookup(address)
+                if sym is not None and offset == 0:
+                    name = base_name(sym)
+            self._targets[address] = name
+        return self._targets[address]
+
+
+def _first_argument(code: bytes, call: int, start: int) -> Optional[int]:
+    """The constant loaded into %rdi shortly before the call at ``code[call]``, if any.
+
+    Recognises ``mov $imm32, %rdi`` (48 c7 c7, sign-extended: kernel and module
+    addresses fit) and ``lea disp32(%rip), %rdi`` (48 8d 3d) within 24 bytes.
+    """
+    for end in range(call, max(call - 24, 6), -1):
+        op = code[end - 7 : end - 4]
+        if op == b"\x48\xc7\xc7":
+            return struct.unpack_from("<i", code, end - 4)[0] & 0xFFFFFFFFFFFFFFFF
+        if op == b"\x48\x8d\x3d":
+            return start + end + struct.unpack_from("<i", code, end - 4)[0]
+    return None

@@ -1,0 +1,95 @@
+"""Kernel stacks of sleeping tasks, by scanning for return addresses.
+
+gdb cannot unwind a task that is not on a CPU. A sleeping task's saved stack
+pointer (``thread.sp``) marks where its live stack begins; every word from
+there to the top that points just after a call instruction into kernel or
+module text is taken as a return address. That names the slow path a task
+sleeps in and its callers, which is what the wait-for analysis needs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from ..errors import ReadError
+from ..model import Frame
+from .layout import Kernel
+from .symbols import Symbols
+
+__all__ = ["StackReader", "Stack"]
+
+
+@dataclass
+class Stack:
+    """The live part of a task's stack: [sp, top)."""
+
+    sp: int
+    data: bytes
+
+    @property
+    def top(self) -> int:
+        return self.sp + len(self.data)
+
+    def words(self):
+        """(address, value) of each 8-byte slot."""
+        for i in range(0, len(self.data) - 7, 8):
+            yield self.sp + i, int.from_bytes(self.data[i : i + 8], "little")
+
+
+class StackReader:
+    """Reads task stacks and turns them into frames."""
+
+    def __init__(self, k: Kernel, symbols: Symbols) -> None:
+        self.k = k
+        self.symbols = symbols
+        init_stack = k.target.symbol_size("init_stack")
+        # THREAD_SIZE: init_stack is declared as unsigned long[THREAD_SIZE / 8].
+        self.thread_size = init_stack or 16384
+        self._after_call: dict[int, bool] = {}
+        self._frames: dict[int, Frame] = {}
+
+    def read(self, stack_base: int, sp: int) -> Optional[Stack]:
+        """The live stack of a sleeping task, or None if sp is not inside its stack."""
+        top = stack_base + self.thread_size
+        if not stack_base or not stack_base <= sp < top:
+            return None
+        return Stack(sp, self.k.read(sp, top - sp))
+
+    def frames(self, stack: Stack) -> list[Frame]:
+        out = []
+        for slot, value in stack.words():
+            if self.symbols.is_text(value) and self._follows_call(value):
+                frame = self._frame(value)
+                out.append(Frame(frame.pc, frame.symbol, frame.offset, frame.module, slot))
+        return out
+
+    def _frame(self, pc: int) -> Frame:
+        if pc not in self._frames:
+            name, offset, module = self.symbols.lookup(pc)
+            self._frames[pc] = Frame(pc, name, offset, module)
+        return self._frames[pc]
+
+    def _follows_call(self, address: int) -> bool:
+        """Whether the bytes before ``address`` end with an x86 call instruction."""
+        if address not in self._after_call:
+            try:
+                code = self.k.read(address - 7, 7)
+            except ReadError:
+                code = b""
+            self._after_call[address] = len(code) == 7 and _is_call_end(code)
+        return self._after_call[address]
+
+
+def _is_call_end(code: bytes) -> bool:
+    """``code`` is the 7 bytes before a return address."""
+    if code[2] == 0xE8:  # call rel32
+        return True
+    if code[5] == 0xFF and 0xD0 <= code[6] <= 0xD7:  # call *%reg
+        return True
+    if code[4] == 0xFF and 0x50 <= code[5] <= 0x57:  # call *disp8(%reg)
+        return True
+    if code[1] == 0xFF and (code[2] == 0x15 or 0x90 <= code[2] <= 0x97):  # call *disp32(%rip|%reg)
+        return True
+    if code[0] == 0xFF and code[1] == 0x14:  # call *disp32(,%reg,8) via SIB
+        return True
+    return False

@@ -1,0 +1,184 @@
+"""Tasks: walking the task list, decoding one ``struct task_struct``.
+
+Each task_struct is read whole in one read and its fields are unpacked at
+offsets detected once; over a gdbstub that is one round trip per task.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+from ..errors import CorruptError, ReadError
+from ..model import Problem, Task
+from .layout import Kernel, le32, le64
+
+__all__ = ["TaskLayout", "for_each_task", "task_state_letters", "read_task", "per_cpu_runqueues"]
+
+# Bound for list walks: far more tasks than any machine runs, so a corrupt
+# (cyclic) list ends with a problem instead of a hang.
+MAX_TASKS = 4_000_000
+
+# TASK_NOLOAD, 0x400 since v4.14 (92c4bc9f9cd9, "sched/debug: Convert TASK_state
+# to hex"); TASK_IDLE is TASK_UNINTERRUPTIBLE | TASK_NOLOAD and reports as 'I'.
+TASK_UNINTERRUPTIBLE = 0x2
+TASK_NOLOAD = 0x400
+
+
+@dataclass
+class TaskLayout:
+    """Offsets in ``struct task_struct`` (and friends), detected once per kernel."""
+
+    size: int
+    state: int
+    exit_state: int
+    stack: int
+    pid: int
+    tgid: int
+    comm: int
+    comm_size: int
+    tasks: int
+    thread_node: int
+    signal: int
+    thread_head: int
+    sp: int
+    on_cpu: Optional[int]
+    cpu: Optional[int]
+    last_arrival: Optional[int]
+
+    @classmethod
+    def detect(cls, k: Kernel) -> "TaskLayout":
+        t = "struct task_struct"
+        # v5.14 renamed task_struct.state to __state (2f064a59a11f).
+        state = "__state" if k.has_member(t, "__state") else "state"
+        # v5.16 moved cpu into thread_info on x86 (bcf9033e5449); before it was task->cpu.
+        cpu = "thread_info.cpu" if k.has_member(t, "thread_info.cpu") else "cpu"
+        comm = k.member(t, "comm")
+        assert comm is not None or k.offset(t, "comm")
+        last_arrival = k.member(t, "sched_info.last_arrival")
+        on_cpu = k.member(t, "on_cpu")
+        cpu_member = k.member(t, cpu)
+        return cls(
+            size=k.size(t),
+            state=k.offset(t, state),
+            exit_state=k.offset(t, "exit_state"),
+            stack=k.offset(t, "stack"),
+            pid=k.offset(t, "pid"),
+            tgid=k.offset(t, "tgid"),
+            comm=comm[0] if comm else 0,
+            comm_size=comm[1] if comm else 16,
+            tasks=k.offset(t, "tasks"),
+            thread_node=k.offset(t, "thread_node"),
+            signal=k.offset(t, "signal"),
+            thread_head=k.offset("struct signal_struct", "thread_head"),
+            sp=k.offset(t, "thread.sp"),
+            on_cpu=on_cpu[0] if on_cpu else None,
+            cpu=cpu_member[0] if cpu_member else None,
+            last_arrival=last_arrival[0] if last_arrival else None,
+        )
+
+
+def task_state_letters(k: Kernel) -> list[str]:
+    """First letters of the kernel's own ``task_state_array`` ("R", "S", "D", ..., "I")."""
+    address = k.need_symbol("task_state_array")
+    count = (k.target.symbol_size("task_state_array") or 0) // 8
+    pointers = k.read(address, 8 * count)
+    return [k.string(le64(pointers, 8 * i), 2)[:1] for i in range(count)]
+
+
+def state_letter(letters: list[str], state: int, exit_state: int) -> str:
+    """The ps letter of a task, the way the kernel's task_state_index() computes it."""
+    if state == TASK_UNINTERRUPTIBLE | TASK_NOLOAD and letters:
+        return letters[-1]
+    report = (1 << max(len(letters) - 2, 0)) - 1
+    index = ((state | exit_state) & report).bit_length()
+    return letters[index] if index < len(letters) else "?"
+
+
+@dataclass
+class Runqueue:
+    cpu: int
+    address: int
+    curr: int
+    idle: int
+    clock: int
+
+
+def per_cpu_runqueues(k: Kernel) -> list[Runqueue]:
+    """Each possible CPU's ``struct rq``: its current task, its idle task, its clock."""
+    nr_cpus = k.u32(k.need_symbol("nr_cpu_ids"))
+    offsets = k.read(k.need_symbol("__per_cpu_offset"), 8 * nr_cpus)
+    base = k.need_symbol("runqueues")
+    rq_t = "struct rq"
+    curr, idle, clock = k.offset(rq_t, "curr"), k.offset(rq_t, "idle"), k.offset(rq_t, "clock")
+    span = max(curr, idle, clock) + 8
+    out = []
+    for cpu in range(nr_cpus):
+        address = base + le64(offsets, 8 * cpu)
+        try:
+            data = k.read(address, span)
+        except ReadError:
+            continue  # CPU possible but never brought up: its per-cpu area may be absent
+        out.append(Runqueue(cpu, address, le64(data, curr), le64(data, idle), le64(data, clock)))
+    return out
+
+
+def for_each_task(k: Kernel, layout: TaskLayout, problems: list[Problem]) -> Iterator[tuple[int, bytes]]:
+    """Yield (address, raw task_struct) for every thread of every process.
+
+    Thread-group leaders are on ``init_task.tasks``; the other threads of a group
+    hang off ``signal->thread_head`` through ``thread_node``. Both lists are walked
+    with a bound and a ``next->prev`` check; a broken list ends with a Problem.
+    """
+    init_task = k.need_symbol("init_task")
+    head = init_task + layout.tasks
+    seen: set[int] = set()
+    try:
+        for leader, data in _walk(k, head, layout.tasks, layout, "init_task.tasks"):
+            seen.add(leader)
+            yield leader, data
+            node = le64(data, layout.thread_node)
+            prev = le64(data, layout.thread_node + 8)
+            if node == prev:  # single-threaded: the only other node is signal->thread_head
+                continue
+            try:
+                signal = le64(data, layout.signal)
+                threads = signal + layout.thread_head
+                for thread, tdata in _walk(k, threads, layout.thread_node, layout, f"threads of pid {le32(data, layout.pid)}"):
+                    if thread not in seen:
+                        seen.add(thread)
+                        yield thread, tdata
+            except (ReadError, CorruptError) as e:
+                problems.append(Problem("thread list", f"task {leader:#x}", str(e)))
+    except (ReadError, CorruptError) as e:
+        problems.append(Problem("task list", f"{head:#x} (init_task.tasks)", f"{e}; the tasks after it were not seen"))
+
+
+def _walk(k: Kernel, head: int, link: int, layout: TaskLayout, name: str) -> Iterator[tuple[int, bytes]]:
+    """Entries of a list of task_structs linked at offset ``link``, each read whole."""
+    prev = head
+    node = k.u64(head)
+    for _ in range(MAX_TASKS):
+        if node == head:
+            return
+        address = node - link
+        data = k.read(address, layout.size)
+        if le64(data, link + 8) != prev:
+            raise CorruptError(f"{name} is broken at {node:#x}: its prev does not point back to {prev:#x}")
+        yield address, data
+        prev, node = node, le64(data, link)
+    raise CorruptError(f"{name} has more than {MAX_TASKS} entries: it loops")
+
+
+def read_task(k: Kernel, layout: TaskLayout, letters: list[str], address: int, data: bytes) -> Task:
+    """A Task from the raw bytes of its task_struct (no stack yet)."""
+    comm = data[layout.comm : layout.comm + layout.comm_size].split(b"\0", 1)[0].decode("utf-8", "replace")
+    return Task(
+        address=address,
+        pid=le32(data, layout.pid),
+        tgid=le32(data, layout.tgid),
+        comm=comm,
+        state=state_letter(letters, le32(data, layout.state), le32(data, layout.exit_state)),
+        cpu=le32(data, layout.cpu) if layout.cpu is not None else 0,
+        on_cpu=bool(le32(data, layout.on_cpu)) if layout.on_cpu is not None else False,
+        stack_base=le64(data, layout.stack),
+    )

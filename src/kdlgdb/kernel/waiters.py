@@ -1,0 +1,137 @@
+"""Which lock a blocked task waits on, and each lock's wait list.
+
+Works on every configuration: the slow path that a task sleeps in puts a
+waiter struct (``{struct list_head list; struct task_struct *task; ...}``) on
+the task's own stack and links it into the lock's ``wait_list``. We find that
+node by its ``task`` field, walk the ring (checking ``next->prev`` at each
+step) and take the one node that lies on no task's stack: that is the
+``wait_list`` head inside the lock.
+"""
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from typing import Optional
+
+from ..errors import CorruptError, ReadError
+from ..model import Frame
+from .layout import KERNEL_SPACE, Kernel, le64
+from .locks import LockKind
+from .stack import Stack
+
+__all__ = ["SLOW_PATHS", "slow_path", "StackRanges", "find_wait", "Wait"]
+
+MAX_WAITERS = 1_000_000
+
+# The functions a task sleeps in while it waits for each kind of lock.
+SLOW_PATHS = {
+    "mutex": {
+        "__mutex_lock", "__mutex_lock_slowpath", "__mutex_lock_killable_slowpath",
+        "__mutex_lock_interruptible_slowpath", "mutex_lock", "mutex_lock_killable",
+        "mutex_lock_interruptible", "mutex_lock_io", "__ww_mutex_lock", "ww_mutex_lock",
+        "ww_mutex_lock_interruptible", "__ww_mutex_lock_slowpath",
+        "__ww_mutex_lock_interruptible_slowpath",
+    },
+    "semaphore": {
+        "__down", "__down_common", "__down_interruptible", "__down_killable", "__down_timeout",
+        "down", "down_interruptible", "down_killable", "down_timeout",
+    },
+    "rwsem": {
+        "rwsem_down_read_slowpath", "rwsem_down_write_slowpath", "down_read", "down_write",
+        "down_read_killable", "down_write_killable", "down_read_interruptible",
+        "__down_read", "__down_write", "__down_read_common", "__down_write_common",
+        "down_read_nested", "down_write_nested",
+    },
+}
+_BY_NAME = {fn: kind for kind, fns in SLOW_PATHS.items() for fn in fns}
+
+
+def base_name(symbol: Optional[str]) -> str:
+    """``__mutex_lock.constprop.0`` -> ``__mutex_lock``."""
+    return (symbol or "").split(".", 1)[0]
+
+
+def slow_path(frames: list[Frame]) -> Optional[tuple[str, int]]:
+    """(lock kind, index of the innermost slow-path frame) or None."""
+    for i, frame in enumerate(frames):
+        kind = _BY_NAME.get(base_name(frame.symbol))
+        if kind is not None and frame.module is None:
+            return kind, i
+    return None
+
+
+class StackRanges:
+    """Is an address on some task's kernel stack?"""
+
+    def __init__(self, bases: list[int], thread_size: int) -> None:
+        self.bases = sorted(set(b for b in bases if b))
+        self.thread_size = thread_size
+
+    def __contains__(self, address: int) -> bool:
+        i = bisect.bisect_right(self.bases, address) - 1
+        return i >= 0 and address < self.bases[i] + self.thread_size
+
+
+@dataclass
+class Wait:
+    lock: int  # lock address
+    node: int  # this task's waiter node
+    waiters: list[tuple[int, int]]  # (waiter node, task) in wait-list order
+    evidence: str
+
+
+def find_wait(
+    k: Kernel, kind: LockKind, task: int, stack: Stack, stacks: StackRanges, known: dict[int, Wait]
+) -> Optional[Wait]:
+    """The lock ``task`` waits on, from the waiter struct on its stack.
+
+    ``known`` maps waiter nodes already seen on some lock's wait list to that
+    lock's Wait, so each wait list is walked once however many tasks wait on it.
+    """
+    for slot, value in stack.words():
+        node = slot - kind.waiter_task + kind.waiter_list
+        if value != task or node < stack.sp:
+            continue
+        if node in known:
+            return known[node]
+        try:
+            found = _walk_wait_list(k, kind, node, stacks)
+        except (ReadError, CorruptError):
+            continue  # not a live waiter; keep looking
+        if found is None:
+            continue
+        head, waiters = found
+        lock = head - kind.wait_list
+        wait = Wait(lock, node, waiters, f"{kind.waiter} at {node:#x} on its stack, linked into {kind.struct} {lock:#x}.wait_list")
+        for waiter_node, _ in waiters:
+            known[waiter_node] = wait
+        return wait
+    return None
+
+
+def _walk_wait_list(k: Kernel, kind: LockKind, start: int, stacks: StackRanges) -> Optional[tuple[int, list[tuple[int, int]]]]:
+    """(head, [(node, task)]) of the ring through ``start``; None if it is not a wait list."""
+    ring = [start]
+    prev, node = start, k.u64(start)
+    if node < KERNEL_SPACE or k.u64(start + 8) < KERNEL_SPACE:
+        return None
+    for _ in range(MAX_WAITERS):
+        if node < KERNEL_SPACE:
+            return None
+        links = k.read(node, 16)
+        next_, back = le64(links, 0), le64(links, 8)
+        if back != prev:
+            raise CorruptError(f"wait list broken at {node:#x}: prev is {back:#x}, expected {prev:#x}")
+        if node == start:
+            break
+        ring.append(node)
+        prev, node = node, next_
+    else:
+        raise CorruptError(f"wait list through {start:#x} loops without end")
+    heads = [n for n in ring if n not in stacks]
+    if len(heads) != 1:
+        return None
+    head = heads[0]
+    i = ring.index(head)
+    order = ring[i + 1 :] + ring[:i]
+    return head, [(n, k.u64(n - kind.waiter_list + kind.waiter_task)) for n in order]

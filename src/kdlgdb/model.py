@@ -1,0 +1,137 @@
+"""Plain data that the kernel model produces and the analysis consumes.
+
+Nothing here knows about a debugger. Tasks and locks are keyed by their kernel
+addresses (``struct task_struct *``, the lock's own address); pids are not
+unique (every CPU's idle task has pid 0).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+__all__ = ["Frame", "Task", "Owner", "Lock", "Problem", "Snapshot"]
+
+CERTAIN = "certain"
+INFERRED = "inferred"
+
+
+@dataclass
+class Frame:
+    """One return address found on a kernel stack."""
+
+    pc: int
+    symbol: Optional[str]
+    offset: int
+    module: Optional[str] = None  # None for vmlinux
+    sp: int = 0  # stack slot that held the return address
+
+    def describe(self) -> str:
+        if self.symbol is None:
+            return f"{self.pc:#x}"
+        text = f"{self.symbol}+{self.offset:#x}"
+        return f"{text} [{self.module}]" if self.module else text
+
+
+@dataclass
+class Task:
+    """A ``struct task_struct`` as the analysis needs it."""
+
+    address: int
+    pid: int
+    tgid: int
+    comm: str
+    state: str  # one letter from the kernel's task_state_array
+    cpu: int
+    on_cpu: bool = False  # current task of its runqueue
+    last_ran_ns: Optional[int] = None  # time since it last ran, in ns
+    stack_base: int = 0
+    frames: list[Frame] = field(default_factory=list)
+    waits_on: Optional[int] = None  # address of the lock it waits on
+    wait_evidence: str = ""
+
+
+@dataclass
+class Owner:
+    """Why we believe ``task`` holds a lock."""
+
+    task: int  # task_struct address
+    confidence: str  # CERTAIN or INFERRED
+    evidence: str
+    mode: str = "exclusive"  # exclusive | read | write
+
+
+@dataclass
+class Lock:
+    """A lock that at least one task waits on."""
+
+    address: int
+    type: str  # mutex | semaphore | rwsem | ...
+    symbol: Optional[str] = None
+    module: Optional[str] = None
+    owners: list[Owner] = field(default_factory=list)
+    waiters: list[int] = field(default_factory=list)  # task addresses, wait-list order
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def name(self) -> str:
+        if self.symbol is None:
+            return f"{self.type} {self.address:#x}"
+        return f"{self.symbol} [{self.module}]" if self.module else self.symbol
+
+
+@dataclass
+class Problem:
+    """Something that could not be read or made sense of; analysis went on."""
+
+    what: str
+    where: str
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.what} at {self.where}: {self.why}"
+
+
+@dataclass
+class Snapshot:
+    """Everything collected from one kernel at one moment."""
+
+    release: str = ""
+    kaslr_offset: int = 0
+    tasks: list[Task] = field(default_factory=list)
+    locks: list[Lock] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)  # lock data sources this kernel offers
+
+    def task(self, address: int) -> Optional[Task]:
+        return self._tasks_by_address().get(address)
+
+    def lock(self, address: int) -> Optional[Lock]:
+        for lock in self.locks:
+            if lock.address == address:
+                return lock
+        return None
+
+    def _tasks_by_address(self) -> dict[int, Task]:
+        return {t.address: t for t in self.tasks}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Snapshot":
+        tasks = [
+            Task(**{**t, "frames": [Frame(**f) for f in t.get("frames", [])]})
+            for t in data.get("tasks", [])
+        ]
+        locks = [
+            Lock(**{**lk, "owners": [Owner(**o) for o in lk.get("owners", [])]})
+            for lk in data.get("locks", [])
+        ]
+        problems = [Problem(**p) for p in data.get("problems", [])]
+        return cls(
+            release=data.get("release", ""),
+            kaslr_offset=data.get("kaslr_offset", 0),
+            tasks=tasks,
+            locks=locks,
+            problems=problems,
+            sources=list(data.get("sources", [])),
+        )

@@ -1,0 +1,170 @@
+"""Machine-readable output: plain dicts ready for :func:`json.dumps`.
+
+The keys documented in :func:`waitfor_json` are a public schema: scripts and
+the report depend on them, so keys may be added but never renamed or removed.
+Addresses are lowercase hex strings with ``0x``; pids are integers; lists are
+sorted (tasks by pid then address, locks by address) so output is stable.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from ..analysis.graph import Chain, Cycle, Edge, WaitForGraph
+from ..model import Lock, Snapshot, Task
+
+__all__ = ["waitfor_json", "tasks_json", "task_json", "lock_json", "cycle_json", "chain_json", "edge_json"]
+
+
+def _hex(address: Optional[int]) -> Optional[str]:
+    return None if address is None else f"{address:#x}"
+
+
+def _pid(snapshot_tasks: dict[int, Task], address: int) -> Optional[int]:
+    task = snapshot_tasks.get(address)
+    return task.pid if task else None
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with anything JSON cannot hold turned into a string."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return str(value)
+
+
+def _holds_by_task(snapshot: Snapshot) -> dict[int, list[int]]:
+    holds: dict[int, list[int]] = {}
+    for lock in sorted(snapshot.locks, key=lambda lk: lk.address):
+        for owner in lock.owners:
+            held = holds.setdefault(owner.task, [])
+            if lock.address not in held:
+                held.append(lock.address)
+    return holds
+
+
+def task_json(task: Task, holds: list[int]) -> dict[str, Any]:
+    """One task: ``pid``, ``comm``, ``state``, ``waits_on`` (hex or None) and more."""
+    return {
+        "pid": task.pid,
+        "comm": task.comm,
+        "state": task.state,
+        "waits_on": _hex(task.waits_on),
+        "address": _hex(task.address),
+        "tgid": task.tgid,
+        "cpu": task.cpu,
+        "on_cpu": task.on_cpu,
+        "holds": [_hex(lk) for lk in holds],
+        "last_ran_ns": task.last_ran_ns,
+        "wait_evidence": task.wait_evidence,
+        "stack": [frame.describe() for frame in task.frames],
+    }
+
+
+def tasks_json(snapshot: Snapshot) -> list[dict[str, Any]]:
+    """Every task in the snapshot, sorted by pid then address."""
+    holds = _holds_by_task(snapshot)
+    ordered = sorted(snapshot.tasks, key=lambda t: (t.pid, t.address))
+    return [task_json(t, holds.get(t.address, [])) for t in ordered]
+
+
+def edge_json(edge: Edge, tasks: dict[int, Task]) -> dict[str, Any]:
+    """One wait-for edge: ``waiter`` pid waits on ``lock``, held by ``owner`` pid."""
+    return {
+        "waiter": _pid(tasks, edge.waiter),
+        "lock": _hex(edge.lock),
+        "owner": _pid(tasks, edge.owner),
+        "confidence": edge.confidence,
+        "evidence": edge.evidence,
+        "waiter_task": _hex(edge.waiter),
+        "owner_task": _hex(edge.owner),
+    }
+
+
+def lock_json(lock: Lock, graph: WaitForGraph, tasks: dict[int, Task]) -> dict[str, Any]:
+    """One lock with its owners (and why we think so) and its waiters in wait-list order."""
+    waiters = graph.waiters(lock.address)
+    return {
+        "address": _hex(lock.address),
+        "type": lock.type,
+        "symbol": lock.symbol,
+        "module": lock.module,
+        "owners": [
+            {
+                "pid": _pid(tasks, o.task),
+                "confidence": o.confidence,
+                "evidence": o.evidence,
+                "mode": o.mode,
+                "task": _hex(o.task),
+                "comm": tasks[o.task].comm if o.task in tasks else None,
+            }
+            for o in lock.owners
+        ],
+        "waiters": [_pid(tasks, t) for t in waiters],
+        "details": _plain(lock.details),
+        "name": lock.name(),
+        "waiter_tasks": [_hex(t) for t in waiters],
+    }
+
+
+def cycle_json(cycle: Cycle, tasks: dict[int, Task]) -> dict[str, Any]:
+    """One cycle: ``pids[k]`` waits on ``locks[k]``, which is held by ``pids[k+1]``."""
+    return {
+        "pids": [_pid(tasks, t) for t in cycle.tasks],
+        "comms": [tasks[t].comm if t in tasks else None for t in cycle.tasks],
+        "locks": [_hex(lk) for lk in cycle.locks],
+        "verdict": cycle.verdict,
+        "inferred": [edge_json(e, tasks) for e in cycle.inferred],
+        "blocked_behind": [_pid(tasks, t) for t in cycle.blocked_behind],
+        "advice": cycle.advice,
+        "tasks": [_hex(t) for t in cycle.tasks],
+        "edges": [edge_json(e, tasks) for e in cycle.edges],
+        "blocked_behind_tasks": [_hex(t) for t in cycle.blocked_behind],
+    }
+
+
+def chain_json(chain: Chain, tasks: dict[int, Task]) -> dict[str, Any]:
+    """One chain: ``pids[k]`` waits on ``locks[k]``; the last pid is the root when it is known."""
+    return {
+        "pids": [_pid(tasks, t) for t in chain.tasks],
+        "comms": [tasks[t].comm if t in tasks else None for t in chain.tasks],
+        "locks": [_hex(lk) for lk in chain.locks],
+        "root": None if chain.root is None else _pid(tasks, chain.root),
+        "root_task": _hex(chain.root),
+        "root_reason": chain.root_reason,
+        "joined": [_pid(tasks, t) for t in chain.joined],
+        "tasks": [_hex(t) for t in chain.tasks],
+        "joined_tasks": [_hex(t) for t in chain.joined],
+    }
+
+
+def waitfor_json(snapshot: Snapshot, graph: WaitForGraph) -> dict[str, Any]:
+    """The wait-for report as a dict with this stable schema::
+
+        {"tasks":  [{"pid", "comm", "state", "waits_on", "address", "tgid", "cpu",
+                     "holds", "last_ran_ns", ...}],      # D-state tasks and tasks in a lock
+         "locks":  [{"address", "type", "symbol", "module",
+                     "owners": [{"pid", "confidence", "evidence", "mode", ...}],
+                     "waiters": [pid, ...], "details": {...}, ...}],
+         "cycles": [{"pids", "comms", "locks", "verdict", "inferred", "blocked_behind",
+                     "advice", ...}],
+         "chains": [{"pids", "comms", "locks", "root", "root_task", "root_reason", "joined", ...}],
+         "problems": [{"what", "where", "why"}], "release": str, "kaslr_offset": "0x..."}
+    """
+    tasks = {t.address: t for t in snapshot.tasks}
+    involved = {t.address for t in snapshot.tasks if t.state == "D" or t.waits_on is not None}
+    for lock in snapshot.locks:
+        involved.update(o.task for o in lock.owners)
+        involved.update(graph.waiters(lock.address))
+    shown = sorted((tasks[a] for a in involved if a in tasks), key=lambda t: (t.pid, t.address))
+    return {
+        "tasks": [task_json(t, graph.holds(t.address)) for t in shown],
+        "locks": [lock_json(lk, graph, tasks) for lk in sorted(snapshot.locks, key=lambda lk: lk.address)],
+        "cycles": [cycle_json(c, tasks) for c in graph.cycles],
+        "chains": [chain_json(c, tasks) for c in graph.chains],
+        "problems": [{"what": p.what, "where": p.where, "why": p.why} for p in snapshot.problems],
+        "release": snapshot.release,
+        "kaslr_offset": _hex(snapshot.kaslr_offset),
+    }

@@ -1,0 +1,256 @@
+"""Text output for people: crash-like task and backtrace tables, locks, and the wait-for report.
+
+Output depends only on the data (never on the terminal width) and is colourless
+unless ``color=True``; :mod:`kdlgdb.render.color` decides what colour means.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence, Union
+
+from tabulate import tabulate
+
+from ..analysis.graph import Chain, Cycle, Edge, WaitForGraph
+from ..model import Lock, Snapshot, Task
+from .color import paint
+
+__all__ = ["render_tasks", "render_bt", "render_locks", "render_waitfor", "format_last_ran"]
+
+
+def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str], align: Sequence[str]) -> list[str]:
+    """A plain table, one string per line, trailing blanks stripped."""
+    text = tabulate(
+        rows, headers=list(headers), tablefmt="plain", disable_numparse=True, colalign=list(align)
+    )
+    return [line.rstrip() for line in text.splitlines()]
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def format_last_ran(ns: Optional[int]) -> str:
+    """Time since a task last ran: ``"350ms"``, ``"12.3s"``, or ``"-"`` when unknown."""
+    if ns is None:
+        return "-"
+    if ns < 1_000_000_000:
+        return f"{ns // 1_000_000}ms"
+    return f"{ns / 1e9:.1f}s"
+
+
+def render_tasks(snapshot: Snapshot, tasks: list[Task]) -> str:
+    """A ``ps``-like table of ``tasks`` in the given order; ``>`` marks a task that is on a CPU."""
+    rows = [
+        (">" if t.on_cpu else "", t.pid, t.tgid, t.state, t.cpu, format_last_ran(t.last_ran_ns), t.comm)
+        for t in tasks
+    ]
+    headers = ("", "PID", "TGID", "ST", "CPU", "LAST-RAN", "COMM")
+    return "\n".join(_table(rows, headers, ("left", "right", "right", "left", "right", "right", "left")))
+
+
+def render_bt(snapshot: Snapshot, task: Task) -> str:
+    """A crash-like backtrace: a header line, then ``#n [stack slot] symbol+offset [module]``."""
+    lines = [
+        f"PID: {task.pid}  TASK: {task.address:#x}  CPU: {task.cpu}  "
+        f'COMMAND: "{task.comm}"  STATE: {task.state}'
+    ]
+    for number, frame in enumerate(task.frames):
+        lines.append(f"{'#' + str(number):>3} [{frame.sp:x}] {frame.describe()}")
+    if not task.frames:
+        lines.append("    (no stack frames)")
+    return "\n".join(lines)
+
+
+class _Names:
+    """Labels for tasks and locks of one graph, coloured or not."""
+
+    def __init__(self, graph: WaitForGraph, color: bool) -> None:
+        self.graph = graph
+        self.color = color
+
+    def task(self, address: int) -> str:
+        task = self.graph.task(address)
+        return f"{task.comm} ({task.pid})" if task else f"task {address:#x} (not found)"
+
+    def lock(self, address: int) -> str:
+        lock = self.graph.lock(address)
+        return paint(lock.name() if lock else f"{address:#x}", "lock", self.color)
+
+    def hop(self, edge: Edge) -> str:
+        """``--waits on--> LOCK --held by--> OWNER`` with an inferred marker."""
+        text = f" --waits on--> {self.lock(edge.lock)} --held by--> {self.task(edge.owner)}"
+        if edge.confidence != "certain":
+            text += " " + paint(f"[{edge.confidence}: {edge.evidence}]", "inferred", self.color)
+        return text
+
+    def path(self, start: int, edges: list[Edge]) -> str:
+        return self.task(start) + "".join(self.hop(e) for e in edges)
+
+
+def _lock_lines(lock: Lock, graph: WaitForGraph, names: _Names) -> list[str]:
+    head = f"{lock.type} {lock.address:#x}"
+    if lock.symbol is not None:
+        head += "  " + names.lock(lock.address)
+    lines = [head]
+    if lock.owners:
+        lines.append("  owners:")
+        rows = []
+        for owner in lock.owners:
+            task = graph.task(owner.task)
+            pid, comm = (str(task.pid), task.comm) if task else (f"{owner.task:#x}", "(not found)")
+            rows.append((pid, comm, owner.confidence, owner.mode, owner.evidence))
+        table = _table(rows, ("PID", "COMM", "CONFIDENCE", "MODE", "EVIDENCE"), ("right",) + ("left",) * 4)
+        lines += ["    " + line for line in table]
+    else:
+        lines.append("  owners: none known")
+    waiters = graph.waiters(lock.address)
+    if waiters:
+        lines.append("  waiters:")
+        rows = []
+        for address in waiters:
+            task = graph.task(address)
+            rows.append((str(task.pid), task.comm) if task else (f"{address:#x}", "(not found)"))
+        lines += ["    " + line for line in _table(rows, ("PID", "COMM"), ("right", "left"))]
+    else:
+        lines.append("  waiters: none")
+    if lock.details:
+        lines.append("  details: " + ", ".join(f"{k}={_detail(v)}" for k, v in lock.details.items()))
+    return lines
+
+
+def _detail(value: Any) -> str:
+    """Small integers in decimal (counts), large ones in hex (addresses, flag words)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 4096:
+        return f"{value:#x}"
+    return str(value)
+
+
+def render_locks(snapshot: Snapshot, graph: WaitForGraph, color: bool = False) -> str:
+    """Every lock, by address: type, address, name, owners with evidence, waiters in order, details."""
+    names = _Names(graph, color)
+    ordered = sorted(snapshot.locks, key=lambda lk: lk.address)
+    blocks = ["\n".join(_lock_lines(lk, graph, names)) for lk in ordered]
+    return "\n\n".join(blocks) if blocks else "no locks with waiters were found"
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _cycle_lines(cycle: Cycle, graph: WaitForGraph, names: _Names) -> list[str]:
+    lock_names = sorted({names.lock(lk) for lk in cycle.locks})
+    who = _and([names.task(t) for t in cycle.tasks])
+    head = f"{who} on {', '.join(lock_names)}"
+    if len(cycle.tasks) == 1:
+        head += " (self-deadlock)"
+    if cycle.verdict == "deadlock":
+        head = paint("DEADLOCK:", "deadlock", names.color) + " " + head
+    else:
+        why = "; ".join(
+            f"{names.task(e.owner)} holds {names.lock(e.lock)} ({e.evidence})" for e in cycle.inferred
+        )
+        head = paint("PROBABLE DEADLOCK:", "probable", names.color) + f" {head}; inferred: {why}"
+    lines = [head]
+    lines += ["  " + names.path(e.waiter, [e]) for e in cycle.edges]
+    for task in cycle.tasks:
+        held = ", ".join(names.lock(lk) for lk in graph.holds(task)) or "nothing known"
+        wanted = cycle.locks[cycle.tasks.index(task)]
+        lines.append(f"  {names.task(task)}: holds {held}; wants {names.lock(wanted)}")
+    if cycle.blocked_behind:
+        lines.append(f"  blocked behind it: {_plural(len(cycle.blocked_behind), 'task')}")
+        lines += ["    " + names.path(t, graph.path(t)) for t in cycle.blocked_behind]
+    lines.append(f"  advice: {cycle.advice}")
+    return lines
+
+
+def _chain_lines(chain: Chain, graph: WaitForGraph, names: _Names) -> list[str]:
+    blocked = len(chain.tasks) - (chain.root is not None) + len(chain.joined)
+    if chain.root is None:
+        target = f"{names.lock(chain.locks[-1])}, which has no known holder"
+        head = f"{_plural(blocked, 'task')} blocked on {target}"
+    else:
+        head = f"{_plural(blocked, 'task')} blocked behind {names.task(chain.root)}"
+    lines = [paint("CHAIN:", "heading", names.color) + " " + head]
+    lines += ["  " + names.path(e.waiter, [e]) for e in graph.path(chain.tasks[0])]
+    if chain.root is None:
+        last = f"{names.task(chain.tasks[-1])} --waits on--> {names.lock(chain.locks[-1])}"
+        lines.append(f"  {last} (no known holder)")
+    marker = paint("root:", "root", names.color)
+    if chain.root is None:
+        lines.append(f"  {marker} none known: {names.task(chain.tasks[-1])} {chain.root_reason}")
+    elif graph.task(chain.root) is None:
+        lines.append(f"  {marker} {chain.root_reason}")
+    else:
+        lines.append(f"  {marker} {names.task(chain.root)} {chain.root_reason}")
+    if chain.joined:
+        on_path = set(chain.tasks)
+        lines.append("  also blocked:")
+        for task in chain.joined:
+            edges = []
+            for edge in graph.path(task):
+                edges.append(edge)
+                if edge.owner in on_path:
+                    break
+            line = names.path(task, edges)
+            if not edges or edges[-1].owner not in on_path:  # ends at the lock with no holder
+                last = graph.task(edges[-1].owner if edges else task)
+                if last is not None and last.waits_on is not None:
+                    line += f" --waits on--> {names.lock(last.waits_on)} (no known holder)"
+            lines.append("    " + line)
+    return lines
+
+
+def _summary(graph: WaitForGraph) -> str:
+    chains = len(graph.chains)
+    if not graph.cycles:
+        blocked = sum(len(c.tasks) - (c.root is not None) + len(c.joined) for c in graph.chains)
+        return f"no deadlock; {_plural(blocked, 'blocked task')} in {_plural(chains, 'chain')}"
+    count = len(graph.cycles)
+    probable = sum(c.verdict == "probable" for c in graph.cycles)
+    if probable == count:
+        kind = _plural(count, "probable deadlock")
+    elif probable:
+        kind = f"{_plural(count, 'deadlock')} ({probable} probable)"
+    else:
+        kind = _plural(count, "deadlock")
+    in_cycles = sum(len(c.tasks) for c in graph.cycles)
+    behind = sum(len(c.blocked_behind) for c in graph.cycles)
+    it = "it" if count == 1 else "them"
+    return (f"{_plural(in_cycles, 'task')} in {kind}, {behind} blocked behind {it}; "
+            f"{chains} other chain{'' if chains == 1 else 's'}")
+
+
+def render_waitfor(
+    snapshot: Snapshot, graph: WaitForGraph, color: bool = False, pid: Optional[int] = None
+) -> str:
+    """The wait-for report: deadlock cycles, then other chains with their roots, a summary
+    line and a footer with the problems met while reading the dump.
+
+    With ``pid``, only the cycle or chain that task is in (as member, blocked behind it, or root).
+    """
+    names = _Names(graph, color)
+    items: list[Union[Cycle, Chain]] = [*graph.cycles, *graph.chains]
+    blocks: list[list[str]] = []
+    if pid is not None:
+        matches = [t.address for t in snapshot.tasks if t.pid == pid]
+        wanted = [graph.membership(a) for a in matches]
+        items = [item for item in items if any(item is w for w in wanted)]
+        if not matches:
+            blocks.append([f"no task with pid {pid}"])
+        elif not items:
+            blocks.append([f"pid {pid} is not in any deadlock or wait chain"])
+    elif not items:
+        d_state = sum(t.state == "D" for t in snapshot.tasks)
+        line = "no blocked tasks: no task waits on a known lock"
+        if d_state:
+            line += f" ({_plural(d_state, 'task')} in D state)"
+        blocks.append([line])
+    for item in items:
+        if isinstance(item, Cycle):
+            blocks.append(_cycle_lines(item, graph, names))
+        else:
+            blocks.append(_chain_lines(item, graph, names))
+    if pid is None and items:
+        blocks.append([paint(_summary(graph), "heading", color)])
+    if snapshot.problems:
+        blocks.append([paint(f"skipped: {p}", "problem", color) for p in snapshot.problems])
+    return "\n\n".join("\n".join(block) for block in blocks)

@@ -1,0 +1,1 @@
+"""Layer 1: the one place that talks to a debugger (or to a recording of one)."""

@@ -1,0 +1,51 @@
+"""The seam between kdlgdb and a debugger.
+
+A target answers a handful of questions about one kernel image and its memory.
+Every address and symbol here is *static*: as the vmlinux's debug info has it,
+before any KASLR relocation. The kernel model (``kdlgdb.kernel``) applies the
+offset.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+__all__ = ["Target"]
+
+
+class Target:
+    """What the kernel model needs from a debugger. Subclasses implement all of it."""
+
+    #: "dump" for a vmcore, "live" for a running kernel (gdbstub).
+    kind = "dump"
+
+    def read(self, address: int, size: int) -> bytes:
+        """Return ``size`` bytes of kernel virtual memory; raise ReadError if any is unreadable."""
+        raise NotImplementedError
+
+    def symbol(self, name: str) -> Optional[int]:
+        """Static address of a global or static symbol of the vmlinux, or None."""
+        raise NotImplementedError
+
+    def symbol_size(self, name: str) -> Optional[int]:
+        """Size in bytes of a data symbol's type, or None."""
+        raise NotImplementedError
+
+    def type_size(self, type_name: str) -> Optional[int]:
+        """``sizeof(type_name)`` (e.g. ``"struct mutex"``), or None when the type is unknown."""
+        raise NotImplementedError
+
+    def member(self, type_name: str, path: str) -> Optional[tuple[int, int]]:
+        """(offset, size) of a member, dotted for nested ones (``"thread.sp"``); None if absent."""
+        raise NotImplementedError
+
+    def symbolize(self, address: int) -> Optional[tuple[str, int]]:
+        """(name, offset) of the vmlinux symbol that contains a static address, or None."""
+        raise NotImplementedError
+
+    def vmcoreinfo(self) -> Optional[dict[str, str]]:
+        """The dump's VMCOREINFO note as key -> value, or None (live targets)."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """One line naming what is being read ("vmcore /x/y", "remote localhost:1234")."""
+        raise NotImplementedError

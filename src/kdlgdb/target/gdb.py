@@ -1,0 +1,136 @@
+"""The gdb target: the only module of layer 1 that imports ``gdb``.
+
+Reads go through ``Inferior.read_memory`` in one call per request, so a whole
+task_struct or stack costs one round trip over a gdbstub. Type layouts come
+from gdb's Python type API (``gdb.lookup_type``), never from ``ptype`` output,
+which is slow on a 600 MB vmlinux.
+"""
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+import gdb  # type: ignore[import-not-found]
+
+from ..errors import KdlError, ReadError
+from .base import Target
+from .vmcore import ElfDump, open_elf_dump
+
+__all__ = ["GdbTarget", "core_file_path"]
+
+_INFO_SYMBOL = re.compile(r"^(\S+)(?: \+ (\d+))? in section (\S+)")
+
+
+def core_file_path() -> Optional[str]:
+    """Path of the core file gdb has loaded, or None."""
+    text = gdb.execute("info target", to_string=True)
+    m = re.search(r"Local core dump file:\s*`(.+?)'", text)
+    return m.group(1) if m else None
+
+
+class GdbTarget(Target):
+    """The kernel that gdb is looking at: a core file or a ``target remote`` connection."""
+
+    def __init__(self) -> None:
+        inferior = gdb.selected_inferior()
+        if inferior.pid == 0 and inferior.connection is None:
+            raise KdlError("no kernel to read: load a dump (gdb VMLINUX VMCORE) or `target remote HOST:PORT`")
+        if not gdb.objfiles():
+            raise KdlError("no vmlinux loaded: start gdb with the vmlinux that matches the kernel")
+        self._inferior = inferior
+        conn = inferior.connection
+        self.kind = "dump" if conn is not None and conn.type == "core" else "live"
+        self._where = conn.details if conn is not None and conn.details else ""
+        self._dump: Optional[ElfDump] = None
+        if self.kind == "dump":
+            path = core_file_path()
+            if path:
+                self._dump = open_elf_dump(path)
+                self._where = path
+        self._types: dict[str, Optional[gdb.Type]] = {}
+        self._symbolized: dict[int, Optional[tuple[str, int]]] = {}
+
+    @property
+    def dump(self) -> Optional[ElfDump]:
+        return self._dump
+
+    def read(self, address: int, size: int) -> bytes:
+        try:
+            return bytes(self._inferior.read_memory(address, size))
+        except gdb.MemoryError as e:
+            raise ReadError(address, size, "not in dump" if self.kind == "dump" else str(e)) from None
+        except gdb.error as e:
+            # A dropped gdbstub connection lands here ("Remote connection closed").
+            raise KdlError(f"the debugger stopped answering: {e}") from None
+
+    def symbol(self, name: str) -> Optional[int]:
+        sym = self._lookup_symbol(name)
+        if sym is not None:
+            return int(sym.value().address)
+        try:  # linker symbols without debug info (minimal symbols)
+            return int(gdb.parse_and_eval(f"(unsigned long)&{name}"))
+        except gdb.error:
+            return None
+
+    def symbol_size(self, name: str) -> Optional[int]:
+        sym = self._lookup_symbol(name)
+        return sym.type.sizeof if sym is not None else None
+
+    def type_size(self, type_name: str) -> Optional[int]:
+        t = self._type(type_name)
+        return t.sizeof if t is not None else None
+
+    def member(self, type_name: str, path: str) -> Optional[tuple[int, int]]:
+        t = self._type(type_name)
+        offset = 0
+        field = None
+        for part in path.split("."):
+            if t is None:
+                return None
+            found = _find_field(t, part)
+            if found is None:
+                return None
+            field, bits = found
+            offset += bits // 8
+            t = field.type.strip_typedefs()
+        assert field is not None
+        return offset, field.type.sizeof
+
+    def symbolize(self, address: int) -> Optional[tuple[str, int]]:
+        if address not in self._symbolized:
+            text = gdb.execute(f"info symbol {address:#x}", to_string=True)
+            m = _INFO_SYMBOL.match(text)
+            self._symbolized[address] = (m.group(1), int(m.group(2) or 0)) if m else None
+        return self._symbolized[address]
+
+    def vmcoreinfo(self) -> Optional[dict[str, str]]:
+        return self._dump.vmcoreinfo() if self._dump is not None else None
+
+    def describe(self) -> str:
+        return f"vmcore {self._where}" if self.kind == "dump" else f"remote {self._where}"
+
+    def _lookup_symbol(self, name: str):
+        try:
+            return gdb.lookup_global_symbol(name) or gdb.lookup_static_symbol(name)
+        except gdb.error:
+            return None
+
+    def _type(self, type_name: str):
+        if type_name not in self._types:
+            try:
+                self._types[type_name] = gdb.lookup_type(type_name).strip_typedefs()
+            except gdb.error:
+                self._types[type_name] = None
+        return self._types[type_name]
+
+
+def _find_field(t, name: str):
+    """(field, bit offset) of ``name`` in ``t``, looking inside anonymous structs and unions."""
+    for f in t.fields():
+        if f.name == name:
+            return f, f.bitpos
+        if f.name is None:
+            inner = _find_field(f.type.strip_typedefs(), name)
+            if inner is not None:
+                return inner[0], f.bitpos + inner[1]
+    return None

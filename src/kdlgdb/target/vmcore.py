@@ -1,0 +1,105 @@
+"""Facts read straight from a vmcore's ELF headers, without a debugger.
+
+gdb loads a QEMU or kdump ELF without telling us what is in it. We need two
+things from the file itself: the VMCOREINFO note (KASLR offset, release) and
+whether its program headers carry kernel virtual addresses at all (a
+physical-only ELF loads in gdb without complaint but reads back the vmlinux's
+static data: a silently wrong answer).
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import BinaryIO, Optional
+
+from ..errors import KdlError
+
+__all__ = ["ElfDump", "open_elf_dump", "parse_vmcoreinfo"]
+
+PT_LOAD = 1
+PT_NOTE = 4
+KERNEL_SPACE = 0xFFFF800000000000
+
+
+@dataclass
+class ElfDump:
+    path: str
+    loads: list[tuple[int, int, int, int]] = field(default_factory=list)  # vaddr, paddr, filesz, memsz
+    notes: list[tuple[str, int, bytes]] = field(default_factory=list)  # name, type, desc
+
+    @property
+    def has_virtual_addresses(self) -> bool:
+        """True if some PT_LOAD maps kernel virtual addresses (QEMU paging dumps, kdump /proc/vmcore)."""
+        return any(vaddr >= KERNEL_SPACE for vaddr, _, _, _ in self.loads)
+
+    def vmcoreinfo(self) -> Optional[dict[str, str]]:
+        for name, _, desc in self.notes:
+            if name == "VMCOREINFO":
+                return parse_vmcoreinfo(desc)
+        return None
+
+
+def parse_vmcoreinfo(text: bytes) -> dict[str, str]:
+    """``KEY=VALUE`` lines of a VMCOREINFO note."""
+    info: dict[str, str] = {}
+    for line in text.decode("ascii", "replace").splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            info[key.strip()] = value.strip().rstrip("\0")
+    return info
+
+
+def open_elf_dump(path: str) -> ElfDump:
+    """Read the program headers and notes of an ELF vmcore; KdlError if it is not one."""
+    try:
+        with open(path, "rb") as f:
+            return _parse(path, f)
+    except OSError as e:
+        raise KdlError(f"cannot open dump {path}: {e.strerror}") from None
+    except struct.error:
+        raise KdlError(f"{path}: truncated ELF headers") from None
+
+
+def _parse(path: str, f: BinaryIO) -> ElfDump:
+    ident = f.read(64)
+    if ident[:4] != b"\x7fELF":
+        if ident[:8] in (b"KDUMP   ", b"makedump"):
+            raise KdlError(f"{path} is a kdump-compressed dump; gdb cannot read it (convert it to ELF)")
+        raise KdlError(f"{path} is not an ELF vmcore")
+    if ident[4] != 2 or ident[5] != 1:
+        raise KdlError(f"{path}: only 64-bit little-endian dumps are supported")
+    e_type, = struct.unpack_from("<H", ident, 16)
+    if e_type != 4:
+        raise KdlError(f"{path} is an ELF file but not a core dump")
+    phoff, = struct.unpack_from("<Q", ident, 32)
+    phentsize, phnum = struct.unpack_from("<HH", ident, 54)
+    f.seek(phoff)
+    table = f.read(phentsize * phnum)
+    dump = ElfDump(path)
+    size = f.seek(0, 2)
+    for i in range(phnum):
+        p_type, _, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, _ = struct.unpack_from(
+            "<IIQQQQQQ", table, i * phentsize
+        )
+        if p_type == PT_LOAD:
+            if p_offset + p_filesz > size:
+                raise KdlError(f"{path} is truncated: it ends at {size} bytes, its headers say {p_offset + p_filesz}")
+            dump.loads.append((p_vaddr, p_paddr, p_filesz, p_memsz))
+        elif p_type == PT_NOTE:
+            f.seek(p_offset)
+            dump.notes.extend(_notes(f.read(p_filesz)))
+    return dump
+
+
+def _notes(data: bytes) -> list[tuple[str, int, bytes]]:
+    notes = []
+    pos = 0
+    while pos + 12 <= len(data):
+        namesz, descsz, ntype = struct.unpack_from("<III", data, pos)
+        pos += 12
+        name = data[pos : pos + namesz].rstrip(b"\0").decode("ascii", "replace")
+        pos += (namesz + 3) & ~3
+        desc = data[pos : pos + descsz]
+        pos += (descsz + 3) & ~3
+        notes.append((name, ntype, desc))
+    return notes

@@ -1,0 +1,912 @@
+#!/usr/bin/python3
+"""Build real deadlocked-kernel dumps for kdlgdb's tests.
+
+For every scenario in ``scenarios/<name>/`` (a kernel module that deadlocks a
+few kthreads on purpose, plus ``expected.json``) this builder
+
+1. compiles the module against the installed headers of the chosen kernel,
+2. packs a busybox initramfs whose ``/init`` loads ``qemu_fw_cfg`` and the
+   module, waits until every ``kdl_*`` thread sits in D state, and prints
+   ``KDL-BLOCKED`` on the console,
+3. boots it in QEMU (TCG, no network, gdbstub on 127.0.0.1 only), waits for the
+   hung-task detector's ``blocked for more than`` report (at most ~25 s), and
+4. dumps guest memory over QMP (``dump-guest-memory``, ELF, ``paging: true``),
+
+once with KASLR off and once with it on. Results land in a cache outside the
+checkout::
+
+    ${KDLGDB_CACHE:-~/.cache/kdlgdb}/vmcores/<kernel>/<scenario>-<key>/
+        vmcore-nokaslr.elf  truth-nokaslr.json  console-nokaslr.log
+        vmcore-kaslr.elf    truth-kaslr.json    console-kaslr.log
+        vmcore-phys.elf     (kdl_abba only: paging false, physical-only ELF,
+                             taken from the no-KASLR boot; same truth file)
+
+``<key>`` hashes the scenario's files, this file and the kernel version, so a
+change to any of them leads to a fresh directory; an existing one is reused.
+Files are written under ``.*.part`` names and renamed when complete, the truth
+file last: a variant counts as built once its truth file exists.
+Build products (module, initramfs) go to ``<cache>/build/<kernel>/``.
+
+The truth file records what the guest itself reported: lock addresses and
+thread pids (``kdl-truth`` lines printed by the module), the address of
+``_text`` and of the module (``kdl-info`` lines printed by ``/init``), each
+thread's state, wchan and ``/proc/PID/stack`` at the time it was found
+blocked, whether the hung-task report appeared, and the KERNELOFFSET from the
+dump's VMCOREINFO note.
+
+Command line::
+
+    python3 tests/vmcore_samples/build.py [--kernel VER] [--scenario NAME ...] [--force]
+
+Importable as well (``samples.py`` does so); the main entry points are
+:func:`ensure` and :func:`boot`. Python 3.11 standard library only; needs
+qemu-system-x86, busybox-static, make/gcc and the kernel's image, headers and
+-dbg packages.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import json
+import lzma
+import os
+import re
+import shutil
+import socket
+import stat
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+HERE = Path(__file__).resolve().parent
+SCENARIO_DIR = HERE / "scenarios"
+SCENARIOS = ("kdl_abba", "kdl_mutex", "kdl_rwsem", "kdl_control")
+DEFAULT_KERNEL = "6.1.0-56-cloud-amd64"
+PHYS_SCENARIO = "kdl_abba"  # the one scenario that also gets a physical-only dump
+
+BUSYBOX = Path("/bin/busybox")  # from busybox-static
+QEMU = "qemu-system-x86_64"
+GUEST_MEMORY = "256M"
+START_KERNEL_MAP = 0xFFFFFFFF81000000  # _text when KASLR is off (x86_64)
+
+BOOT_TIMEOUT = 240.0  # boot + module + all threads blocked, under TCG
+HUNG_TASK_WAIT = 25.0  # how long to wait for the hung-task report
+QMP_TIMEOUT = 300.0  # one QMP command, a dump included
+MAKE_TIMEOUT = 300.0
+
+Log = Callable[[str], None]
+
+
+class BuildError(RuntimeError):
+    """Something in the pipeline failed; the message says what and shows context."""
+
+
+def _log_stderr(msg: str) -> None:
+    print(f"[kdl-build] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------
+# Paths, requirements, cache keys
+# --------------------------------------------------------------------------
+
+def cache_root() -> Path:
+    """``$KDLGDB_CACHE``, or ``~/.cache/kdlgdb``."""
+    env = os.environ.get("KDLGDB_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "kdlgdb"
+
+
+def kernel_paths(kernel: str) -> dict[str, Path]:
+    """Where Debian puts the pieces of ``kernel`` this pipeline needs."""
+    return {
+        "vmlinux": Path(f"/usr/lib/debug/boot/vmlinux-{kernel}"),
+        "vmlinuz": Path(f"/boot/vmlinuz-{kernel}"),
+        "headers": Path(f"/lib/modules/{kernel}/build"),
+        "modules": Path(f"/lib/modules/{kernel}"),
+    }
+
+
+def missing_kernel_parts(kernel: str) -> list[str]:
+    """Human-readable list of what is missing for ``kernel`` (empty when complete)."""
+    paths = kernel_paths(kernel)
+    missing = []
+    if not paths["vmlinux"].is_file():
+        missing.append(f"{paths['vmlinux']} (apt-get install linux-image-{kernel}-dbg)")
+    if not paths["vmlinuz"].is_file():
+        missing.append(f"{paths['vmlinuz']} (apt-get install linux-image-{kernel})")
+    if not (paths["headers"] / "Makefile").is_file():
+        missing.append(f"{paths['headers']}/Makefile (apt-get install linux-headers-{kernel})")
+    return missing
+
+
+def missing_tools() -> list[str]:
+    """Host tools the builder runs, that are not installed."""
+    missing = []
+    for tool, package in ((QEMU, "qemu-system-x86"), ("make", "make"), ("gcc", "gcc")):
+        if shutil.which(tool) is None:
+            missing.append(f"{tool} (apt-get install {package})")
+    if not BUSYBOX.is_file():
+        missing.append(f"{BUSYBOX} (apt-get install busybox-static)")
+    return missing
+
+
+def kernel_available(kernel: str = DEFAULT_KERNEL) -> bool:
+    """True when the vmlinux with DWARF, the vmlinuz and the headers of ``kernel`` are present."""
+    return not missing_kernel_parts(kernel)
+
+
+def scenario_files(scenario: str) -> list[Path]:
+    """The files that define ``scenario`` (module source, Kbuild, expected.json)."""
+    folder = SCENARIO_DIR / scenario
+    if not folder.is_dir():
+        raise BuildError(f"unknown scenario {scenario!r}: no folder {folder}")
+    return sorted(p for p in folder.iterdir() if p.is_file())
+
+
+def expected(scenario: str) -> dict[str, Any]:
+    """The scenario's ``expected.json`` (wait-for facts, cycles, lock types)."""
+    return json.loads((SCENARIO_DIR / scenario / "expected.json").read_text())
+
+
+def scenario_key(scenario: str, kernel: str) -> str:
+    """Short hash of the scenario's files, this builder and the kernel version."""
+    h = hashlib.sha256()
+    h.update(f"kernel={kernel}\n".encode())
+    h.update(Path(__file__).read_bytes())
+    for path in scenario_files(scenario):
+        h.update(f"\0{path.name}\0".encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def dump_dir(scenario: str, kernel: str = DEFAULT_KERNEL) -> Path:
+    """The cache directory that holds (or will hold) the scenario's dumps."""
+    return cache_root() / "vmcores" / kernel / f"{scenario}-{scenario_key(scenario, kernel)}"
+
+
+def build_dir(scenario: str, kernel: str = DEFAULT_KERNEL) -> Path:
+    """The cache directory for the scenario's module build and initramfs."""
+    return cache_root() / "build" / kernel / f"{scenario}-{scenario_key(scenario, kernel)}"
+
+
+def variant_name(kaslr: bool) -> str:
+    return "kaslr" if kaslr else "nokaslr"
+
+
+def variant_files(scenario: str, kaslr: bool, kernel: str = DEFAULT_KERNEL) -> dict[str, Path]:
+    """Paths of one variant's outputs: vmcore, truth, console (and phys for kdl_abba without KASLR)."""
+    d = dump_dir(scenario, kernel)
+    v = variant_name(kaslr)
+    files = {
+        "vmcore": d / f"vmcore-{v}.elf",
+        "truth": d / f"truth-{v}.json",
+        "console": d / f"console-{v}.log",
+    }
+    if scenario == PHYS_SCENARIO and not kaslr:
+        files["phys"] = d / "vmcore-phys.elf"
+    return files
+
+
+def variant_complete(scenario: str, kaslr: bool, kernel: str = DEFAULT_KERNEL) -> bool:
+    return all(p.is_file() for p in variant_files(scenario, kaslr, kernel).values())
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Exclusive advisory lock, so two test runs do not build the same thing at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _tail(text: str, lines: int = 40) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+# --------------------------------------------------------------------------
+# Module and initramfs
+# --------------------------------------------------------------------------
+
+def build_module(scenario: str, kernel: str, force: bool = False, log: Log = _log_stderr) -> Path:
+    """Compile the scenario module out of tree (in the cache) and return the .ko path."""
+    bdir = build_dir(scenario, kernel) / "module"
+    ko = bdir / f"{scenario}.ko"
+    if ko.is_file() and not force:
+        return ko
+    if bdir.exists():
+        shutil.rmtree(bdir)
+    bdir.mkdir(parents=True)
+    for path in scenario_files(scenario):
+        if path.suffix == ".c" or path.name == "Kbuild":
+            shutil.copy2(path, bdir / path.name)
+    headers = kernel_paths(kernel)["headers"]
+    cmd = ["make", "-C", str(headers), f"M={bdir}", "modules"]
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              timeout=MAKE_TIMEOUT, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        raise BuildError(f"{' '.join(cmd)} took more than {MAKE_TIMEOUT:.0f} s") from exc
+    if proc.returncode != 0 or not ko.is_file():
+        raise BuildError(f"building {scenario}.ko failed ({' '.join(cmd)}):\n{_tail(proc.stdout)}")
+    log(f"{scenario}: module built in {time.monotonic() - t0:.1f} s")
+    return ko
+
+
+def fw_cfg_module(kernel: str) -> bytes:
+    """The kernel's qemu_fw_cfg module, decompressed (6.1 ships .ko, 6.12 .ko.xz)."""
+    base = kernel_paths(kernel)["modules"] / "kernel" / "drivers" / "firmware"
+    plain, xz, zst = base / "qemu_fw_cfg.ko", base / "qemu_fw_cfg.ko.xz", base / "qemu_fw_cfg.ko.zst"
+    if plain.is_file():
+        return plain.read_bytes()
+    if xz.is_file():
+        return lzma.decompress(xz.read_bytes())
+    if zst.is_file():
+        if shutil.which("zstd") is None:
+            raise BuildError(f"{zst} needs zstd to decompress (apt-get install zstd)")
+        return subprocess.run(["zstd", "-dc", str(zst)], check=True, stdout=subprocess.PIPE,
+                              timeout=60).stdout
+    raise BuildError(f"no qemu_fw_cfg module under {base}: without it -device vmcoreinfo stays empty")
+
+
+INIT_TEMPLATE = r"""#!/bin/busybox sh
+# /init of a kdlgdb sample guest, generated by tests/vmcore_samples/build.py
+# for scenario @MODULE@ (@NTHREADS@ threads). Output goes to the serial console.
+/bin/busybox mkdir -p /proc /sys /dev /tmp
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+echo 5 > /proc/sys/kernel/hung_task_timeout_secs
+
+park() { while :; do sleep 3600; done; }
+
+insmod /lib/modules/qemu_fw_cfg.ko || echo "kdl-init: insmod qemu_fw_cfg failed, vmcoreinfo will be empty"
+set -- $(grep -m1 ' _text$' /proc/kallsyms)
+echo "kdl-info text $1"
+if ! insmod /lib/modules/@MODULE@.ko; then
+    echo "KDL-ERROR insmod @MODULE@ failed"
+    park
+fi
+while read -r name size refs deps live addr rest; do
+    [ "$name" = @MODULE@ ] && echo "kdl-info module $name $addr $size"
+done < /proc/modules
+
+# Sets KDL_N (number of kdl_* threads), KDL_NOTD (those not in D), KDL_STATES.
+kdl_scan() {
+    KDL_N=0; KDL_NOTD=0; KDL_STATES=""
+    for d in /proc/[0-9]*; do
+        line=""
+        read -r line 2>/dev/null < "$d/stat" || continue
+        rest=${line#*(}; comm=${rest%%)*}
+        st=${line##*) }; st=${st%% *}
+        case "$comm" in
+        kdl_*)
+            KDL_N=$((KDL_N + 1))
+            [ "$st" = D ] || KDL_NOTD=$((KDL_NOTD + 1))
+            KDL_STATES="$KDL_STATES $comm:$st"
+            ;;
+        esac
+    done
+}
+all_blocked() { kdl_scan; [ "$KDL_N" -ge @NTHREADS@ ] && [ "$KDL_NOTD" -eq 0 ]; }
+
+tries=0
+while :; do
+    # All in D may still mean "inside msleep": check again after 3 s.
+    if all_blocked; then
+        sleep 3
+        if all_blocked; then break; fi
+    fi
+    tries=$((tries + 1))
+    if [ "$tries" -ge 120 ]; then
+        echo "KDL-NOT-BLOCKED$KDL_STATES"
+        park
+    fi
+    sleep 1
+done
+
+for d in /proc/[0-9]*; do
+    read -r line 2>/dev/null < "$d/stat" || continue
+    rest=${line#*(}; comm=${rest%%)*}
+    st=${line##*) }; st=${st%% *}
+    case "$comm" in
+    kdl_*)
+        read -r wchan 2>/dev/null < "$d/wchan"
+        echo "kdl-state ${d#/proc/} $comm $st ${wchan:-?}"
+        while read -r frame; do
+            echo "kdl-stack $comm $frame"
+        done < "$d/stack"
+        ;;
+    esac
+done
+echo "KDL-BLOCKED"
+park
+"""
+
+
+def init_script(scenario: str) -> str:
+    """The guest's /init for ``scenario``."""
+    nthreads = len(expected(scenario)["tasks"])
+    return INIT_TEMPLATE.replace("@MODULE@", scenario).replace("@NTHREADS@", str(nthreads))
+
+
+def cpio_newc(entries: list[tuple[str, int, bytes, tuple[int, int]]]) -> bytes:
+    """An uncompressed cpio archive in the kernel's ``newc`` format.
+
+    ``entries`` are ``(name, mode, data, (rdev_major, rdev_minor))``; ``mode``
+    includes the file type bits (``stat.S_IFDIR`` and so on).
+    """
+    out = bytearray()
+
+    def pad4() -> None:
+        out.extend(b"\0" * (-len(out) % 4))
+
+    def add(ino: int, name: str, mode: int, data: bytes, rdev: tuple[int, int]) -> None:
+        encoded = name.encode() + b"\0"
+        nlink = 2 if stat.S_ISDIR(mode) else 1
+        fields = (ino, mode, 0, 0, nlink, 0, len(data), 0, 0, rdev[0], rdev[1], len(encoded), 0)
+        out.extend(b"070701" + b"".join(b"%08X" % f for f in fields))
+        out.extend(encoded)
+        pad4()
+        out.extend(data)
+        pad4()
+
+    for ino, (name, mode, data, rdev) in enumerate(entries, start=1):
+        add(ino, name, mode, data, rdev)
+    add(0, "TRAILER!!!", 0, b"", (0, 0))
+    return bytes(out)
+
+
+def build_initramfs(scenario: str, kernel: str, force: bool = False, log: Log = _log_stderr) -> Path:
+    """Module + busybox + /init, packed as ``initramfs.cpio`` in the build cache."""
+    path = build_dir(scenario, kernel) / "initramfs.cpio"
+    if path.is_file() and not force:
+        return path
+    ko = build_module(scenario, kernel, force=force, log=log)
+    d, f, x = stat.S_IFDIR | 0o755, stat.S_IFREG | 0o644, stat.S_IFREG | 0o755
+    entries = [
+        ("bin", d, b"", (0, 0)),
+        ("dev", d, b"", (0, 0)),
+        ("dev/console", stat.S_IFCHR | 0o600, b"", (5, 1)),
+        ("lib", d, b"", (0, 0)),
+        ("lib/modules", d, b"", (0, 0)),
+        ("proc", d, b"", (0, 0)),
+        ("sys", d, b"", (0, 0)),
+        ("tmp", d, b"", (0, 0)),
+        ("init", x, init_script(scenario).encode(), (0, 0)),
+        ("bin/busybox", x, BUSYBOX.read_bytes(), (0, 0)),
+        ("lib/modules/qemu_fw_cfg.ko", f, fw_cfg_module(kernel), (0, 0)),
+        (f"lib/modules/{scenario}.ko", f, ko.read_bytes(), (0, 0)),
+    ]
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_bytes(cpio_newc(entries))
+    tmp.rename(path)
+    return path
+
+
+# --------------------------------------------------------------------------
+# QEMU and QMP
+# --------------------------------------------------------------------------
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Guest:
+    """One QEMU run: start, watch the serial console, talk QMP, stop.
+
+    Use as a context manager; QEMU is killed on exit whatever happened.
+    """
+
+    FAILURES = ("KDL-ERROR", "KDL-NOT-BLOCKED", "Kernel panic", "kdl-error")
+
+    def __init__(self, kernel: str, initrd: Path, kaslr: bool, console_log: Path) -> None:
+        self.kernel = kernel
+        self.initrd = initrd
+        self.kaslr = kaslr
+        self.console_log = console_log
+        self.tmp = Path(tempfile.mkdtemp(prefix="kdlgdb-qemu-"))
+        self.qmp_path = self.tmp / "qmp.sock"
+        self.qemu_out = self.tmp / "qemu.out"
+        self.gdb_port = 0
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+        self._qmp: Optional[socket.socket] = None
+        self._qmp_buf = b""
+
+    def command(self) -> list[str]:
+        # A bare "hung_task_timeout_secs=5" is no boot parameter on 6.1 (the
+        # kernel hands it to /init as unknown); the sysctl. form works.
+        append = ["console=ttyS0", "panic=-1", "sysctl.kernel.hung_task_timeout_secs=5"]
+        if not self.kaslr:
+            append.insert(1, "nokaslr")  # KASLR is on by default in Debian's kernels
+        return [
+            QEMU, "-accel", "tcg", "-m", GUEST_MEMORY, "-smp", "2",
+            "-kernel", str(kernel_paths(self.kernel)["vmlinuz"]),
+            "-initrd", str(self.initrd),
+            "-append", " ".join(append),
+            "-display", "none", "-nic", "none", "-no-reboot",
+            "-serial", f"file:{self.console_log}",
+            "-device", "vmcoreinfo",
+            "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
+            "-gdb", f"tcp:127.0.0.1:{self.gdb_port}",
+        ]
+
+    def start(self) -> "Guest":
+        """Start QEMU and connect to its QMP socket (retrying if the gdb port was taken)."""
+        for attempt in range(3):
+            self.gdb_port = free_port()
+            self.console_log.unlink(missing_ok=True)
+            with open(self.qemu_out, "wb") as out:
+                self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
+                                             stdout=out, stderr=subprocess.STDOUT)
+            try:
+                self._connect_qmp(timeout=30.0)
+                return self
+            except BuildError:
+                if self.proc.poll() is not None and "bind" in self._qemu_output() and attempt < 2:
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    def _qemu_output(self) -> str:
+        try:
+            return self.qemu_out.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def console(self) -> str:
+        """Everything the guest wrote to its serial console so far."""
+        try:
+            return self.console_log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def failure(self, what: str) -> BuildError:
+        """An error that says ``what`` failed and shows the console and QEMU output."""
+        qemu = self._qemu_output().strip()
+        status = "running" if self.proc and self.proc.poll() is None else \
+            f"exited with {self.proc.returncode if self.proc else '?'}"
+        return BuildError(
+            f"{what} (kernel {self.kernel}, {variant_name(self.kaslr)}, QEMU {status})\n"
+            f"--- console tail ({self.console_log}) ---\n{_tail(self.console())}\n"
+            + (f"--- QEMU output ---\n{_tail(qemu, 20)}\n" if qemu else "")
+            + f"--- command ---\n{' '.join(self.command())}")
+
+    def wait_until(self, done: Callable[[str], bool], what: str, timeout: float,
+                   required: bool = True) -> bool:
+        """Poll the console until ``done(text)``; fail early on guest errors and panics.
+
+        Returns False on timeout when ``required`` is False, raises otherwise.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.console()
+            for bad in self.FAILURES:
+                if bad in text:
+                    raise self.failure(f"guest reported {bad!r} while waiting for {what}")
+            if done(text):
+                return True
+            if self.proc is None or self.proc.poll() is not None:
+                raise self.failure(f"QEMU ended while waiting for {what}")
+            if time.monotonic() > deadline:
+                if required:
+                    raise self.failure(f"no {what} on the console after {timeout:.0f} s")
+                return False
+            time.sleep(0.2)
+
+    def wait_for(self, needle: str, timeout: float, required: bool = True) -> bool:
+        """Wait until the console shows ``needle`` (see :meth:`wait_until`)."""
+        return self.wait_until(lambda text: needle in text, repr(needle), timeout, required)
+
+    def _connect_qmp(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise self.failure("QEMU exited before its QMP socket was ready")
+            if self.qmp_path.exists():
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    sock.connect(str(self.qmp_path))
+                    break
+                except OSError:
+                    sock.close()
+            if time.monotonic() > deadline:
+                raise self.failure(f"QMP socket {self.qmp_path} not ready after {timeout:.0f} s")
+            time.sleep(0.1)
+        sock.settimeout(QMP_TIMEOUT)
+        self._qmp = sock
+        greeting = self._qmp_read()
+        if "QMP" not in greeting:
+            raise self.failure(f"unexpected QMP greeting {greeting!r}")
+        self.qmp("qmp_capabilities")
+
+    def _qmp_read(self) -> dict[str, Any]:
+        assert self._qmp is not None
+        while b"\n" not in self._qmp_buf:
+            try:
+                chunk = self._qmp.recv(65536)
+            except socket.timeout as exc:
+                raise self.failure(f"no QMP answer within {QMP_TIMEOUT:.0f} s") from exc
+            if not chunk:
+                raise self.failure("QMP connection closed")
+            self._qmp_buf += chunk
+        line, self._qmp_buf = self._qmp_buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def qmp(self, command: str, **arguments: Any) -> Any:
+        """Run one QMP command and return its ``return`` value (events are skipped)."""
+        if self._qmp is None:
+            raise self.failure("QMP is not connected")
+        msg: dict[str, Any] = {"execute": command}
+        if arguments:
+            msg["arguments"] = arguments
+        self._qmp.sendall(json.dumps(msg).encode() + b"\n")
+        while True:
+            reply = self._qmp_read()
+            if "return" in reply:
+                return reply["return"]
+            if "error" in reply:
+                raise self.failure(f"QMP {command} failed: {reply['error']}")
+            # anything else is an asynchronous event (STOP, RESUME, DUMP_COMPLETED, ...)
+
+    def dump(self, path: Path, paging: bool = True) -> float:
+        """``dump-guest-memory`` as an ELF file at ``path``; returns the seconds it took."""
+        t0 = time.monotonic()
+        path.unlink(missing_ok=True)
+        self.qmp("dump-guest-memory", paging=paging, protocol=f"file:{path}")
+        if not _is_elf(path):
+            raise self.failure(f"dump-guest-memory did not write an ELF file at {path}")
+        return time.monotonic() - t0
+
+    def stop(self) -> None:
+        """Quit QEMU (QMP ``quit``, then kill) and remove the temporary directory."""
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(Exception):
+                if self._qmp is not None:
+                    self._qmp.settimeout(5)
+                    self._qmp.sendall(b'{"execute": "quit"}\n')
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if self._qmp is not None:
+            self._qmp.close()
+            self._qmp = None
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> "Guest":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _is_elf(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == b"\x7fELF"
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------
+# Reading what the guest said, and the dump's notes
+# --------------------------------------------------------------------------
+
+def parse_console(text: str) -> dict[str, Any]:
+    """Pick the ``kdl-truth``, ``kdl-info``, ``kdl-state`` and ``kdl-stack`` lines out of a console log.
+
+    Kernel lines carry a ``[    3.123456] `` prefix; we look for the tag
+    anywhere in the line.
+    """
+    locks: dict[str, dict[str, str]] = {}
+    tasks: dict[str, int] = {}
+    threads: dict[str, dict[str, Any]] = {}
+    info: dict[str, Any] = {}
+    for raw in text.splitlines():
+        for tag in ("kdl-truth ", "kdl-info ", "kdl-state ", "kdl-stack "):
+            at = raw.find(tag)
+            if at >= 0:
+                break
+        else:
+            continue
+        words = raw[at + len(tag):].strip().split()
+        try:
+            if tag == "kdl-truth " and words[0] == "lock" and len(words) >= 4:
+                locks[words[1]] = {"address": f"{int(words[3], 16):#018x}", "type": words[2]}
+            elif tag == "kdl-truth " and words[0] == "task" and len(words) >= 3:
+                tasks[words[1]] = int(words[2])
+            elif tag == "kdl-info " and words[0] == "text":
+                info["text"] = int(words[1], 16)
+            elif tag == "kdl-info " and words[0] == "module":
+                info["module_base"] = int(words[2], 16)
+                info["module_size"] = int(words[3])
+            elif tag == "kdl-state ":
+                pid, comm, state = int(words[0]), words[1], words[2]
+                wchan = words[3] if len(words) > 3 else "?"
+                threads.setdefault(comm, {"stack": []}).update(pid=pid, state=state, wchan=wchan)
+            elif tag == "kdl-stack ":
+                # "kdl-stack kdl_a [<0>] __schedule+0x2f0/0x860"
+                frame = re.sub(r"^\[<[0-9a-fx]+>\]\s*", "", " ".join(words[1:]))
+                threads.setdefault(words[0], {"stack": []})["stack"].append(frame)
+        except (IndexError, ValueError):
+            continue  # a line mangled by interleaved console output
+    return {"locks": locks, "tasks": tasks, "threads": threads, **info}
+
+
+_HUNG_RE = re.compile(r"INFO: task (\S+):(\d+) blocked for more than")
+_STAMP_RE = re.compile(r"^\[\s*\d+\.\d+\]\s?")
+
+
+def hung_task_reports(text: str) -> dict[str, list[str]]:
+    """The hung-task detector's first report per task: ``{comm: frames}``.
+
+    Frames are the reliable lines of the ``Call Trace`` (those the kernel did
+    not mark with ``?``), e.g. ``["__schedule+0x34d/0xa00", ..., "kdl_a_fn+0x27/0x50 [kdl_abba]"]``.
+    """
+    reports: dict[str, list[str]] = {}
+    frames: Optional[list[str]] = None
+    in_trace = False
+    for raw in text.splitlines():
+        line = _STAMP_RE.sub("", raw.strip()).strip()
+        match = _HUNG_RE.search(line)
+        if match:
+            comm = match.group(1)
+            frames = None if comm in reports else reports.setdefault(comm, [])
+            in_trace = False
+        elif frames is None:
+            continue
+        elif line == "<TASK>":
+            in_trace = True
+        elif line == "</TASK>":
+            frames, in_trace = None, False
+        elif in_trace and line and not line.startswith("?"):
+            frames.append(line)
+    return reports
+
+
+def make_truth(console_text: str, scenario: str, kernel: str, kaslr: bool) -> dict[str, Any]:
+    """The truth dict of one boot, checked against ``expected.json``."""
+    parsed = parse_console(console_text)
+    exp = expected(scenario)
+    problems = []
+    for sym, typ in exp["lock_types"].items():
+        got = parsed["locks"].get(sym)
+        if got is None:
+            problems.append(f"no kdl-truth line for lock {sym}")
+        elif got["type"] != typ:
+            problems.append(f"lock {sym} has type {got['type']}, expected {typ}")
+    for comm in exp["tasks"]:
+        if comm not in parsed["tasks"]:
+            problems.append(f"no kdl-truth line for task {comm}")
+    if "text" not in parsed:
+        problems.append("no kdl-info text line (address of _text)")
+    if problems:
+        raise BuildError(f"{scenario} ({variant_name(kaslr)}): " + "; ".join(problems)
+                         + f"\n--- console tail ---\n{_tail(console_text)}")
+    truth: dict[str, Any] = {
+        "kernel": kernel,
+        "vmlinux": str(kernel_paths(kernel)["vmlinux"]),
+        "kaslr": kaslr,
+        "module": scenario,
+        "locks": parsed["locks"],
+        "tasks": parsed["tasks"],
+        "kernel_offset": f"{parsed['text'] - START_KERNEL_MAP:#x}",
+        "text": f"{parsed['text']:#018x}",
+    }
+    if "module_base" in parsed:
+        truth["module_base"] = f"{parsed['module_base']:#018x}"
+        truth["module_size"] = parsed["module_size"]
+    truth["threads"] = parsed["threads"]
+    hung = hung_task_reports(console_text)
+    truth["hung_task_reported"] = bool(hung)
+    truth["hung_task_stacks"] = {comm: frames for comm, frames in hung.items() if comm in exp["tasks"]}
+    return truth
+
+
+def elf_program_headers(path: Path) -> list[dict[str, int]]:
+    """The program headers of a 64-bit little-endian ELF file (handles PN_XNUM)."""
+    with open(path, "rb") as fh:
+        ehdr = fh.read(64)
+        if ehdr[:4] != b"\x7fELF" or ehdr[4] != 2 or ehdr[5] != 1:
+            raise BuildError(f"{path} is not a 64-bit little-endian ELF file")
+        phoff, shoff = struct.unpack_from("<QQ", ehdr, 32)
+        phentsize, phnum = struct.unpack_from("<HH", ehdr, 54)
+        if phnum == 0xFFFF:  # real count lives in section header 0's sh_info
+            fh.seek(shoff)
+            phnum = struct.unpack_from("<I", fh.read(64), 44)[0]
+        fh.seek(phoff)
+        table = fh.read(phentsize * phnum)
+    keys = ("type", "flags", "offset", "vaddr", "paddr", "filesz", "memsz", "align")
+    return [dict(zip(keys, struct.unpack_from("<IIQQQQQQ", table, i * phentsize)))
+            for i in range(phnum)]
+
+
+def elf_notes(path: Path) -> list[tuple[str, int, bytes]]:
+    """All ELF notes ``(name, type, desc)`` in the PT_NOTE segments of ``path``."""
+    notes = []
+    with open(path, "rb") as fh:
+        for ph in elf_program_headers(path):
+            if ph["type"] != 4:  # PT_NOTE
+                continue
+            fh.seek(ph["offset"])
+            data = fh.read(ph["filesz"])
+            pos = 0
+            while pos + 12 <= len(data):
+                namesz, descsz, ntype = struct.unpack_from("<III", data, pos)
+                pos += 12
+                name = data[pos:pos + namesz].rstrip(b"\0").decode(errors="replace")
+                pos += (namesz + 3) & ~3
+                desc = data[pos:pos + descsz]
+                pos += (descsz + 3) & ~3
+                notes.append((name, ntype, desc))
+    return notes
+
+
+def vmcoreinfo(path: Path) -> dict[str, str]:
+    """The ``KEY=VALUE`` lines of the dump's VMCOREINFO note ({} when absent)."""
+    for name, _type, desc in elf_notes(path):
+        if name == "VMCOREINFO":
+            text = desc.rstrip(b"\0").decode(errors="replace")
+            return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    return {}
+
+
+# --------------------------------------------------------------------------
+# Building dumps
+# --------------------------------------------------------------------------
+
+def build_variant(scenario: str, kaslr: bool, kernel: str = DEFAULT_KERNEL,
+                  log: Log = _log_stderr) -> dict[str, Any]:
+    """Boot ``scenario`` once and write that variant's dump(s), truth and console log.
+
+    The caller holds the lock. Returns a small report (timings, sizes).
+    """
+    missing = missing_kernel_parts(kernel) + missing_tools()
+    if missing:
+        raise BuildError(f"cannot build dumps for {kernel}; missing:\n  " + "\n  ".join(missing))
+    files = variant_files(scenario, kaslr, kernel)
+    outdir = files["vmcore"].parent
+    outdir.mkdir(parents=True, exist_ok=True)
+    part = {k: p.with_name(f".{p.name}.part") for k, p in files.items()}
+    initrd = build_initramfs(scenario, kernel, log=log)
+    v = variant_name(kaslr)
+    report: dict[str, Any] = {"scenario": scenario, "variant": v}
+
+    t0 = time.monotonic()
+    with Guest(kernel, initrd, kaslr, part["console"]) as guest:
+        guest.wait_for("KDL-BLOCKED", BOOT_TIMEOUT)
+        report["blocked_s"] = round(time.monotonic() - t0, 1)
+        tasks = expected(scenario)["tasks"]
+        report["hung_task"] = guest.wait_until(
+            lambda text: all(t in hung_task_reports(text) for t in tasks),
+            "hung-task report for every thread", HUNG_TASK_WAIT, required=False)
+        report["hung_task_s"] = round(time.monotonic() - t0, 1)
+        guest.qmp("stop")  # both dumps of one boot show the same instant
+        report["dump_s"] = round(guest.dump(part["vmcore"], paging=True), 1)
+        if "phys" in part:
+            guest.dump(part["phys"], paging=False)
+        console_text = guest.console()
+    report["total_s"] = round(time.monotonic() - t0, 1)
+
+    truth = make_truth(console_text, scenario, kernel, kaslr)
+    info = vmcoreinfo(part["vmcore"])
+    if "KERNELOFFSET" not in info:
+        raise BuildError(f"{part['vmcore']} has no VMCOREINFO note with KERNELOFFSET "
+                         "(was qemu_fw_cfg loaded in the guest?)\n" + _tail(console_text))
+    truth["vmcoreinfo_kernel_offset"] = f"{int(info['KERNELOFFSET'], 16):#x}"
+    truth["osrelease"] = info.get("OSRELEASE", "")
+    part["truth"].write_text(json.dumps(truth, indent=2) + "\n")
+
+    for key in ("console", "vmcore", "phys", "truth"):  # truth last: it marks completion
+        if key in part:
+            part[key].rename(files[key])
+    report["vmcore_mb"] = round(files["vmcore"].stat().st_size / 2**20)
+    if "phys" in files:
+        report["phys_mb"] = round(files["phys"].stat().st_size / 2**20)
+    log(f"{scenario} {v}: blocked after {report['blocked_s']} s, hung-task report "
+        f"{'seen' if report['hung_task'] else 'NOT seen'}, dump {report['vmcore_mb']} MB "
+        f"in {report['dump_s']} s, {report['total_s']} s in all")
+    return report
+
+
+def ensure(scenario: str, kaslr: bool, kernel: str = DEFAULT_KERNEL, force: bool = False,
+           log: Log = _log_stderr) -> dict[str, Path]:
+    """Make sure one variant of ``scenario`` is in the cache; return its file paths.
+
+    Reuses a complete variant unless ``force`` (which re-boots and re-dumps;
+    the module and initramfs are rebuilt only when their build directory is
+    gone, see :func:`clean_build`).
+    """
+    files = variant_files(scenario, kaslr, kernel)
+    if variant_complete(scenario, kaslr, kernel) and not force:
+        return files
+    lock = files["vmcore"].parent.with_name(files["vmcore"].parent.name + ".lock")
+    with _file_lock(lock):
+        if force or not variant_complete(scenario, kaslr, kernel):
+            build_variant(scenario, kaslr, kernel, log=log)
+    return files
+
+
+def clean_build(scenario: str, kernel: str = DEFAULT_KERNEL) -> None:
+    """Remove the scenario's module build and initramfs, so the next build redoes them."""
+    shutil.rmtree(build_dir(scenario, kernel), ignore_errors=True)
+
+
+def load_truth(scenario: str, kaslr: bool, kernel: str = DEFAULT_KERNEL) -> dict[str, Any]:
+    return json.loads(variant_files(scenario, kaslr, kernel)["truth"].read_text())
+
+
+@contextlib.contextmanager
+def boot(scenario: str, kaslr: bool = True, kernel: str = DEFAULT_KERNEL,
+         log: Log = _log_stderr) -> Iterator[tuple[Guest, dict[str, Any]]]:
+    """Boot ``scenario`` until ``KDL-BLOCKED``; yield ``(guest, truth)``; always stop QEMU.
+
+    The console log lives in a temporary directory removed on exit.
+    """
+    missing = missing_kernel_parts(kernel) + missing_tools()
+    if missing:
+        raise BuildError(f"cannot boot {kernel}; missing:\n  " + "\n  ".join(missing))
+    lock = build_dir(scenario, kernel).with_name(build_dir(scenario, kernel).name + ".lock")
+    with _file_lock(lock):
+        initrd = build_initramfs(scenario, kernel, log=log)
+    workdir = Path(tempfile.mkdtemp(prefix="kdlgdb-live-"))
+    try:
+        with Guest(kernel, initrd, kaslr, workdir / "console.log") as guest:
+            guest.wait_for("KDL-BLOCKED", BOOT_TIMEOUT)
+            yield guest, make_truth(guest.console(), scenario, kernel, kaslr)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kernel", default=DEFAULT_KERNEL, help="kernel version (default %(default)s)")
+    parser.add_argument("--scenario", action="extend", nargs="+", choices=SCENARIOS,
+                        metavar="NAME", help=f"scenario(s) to build (default: all of {', '.join(SCENARIOS)})")
+    parser.add_argument("--force", action="store_true", help="rebuild even when the cache has it")
+    args = parser.parse_args(argv)
+
+    missing = missing_kernel_parts(args.kernel) + missing_tools()
+    if missing:
+        print("missing:\n  " + "\n  ".join(missing), file=sys.stderr)
+        return 2
+    t0 = time.monotonic()
+    try:
+        for scenario in args.scenario or SCENARIOS:
+            if args.force:
+                clean_build(scenario, args.kernel)
+            for kaslr in (False, True):
+                reused = variant_complete(scenario, kaslr, args.kernel) and not args.force
+                files = ensure(scenario, kaslr, args.kernel, force=args.force)
+                for path in sorted(files.values()):
+                    size = path.stat().st_size / 2**20
+                    print(f"{'reused' if reused else 'built':6} {size:8.1f} MB  {path}", flush=True)
+    except BuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"done in {time.monotonic() - t0:.1f} s; cache {cache_root()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
