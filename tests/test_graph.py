@@ -317,6 +317,8 @@ def test_root_activity_descriptions():
               Frame(3, "worker.isra.0", 8, "kdl")]
     assert interesting_frame(frames).describe() == "worker.isra.0+0x8 [kdl]"
     assert interesting_frame([]) is None
+    assert interesting_frame(SLEEP[:3]) is None
+    assert describe_activity(task(1, state="D", frames=SLEEP[:3]), []) == "sleeps (D)"
 
 
 def test_edges_and_holds():
@@ -328,6 +330,9 @@ def test_edges_and_holds():
     assert graph.edges_from(T(2)) == []
     assert graph.holds(T(2)) == [L(1), L(2)]
     assert graph.holds(T(1)) == []
+    snap.tasks.append(task(4, L(1)))  # waits on l1 but is missing from its wait list
+    snap.locks[0].waiters = [T(1)]
+    assert WaitForGraph(snap).waiters(L(1)) == [T(1), T(4)]
 
 
 def test_tarjan_and_shortest_cycle_helpers():

@@ -63,16 +63,21 @@ def main(argv: Optional[list[str]] = None) -> int:
         cmd = gdb_command(args.vmlinux, args.vmcore, args.remote, "kd-waitfor", kd_argv, out, record=args.record)
         try:
             # gdb's own chatter while loading goes nowhere; its errors and ours reach stderr.
-            status = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL).returncode
+            done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
         except KeyboardInterrupt:
             return 2
         if os.path.exists(out):
             with open(out) as f:
                 sys.stdout.write(f.read())
-        elif status == 0:
-            print("kdlgdb: gdb ended without a result", file=sys.stderr)
-            status = 2
-        return status
+        if os.path.exists(out + ".err"):
+            with open(out + ".err") as f:
+                sys.stderr.write("kdlgdb: " + f.read())
+        elif not os.path.exists(out):
+            # gdb itself failed before kdlgdb ran: show its last words.
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+            print(f"kdlgdb: gdb failed: {tail[0]}", file=sys.stderr)
+            return 2
+        return done.returncode
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ __all__ = [
     "Chain",
     "WaitForGraph",
     "tarjan_scc",
+    "shortest_cycle",
     "interesting_frame",
     "describe_activity",
 ]
@@ -77,7 +78,13 @@ class Cycle:
 
 @dataclass
 class Chain:
-    """Blocked tasks that lead, following each lock's first owner, to one root."""
+    """Blocked tasks that lead, following each lock's first owner, to one root.
+
+    ``tasks`` is the longest such path (ending with the root when it is known, so
+    ``len(locks) == len(tasks) - 1``; when ``root`` is None the last task waits on
+    ``locks[-1]``, a lock with no known owner, and ``len(locks) == len(tasks)``).
+    Other blocked tasks that end at the same root are in ``joined``.
+    """
 
     tasks: list[int]  # the longest path: a blocked task ... -> root task
     locks: list[int]  # locks[k] is what tasks[k] waits on
@@ -145,16 +152,15 @@ def shortest_cycle(component: list[int], successors: dict[int, list[int]]) -> li
     """
     members = set(component)
     inner = {n: [m for m in successors.get(n, []) if m in members] for n in component}
-    starts = component
     if all(len(nexts) == 1 for nexts in inner.values()):  # the component is one ring
-        ring = [starts[0]]
-        node = inner[starts[0]][0]
-        while node != starts[0]:
+        ring = [component[0]]
+        node = inner[component[0]][0]
+        while node != component[0]:
             ring.append(node)
             node = inner[node][0]
         return ring
     best: list[int] = []
-    for start in starts:
+    for start in component:
         if len(best) == 1:
             break
         parent: dict[int, Optional[int]] = {start: None}
@@ -184,7 +190,10 @@ def shortest_cycle(component: list[int], successors: dict[int, list[int]]) -> li
 
 
 def interesting_frame(frames: list[Frame]) -> Optional[Frame]:
-    """The innermost frame that is not scheduler plumbing (``__schedule``, ``schedule_timeout``...)."""
+    """The innermost frame that is not scheduler plumbing (``__schedule``, ``schedule_timeout``...).
+
+    None when the stack has nothing else (or no frames at all).
+    """
     for frame in frames:
         if frame.symbol is None:
             continue
@@ -192,7 +201,7 @@ def interesting_frame(frames: list[Frame]) -> Optional[Frame]:
         if name in _PLUMBING or name.startswith(_PLUMBING_PREFIXES):
             continue
         return frame
-    return frames[0] if frames else None
+    return None
 
 
 def describe_activity(task: Task, held: list[str]) -> str:
@@ -222,7 +231,10 @@ def describe_activity(task: Task, held: list[str]) -> str:
 class WaitForGraph:
     """Wait-for graph of one snapshot, with its cycles and chains computed on construction.
 
-    All state lives in the instance; nodes are plain integers.
+    All state lives in the instance; nodes are plain integers. ``blocked`` lists
+    every task with a ``waits_on`` (sorted by pid, then address); each of them is
+    in exactly one place: a cycle's ``tasks`` or ``blocked_behind``, or a chain's
+    ``tasks`` or ``joined``.
     """
 
     def __init__(self, snapshot: Snapshot) -> None:

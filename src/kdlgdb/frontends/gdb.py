@@ -99,21 +99,27 @@ class KdCommand(gdb.Command):
             _report(self.name, e)
 
 
-def _report(name: str, e: BaseException) -> None:
+def _report(name: str, e: BaseException, errors: Optional[str] = None) -> None:
     if _params["debug"].value:
         traceback.print_exc()
     if isinstance(e, KdlError):
-        gdb.write(f"{name}: {e}\n", gdb.STDERR)
+        line = f"{name}: {e}"
     elif isinstance(e, gdb.error):
-        gdb.write(f"{name}: gdb: {e}\n", gdb.STDERR)
+        line = f"{name}: gdb: {e}"
     else:
-        gdb.write(f"{name}: internal error: {type(e).__name__}: {e} (set kd-debug on for the traceback)\n", gdb.STDERR)
+        line = f"{name}: internal error: {type(e).__name__}: {e} (set kd-debug on for the traceback)"
+    if errors is not None:
+        with open(errors, "a") as f:
+            f.write(line + "\n")
+    else:
+        gdb.write(line + "\n", gdb.STDERR)
 
 
 def batch(command: str, argv: list[str], out: str, record: Optional[str] = None) -> None:
     """Run one command for the ``kdlgdb`` CLI and quit gdb with its status (0 ok, 1 cycle, 2 error).
 
-    The result goes to the file ``out``, away from what gdb itself prints while loading.
+    The result goes to the file ``out`` and an error line to ``out.err``, away from
+    what gdb itself prints while loading.
     """
     status = 2
     try:
@@ -123,9 +129,9 @@ def batch(command: str, argv: list[str], out: str, record: Optional[str] = None)
             f.write(commands.run(command, args, snap, color=False) + "\n")
         status = commands.verdict_status(snap) if command == "kd-waitfor" else 0
     except KeyboardInterrupt:
-        gdb.write(f"{command}: interrupted\n", gdb.STDERR)
+        _report(command, KdlError("interrupted"), out + ".err")
     except Exception as e:
-        _report(command, e)
+        _report(command, e, out + ".err")
     gdb.flush()
     try:
         if gdb.selected_inferior().connection is not None and gdb.selected_inferior().connection.type != "core":

@@ -10,7 +10,7 @@ from typing import Any, Optional, Sequence, Union
 from tabulate import tabulate
 
 from ..analysis.graph import Chain, Cycle, Edge, WaitForGraph
-from ..model import Lock, Snapshot, Task
+from ..model import CERTAIN, Lock, Snapshot, Task
 from .color import paint
 
 __all__ = ["render_tasks", "render_bt", "render_locks", "render_waitfor", "format_last_ran"]
@@ -78,7 +78,7 @@ class _Names:
     def hop(self, edge: Edge) -> str:
         """``--waits on--> LOCK --held by--> OWNER`` with an inferred marker."""
         text = f" --waits on--> {self.lock(edge.lock)} --held by--> {self.task(edge.owner)}"
-        if edge.confidence != "certain":
+        if edge.confidence != CERTAIN:
             text += " " + paint(f"[{edge.confidence}: {edge.evidence}]", "inferred", self.color)
         return text
 
@@ -151,9 +151,8 @@ def _cycle_lines(cycle: Cycle, graph: WaitForGraph, names: _Names) -> list[str]:
         head = paint("PROBABLE DEADLOCK:", "probable", names.color) + f" {head}; inferred: {why}"
     lines = [head]
     lines += ["  " + names.path(e.waiter, [e]) for e in cycle.edges]
-    for task in cycle.tasks:
+    for task, wanted in zip(cycle.tasks, cycle.locks):
         held = ", ".join(names.lock(lk) for lk in graph.holds(task)) or "nothing known"
-        wanted = cycle.locks[cycle.tasks.index(task)]
         lines.append(f"  {names.task(task)}: holds {held}; wants {names.lock(wanted)}")
     if cycle.blocked_behind:
         lines.append(f"  blocked behind it: {_plural(len(cycle.blocked_behind), 'task')}")

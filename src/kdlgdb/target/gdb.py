@@ -47,6 +47,12 @@ class GdbTarget(Target):
             if path:
                 self._dump = open_elf_dump(path)
                 self._where = path
+                if not self._dump.has_virtual_addresses:
+                    raise KdlError(
+                        f"{path} has physical addresses only (a dump-guest-memory without paging, or a /proc/vmcore "
+                        "copy): gdb would read the vmlinux's own static data instead of the dump; take the dump with "
+                        "paging (QMP dump-guest-memory paging=true, HMP dump-guest-memory -p) or open it in crash"
+                    )
         self._types: dict[str, Optional[gdb.Type]] = {}
         self._symbolized: dict[int, Optional[tuple[str, int]]] = {}
 
