@@ -149,5 +149,6 @@ def register() -> None:
     _params["color"] = _Color()
     for name in commands.COMMANDS:
         KdCommand(name)
-    for event in (gdb.events.new_objfile, gdb.events.clear_objfiles, gdb.events.cont, gdb.events.memory_changed):
+    for event in (gdb.events.new_objfile, gdb.events.clear_objfiles, gdb.events.cont, gdb.events.stop,
+                  gdb.events.exited, gdb.events.memory_changed):
         event.connect(_forget)

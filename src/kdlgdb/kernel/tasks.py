@@ -26,7 +26,12 @@ TASK_NOLOAD = 0x400
 
 @dataclass
 class TaskLayout:
-    """Offsets in ``struct task_struct`` (and friends), detected once per kernel."""
+    """Offsets in ``struct task_struct`` (and friends), detected once per kernel.
+
+    ``size`` is how much of a task_struct we read: up to the last field used.
+    Not sizeof(struct task_struct): on x86 the FPU state at its end is sized at
+    boot (arch_task_struct_size), so the slab objects are smaller than DWARF says.
+    """
 
     size: int
     state: int
@@ -57,8 +62,12 @@ class TaskLayout:
         last_arrival = k.member(t, "sched_info.last_arrival")
         on_cpu = k.member(t, "on_cpu")
         cpu_member = k.member(t, cpu)
+        offsets = [k.offset(t, m) + 8 for m in (state, "exit_state", "stack", "pid", "tgid", "tasks", "thread_node", "signal", "thread.sp")]
+        for found in (comm, last_arrival, on_cpu, cpu_member):
+            if found is not None:
+                offsets.append(found[0] + max(found[1], 8))
         return cls(
-            size=k.size(t),
+            size=max(offsets) + 8,
             state=k.offset(t, state),
             exit_state=k.offset(t, "exit_state"),
             stack=k.offset(t, "stack"),
@@ -135,6 +144,9 @@ def for_each_task(k: Kernel, layout: TaskLayout, problems: list[Problem]) -> Ite
     try:
         for leader, data in _walk(k, head, layout.tasks, layout, "init_task.tasks"):
             seen.add(leader)
+            if data is None:
+                problems.append(Problem("task", f"{leader:#x}", "its task_struct cannot be read; skipped"))
+                continue
             yield leader, data
             node = le64(data, layout.thread_node)
             prev = le64(data, layout.thread_node + 8)
@@ -144,8 +156,12 @@ def for_each_task(k: Kernel, layout: TaskLayout, problems: list[Problem]) -> Ite
                 signal = le64(data, layout.signal)
                 threads = signal + layout.thread_head
                 for thread, tdata in _walk(k, threads, layout.thread_node, layout, f"threads of pid {le32(data, layout.pid)}"):
-                    if thread not in seen:
-                        seen.add(thread)
+                    if thread in seen:
+                        continue
+                    seen.add(thread)
+                    if tdata is None:
+                        problems.append(Problem("task", f"{thread:#x}", "its task_struct cannot be read; skipped"))
+                    else:
                         yield thread, tdata
             except (ReadError, CorruptError) as e:
                 problems.append(Problem("thread list", f"task {leader:#x}", str(e)))
@@ -153,19 +169,27 @@ def for_each_task(k: Kernel, layout: TaskLayout, problems: list[Problem]) -> Ite
         problems.append(Problem("task list", f"{head:#x} (init_task.tasks)", f"{e}; the tasks after it were not seen"))
 
 
-def _walk(k: Kernel, head: int, link: int, layout: TaskLayout, name: str) -> Iterator[tuple[int, bytes]]:
-    """Entries of a list of task_structs linked at offset ``link``, each read whole."""
+def _walk(k: Kernel, head: int, link: int, layout: TaskLayout, name: str) -> Iterator[tuple[int, Optional[bytes]]]:
+    """Entries of a list of task_structs linked at offset ``link``, each read whole.
+
+    A task_struct that cannot be read whole is yielded with None, and the walk
+    goes on through its list node if that much is readable.
+    """
     prev = head
     node = k.u64(head)
     for _ in range(MAX_TASKS):
         if node == head:
             return
         address = node - link
-        data = k.read(address, layout.size)
-        if le64(data, link + 8) != prev:
+        try:
+            data: Optional[bytes] = k.read(address, layout.size)
+            links = data[link : link + 16]  # type: ignore[index]
+        except ReadError:
+            data, links = None, k.read(node, 16)
+        if le64(links, 8) != prev:
             raise CorruptError(f"{name} is broken at {node:#x}: its prev does not point back to {prev:#x}")
         yield address, data
-        prev, node = node, le64(data, link)
+        prev, node = node, le64(links, 0)
     raise CorruptError(f"{name} has more than {MAX_TASKS} entries: it loops")
 
 

@@ -1,0 +1,34 @@
+"""A live Debian kernel in QEMU, read through its gdbstub (`target remote`)."""
+from __future__ import annotations
+
+import pytest
+
+import samples
+from expectations import check_waitfor
+from realgdb import gdb, kdlgdb, waitfor_json
+
+pytestmark = pytest.mark.realkernel
+
+
+@pytest.mark.parametrize("scenario", samples.SCENARIOS)
+def test_kdlgdb_waitfor_live(real_kernel: str, scenario: str) -> None:
+    with samples.boot_live(scenario, kaslr=True, kernel=real_kernel) as live:
+        remote = f"127.0.0.1:{live.gdb_port}"
+        status, doc = waitfor_json(live.vmlinux, remote=remote)
+        expected = samples.expected(scenario)
+        check_waitfor(doc, expected, live.truth)
+        assert status == (1 if expected["cycles"] else 0)
+        assert int(doc["kaslr_offset"], 16) == live.kernel_offset  # found by probing, not told
+        # kdlgdb detached: the guest still runs and answers a second session.
+        assert live.guest.qmp("query-status")["status"] == "running"
+        again = gdb(live.vmlinux, None, "kd-tasks -s D", remote=remote)
+        assert all(comm in again.stdout for comm in expected["waits"])
+
+
+def test_dropped_gdbstub_is_one_line(real_kernel: str) -> None:
+    with samples.boot_live("kdl_abba", kaslr=False, kernel=real_kernel) as live:
+        remote = f"127.0.0.1:{live.gdb_port}"
+        # QEMU goes away under gdb (as when a guest dies), then the user asks for the graph.
+        done = gdb(live.vmlinux, None, "monitor quit", "kd-waitfor", remote=remote)
+    lines = [line for line in done.stderr.splitlines() if line.startswith("kd-waitfor")]
+    assert lines and "Traceback" not in done.stderr, done.stderr

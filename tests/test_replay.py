@@ -1,0 +1,146 @@
+"""The analysis on real kernel data, without gdb or QEMU: replays of real dumps.
+
+Each recording was made by ``tests/vmcore_samples/record.py`` from a real
+Debian kernel's dump; its truth file is what the guest itself printed.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import samples
+from expectations import check_waitfor
+from kdlgdb.analysis.graph import WaitForGraph
+from kdlgdb.errors import ReadError
+from kdlgdb.frontends import commands
+from kdlgdb.kernel.collect import collect
+from kdlgdb.render.json import waitfor_json
+from kdlgdb.target.replay import RecordingMiss, ReplayTarget
+
+RECORDINGS = sorted((Path(__file__).parent / "vmcore_samples" / "recordings").glob("*/*.json.gz"))
+
+
+def _scenario(path: Path) -> str:
+    return path.name.rsplit("-", 1)[0]
+
+
+def _truth(path: Path) -> dict:
+    return json.loads(path.with_suffix("").with_suffix(".truth.json").read_text())
+
+
+def test_every_scenario_has_recordings() -> None:
+    recorded = {(_scenario(p), p.name.split("-")[-1].split(".")[0]) for p in RECORDINGS}
+    for scenario in samples.SCENARIOS:
+        assert (scenario, "nokaslr") in recorded and (scenario, "kaslr") in recorded, scenario
+
+
+@pytest.mark.parametrize("path", RECORDINGS, ids=lambda p: f"{p.parent.name}/{p.name.split('.')[0]}")
+def test_replay_matches_the_kernel(path: Path) -> None:
+    snap = collect(ReplayTarget(str(path)))
+    truth = _truth(path)
+    assert snap.release == truth["kernel"]
+    assert snap.kaslr_offset == int(truth["kernel_offset"], 16)
+    assert snap.problems == []
+    check_waitfor(waitfor_json(snap, WaitForGraph(snap)), samples.expected(_scenario(path)), truth)
+
+
+def _abba() -> Path:
+    return next(p for p in RECORDINGS if p.name == "kdl_abba-kaslr.json.gz")
+
+
+def test_abba_names_threads_semaphores_cycle_and_order() -> None:
+    snap = collect(ReplayTarget(str(_abba())))
+    text = commands.run("kd-waitfor", commands.parse("kd-waitfor", []), snap)
+    truth = _truth(_abba())
+    a, b = truth["tasks"]["kdl_a"], truth["tasks"]["kdl_b"]
+    assert f"PROBABLE DEADLOCK: kdl_a ({a}) and kdl_b ({b}) on sem1 [kdl_abba], sem2 [kdl_abba]" in text
+    assert f"kdl_a ({a}) --waits on--> sem2 [kdl_abba] --held by--> kdl_b ({b})" in text
+    assert f"kdl_b (pid {b}) holds sem2 [kdl_abba] and then takes sem1 [kdl_abba]; it must take sem1 [kdl_abba] first" in text
+
+
+def test_kd_tasks_and_bt_on_real_data() -> None:
+    snap = collect(ReplayTarget(str(_abba())))
+    truth = _truth(_abba())
+    listing = commands.run("kd-tasks", commands.parse("kd-tasks", ["-s", "D"]), snap)
+    lines = [line.split() for line in listing.splitlines()[1:]]
+    assert sorted((int(cols[0]), cols[-1]) for cols in lines) == sorted((p, c) for c, p in truth["tasks"].items())
+    bt = commands.run("kd-bt", commands.parse("kd-bt", [str(truth["tasks"]["kdl_a"])]), snap)
+    names = [line.split()[2] for line in bt.splitlines()[1:]]
+    assert names[0].startswith("__schedule+")
+    assert any(n.startswith("__down_common+") for n in names)
+    assert any(n.startswith("kdl_a_fn+") for n in names) and "[kdl_abba]" in bt
+    assert names[-1].startswith("ret_from_fork")
+    idle = [t for t in snap.tasks if t.pid == 0]
+    assert len(idle) == 2 and {t.comm for t in idle} == {"swapper/0", "swapper/1"}
+
+
+def test_unrecorded_read_fails_loudly() -> None:
+    target = ReplayTarget(str(_abba()))
+    with pytest.raises(RecordingMiss):
+        target.read(0xFFFFFFFFFFFF0000, 8)
+
+
+class _Holes(ReplayTarget):
+    """A real recording with some memory made unreadable, as a filtered or damaged dump has."""
+
+    def __init__(self, path: str, holes: list[tuple[int, int]]) -> None:
+        super().__init__(path)
+        self.holes = holes
+
+    def read(self, address: int, size: int) -> bytes:
+        for start, end in self.holes:
+            if address < end and start < address + size:
+                raise ReadError(address, size, "not in dump")
+        return super().read(address, size)
+
+
+def test_unreadable_stack_is_a_problem_and_analysis_goes_on() -> None:
+    path = str(_abba())
+    whole = collect(ReplayTarget(path))
+    victim = next(t for t in whole.tasks if t.comm == "kdl_b")
+    snap = collect(_Holes(path, [(victim.stack_base, victim.stack_base + 16384)]))
+    assert any("kdl_b" in p.where and p.what == "stack" for p in snap.problems)
+    a = next(t for t in snap.tasks if t.comm == "kdl_a")
+    assert a.waits_on is not None  # the other thread is still analysed
+    assert len(snap.tasks) == len(whole.tasks)
+
+
+def test_unreadable_task_struct_is_skipped() -> None:
+    path = str(_abba())
+    whole = collect(ReplayTarget(path))
+    victim = next(t for t in whole.tasks if t.comm == "kdl_b")
+    snap = collect(_Holes(path, [(victim.address, victim.address + 64)]))
+    assert [(p.what, p.where) for p in snap.problems] == [("task", f"{victim.address:#x}")]
+    assert "kdl_b" not in {t.comm for t in snap.tasks}
+    assert len(snap.tasks) == len(whole.tasks) - 1  # the walk went on past it
+    a = next(t for t in snap.tasks if t.comm == "kdl_a")
+    assert a.waits_on == next(t for t in whole.tasks if t.comm == "kdl_a").waits_on
+
+
+class _Corrupt(ReplayTarget):
+    """A real recording with one list pointer overwritten."""
+
+    def __init__(self, path: str, address: int, value: int) -> None:
+        super().__init__(path)
+        self.address, self.value = address, value.to_bytes(8, "little")
+
+    def read(self, address: int, size: int) -> bytes:
+        data = bytearray(super().read(address, size))
+        if address <= self.address < address + size:
+            i = self.address - address
+            n = min(8, size - i)
+            data[i : i + n] = self.value[:n]
+        return bytes(data)
+
+
+def test_corrupt_task_list_is_reported_not_followed() -> None:
+    path = str(_abba())
+    whole = collect(ReplayTarget(path))
+    init = next(t for t in whole.tasks if t.pid == 1)
+    tasks_off = ReplayTarget(path).member("struct task_struct", "tasks")[0]
+    # init's tasks.prev no longer points back at init_task.tasks: the walk must stop there.
+    snap = collect(_Corrupt(path, init.address + tasks_off + 8, 0xFFFF888000000000))
+    assert snap.problems and snap.problems[0].what == "task list"
+    assert "broken" in snap.problems[0].why
