@@ -14,6 +14,9 @@ import sys
 import tempfile
 from typing import Optional
 
+from .errors import KdlError
+from .target.vmcore import open_elf_dump
+
 __all__ = ["main", "gdb_command"]
 
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -53,6 +56,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     for path in (args.vmlinux, args.vmcore):
         if path and not os.path.isfile(path):
             print(f"kdlgdb: no such file: {path}", file=sys.stderr)
+            return 2
+    if args.vmcore:
+        try:
+            dump = open_elf_dump(args.vmcore)
+        except KdlError as e:
+            print(f"kdlgdb: {e}", file=sys.stderr)
+            return 2
+        if not dump.has_virtual_addresses:
+            print(f"kdlgdb: {args.vmcore} has physical addresses only; gdb cannot read it (take the dump with paging)", file=sys.stderr)
             return 2
     if shutil.which(os.environ.get("KDLGDB_GDB", "gdb")) is None:
         print("kdlgdb: gdb is not installed (apt-get install gdb)", file=sys.stderr)

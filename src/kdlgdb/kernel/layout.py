@@ -91,6 +91,7 @@ class Kernel:
     def offset(self, type_name: str, path: str) -> int:
         found = self.member(type_name, path)
         if found is None:
+            self.size(type_name)  # a missing type says "no debug info", not "wrong kernel"
             raise KdlError(f"this kernel's {type_name} has no member '{path}': kernel too old or too new for kdlgdb")
         return found[0]
 

@@ -1,0 +1,93 @@
+"""Bad input gets one clear line, never a traceback: real files, real gdb."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import samples
+from kdlgdb.errors import KdlError
+from kdlgdb.kernel.collect import collect
+from kdlgdb.target.replay import ReplayTarget
+from realgdb import gdb, kdlgdb
+
+RECORDING = Path(__file__).parent / "vmcore_samples" / "recordings" / samples.DEFAULT_KERNEL / "kdl_abba-nokaslr.json.gz"
+
+
+def _one_error(done: subprocess.CompletedProcess) -> str:
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+@pytest.mark.realkernel
+def test_physical_only_elf_is_refused(real_kernel: str) -> None:
+    dump = samples.ensure_dump(samples.PHYS_SCENARIO, False, real_kernel, kind="phys")
+    assert "physical addresses only" in _one_error(kdlgdb("waitfor", str(dump.vmlinux), str(dump.path)))
+    # The same dump opened by hand in gdb: refused there too, not answered from the vmlinux's static data.
+    done = gdb(dump.vmlinux, dump.path, "kd-waitfor")
+    assert "kd-waitfor: " in done.stderr and "physical addresses only" in done.stderr
+    assert "no blocked tasks" not in done.stdout
+
+
+@pytest.mark.realkernel
+def test_not_a_vmlinux(real_kernel: str) -> None:
+    dump = samples.ensure_dump("kdl_abba", False, real_kernel)
+    line = _one_error(kdlgdb("waitfor", "/bin/ls", str(dump.path)))
+    assert "is it a Linux vmlinux with debug info?" in line
+
+
+@pytest.mark.realkernel
+def test_not_a_dump_and_truncated_dump(real_kernel: str, tmp_path: Path) -> None:
+    dump = samples.ensure_dump("kdl_abba", False, real_kernel)
+    assert "is not an ELF vmcore" in _one_error(kdlgdb("waitfor", str(dump.vmlinux), "/etc/passwd"))
+    short = tmp_path / "short.elf"
+    with open(dump.path, "rb") as src, open(short, "wb") as dst:
+        dst.write(src.read(64 << 20))
+    assert "is truncated" in _one_error(kdlgdb("waitfor", str(dump.vmlinux), str(short)))
+    assert "no such file" in _one_error(kdlgdb("waitfor", str(dump.vmlinux), str(tmp_path / "nothing")))
+
+
+@pytest.mark.realkernel
+def test_dump_of_another_kernel(real_kernel: str, tmp_path: Path) -> None:
+    """A real dump whose VMCOREINFO names another release: the vmlinux does not match it."""
+    dump = samples.ensure_dump("kdl_abba", False, real_kernel)
+    other = tmp_path / "other.elf"
+    shutil.copyfile(dump.path, other)
+    with open(other, "r+b") as f:
+        head = f.read(1 << 20)
+        at = head.index(f"OSRELEASE={real_kernel}".encode())
+        f.seek(at)
+        f.write(b"OSRELEASE=" + real_kernel.replace("6.1.0", "6.9.9").encode())
+    line = _one_error(kdlgdb("waitfor", str(dump.vmlinux), str(other)))
+    assert "the vmlinux does not match" in line and "6.9.9" in line
+
+
+@pytest.mark.realkernel
+def test_vmlinux_without_debug_info(real_kernel: str, tmp_path: Path) -> None:
+    dump = samples.ensure_dump("kdl_abba", False, real_kernel)
+    stripped = tmp_path / "vmlinux-nodebug"
+    subprocess.run(["objcopy", "--strip-debug", str(dump.vmlinux), str(stripped)], check=True)
+    line = _one_error(kdlgdb("waitfor", str(stripped), str(dump.path)))
+    assert "has no type" in line and "debug info" in line
+
+
+class _Older(ReplayTarget):
+    """Real kernel data, but task_struct lacks a member kdlgdb needs (as a far older kernel would)."""
+
+    def member(self, type_name: str, path: str):
+        if (type_name, path) == ("struct task_struct", "thread_node"):
+            return None
+        return super().member(type_name, path)
+
+    def type_size(self, type_name: str):
+        return 9728 if type_name == "struct task_struct" else super().type_size(type_name)
+
+
+def test_kernel_without_a_needed_member() -> None:
+    with pytest.raises(KdlError, match="has no member 'thread_node': kernel too old or too new"):
+        collect(_Older(str(RECORDING)))
