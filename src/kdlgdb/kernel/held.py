@@ -20,7 +20,7 @@ from ..errors import ReadError
 from ..model import Frame
 from .layout import Kernel
 from .symbols import Symbols
-from .waiters import SLOW_PATHS, base_name
+from .waiters import SCHEDULER, SLOW_PATHS, base_name
 
 __all__ = ["Acquisition", "CodeReader"]
 
@@ -32,8 +32,6 @@ ACQUIRE = {
     "mutex_lock_nested",
 }
 RELEASE = {"up", "up_read", "up_write", "mutex_unlock", "downgrade_write"}
-_SCHEDULER = {"__schedule", "schedule", "schedule_timeout", "schedule_preempt_disabled", "io_schedule",
-              "__switch_to", "__switch_to_asm", "schedule_hrtimeout_range_clock"}
 MAX_FUNCTION = 64 * 1024
 
 
@@ -63,7 +61,7 @@ class CodeReader:
         out: list[Acquisition] = []
         for frame in frames:
             name = base_name(frame.symbol)
-            if frame.symbol is None or name in _SCHEDULER or any(name in s for s in SLOW_PATHS.values()):
+            if frame.symbol is None or name in SCHEDULER or any(name in s for s in SLOW_PATHS.values()):
                 continue
             out.extend(self.held_in(frame))
         return out

@@ -51,12 +51,27 @@ def base_name(symbol: Optional[str]) -> str:
     return (symbol or "").split(".", 1)[0]
 
 
+# What a sleeping task's stack starts with before the function that chose to sleep.
+SCHEDULER = {
+    "__schedule", "schedule", "schedule_timeout", "schedule_preempt_disabled", "io_schedule",
+    "io_schedule_timeout", "preempt_schedule", "preempt_schedule_common", "__switch_to",
+    "__switch_to_asm", "schedule_hrtimeout_range_clock", "schedule_hrtimeout_range",
+}
+
+
 def slow_path(frames: list[Frame]) -> Optional[tuple[str, int]]:
-    """(lock kind, index of the innermost slow-path frame) or None."""
+    """(lock kind, index of the slow-path frame) when the task sleeps in a lock's slow path.
+
+    The first frame past the scheduler must be the slow path: a stack scan also
+    finds stale return addresses deeper down (an old ``down_write`` of a task now
+    in nanosleep), and those must not count.
+    """
     for i, frame in enumerate(frames):
-        kind = _BY_NAME.get(base_name(frame.symbol))
-        if kind is not None and frame.module is None:
-            return kind, i
+        name = base_name(frame.symbol)
+        if name in SCHEDULER and frame.module is None:
+            continue
+        kind = _BY_NAME.get(name)
+        return (kind, i) if kind is not None and frame.module is None else None
     return None
 
 
