@@ -20,6 +20,7 @@ KERNEL_IMAGE_END = 0xFFFFFFFFC0000000
 KASLR_ALIGN = 0x200000
 KERNEL_SPACE = 0xFFFF800000000000
 BANNER = b"Linux version "
+DEFAULT_TEXT = 0xFFFFFFFF81000000
 
 
 class Kernel:
@@ -31,7 +32,8 @@ class Kernel:
         self._sizes: dict[str, Optional[int]] = {}
         self._symbols: dict[str, Optional[int]] = {}
         self.vmcoreinfo = target.vmcoreinfo() or {}
-        self.kaslr_offset = self._find_kaslr_offset()
+        self.slide = self._find_slide()
+        self.kaslr_offset = self._kaslr_offset()
         self.release = self._check_banner()
 
     # -- memory -------------------------------------------------------------
@@ -58,13 +60,13 @@ class Kernel:
     # -- symbols and types --------------------------------------------------
     def relocate(self, static: int) -> int:
         """Runtime address of a vmlinux address (per-cpu offsets are not relocated)."""
-        return static + self.kaslr_offset if static >= KERNEL_IMAGE_START else static
+        return static + self.slide if static >= KERNEL_IMAGE_START else static
 
     def unrelocate(self, address: int) -> int:
-        return address - self.kaslr_offset if self.in_image(address) else address
+        return address - self.slide if self.in_image(address) else address
 
     def in_image(self, address: int) -> bool:
-        return KERNEL_IMAGE_START + self.kaslr_offset <= address < KERNEL_IMAGE_END
+        return KERNEL_IMAGE_START + self.slide <= address < KERNEL_IMAGE_END
 
     def symbol(self, name: str) -> Optional[int]:
         """Relocated address of a vmlinux symbol, or None."""
@@ -104,21 +106,32 @@ class Kernel:
         return size
 
     # -- KASLR and identity -------------------------------------------------
-    def _find_kaslr_offset(self) -> int:
-        """From the dump's VMCOREINFO when it has one, else by finding the banner in memory."""
-        text = self.vmcoreinfo.get("KERNELOFFSET")
-        if text is not None:
-            return int(text, 16)
+    def _find_slide(self) -> int:
+        """How far the kernel in memory is from the target's symbols.
+
+        The dump's VMCOREINFO KERNELOFFSET is tried first, then 0 (the user
+        already loaded the symbols relocated, ``symbol-file VMLINUX -o OFF``),
+        then every KASLR slot in turn (live targets) until linux_banner reads back.
+        """
         static = self.target.symbol("linux_banner")
         if static is None:
             raise KdlError("the file given as vmlinux has no linux_banner: it is not a Linux vmlinux")
-        for offset in range(0, KERNEL_IMAGE_END - static, KASLR_ALIGN):
+        first = [int(self.vmcoreinfo["KERNELOFFSET"], 16)] if "KERNELOFFSET" in self.vmcoreinfo else []
+        for offset in first + [0] + list(range(KASLR_ALIGN, KERNEL_IMAGE_END - static, KASLR_ALIGN)):
             try:
                 if self.read(static + offset, len(BANNER)) == BANNER:
                     return offset
             except ReadError:
                 continue
-        raise KdlError("cannot find the kernel's banner in memory: the vmlinux does not match the running kernel")
+        raise KdlError("cannot find the kernel's banner in memory: the vmlinux does not match the kernel")
+
+    def _kaslr_offset(self) -> int:
+        """The kernel's KASLR offset (as VMCOREINFO's KERNELOFFSET counts it)."""
+        if "KERNELOFFSET" in self.vmcoreinfo:
+            return int(self.vmcoreinfo["KERNELOFFSET"], 16)
+        # Without VMCOREINFO: where _text is now against x86_64's default
+        # __START_KERNEL (0xffffffff81000000 with Debian's PHYSICAL_START).
+        return self.need_symbol("_text") - DEFAULT_TEXT
 
     def _check_banner(self) -> str:
         """The kernel release; KdlError when the vmlinux and the kernel in memory differ."""
