@@ -17,11 +17,15 @@ from ..model import Snapshot, Task
 from ..render import json as render_json
 from ..render import text as render_text
 
-__all__ = ["COMMANDS", "UsageError", "parse", "run", "find_task"]
+__all__ = ["COMMANDS", "UsageError", "HelpShown", "parse", "run", "find_task"]
 
 
 class UsageError(KdlError):
     """Bad options: the message is argparse's, on one line, with the usage."""
+
+
+class HelpShown(Exception):
+    """``-h`` printed the help: nothing more to do."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,7 +33,9 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message}; usage: {self.format_usage().strip().removeprefix('usage: ')}")
 
     def exit(self, status: int = 0, message: Optional[str] = None):  # type: ignore[override]
-        raise UsageError(message or "")
+        if status == 0:
+            raise HelpShown()
+        raise UsageError(message or "bad arguments")
 
 
 def _tasks_parser() -> argparse.ArgumentParser:

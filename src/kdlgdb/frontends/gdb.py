@@ -93,6 +93,8 @@ class KdCommand(gdb.Command):
         try:
             args = commands.parse(self.name, shlex.split(argument))
             gdb.write(commands.run(self.name, args, snapshot(), color=_color()) + "\n")
+        except commands.HelpShown:
+            pass
         except KeyboardInterrupt:
             gdb.write(f"{self.name}: interrupted\n", gdb.STDERR)
         except Exception as e:  # the one place that turns errors into one line

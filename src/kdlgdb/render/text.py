@@ -145,10 +145,8 @@ def _cycle_lines(cycle: Cycle, graph: WaitForGraph, names: _Names) -> list[str]:
     if cycle.verdict == "deadlock":
         head = paint("DEADLOCK:", "deadlock", names.color) + " " + head
     else:
-        why = "; ".join(
-            f"{names.task(e.owner)} holds {names.lock(e.lock)} ({e.evidence})" for e in cycle.inferred
-        )
-        head = paint("PROBABLE DEADLOCK:", "probable", names.color) + f" {head}; inferred: {why}"
+        why = "; ".join(f"{names.task(e.owner)} holds {names.lock(e.lock)}" for e in cycle.inferred)
+        head = paint("PROBABLE DEADLOCK:", "probable", names.color) + f" {head} (inferred: {why})"
     lines = [head]
     lines += ["  " + names.path(e.waiter, [e]) for e in cycle.edges]
     for task, wanted in zip(cycle.tasks, cycle.locks):
