@@ -1,0 +1,382 @@
+"""Tests of the real-kernel sample pipeline (tests/vmcore_samples/).
+
+The first group checks the scenario definitions and the builder's pure
+helpers without running anything. The ``realkernel`` group builds (or reuses
+from ``${KDLGDB_CACHE:-~/.cache/kdlgdb}``) the QEMU dumps and checks them with
+real gdb: the guest's ground truth is complete, KASLR moves things, gdb reads
+the dumps, and the locks in the dumps really hold the expected waiters and
+owners. Building everything from scratch takes a few minutes under TCG.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "vmcore_samples"))
+import samples  # noqa: E402
+
+builder = samples.builder
+SCENARIO_DIR = Path(__file__).resolve().parent / "vmcore_samples" / "scenarios"
+LOCK_TYPES = {"mutex", "semaphore", "rwsem"}
+VARIANTS = [pytest.param(False, id="nokaslr"), pytest.param(True, id="kaslr")]
+
+
+# --------------------------------------------------------------------------
+# Scenario definitions (no QEMU)
+# --------------------------------------------------------------------------
+
+def find_cycles(exp: dict) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+    """Wait-for cycles implied by ``waits`` and ``holds``, each rotated to start at its smallest task."""
+    holders: dict[str, list[str]] = {}
+    for task, locks in exp["holds"].items():
+        for lock in locks:
+            holders.setdefault(lock, []).append(task)
+    found = set()
+
+    def walk(path: list[str], locks: list[str]) -> None:
+        lock = exp["waits"].get(path[-1])
+        for holder in holders.get(lock, []) if lock else []:
+            if holder == path[0]:
+                k = path.index(min(path))
+                found.add((tuple(path[k:] + path[:k]), tuple((locks + [lock])[k:] + (locks + [lock])[:k])))
+            elif holder not in path:
+                walk(path + [holder], locks + [lock])
+
+    for task in exp["tasks"]:
+        walk([task], [])
+    return sorted(found)
+
+
+@pytest.mark.parametrize("scenario", samples.SCENARIOS)
+def test_expected_json_is_consistent(scenario):
+    exp = samples.expected(scenario)
+    assert exp["module"] == scenario
+    tasks = set(exp["tasks"])
+    assert set(exp["waits"]) <= tasks and set(exp["holds"]) <= tasks
+    assert set(exp["lock_types"].values()) <= LOCK_TYPES
+    used = set(exp["waits"].values()) | {lock for locks in exp["holds"].values() for lock in locks}
+    assert used == set(exp["lock_types"])
+    for task, locks in exp["holds"].items():
+        assert set(exp["hold_modes"].get(task, {})) == set(locks)
+    for cycle in exp["cycles"]:
+        n = len(cycle["tasks"])
+        assert n == len(cycle["locks"]) >= 2
+        recorded = True
+        for k, (task, lock) in enumerate(zip(cycle["tasks"], cycle["locks"])):
+            holder = cycle["tasks"][(k + 1) % n]
+            assert exp["waits"][task] == lock, f"{task} should wait on {lock}"
+            assert lock in exp["holds"][holder], f"{lock} should be held by {holder}"
+            mode = exp["hold_modes"][holder][lock]
+            kind = exp["lock_types"][lock]
+            recorded &= kind == "mutex" or (kind == "rwsem" and mode == "write")
+        assert cycle["verdict"] == ("deadlock" if recorded else "probable")
+    listed = sorted(
+        (tuple(c["tasks"][k:] + c["tasks"][:k]), tuple(c["locks"][k:] + c["locks"][:k]))
+        for c in exp["cycles"] for k in [c["tasks"].index(min(c["tasks"]))])
+    assert find_cycles(exp) == listed
+
+
+@pytest.mark.parametrize("scenario", samples.SCENARIOS)
+def test_module_source_matches_expected(scenario):
+    exp = samples.expected(scenario)
+    folder = SCENARIO_DIR / scenario
+    assert (folder / "Kbuild").read_text().strip() == f"obj-m := {scenario}.o"
+    source = (folder / f"{scenario}.c").read_text()
+    assert "module_exit(" not in source
+    for lock, kind in exp["lock_types"].items():
+        assert re.search(rf"^static .*\b{lock}\b", source, re.M), f"{lock} is not a static"
+        assert f"KDL_TRUTH_LOCK({lock}, \"{kind}\")" in source
+    comms = re.findall(r'kthread_run\(\w+, NULL, "(\w+)"\)', source)
+    assert sorted(comms) == sorted(exp["tasks"])
+
+
+def test_cache_key_depends_on_sources_and_kernel():
+    a = builder.scenario_key("kdl_abba", samples.DEFAULT_KERNEL)
+    assert a == builder.scenario_key("kdl_abba", samples.DEFAULT_KERNEL)
+    assert a != builder.scenario_key("kdl_mutex", samples.DEFAULT_KERNEL)
+    assert a != builder.scenario_key("kdl_abba", "6.12.0-0-cloud-amd64")
+    assert re.fullmatch(r"[0-9a-f]{12}", a)
+
+
+@pytest.mark.skipif(shutil.which("cpio") is None, reason="cpio(1) not installed")
+def test_cpio_writer_is_readable_by_cpio(tmp_path):
+    import stat
+    archive = builder.cpio_newc([
+        ("dev", stat.S_IFDIR | 0o755, b"", (0, 0)),
+        ("dev/console", stat.S_IFCHR | 0o600, b"", (5, 1)),
+        ("init", stat.S_IFREG | 0o755, b"#!/bin/sh\necho hi\n", (0, 0)),
+    ])
+    out = subprocess.run(["cpio", "-itv"], input=archive, capture_output=True, timeout=30, check=True)
+    listing = out.stdout.decode()
+    assert re.search(r"^crw------- .* 5,\s+1 .* dev/console$", listing, re.M), listing
+    assert re.search(r"^-rwxr-xr-x .* 18 .* init$", listing, re.M), listing
+    data = subprocess.run(["cpio", "-i", "--to-stdout", "init"], input=archive, capture_output=True,
+                          timeout=30, check=True).stdout
+    assert data == b"#!/bin/sh\necho hi\n"
+
+
+def test_console_parsing():
+    log = "\r\n".join([
+        "[    2.753333] kdl-truth lock sem1 semaphore ffffffffc04673a0",
+        "[    2.754741] kdl-truth task kdl_a 94",
+        "kdl-info text ffffffff81200000",
+        "kdl-info module kdl_abba 0xffffffffc0465000 16384",
+        "kdl-state 94 kdl_a D kdl_a_fn",
+        "kdl-stack kdl_a [<0>] kdl_a_fn+0x27/0x50 [kdl_abba]",
+        "[   11.249890] INFO: task kdl_a:94 blocked for more than 5 seconds.",
+        "[   11.251639] Call Trace:",
+        "[   11.251866]  <TASK>",
+        "[   11.252121]  __schedule+0x34d/0xa00",
+        "[   11.252994]  ? 0xffffffffc0465000",
+        "[   11.253300]  down+0x43/0x60",
+        "[   11.253835]  </TASK>",
+    ])
+    parsed = builder.parse_console(log)
+    assert parsed["locks"] == {"sem1": {"address": "0xffffffffc04673a0", "type": "semaphore"}}
+    assert parsed["tasks"] == {"kdl_a": 94}
+    assert parsed["text"] == 0xFFFFFFFF81200000
+    assert parsed["module_base"] == 0xFFFFFFFFC0465000
+    assert parsed["threads"]["kdl_a"] == {"pid": 94, "state": "D", "wchan": "kdl_a_fn",
+                                         "stack": ["kdl_a_fn+0x27/0x50 [kdl_abba]"]}
+    assert builder.hung_task_reports(log) == {"kdl_a": ["__schedule+0x34d/0xa00", "down+0x43/0x60"]}
+
+
+# --------------------------------------------------------------------------
+# Real dumps (QEMU, gdb)
+# --------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def real_kernel():
+    """Fail (not skip) with a clear message when the kernel or tools are missing."""
+    message = samples.missing_message(samples.DEFAULT_KERNEL)
+    if message:
+        pytest.fail(message)
+    return samples.DEFAULT_KERNEL
+
+
+def run_gdb(*args: str, timeout: float = 300) -> str:
+    """Run ``gdb -nx -batch`` with ``args``; return stdout+stderr."""
+    proc = subprocess.run(["gdb", "-nx", "-batch", *args], capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return proc.stdout + proc.stderr
+
+
+def gdb_load(vmlinux: Path, kernel_offset: int) -> list[str]:
+    """gdb arguments that load ``vmlinux`` relocated by the KASLR offset."""
+    return ["-ex", f"symbol-file -o {kernel_offset:#x} {vmlinux}"]
+
+
+def address(text: str) -> int:
+    return int(text, 16)
+
+
+@pytest.mark.realkernel
+@pytest.mark.parametrize("kaslr", VARIANTS)
+@pytest.mark.parametrize("scenario", samples.SCENARIOS)
+def test_truth_names_every_thread_and_lock(real_kernel, scenario, kaslr):
+    dump = samples.ensure_dump(scenario, kaslr=kaslr)
+    exp = samples.expected(scenario)
+    truth = dump.truth
+    assert dump.path.is_file() and dump.path.stat().st_size > 100 * 2**20
+    assert truth["kernel"] == dump.kernel == truth["osrelease"]
+    assert truth["kaslr"] is kaslr and truth["module"] == scenario
+    assert Path(truth["vmlinux"]) == dump.vmlinux
+    assert set(truth["locks"]) == set(exp["lock_types"])
+    for sym, info in truth["locks"].items():
+        assert info["type"] == exp["lock_types"][sym]
+        assert re.fullmatch(r"0xffff[0-9a-f]{12}", info["address"]), info
+        base, size = address(truth["module_base"]), truth["module_size"]
+        assert base <= address(info["address"]) < base + size, f"{sym} outside the module"
+    assert set(truth["tasks"]) == set(exp["tasks"])
+    assert all(isinstance(pid, int) and pid > 1 for pid in truth["tasks"].values())
+    assert len(set(truth["tasks"].values())) == len(truth["tasks"])
+    for comm, pid in truth["tasks"].items():
+        assert truth["threads"][comm]["pid"] == pid
+        assert truth["threads"][comm]["state"] == "D"
+
+
+@pytest.mark.realkernel
+@pytest.mark.parametrize("kaslr", VARIANTS)
+@pytest.mark.parametrize("scenario", samples.SCENARIOS)
+def test_kernel_offset_agrees_with_vmcoreinfo(real_kernel, scenario, kaslr):
+    truth = samples.ensure_dump(scenario, kaslr=kaslr).truth
+    assert truth["kernel_offset"] == truth["vmcoreinfo_kernel_offset"]
+    assert (address(truth["kernel_offset"]) != 0) is kaslr
+
+
+@pytest.mark.realkernel
+@pytest.mark.parametrize("scenario", samples.SCENARIOS)
+def test_kaslr_moves_the_module(real_kernel, scenario):
+    plain = samples.ensure_dump(scenario, kaslr=False).truth
+    moved = samples.ensure_dump(scenario, kaslr=True).truth
+    assert plain["module_base"] != moved["module_base"]
+    for sym in plain["locks"]:
+        assert plain["locks"][sym]["address"] != moved["locks"][sym]["address"]
+        # same module layout, so the offset inside the module is the same
+        assert (address(plain["locks"][sym]["address"]) - address(plain["module_base"])
+                == address(moved["locks"][sym]["address"]) - address(moved["module_base"]))
+
+
+# The slow-path function each blocking call ends up in on 6.1 (mutex_lock and
+# down_write tail-call theirs, so they do not show up in the trace themselves).
+SLOW_PATH = {"down": "__down_common", "mutex_lock": "__mutex_lock",
+             "down_read": "rwsem_down_read_slowpath", "down_write": "rwsem_down_write_slowpath"}
+
+
+def blocking_call(scenario: str, comm: str, lock: str) -> str:
+    """The function ``comm`` calls to take ``lock``, read from the module source."""
+    source = (SCENARIO_DIR / scenario / f"{scenario}.c").read_text()
+    body = source.split(f"static int {comm}_fn(", 1)[1].split("\n}\n", 1)[0]
+    return re.search(rf"\b(\w+)\(&{lock}\)", body).group(1)
+
+
+@pytest.mark.realkernel
+@pytest.mark.parametrize("kaslr", VARIANTS)
+@pytest.mark.parametrize("scenario", samples.SCENARIOS)
+def test_hung_task_detector_saw_every_thread(real_kernel, scenario, kaslr):
+    """The kernel itself reports every thread blocked, inside the expected lock slow path."""
+    truth = samples.ensure_dump(scenario, kaslr=kaslr).truth
+    exp = samples.expected(scenario)
+    assert truth["hung_task_reported"]
+    for comm in exp["tasks"]:
+        frames = [f.split("+")[0] for f in truth["hung_task_stacks"][comm]]
+        assert frames[0] == "__schedule" and frames[-1] == "ret_from_fork", frames
+        assert f"{comm}_fn" in frames, frames
+        lock = exp["waits"].get(comm)
+        if lock is None:  # the control's owner, asleep with mc held
+            assert "msleep" in frames, frames
+        else:
+            slow = SLOW_PATH[blocking_call(scenario, comm, lock)]
+            assert any(f.split(".")[0] == slow for f in frames), (slow, frames)
+
+
+@pytest.mark.realkernel
+def test_gdb_reads_the_nokaslr_dump(real_kernel):
+    dump = samples.ensure_dump("kdl_abba", kaslr=False)
+    out = run_gdb(str(dump.vmlinux), str(dump.path), "-ex", "p init_task.comm")
+    assert '"swapper/0' in out, out
+
+
+@pytest.mark.realkernel
+def test_gdb_reads_the_kaslr_dump_with_the_offset(real_kernel):
+    dump = samples.ensure_dump("kdl_mutex", kaslr=True)
+    assert dump.kernel_offset != 0
+    out = run_gdb(*gdb_load(dump.vmlinux, dump.kernel_offset), "-ex", f"core-file {dump.path}",
+                  "-ex", "p init_task.comm")
+    assert '"swapper/0' in out, out
+
+
+@pytest.mark.realkernel
+def test_phys_dump_has_no_virtual_addresses(real_kernel):
+    phys = samples.ensure_dump("kdl_abba", kaslr=False, kind="phys")
+    paged = samples.ensure_dump("kdl_abba", kaslr=False)
+    assert phys.truth == paged.truth and phys.path != paged.path
+    loads = [ph for ph in builder.elf_program_headers(phys.path) if ph["type"] == 1]
+    assert loads and all(ph["vaddr"] == ph["paddr"] < 2**48 for ph in loads)
+    paged_loads = [ph for ph in builder.elf_program_headers(paged.path) if ph["type"] == 1]
+    assert any(ph["vaddr"] >= 0xFFFF800000000000 for ph in paged_loads)
+    # gdb opens it without complaint but sees only the vmlinux's static data:
+    out = run_gdb(str(phys.vmlinux), str(phys.path), "-ex", "p init_task.comm")
+    assert '"swapper/0' not in out, out
+
+
+GDB_LOCK_SCRIPT = r'''
+import gdb, json
+truth = json.load(open(TRUTH_PATH))
+TYPES = {"mutex": ("struct mutex", "struct mutex_waiter"),
+         "semaphore": ("struct semaphore", "struct semaphore_waiter"),
+         "rwsem": ("struct rw_semaphore", "struct rwsem_waiter")}
+task_ptr = gdb.lookup_type("struct task_struct").pointer()
+
+def task_info(ptr):
+    task = ptr.cast(task_ptr).dereference()
+    return [task["comm"].string(), int(task["pid"])]
+
+result = {}
+for sym, info in truth["locks"].items():
+    lock_t, waiter_t = (gdb.lookup_type(n) for n in TYPES[info["type"]])
+    lock = gdb.Value(int(info["address"], 16)).cast(lock_t.pointer()).dereference()
+    head = lock["wait_list"]
+    list_offset = [f.bitpos // 8 for f in waiter_t.fields() if f.name == "list"][0]
+    waiters, node = [], head["next"]
+    while int(node) != int(head.address) and len(waiters) < 64:
+        waiter = gdb.Value(int(node) - list_offset).cast(waiter_t.pointer()).dereference()
+        waiters.append(task_info(waiter["task"]))
+        node = node["next"]
+    entry = {"waiters": waiters}
+    if info["type"] == "semaphore":
+        entry["count"] = int(lock["count"])
+    else:
+        owner = int(lock["owner"]["counter"]) & (2**64 - 1)
+        entry["owner_flags"] = owner & 7
+        entry["owner"] = task_info(gdb.Value(owner & ~7)) if owner & ~7 else None
+    result[sym] = entry
+print("KDL-RESULT " + json.dumps(result))
+'''
+
+
+@pytest.mark.realkernel
+@pytest.mark.parametrize("kaslr", VARIANTS)
+@pytest.mark.parametrize("scenario", samples.SCENARIOS)
+def test_dump_locks_hold_the_expected_waiters_and_owners(real_kernel, scenario, kaslr, tmp_path):
+    """Read every lock out of the dump with gdb and compare it with expected.json."""
+    dump = samples.ensure_dump(scenario, kaslr=kaslr)
+    exp = samples.expected(scenario)
+    truth_path = tmp_path / "truth.json"
+    truth_path.write_text(json.dumps(dump.truth))
+    script = tmp_path / "locks.py"
+    script.write_text(f"TRUTH_PATH = {str(truth_path)!r}\n" + GDB_LOCK_SCRIPT)
+    out = run_gdb(*gdb_load(dump.vmlinux, dump.kernel_offset), "-ex", f"core-file {dump.path}",
+                  "-ex", f"source {script}")
+    match = re.search(r"^KDL-RESULT (.*)$", out, re.M)
+    assert match, out
+    locks = json.loads(match.group(1))
+    pids = dump.truth["tasks"]
+    for sym, kind in exp["lock_types"].items():
+        got = locks[sym]
+        want_waiters = {t for t, lock in exp["waits"].items() if lock == sym}
+        assert {comm for comm, _ in got["waiters"]} == want_waiters, (sym, got)
+        assert all(pids[comm] == pid for comm, pid in got["waiters"]), (sym, got)
+        holders = [t for t, held in exp["holds"].items() if sym in held]
+        assert len(holders) == 1
+        mode = exp["hold_modes"][holders[0]][sym]
+        if kind == "semaphore":
+            assert got["count"] == 0, (sym, got)
+        elif kind == "mutex" or mode == "write":  # the kernel records the owner
+            assert got["owner"] == [holders[0], pids[holders[0]]], (sym, got)
+        else:  # read-held rwsem: RWSEM_READER_OWNED (bit 0) set, owner is only a hint
+            assert got["owner_flags"] & 1, (sym, got)
+
+
+@pytest.mark.realkernel
+def test_second_ensure_reuses_the_cache(real_kernel):
+    first = samples.ensure_dump("kdl_control", kaslr=True)
+    mtime = first.path.stat().st_mtime_ns
+    t0 = time.monotonic()
+    again = samples.ensure_dump("kdl_control", kaslr=True)
+    assert time.monotonic() - t0 < 5
+    assert again.path == first.path and again.path.stat().st_mtime_ns == mtime
+
+
+@pytest.mark.realkernel
+def test_live_guest_through_the_gdbstub(real_kernel):
+    with samples.boot_live("kdl_abba", kaslr=True) as live:
+        guest = live.guest
+        assert live.truth["kaslr"] and live.kernel_offset != 0
+        assert "KDL-BLOCKED" in live.console_log.read_text(errors="replace")
+        sem1 = live.truth["locks"]["sem1"]["address"]
+        out = run_gdb(*gdb_load(live.vmlinux, live.kernel_offset),
+                      "-ex", f"target remote 127.0.0.1:{live.gdb_port}",
+                      "-ex", "p init_task.comm",
+                      "-ex", f"p ((struct semaphore *){sem1})->count",
+                      "-ex", "detach")
+        assert '"swapper/0' in out, out
+        assert re.search(r"^\$2 = 0$", out, re.M), out
+    assert guest.proc.poll() is not None  # QEMU is gone

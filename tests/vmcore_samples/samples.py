@@ -1,0 +1,139 @@
+"""Real deadlocked-kernel samples for kdlgdb's tests: dumps and live guests.
+
+Import it by putting this directory on ``sys.path`` (it is not a package)::
+
+    sys.path.insert(0, str(Path(__file__).parent / "vmcore_samples"))  # from tests/
+    import samples
+
+    if not samples.kernel_available(samples.DEFAULT_KERNEL):
+        pytest.fail(samples.missing_message())
+
+    dump = samples.ensure_dump("kdl_abba", kaslr=True)   # builds on first use (~13 s)
+    dump.path, dump.vmlinux, dump.truth["locks"]["sem1"]["address"]
+
+    with samples.boot_live("kdl_mutex") as live:          # QEMU killed on exit
+        run_gdb(live.vmlinux, f"target remote 127.0.0.1:{live.gdb_port}")
+
+Scenarios (``SCENARIOS``) are the kernel modules under ``scenarios/``; each
+has an ``expected.json`` with its wait-for facts (:func:`expected`). The dumps
+are built by ``build.py`` (which this module loads by path, under the name
+``kdlgdb_vmcore_build``) into ``${KDLGDB_CACHE:-~/.cache/kdlgdb}``.
+
+A truth dict (``Dump.truth``, ``Live.truth``) holds what the guest reported:
+``kernel``, ``vmlinux``, ``kaslr``, ``module``, ``locks`` (``{symbol:
+{"address": "0xffff...", "type": "mutex|semaphore|rwsem"}}``), ``tasks``
+(``{comm: pid}``), ``kernel_offset`` (hex string; give it to gdb as
+``symbol-file -o``), ``text``, ``module_base``, ``module_size``, ``threads``
+(``{comm: {pid, state, wchan, stack}}`` from /proc, where the kernel hides
+scheduler and lock slow-path frames), ``hung_task_reported`` and
+``hung_task_stacks`` (``{comm: frames}``, full reliable call traces printed by
+the hung-task detector). Dump truths add ``vmcoreinfo_kernel_offset`` and
+``osrelease`` from the dump's VMCOREINFO note.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+
+def _load_builder() -> Any:
+    """Load build.py from this directory under a name that cannot clash with PyPA's ``build``."""
+    name = "kdlgdb_vmcore_build"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("build.py"))
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+builder = _load_builder()
+
+SCENARIOS: tuple[str, ...] = builder.SCENARIOS
+DEFAULT_KERNEL: str = builder.DEFAULT_KERNEL
+PHYS_SCENARIO: str = builder.PHYS_SCENARIO
+BuildError = builder.BuildError
+expected = builder.expected
+kernel_available = builder.kernel_available
+cache_root = builder.cache_root
+
+
+def missing_message(kernel: str = DEFAULT_KERNEL) -> str:
+    """Why real-kernel samples cannot be made here ('' when they can)."""
+    missing = builder.missing_kernel_parts(kernel) + builder.missing_tools()
+    if not missing:
+        return ""
+    return f"real-kernel samples for {kernel} need:\n  " + "\n  ".join(missing)
+
+
+@dataclass(frozen=True)
+class Dump:
+    """One dump file and what is known about it."""
+
+    path: Path  # the ELF core file
+    vmlinux: Path  # matching vmlinux with DWARF
+    truth: dict[str, Any]  # see the module docstring
+    kernel: str
+    kind: str = "elf"  # "elf" (paging, kernel virtual addresses) or "phys" (physical only)
+    console_log: Path | None = None
+
+    @property
+    def kaslr(self) -> bool:
+        return bool(self.truth["kaslr"])
+
+    @property
+    def kernel_offset(self) -> int:
+        return int(self.truth["kernel_offset"], 16)
+
+
+def ensure_dump(scenario: str, kaslr: bool, kernel: str = DEFAULT_KERNEL, kind: str = "elf") -> Dump:
+    """The dump of ``scenario`` (building it if the cache lacks it).
+
+    ``kind="phys"`` gives the physical-only ELF (``paging: false``), which
+    exists for ``PHYS_SCENARIO`` without KASLR only; its truth is that boot's.
+    """
+    if kind not in ("elf", "phys"):
+        raise ValueError(f"kind must be 'elf' or 'phys', not {kind!r}")
+    if kind == "phys" and (scenario != PHYS_SCENARIO or kaslr):
+        raise ValueError(f"a physical-only dump exists only for {PHYS_SCENARIO} without KASLR")
+    files = builder.ensure(scenario, kaslr, kernel)
+    return Dump(
+        path=files["phys" if kind == "phys" else "vmcore"],
+        vmlinux=builder.kernel_paths(kernel)["vmlinux"],
+        truth=builder.load_truth(scenario, kaslr, kernel),
+        kernel=kernel,
+        kind=kind,
+        console_log=files["console"],
+    )
+
+
+@dataclass
+class Live:
+    """A running, deadlocked guest (valid inside :func:`boot_live` only)."""
+
+    gdb_port: int  # gdbstub, listening on 127.0.0.1
+    truth: dict[str, Any]
+    vmlinux: Path
+    console_log: Path  # removed when the context ends
+    kernel: str
+    guest: Any  # build.Guest: .qmp(command, **args), .console()
+
+    @property
+    def kernel_offset(self) -> int:
+        return int(self.truth["kernel_offset"], 16)
+
+
+@contextlib.contextmanager
+def boot_live(scenario: str, kaslr: bool = True, kernel: str = DEFAULT_KERNEL) -> Iterator[Live]:
+    """Boot ``scenario`` in QEMU, wait until its threads are blocked, yield a :class:`Live`.
+
+    QEMU is stopped when the ``with`` block ends, whatever happened in it.
+    """
+    with builder.boot(scenario, kaslr, kernel) as (guest, truth):
+        yield Live(gdb_port=guest.gdb_port, truth=truth, vmlinux=builder.kernel_paths(kernel)["vmlinux"],
+                   console_log=guest.console_log, kernel=kernel, guest=guest)
