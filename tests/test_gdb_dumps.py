@@ -1,11 +1,13 @@
 """Real gdb on real dumps of Debian's kernel: every scenario, KASLR on and off."""
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 import samples
 from expectations import check_waitfor
-from realgdb import gdb, waitfor_json
+from realgdb import EXTENSION, gdb, waitfor_json
 
 pytestmark = pytest.mark.realkernel
 
@@ -49,3 +51,28 @@ def test_usage_error_is_one_line(real_kernel: str) -> None:
     assert errors[1] == "kd-bt: no task with pid or address 99999"
     assert "Traceback" not in done.stderr
     assert "kdl_a" in done.stdout  # gdb and kdlgdb go on working after the errors
+
+
+def test_symbols_already_relocated_by_the_user(real_kernel: str) -> None:
+    """`symbol-file VMLINUX -o OFFSET` first (so gdb's own `p` works): kdlgdb must not add KASLR twice."""
+    dump = samples.ensure_dump("kdl_mutex", True, real_kernel)
+    offset = f"{dump.kernel_offset:#x}"
+    done = subprocess.run(
+        ["gdb", "-nx", "-q", "-batch", "-ex", f"symbol-file {dump.vmlinux} -o {offset}", "-ex", f"core-file {dump.path}",
+         "-ex", f"source {EXTENSION}", "-ex", "kd-waitfor", "-ex", "p init_task.comm"],
+        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+    )
+    m1, m2 = dump.truth["tasks"]["kdl_m1"], dump.truth["tasks"]["kdl_m2"]
+    assert f"DEADLOCK: kdl_m1 ({m1}) and kdl_m2 ({m2}) on m1 [kdl_mutex], m2 [kdl_mutex]" in done.stdout
+    assert '= "swapper/0' in done.stdout
+
+
+def test_colour_and_pid_filter(real_kernel: str) -> None:
+    dump = samples.ensure_dump("kdl_mutex", False, real_kernel)
+    m3 = dump.truth["tasks"]["kdl_m3"]
+    plain = gdb(dump.vmlinux, dump.path, f"kd-waitfor -p {m3}").stdout
+    assert f"kdl_m3 ({m3}) --waits on--> m1 [kdl_mutex]" in plain and "\x1b[" not in plain
+    coloured = gdb(dump.vmlinux, dump.path, "set kd-color on", "kd-waitfor").stdout
+    assert "\x1b[" in coloured and "DEADLOCK" in coloured
+    nothing = gdb(dump.vmlinux, dump.path, "kd-waitfor -p 1").stdout
+    assert "DEADLOCK" not in nothing
