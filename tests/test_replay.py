@@ -144,3 +144,14 @@ def test_corrupt_task_list_is_reported_not_followed() -> None:
     snap = collect(_Corrupt(path, init.address + tasks_off + 8, 0xFFFF888000000000))
     assert snap.problems and snap.problems[0].what == "task list"
     assert "broken" in snap.problems[0].why
+
+
+def test_each_waiter_names_its_own_waiter_struct() -> None:
+    path = next(p for p in RECORDINGS if p.name == "kdl_control-kaslr.json.gz")
+    snap = collect(ReplayTarget(str(path)))
+    waiting = [t for t in snap.tasks if t.comm in ("kdl_c_w1", "kdl_c_w2")]
+    nodes = {t.wait_evidence.split(" at ")[1].split()[0] for t in waiting}
+    assert len(nodes) == 2
+    for t in waiting:
+        node = int(t.wait_evidence.split(" at ")[1].split()[0], 16)
+        assert t.stack_base <= node < t.stack_base + 16384  # on that task's own stack

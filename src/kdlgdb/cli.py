@@ -14,6 +14,7 @@ import sys
 import tempfile
 from typing import Optional
 
+from . import report
 from .errors import KdlError
 from .target.vmcore import open_elf_dump
 
@@ -39,6 +40,13 @@ def gdb_command(vmlinux: str, dump: Optional[str], remote: Optional[str], comman
     return cmd + ["-ex", f"python {script}"]
 
 
+def _progress(done: int, total: int, dump: str) -> None:
+    """``kdlgdb triage``'s progress on a terminal: the dump being read, erased at the end."""
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K" if done == total else f"\rkdlgdb: {done + 1}/{total} {dump}\033[K")
+        sys.stderr.flush()
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="kdlgdb", description="Find kernel deadlocks in a vmcore or a live kernel.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -49,7 +57,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     w.add_argument("--json", action="store_true", help="JSON instead of text")
     w.add_argument("-p", "--pid", type=int, help="only the cycle or chain of this pid")
     w.add_argument("--record", metavar="FILE", help=argparse.SUPPRESS)  # for the test recordings
+    report.add_subcommands(sub)
     args = p.parse_args(argv)
+    if args.command in ("report", "triage"):
+        outcome = report.run_cli(args, progress=_progress)
+        sys.stdout.write(outcome.out)
+        sys.stderr.write(outcome.err)
+        return outcome.status
 
     if (args.vmcore is None) == (args.remote is None):
         p.error("give either a VMCORE or --remote HOST:PORT")

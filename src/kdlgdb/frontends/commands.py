@@ -1,7 +1,8 @@
 """What each kd-* command does, independent of the debugger it runs in.
 
 A front end parses the user's words with these parsers, gets a Snapshot from
-its target, and calls ``run`` to get the text to print. Replay tests drive the
+its target (a Kernel for ``KERNEL_COMMANDS``), and calls ``run`` to get the
+text to print. Replay tests drive the
 very same functions.
 """
 from __future__ import annotations
@@ -11,13 +12,16 @@ import json
 import re
 from typing import Optional
 
+from ..analysis import kernlog
 from ..analysis.graph import WaitForGraph
 from ..errors import KdlError
-from ..model import Snapshot, Task
+from ..kernel.layout import Kernel
+from ..kernel.printk import kernel_log
+from ..model import Problem, Snapshot, Task
 from ..render import json as render_json
 from ..render import text as render_text
 
-__all__ = ["COMMANDS", "UsageError", "HelpShown", "parse", "run", "find_task"]
+__all__ = ["COMMANDS", "KERNEL_COMMANDS", "UsageError", "HelpShown", "parse", "run", "find_task"]
 
 
 class UsageError(KdlError):
@@ -65,12 +69,24 @@ def _waitfor_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _dmesg_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="kd-dmesg", description="The kernel log (the printk ring buffer), like dmesg.")
+    p.add_argument("--grep", metavar="RE", help="only records with a line that matches this regular expression")
+    p.add_argument("--notable", action="store_true",
+                   help="only hung-task reports, lockdep splats, BUG, WARNING, Oops and panic lines")
+    return p
+
+
 COMMANDS = {
     "kd-tasks": _tasks_parser,
     "kd-bt": _bt_parser,
     "kd-locks": _locks_parser,
     "kd-waitfor": _waitfor_parser,
+    "kd-dmesg": _dmesg_parser,
 }
+
+#: Commands that read the kernel (a Kernel) rather than a Snapshot.
+KERNEL_COMMANDS = frozenset({"kd-dmesg"})
 
 
 def parse(command: str, argv: list[str]) -> argparse.Namespace:
@@ -113,8 +129,15 @@ def select_tasks(snapshot: Snapshot, args: argparse.Namespace) -> list[Task]:
     return tasks
 
 
-def run(command: str, args: argparse.Namespace, snapshot: Snapshot, color: bool = False) -> str:
-    """The text a command prints for ``snapshot``."""
+def run(command: str, args: argparse.Namespace, snapshot: Optional[Snapshot], color: bool = False,
+        kernel: Optional[Kernel] = None) -> str:
+    """The text a command prints for ``snapshot`` (for KERNEL_COMMANDS: for ``kernel``)."""
+    if command == "kd-dmesg":
+        if kernel is None:
+            raise KdlError(f"{command} reads the kernel itself: it needs a Kernel, not a snapshot")
+        return _dmesg(args, kernel)
+    if snapshot is None:
+        raise KdlError(f"{command} needs a snapshot")
     if command == "kd-tasks":
         return render_text.render_tasks(snapshot, select_tasks(snapshot, args))
     if command == "kd-bt":
@@ -129,6 +152,21 @@ def run(command: str, args: argparse.Namespace, snapshot: Snapshot, color: bool 
             return json.dumps(render_json.waitfor_json(snapshot, graph), indent=2)
         return render_text.render_waitfor(snapshot, graph, color=color, pid=args.pid)
     raise KdlError(f"unknown command {command}")
+
+
+def _dmesg(args: argparse.Namespace, kernel: Kernel) -> str:
+    """kd-dmesg: the log as ``[   12.345678] text`` lines, then the records that could not be read."""
+    try:
+        rx = re.compile(args.grep, re.MULTILINE) if args.grep is not None else None
+    except re.error as e:
+        raise UsageError(f"bad pattern '{args.grep}': {e}") from None
+    problems: list[Problem] = []
+    records = kernel_log(kernel, problems)
+    if args.notable:
+        records = kernlog.notable(records)
+    if rx is not None:
+        records = kernlog.grep(records, rx)
+    return "\n".join([kernlog.format_record(r) for r in records] + [f"skipped: {p}" for p in problems])
 
 
 def verdict_status(snapshot: Snapshot) -> int:

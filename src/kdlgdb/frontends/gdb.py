@@ -13,16 +13,19 @@ from typing import Optional
 
 import gdb  # type: ignore[import-not-found]
 
+from .. import report as post_mortem
 from ..errors import KdlError
 from ..kernel.collect import collect
+from ..kernel.layout import Kernel
 from ..model import Snapshot
 from ..target.gdb import GdbTarget
 from ..target.replay import RecordingTarget
 from . import commands
 
-__all__ = ["register", "snapshot", "batch"]
+__all__ = ["register", "snapshot", "kernel", "batch", "batch_bundle"]
 
 _cache: dict[str, Snapshot] = {}
+_kernels: dict[str, Kernel] = {}
 
 
 class _Bool(gdb.Parameter):
@@ -76,8 +79,16 @@ def snapshot(record: Optional[str] = None) -> Snapshot:
     return snap
 
 
+def kernel() -> Kernel:
+    """The Kernel gdb looks at (KASLR and layouts found once), cached like the snapshot."""
+    if "current" not in _kernels:
+        _kernels["current"] = Kernel(GdbTarget())
+    return _kernels["current"]
+
+
 def _forget(*_args) -> None:
     _cache.clear()
+    _kernels.clear()
 
 
 class KdCommand(gdb.Command):
@@ -92,7 +103,12 @@ class KdCommand(gdb.Command):
         self.dont_repeat()
         try:
             args = commands.parse(self.name, shlex.split(argument))
-            gdb.write(commands.run(self.name, args, snapshot(), color=_color()) + "\n")
+            if self.name in commands.KERNEL_COMMANDS:
+                text = commands.run(self.name, args, None, color=_color(), kernel=kernel())
+            else:
+                text = commands.run(self.name, args, snapshot(), color=_color())
+            if text:  # kd-dmesg --grep may match nothing
+                gdb.write(text + "\n")
         except commands.HelpShown:
             pass
         except KeyboardInterrupt:
@@ -143,6 +159,77 @@ def batch(command: str, argv: list[str], out: str, record: Optional[str] = None)
     gdb.execute(f"quit {status}")
 
 
+# -- post-mortem reports (kdlgdb report / triage, kd-report) ---------------------
+
+
+def _bundle() -> post_mortem.Bundle:
+    """The cached snapshot, the kernel log and facts about what gdb has loaded."""
+    snap = snapshot()
+    target = GdbTarget()
+    dump = target.dump.path if target.dump is not None else None
+    remote = target.describe().removeprefix("remote ") if target.kind == "live" else None
+    log, log_facts = post_mortem.read_kernel_log(kernel())
+    facts = post_mortem.make_facts(dump=dump, remote=remote, vmlinux=gdb.current_progspace().filename,
+                                   debugger=f"gdb {gdb.VERSION}", **log_facts)
+    return post_mortem.Bundle(snap, log, facts)
+
+
+def batch_bundle(out: str) -> None:
+    """For ``kdlgdb report`` and ``triage``: write the bundle (snapshot, kernel log, facts) to the file
+    ``out`` as JSON and quit gdb with the verdict (0 no cycle, 1 cycle, 2 error, its line in ``out.err``)."""
+    status = 2
+    try:
+        bundle = _bundle()
+        post_mortem.save_bundle(bundle, out)
+        status = post_mortem.status(bundle)
+    except KeyboardInterrupt:
+        _report("kdlgdb report", KdlError("interrupted"), out + ".err")
+    except Exception as e:
+        _report("kdlgdb report", e, out + ".err")
+    gdb.flush()
+    try:
+        if gdb.selected_inferior().connection is not None and gdb.selected_inferior().connection.type != "core":
+            gdb.execute("detach", to_string=True)  # never kill a live guest on the way out
+    except gdb.error:
+        pass
+    gdb.execute(f"quit {status}")
+
+
+def _report_parser() -> commands._Parser:
+    p = commands._Parser(
+        prog="kd-report",
+        description="Write a post-mortem report of the kernel gdb looks at: the verdict, the wait-for graph as a "
+                    "picture, each deadlock with stacks and evidence, wait chains, D-state tasks, the kernel log "
+                    "and system facts.")
+    p.add_argument("-o", "--output", metavar="FILE", required=True,
+                   help="the report file; its extension (.html, .md, .json, .txt) gives the format")
+    p.add_argument("--format", choices=post_mortem.FORMATS, help="the format, whatever the file is called")
+    return p
+
+
+class KdReport(gdb.Command):
+    """kd-report -o FILE: the docstring is set from its argparse help."""
+
+    def __init__(self) -> None:
+        self.__doc__ = _report_parser().format_help()
+        super().__init__("kd-report", gdb.COMMAND_DATA)
+
+    def invoke(self, argument: str, from_tty: bool) -> None:
+        self.dont_repeat()
+        try:
+            args = _report_parser().parse_args(shlex.split(argument))
+            fmt = post_mortem.format_for(args.output, args.format)
+            bundle = _bundle()
+            post_mortem.write_report(bundle, args.output, fmt)
+            gdb.write(f"{post_mortem.summary_line(bundle)}\nkd-report: wrote {args.output} ({fmt})\n")
+        except commands.HelpShown:
+            pass
+        except KeyboardInterrupt:
+            gdb.write("kd-report: interrupted\n", gdb.STDERR)
+        except Exception as e:
+            _report("kd-report", e)
+
+
 def register() -> None:
     """Create the kd-* commands and settings; safe to call twice."""
     if _params:
@@ -151,6 +238,7 @@ def register() -> None:
     _params["color"] = _Color()
     for name in commands.COMMANDS:
         KdCommand(name)
+    KdReport()
     for event in (gdb.events.new_objfile, gdb.events.clear_objfiles, gdb.events.cont, gdb.events.stop,
                   gdb.events.exited, gdb.events.memory_changed):
         event.connect(_forget)

@@ -10,7 +10,7 @@ step) and take the one node that lies on no task's stack: that is the
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 from ..errors import CorruptError, ReadError
@@ -108,7 +108,7 @@ def find_wait(
         if value != task or node < stack.sp:
             continue
         if node in known:
-            return known[node]
+            return _for_node(known[node], kind, node)
         try:
             found = _walk_wait_list(k, kind, node, stacks)
         except (ReadError, CorruptError):
@@ -117,11 +117,17 @@ def find_wait(
             continue
         head, waiters = found
         lock = head - kind.wait_list
-        wait = Wait(lock, node, waiters, f"{kind.waiter} at {node:#x} on its stack, linked into {kind.struct} {lock:#x}.wait_list")
+        wait = _for_node(Wait(lock, node, waiters, ""), kind, node)
         for waiter_node, _ in waiters:
             known[waiter_node] = wait
         return wait
     return None
+
+
+def _for_node(wait: Wait, kind: LockKind, node: int) -> Wait:
+    """The Wait as seen from the task whose waiter node is ``node``."""
+    evidence = f"{kind.waiter} at {node:#x} on its stack, linked into {kind.struct} {wait.lock:#x}.wait_list"
+    return replace(wait, node=node, evidence=evidence)
 
 
 def _walk_wait_list(k: Kernel, kind: LockKind, start: int, stacks: StackRanges) -> Optional[tuple[int, list[tuple[int, int]]]]:

@@ -1,0 +1,484 @@
+"""Post-mortem reports: the bundle gdb writes, the report rendered from it, ``report`` and ``triage``.
+
+The gdb side stays thin. In batch mode it collects the Snapshot and the kernel
+log and writes a *bundle*, one JSON file::
+
+    {"kdlgdb_bundle": 1,
+     "snapshot": Snapshot.to_dict(),
+     "log": [{"seq", "ts_ns", "level", "text", "caller"}, ...],   # the printk ring buffer
+     "facts": {"dump", "vmlinux", "target", "debugger", "kdlgdb", "analysed", "log_note", "log_problems", ...}}
+
+Everything after that runs in plain Python, in the ``kdlgdb`` process: the
+wait-for graph, the kernel log findings (:mod:`kdlgdb.analysis.kernlog`) and
+the report (:mod:`kdlgdb.render.report`). ``kd-report`` in gdb makes the same
+bundle in memory and renders it there.
+
+This module also finds the vmlinux that matches a dump (by the release in its
+VMCOREINFO) and runs ``kdlgdb report`` and ``kdlgdb triage`` for the CLI; it
+returns what to print (:class:`Outcome`) and prints nothing itself.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+from tabulate import tabulate
+
+from .analysis import kernlog
+from .analysis.graph import WaitForGraph
+from .errors import KdlError
+from .kernel.layout import Kernel
+from .kernel.printk import LogRecord, kernel_log
+from .model import Problem, Snapshot
+from .render.report import (
+    FORMATS,
+    chain_sentence,
+    cycle_line,
+    headline,
+    log_record,
+    render_report,
+    summary_sentence,
+    verdict,
+)
+from .target.vmcore import open_elf_dump
+
+__all__ = [
+    "BUNDLE_VERSION",
+    "VMLINUX_PLACES",
+    "Bundle",
+    "Outcome",
+    "TriageRow",
+    "make_facts",
+    "read_kernel_log",
+    "log_findings",
+    "save_bundle",
+    "load_bundle",
+    "render",
+    "status",
+    "summary_line",
+    "format_for",
+    "dump_release",
+    "find_vmlinux",
+    "check_dump",
+    "gdb_bundle_command",
+    "collect_bundle",
+    "triage",
+    "triage_one",
+    "triage_table",
+    "triage_status",
+    "add_subcommands",
+    "run_cli",
+]
+
+BUNDLE_VERSION = 1
+SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+#: Where a vmlinux with debug info for release REL is looked for, in order (Debian's -dbg package first).
+VMLINUX_PLACES = (
+    "/usr/lib/debug/boot/vmlinux-{release}",
+    "/usr/lib/debug/lib/modules/{release}/vmlinux",
+    "/boot/vmlinux-{release}",
+)
+
+EXTENSIONS = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".json": "json", ".txt": "txt"}
+GDB_TIMEOUT = 600.0
+
+
+# -- the bundle ------------------------------------------------------------------
+
+
+@dataclass
+class Bundle:
+    """What gdb hands the report: the snapshot, the kernel log records (dicts) and facts about the source."""
+
+    snapshot: Snapshot
+    log: list[dict[str, Any]] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kdlgdb_bundle": BUNDLE_VERSION, "snapshot": self.snapshot.to_dict(), "log": self.log,
+                "facts": self.facts}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "Bundle":
+        """The bundle in ``data``; KdlError when it is not a kdlgdb bundle of a version this code reads."""
+        if not isinstance(data, dict) or "kdlgdb_bundle" not in data:
+            raise KdlError("not a kdlgdb bundle (no 'kdlgdb_bundle' key)")
+        if data["kdlgdb_bundle"] != BUNDLE_VERSION:
+            raise KdlError(f"kdlgdb bundle version {data['kdlgdb_bundle']}; this kdlgdb reads version {BUNDLE_VERSION}")
+        try:
+            snapshot = Snapshot.from_dict(data["snapshot"])
+        except (KeyError, TypeError) as e:
+            raise KdlError(f"the bundle's snapshot is damaged: {type(e).__name__}: {e}") from None
+        return cls(snapshot, [log_record(r) for r in data.get("log") or []], dict(data.get("facts") or {}))
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return f"kdlgdb {version('kdlgdb')}"
+    except Exception:  # not installed (run from a checkout): the name is enough
+        return "kdlgdb"
+
+
+def make_facts(dump: Optional[str] = None, remote: Optional[str] = None, vmlinux: Optional[str] = None,
+               debugger: Optional[str] = None, **more: Any) -> dict[str, Any]:
+    """Facts about where a snapshot came from, for the report's system section (None values left out)."""
+    facts: dict[str, Any] = {
+        "dump": dump,
+        "remote": remote,
+        "vmlinux": vmlinux,
+        "debugger": debugger,
+        "kdlgdb": _version(),
+        "analysed": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        **more,
+    }
+    return {k: v for k, v in facts.items() if v is not None}
+
+
+def read_kernel_log(kernel: Kernel) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The kernel log as record dicts, and facts about reading it (``log_note`` why it is empty,
+    ``log_problems`` records skipped).
+
+    Never raises: the log is the report's supporting evidence, so a log that cannot be
+    read (or a bug in reading it) costs that section only, and the report says why.
+    """
+    problems: list[Problem] = []
+    try:
+        records = kernel_log(kernel, problems)
+    except KdlError as e:
+        return [], {"log_note": f"the kernel log could not be read: {e}"}
+    except Exception as e:  # a bug in the log reader must not cost the deadlock report
+        return [], {"log_note": f"kdlgdb failed to read the kernel log: internal error: {type(e).__name__}: {e}"}
+    facts: dict[str, Any] = {}
+    if problems:
+        facts["log_problems"] = [str(p) for p in problems]
+    if not records:
+        facts["log_note"] = "the kernel log is empty"
+    return [log_record(r) for r in records], facts
+
+
+def _records(log: Iterable[dict[str, Any]]) -> list[LogRecord]:
+    return [LogRecord(r["seq"], r["ts_ns"], r["level"] if r["level"] is not None else 6, r["text"],
+                      str(r.get("caller") or "")) for r in log]
+
+
+def log_findings(log: Sequence[dict[str, Any]]) -> tuple[list[kernlog.HungTask], list[LogRecord]]:
+    """(tasks the hung-task detector reported, notable records) of a bundle's log."""
+    records = _records(log)
+    return kernlog.hung_tasks(records), kernlog.notable(records)
+
+
+def save_bundle(bundle: Bundle, path: str) -> None:
+    """Write ``bundle`` to ``path`` as JSON (via a temporary file, so a reader never sees half of it)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(bundle.to_dict(), f, default=str)
+    os.replace(tmp, path)
+
+
+def load_bundle(path: str) -> Bundle:
+    """The bundle in the file ``path``; KdlError (one line) when it cannot be read."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except OSError as e:
+        raise KdlError(f"cannot read bundle {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise KdlError(f"{path} is not a kdlgdb bundle: {e}") from None
+    try:
+        return Bundle.from_dict(data)
+    except KdlError as e:
+        raise KdlError(f"{path}: {e}") from None
+
+
+# -- the report ------------------------------------------------------------------
+
+
+def render(bundle: Bundle, fmt: str, svg: Optional[str] = None) -> str:
+    """The report of ``bundle`` in ``fmt`` (html, md, json, txt)."""
+    graph = WaitForGraph(bundle.snapshot)
+    hung, notable = log_findings(bundle.log)
+    return render_report(bundle.snapshot, graph, fmt, log=bundle.log, hung=hung, notable=notable,
+                         facts=bundle.facts, svg=svg)
+
+
+def status(bundle: Bundle) -> int:
+    """Exit status: 1 when the snapshot has a cycle (deadlock or probable deadlock), else 0."""
+    return 1 if WaitForGraph(bundle.snapshot).cycles else 0
+
+
+def summary_line(bundle: Bundle) -> str:
+    """``DEADLOCK: kdl_m1 (pid 92) and kdl_m2 (pid 93) deadlock on m1 and m2 [kdl_mutex]: ...``"""
+    graph = WaitForGraph(bundle.snapshot)
+    sentence = summary_sentence(bundle.snapshot, graph)
+    if sentence.startswith("No deadlock"):  # says the verdict already
+        return "NO DEADLOCK" + sentence[len("No deadlock"):]
+    return f"{headline(verdict(graph))}: {sentence}"
+
+
+def format_for(path: Optional[str], fmt: Optional[str]) -> str:
+    """The report format: ``fmt`` when given, else from ``path``'s extension, else text."""
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise KdlError(f"unknown report format '{fmt}': use one of {', '.join(FORMATS)}")
+        return fmt
+    if path is None or path == "-":
+        return "txt"
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in EXTENSIONS:
+        raise KdlError(f"cannot tell the format from '{path}': name it .html, .md, .json or .txt, or give --format")
+    return EXTENSIONS[ext]
+
+
+def write_report(bundle: Bundle, path: str, fmt: str) -> None:
+    """Render ``bundle`` and write it to ``path``; KdlError when the file cannot be written."""
+    text = render(bundle, fmt)
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        raise KdlError(f"cannot write {path}: {e.strerror}") from None
+
+
+# -- dumps, vmlinux and gdb ------------------------------------------------------
+
+
+def dump_release(path: str) -> str:
+    """The kernel release (``OSRELEASE``) in a dump's VMCOREINFO; KdlError when it has none."""
+    info = open_elf_dump(path).vmcoreinfo()
+    if not info or not info.get("OSRELEASE"):
+        raise KdlError(f"{path} has no VMCOREINFO with the kernel release: give the vmlinux")
+    return info["OSRELEASE"]
+
+
+def find_vmlinux(release: str, places: Sequence[str] = VMLINUX_PLACES) -> tuple[Optional[str], list[str]]:
+    """(the first vmlinux for ``release`` that exists, or None; every path looked at)."""
+    looked = [place.format(release=release) for place in places]
+    for path in looked:
+        if os.path.isfile(path):
+            return path, looked
+    return None, looked
+
+
+def check_dump(path: str) -> None:
+    """KdlError (one line) unless ``path`` is an ELF vmcore gdb can read."""
+    if not os.path.isfile(path):
+        raise KdlError(f"no such file: {path}")
+    dump = open_elf_dump(path)
+    if not dump.has_virtual_addresses:
+        raise KdlError(f"{path} has physical addresses only; gdb cannot read it (take the dump with paging)")
+
+
+def _vmlinux_for(dump: str, vmlinux: Optional[str], places: Sequence[str] = VMLINUX_PLACES) -> tuple[str, str]:
+    """(vmlinux to use, how it was chosen); KdlError naming where it looked when none matches."""
+    if vmlinux is not None:
+        if not os.path.isfile(vmlinux):
+            raise KdlError(f"no such file: {vmlinux}")
+        return vmlinux, "given"
+    release = dump_release(dump)
+    found, looked = find_vmlinux(release, places)
+    if found is None:
+        raise KdlError(f"no vmlinux for {release}: looked in {', '.join(looked)} "
+                       f"(install its debug symbols, e.g. linux-image-{release}-dbg, or give VMLINUX)")
+    return found, f"found by the dump's release {release}"
+
+
+def gdb_bundle_command(vmlinux: str, dump: str, out: str) -> list[str]:
+    """The gdb command line that writes the bundle of ``dump`` to ``out`` and quits with the verdict status."""
+    gdb = os.environ.get("KDLGDB_GDB", "gdb")
+    script = (
+        f"import sys; sys.path.insert(0, {SRC!r}); "
+        "from kdlgdb.frontends import gdb as f; f.register(); "
+        f"f.batch_bundle(out={out!r})"
+    )
+    return [gdb, "-nx", "-q", "-batch", vmlinux, dump, "-ex", f"python {script}"]
+
+
+def collect_bundle(vmlinux: str, dump: str, timeout: float = GDB_TIMEOUT) -> Bundle:
+    """Run gdb in batch mode on ``dump`` and return the bundle it writes; KdlError (one line) when it fails."""
+    check_dump(dump)
+    if shutil.which(os.environ.get("KDLGDB_GDB", "gdb")) is None:
+        raise KdlError("gdb is not installed (apt-get install gdb)")
+    with tempfile.TemporaryDirectory(prefix="kdlgdb-") as tmp:
+        out = os.path.join(tmp, "bundle.json")
+        try:
+            done = subprocess.run(gdb_bundle_command(vmlinux, dump, out), stdin=subprocess.DEVNULL,
+                                  capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise KdlError(f"gdb took more than {timeout:.0f}s on {dump}") from None
+        if os.path.exists(out + ".err"):
+            with open(out + ".err") as f:
+                line = (f.read().strip().splitlines() or ["failed"])[0]
+            raise KdlError(line.removeprefix("kdlgdb report: "))
+        if not os.path.exists(out):
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise KdlError(f"gdb failed: {tail[0]}")
+        bundle = load_bundle(out)
+    bundle.facts.setdefault("dump", dump)
+    return bundle
+
+
+# -- triage ----------------------------------------------------------------------
+
+
+@dataclass
+class TriageRow:
+    """One dump in ``kdlgdb triage``: verdict ``deadlock``/``probable deadlock``/``no deadlock``/``error: why``."""
+
+    dump: str
+    release: str
+    verdict: str
+    cycle: str
+    status: int  # 0 no cycle, 1 cycle, 2 error
+
+
+def triage_one(dump: str, vmlinux: Optional[str] = None, places: Sequence[str] = VMLINUX_PLACES,
+               timeout: float = GDB_TIMEOUT) -> TriageRow:
+    """The verdict on one dump; never raises for a dump it cannot read (the row says why)."""
+    release = ""
+    try:
+        check_dump(dump)
+        try:
+            release = dump_release(dump)
+        except KdlError:
+            if vmlinux is None:
+                raise
+        chosen, _ = _vmlinux_for(dump, vmlinux, places)
+        bundle = collect_bundle(chosen, dump, timeout=timeout)
+    except KdlError as e:
+        return TriageRow(dump, release or "?", f"error: {e}", "", 2)
+    snap = bundle.snapshot
+    graph = WaitForGraph(snap)
+    if graph.cycles:
+        kind = verdict(graph)
+        cycle = cycle_line(graph.cycles[0], graph)
+        if len(graph.cycles) > 1:
+            cycle += f" (+{len(graph.cycles) - 1} more)"
+        return TriageRow(dump, snap.release or release, "deadlock" if kind == "deadlock" else "probable deadlock",
+                         cycle, 1)
+    if graph.chains:
+        largest = max(graph.chains, key=lambda c: len(c.tasks) + len(c.joined))
+        more = f" (+{len(graph.chains) - 1} more chains)" if len(graph.chains) > 1 else ""
+        cycle = f"chain: {chain_sentence(largest, graph)}{more}"
+        return TriageRow(dump, snap.release or release, "no deadlock", cycle, 0)
+    return TriageRow(dump, snap.release or release, "no deadlock", "", 0)
+
+
+Progress = Callable[[int, int, str], None]
+
+
+def triage(dumps: Sequence[str], vmlinux: Optional[str] = None, progress: Optional[Progress] = None,
+           places: Sequence[str] = VMLINUX_PLACES, timeout: float = GDB_TIMEOUT) -> list[TriageRow]:
+    """One :class:`TriageRow` per dump, in the order given.
+
+    ``progress(done, total, dump)`` is called before each dump and once more at the end (``done == total``).
+    """
+    rows = []
+    for i, dump in enumerate(dumps):
+        if progress is not None:
+            progress(i, len(dumps), dump)
+        rows.append(triage_one(dump, vmlinux, places, timeout))
+    if progress is not None:
+        progress(len(dumps), len(dumps), "")
+    return rows
+
+
+def triage_table(rows: Sequence[TriageRow]) -> str:
+    """The triage table: DUMP, RELEASE, VERDICT, CYCLE (one line per dump)."""
+    table = [(r.dump, r.release, r.verdict, r.cycle) for r in rows]
+    text = tabulate(table, headers=("DUMP", "RELEASE", "VERDICT", "CYCLE"), tablefmt="plain", disable_numparse=True)
+    return "\n".join(line.rstrip() for line in text.splitlines())
+
+
+def triage_status(rows: Sequence[TriageRow]) -> int:
+    """1 if some dump has a cycle; else 2 if some dump could not be analysed; else 0."""
+    if any(r.status == 1 for r in rows):
+        return 1
+    return 2 if any(r.status == 2 for r in rows) else 0
+
+
+# -- the CLI subcommands ---------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """What a subcommand has the CLI print, and its exit status."""
+
+    status: int
+    out: str = ""
+    err: str = ""
+
+
+def add_subcommands(sub: Any) -> None:
+    """Declare ``report`` and ``triage`` on the CLI's argparse subparsers."""
+    r = sub.add_parser(
+        "report", help="write a post-mortem report (HTML, Markdown, JSON or text) of a dump",
+        description="Analyse a vmcore and write a report: the verdict in one sentence, the wait-for graph as a "
+                    "picture, each deadlock with stacks and evidence, wait chains, D-state tasks, the kernel log "
+                    "and system facts. Exit status: 0 no cycle, 1 deadlock or probable deadlock, 2 could not analyse.")
+    r.add_argument("paths", nargs="*", metavar="[VMLINUX] VMCORE",
+                   help="the dump, optionally after its vmlinux (without it, the vmlinux matching the dump's release "
+                        "is looked for in " + ", ".join(VMLINUX_PLACES) + ")")
+    r.add_argument("-o", "--output", metavar="FILE",
+                   help="write the report to FILE; its extension (.html, .md, .json, .txt) gives the format "
+                        "(default: text on standard output)")
+    r.add_argument("--format", choices=FORMATS, help="the report format, whatever the file is called")
+    r.add_argument("--save-bundle", metavar="FILE", help="also keep what gdb collected (a JSON bundle) in FILE")
+    r.add_argument("--bundle", metavar="FILE", help="render a bundle saved earlier instead of running gdb")
+
+    t = sub.add_parser(
+        "triage", help="one line per dump: release, verdict, the cycle",
+        description="Analyse many dumps and print one line for each: the dump, its kernel release, the verdict "
+                    "(deadlock, probable deadlock, no deadlock, or error: why) and the cycle. A dump that cannot be "
+                    "read is listed with its error and the others go on. Exit status: 1 if some dump has a cycle, "
+                    "else 2 if some dump could not be analysed, else 0.")
+    t.add_argument("dumps", nargs="+", metavar="VMCORE")
+    t.add_argument("--vmlinux", help="use this vmlinux for every dump (default: found by each dump's release)")
+    t.add_argument("--timeout", type=float, default=GDB_TIMEOUT, help="seconds gdb may take on one dump (%(default)s)")
+
+
+def run_cli(args: argparse.Namespace, progress: Optional[Progress] = None) -> Outcome:
+    """Run ``kdlgdb report`` or ``kdlgdb triage``; any KdlError becomes one line and status 2."""
+    try:
+        if args.command == "triage":
+            return _cli_triage(args, progress)
+        return _cli_report(args)
+    except KdlError as e:
+        return Outcome(2, err=f"kdlgdb: {e}\n")
+
+
+def _cli_report(args: argparse.Namespace) -> Outcome:
+    fmt = format_for(args.output, args.format)
+    if args.bundle is not None:
+        if args.paths:
+            raise KdlError("give either --bundle FILE or [VMLINUX] VMCORE, not both")
+        bundle = load_bundle(args.bundle)
+    else:
+        if len(args.paths) not in (1, 2):
+            raise KdlError("give the dump, optionally after its vmlinux: kdlgdb report [VMLINUX] VMCORE")
+        dump = args.paths[-1]
+        check_dump(dump)
+        vmlinux, how = _vmlinux_for(dump, args.paths[0] if len(args.paths) == 2 else None)
+        bundle = collect_bundle(vmlinux, dump)
+        if how != "given":
+            bundle.facts["vmlinux_search"] = how
+        if args.save_bundle:
+            save_bundle(bundle, args.save_bundle)
+    if args.output is None or args.output == "-":
+        return Outcome(status(bundle), out=render(bundle, fmt))
+    write_report(bundle, args.output, fmt)
+    return Outcome(status(bundle), out=f"{summary_line(bundle)}\nwrote {args.output} ({fmt})\n")
+
+
+def _cli_triage(args: argparse.Namespace, progress: Optional[Progress] = None) -> Outcome:
+    rows = triage(args.dumps, vmlinux=args.vmlinux, progress=progress, timeout=args.timeout)
+    return Outcome(triage_status(rows), out=triage_table(rows) + "\n")

@@ -1,0 +1,617 @@
+"""Post-mortem reports: bundles of real dumps rendered in every format, and `kdlgdb report`/`triage`.
+
+The fast tests build each bundle the way gdb does, from replays of real dumps:
+the snapshot from ``recordings/<kernel>/<scenario>-kaslr.json.gz`` and the
+kernel log from ``recordings/<kernel>/dmesg/`` (what ``kernel_log`` read from
+the same dump). Names, pids and addresses are checked against the truth the
+guest printed. The ``realkernel`` tests run ``kdlgdb report`` and ``triage``
+(real gdb, real dumps) and ``kd-report`` in gdb.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import samples
+from expectations import check_waitfor
+from realgdb import gdb, kdlgdb
+
+from kdlgdb import cli, report
+from kdlgdb.analysis.graph import WaitForGraph
+from kdlgdb.errors import KdlError
+from kdlgdb.kernel.collect import collect
+from kdlgdb.kernel.layout import Kernel
+from kdlgdb.model import Frame, Lock, Owner, Snapshot, Task
+from kdlgdb.render import dot as render_dot
+from kdlgdb.render import report as render_report
+from kdlgdb.render.json import waitfor_json
+from kdlgdb.target.replay import ReplayTarget
+
+HERE = Path(__file__).parent
+RECORDED = HERE / "vmcore_samples" / "recordings" / samples.DEFAULT_KERNEL
+SCENARIOS = list(samples.SCENARIOS)
+FORMATS = ("html", "md", "json", "txt")
+SCHEMA = ("tasks", "locks", "cycles", "chains", "problems", "release", "kaslr_offset")
+REPORT_KEYS = ("report_version", "verdict", "headline", "summary", "dot", "d_state_groups", "kernel_log", "facts")
+
+
+# -- building bundles from replays ---------------------------------------------------------------
+
+
+def _truth(scenario: str) -> dict[str, Any]:
+    return json.loads((RECORDED / f"{scenario}-kaslr.truth.json").read_text())
+
+
+_bundles: dict[str, report.Bundle] = {}
+
+
+def bundle_of(scenario: str) -> report.Bundle:
+    """The bundle gdb would write for the KASLR dump of ``scenario`` (snapshot, kernel log, facts)."""
+    if scenario not in _bundles:
+        snap = collect(ReplayTarget(str(RECORDED / f"{scenario}-kaslr.json.gz")))
+        kernel = Kernel(ReplayTarget(str(RECORDED / "dmesg" / f"{scenario}-kaslr.json.gz")))
+        log, log_facts = report.read_kernel_log(kernel)
+        facts = report.make_facts(dump=f"/var/crash/{scenario}/vmcore", vmlinux="/usr/lib/debug/boot/vmlinux-x",
+                                  debugger="gdb 13.1", **log_facts)
+        # Through JSON and back, as the CLI gets it from gdb.
+        _bundles[scenario] = report.Bundle.from_dict(json.loads(json.dumps(report.Bundle(snap, log, facts).to_dict())))
+    return _bundles[scenario]
+
+
+_rendered: dict[tuple[str, str], str] = {}
+
+
+def rendered(scenario: str, fmt: str) -> str:
+    if (scenario, fmt) not in _rendered:
+        _rendered[scenario, fmt] = report.render(bundle_of(scenario), fmt)
+    return _rendered[scenario, fmt]
+
+
+def expected_summary(scenario: str) -> dict[str, Any]:
+    """What the summary sentence must say, from the scenario's facts and the guest's truth."""
+    exp, truth = samples.expected(scenario), _truth(scenario)
+    pid = truth["tasks"]
+    module = exp["module"]
+    if not exp["cycles"]:
+        blocked = sorted(exp["waits"])
+        root = next(c for c, held in exp["holds"].items() if held)
+        return {"verdict": "none", "headline": "NO DEADLOCK",
+                "names": [f"{c} (pid {pid[c]})" for c in blocked + [root]],
+                "locks": [f"{lk} [{module}]" for lk in exp["holds"][root]], "verb": "No deadlock"}
+    (cycle,) = exp["cycles"]
+    certain = cycle["verdict"] == "deadlock"
+    a, b = cycle["tasks"]
+    locks = sorted(cycle["locks"])
+    return {
+        "verdict": "deadlock" if certain else "probable",
+        "headline": "DEADLOCK" if certain else "PROBABLE DEADLOCK",
+        "names": [f"{c} (pid {pid[c]})" for c in cycle["tasks"]],
+        "locks": [f"{locks[0]} and {locks[1]} [{module}]"],
+        "verb": f"{a} (pid {pid[a]}) and {b} (pid {pid[b]}) {'deadlock' if certain else 'probably deadlock'} on "
+                f"{locks[0]} and {locks[1]} [{module}]: ABBA order",
+    }
+
+
+# -- the summary sentence and the verdict ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_summary_names_tasks_locks_and_verdict(scenario: str) -> None:
+    bundle = bundle_of(scenario)
+    graph = WaitForGraph(bundle.snapshot)
+    sentence = render_report.summary_sentence(bundle.snapshot, graph)
+    want = expected_summary(scenario)
+    assert render_report.verdict(graph) == want["verdict"]
+    assert want["verb"] in sentence, sentence
+    for text in want["names"] + want["locks"]:
+        assert text in sentence, (text, sentence)
+    assert report.summary_line(bundle).startswith(want["headline"] + ("" if want["verdict"] == "none" else ":"))
+    assert report.status(bundle) == (0 if want["verdict"] == "none" else 1)
+
+
+def test_summary_sentences_word_for_word() -> None:
+    t = {s: _truth(s)["tasks"] for s in SCENARIOS}
+    line = {s: report.summary_line(bundle_of(s)) for s in SCENARIOS}
+    m = t["kdl_mutex"]
+    assert line["kdl_mutex"] == (
+        f"DEADLOCK: kdl_m1 (pid {m['kdl_m1']}) and kdl_m2 (pid {m['kdl_m2']}) deadlock on m1 and m2 [kdl_mutex]: "
+        f"ABBA order, with kdl_m3 (pid {m['kdl_m3']}) blocked behind them.")
+    a = t["kdl_abba"]
+    assert line["kdl_abba"] == (
+        f"PROBABLE DEADLOCK: kdl_a (pid {a['kdl_a']}) and kdl_b (pid {a['kdl_b']}) probably deadlock on sem1 and "
+        "sem2 [kdl_abba]: ABBA order (inferred, not recorded by the kernel: kdl_b holds sem2, kdl_a holds sem1).")
+    c = t["kdl_control"]
+    assert line["kdl_control"] == (
+        f"NO DEADLOCK: kdl_c_w1 (pid {c['kdl_c_w1']}) and kdl_c_w2 (pid {c['kdl_c_w2']}) are blocked behind "
+        f"kdl_c_owner (pid {c['kdl_c_owner']}), which sleeps (D) in msleep+0x29 while holding mc [kdl_control].")
+    r = t["kdl_rwsem"]
+    assert line["kdl_rwsem"].startswith(
+        f"PROBABLE DEADLOCK: kdl_r_reader (pid {r['kdl_r_reader']}) and kdl_r_writer (pid {r['kdl_r_writer']}) "
+        "probably deadlock on mr and rw1 [kdl_rwsem]: ABBA order (inferred, not recorded by the kernel: "
+        "kdl_r_reader holds rw1)")
+
+
+# -- every format ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ("html", "md", "txt"))
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_document_formats_hold_summary_stacks_log_and_facts(scenario: str, fmt: str) -> None:
+    text = rendered(scenario, fmt)
+    bundle = bundle_of(scenario)
+    graph = WaitForGraph(bundle.snapshot)
+    sentence = render_report.summary_sentence(bundle.snapshot, graph)
+    want = expected_summary(scenario)
+    plain = _plain(text) if fmt == "html" else text
+    head = plain[: plain.index(sentence) + len(sentence)]
+    assert want["headline"] in head  # the verdict and its sentence come first
+    assert len(head) < 600
+    exp, truth = samples.expected(scenario), _truth(scenario)
+    for comm in exp["tasks"]:
+        assert f"{comm} (pid {truth['tasks'][comm]})" in plain or f"{comm} ({truth['tasks'][comm]})" in plain
+    # Stacks: every blocked task's lock slow path, marked.
+    if fmt == "html":
+        marked = re.findall(r'<span class="hll">(.*?)</span>\n', text)
+        assert any("__mutex_lock" in _plain(m) or "__down_common" in _plain(m) or "rwsem_down" in _plain(m)
+                   for m in marked)
+    else:
+        assert re.search(r"#\d+ (__mutex_lock\S*|__down_common|rwsem_down_\w+)\+0x[0-9a-f]+ +<-- lock slow path", text)
+    for cycle in exp["cycles"]:
+        # Each edge's evidence and the lock order advice.
+        assert ("mutex.owner" in plain) or ("called down" in plain)
+        assert "take " in plain and " before " in plain
+        assert len(cycle["tasks"]) == 2
+    # The kernel log: the hung-task detector named every thread, and the graph explains each.
+    for comm, pid in truth["tasks"].items():
+        assert f"INFO: task {comm}:{pid} blocked for more than 5 seconds." in plain
+    assert "NO" not in re.findall(r"\bNO\b", plain.split("Kernel log")[-1].split("System")[0])  # every row says yes
+    # System facts and the problems footer.
+    for fact in (truth["kernel"], truth["kernel_offset"], f"/var/crash/{scenario}/vmcore", "wait-list scan",
+                 f"{len(bundle.snapshot.tasks)} ("):
+        assert fact in plain, fact
+    assert "Problems" in plain and "every task and lock was read" in plain
+
+
+def _plain(html_text: str) -> str:
+    """The visible text of an HTML report, roughly: tags dropped, entities decoded."""
+    import html
+
+    no_style = re.sub(r"<(style|svg)\b.*?</\1>", "", html_text, flags=re.DOTALL)  # (the DOT source stays)
+    return html.unescape(re.sub(r"<[^>]+>", "", no_style))
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_json_is_the_waitfor_schema_plus_report_keys(scenario: str) -> None:
+    doc = json.loads(rendered(scenario, "json"))
+    bundle = bundle_of(scenario)
+    graph = WaitForGraph(bundle.snapshot)
+    base = waitfor_json(bundle.snapshot, graph)
+    for key in SCHEMA:
+        assert doc[key] == base[key], key
+    for key in REPORT_KEYS:
+        assert key in doc, key
+    check_waitfor(doc, samples.expected(scenario), _truth(scenario))
+    want = expected_summary(scenario)
+    assert doc["verdict"] == want["verdict"] and doc["headline"] == want["headline"]
+    assert doc["summary"] == render_report.summary_sentence(bundle.snapshot, graph)
+    truth = _truth(scenario)
+    hung = doc["kernel_log"]["hung_tasks"]
+    assert sorted((h["comm"], h["pid"]) for h in hung) == sorted(truth["tasks"].items())
+    assert all(h["explained"] for h in hung)
+    assert doc["kernel_log"]["records"] == len(bundle.log) > 300
+    assert doc["facts"]["task_count"] == len(bundle.snapshot.tasks)
+    assert doc["facts"]["sources"] == bundle.snapshot.sources
+    assert doc["facts"]["dump"] == f"/var/crash/{scenario}/vmcore"
+    assert doc["dot"].startswith("digraph waitfor {")
+
+
+# -- the graph: DOT and SVG -----------------------------------------------------------------------
+
+
+def _dot_plain(source: str) -> list[list[str]]:
+    """``dot -Tplain`` of ``source`` (fails the test on any Graphviz complaint), as split lines."""
+    assert shutil.which("dot"), "Graphviz is not installed (apt-get install graphviz; ./setup.sh)"
+    done = subprocess.run(["dot", "-Tplain"], input=source, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    return [line.split() for line in done.stdout.splitlines()]
+
+
+def _cycle_edges(scenario: str) -> set[tuple[str, str]]:
+    """(tail, head) node names of every cycle edge, from the truth: task -> lock it waits on -> its holder."""
+    bundle = bundle_of(scenario)
+    exp, truth = samples.expected(scenario), _truth(scenario)
+    by_pid = {t.pid: t for t in bundle.snapshot.tasks}
+    edges = set()
+    for cycle in exp["cycles"]:
+        tasks = cycle["tasks"]
+        for k, comm in enumerate(tasks):
+            task = by_pid[truth["tasks"][comm]]
+            lock = int(truth["locks"][exp["waits"][comm]]["address"], 16)
+            holder = by_pid[truth["tasks"][tasks[(k + 1) % len(tasks)]]]
+            edges.add((render_dot.task_node(task.pid, task.address), render_dot.lock_node(lock)))
+            edges.add((render_dot.lock_node(lock), render_dot.task_node(holder.pid, holder.address)))
+    return edges
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_dot_parses_and_draws_the_cycle_in_red(scenario: str) -> None:
+    source = json.loads(rendered(scenario, "json"))["dot"]
+    plain = _dot_plain(source)
+    edges = {(e[1], e[2]): e[-1] for e in plain if e[0] == "edge"}
+    red = {pair for pair, color in edges.items() if color == "red"}
+    assert red == _cycle_edges(scenario)
+    nodes = {n[1]: n for n in plain if n[0] == "node"}
+    exp, truth = samples.expected(scenario), _truth(scenario)
+    by_pid = {t.pid: t for t in bundle_of(scenario).snapshot.tasks}
+    for comm in exp["tasks"]:
+        task = by_pid[truth["tasks"][comm]]
+        assert render_dot.task_node(task.pid, task.address) in nodes, comm
+    if not exp["cycles"]:  # the chain's root is marked
+        root = by_pid[truth["tasks"]["kdl_c_owner"]]
+        fields = nodes[render_dot.task_node(root.pid, root.address)]  # ... style shape color fillcolor
+        assert "ROOT" in source and fields[-2] == "#8e44ad"
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_html_is_one_file_with_the_svg_inline(scenario: str) -> None:
+    text = rendered(scenario, "html")
+    assert text.startswith("<!DOCTYPE html>") and "<style>" in text
+    assert text.count("<svg") == 1 and "<?xml" not in text and "<!DOCTYPE svg" not in text
+    # Nothing is fetched: no scripts, stylesheets, images or fonts from elsewhere.
+    assert not re.search(r"<(script|link|img|iframe|object|embed)\b", text)
+    assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:|//)", text)
+    assert "@import" not in text and "url(" not in text
+    urls = set(re.findall(r"https?://[^\s\"'<>]+", text))
+    assert urls <= {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"}, urls  # namespace names only
+    svg = text[text.index("<svg"): text.index("</svg>")]
+    red_groups = re.findall(r'<g id="[^"]+" class="edge cycle">(.*?)</g>', svg, re.DOTALL)
+    assert len(red_groups) == len(_cycle_edges(scenario))
+    assert all('stroke="red"' in g for g in red_groups)
+    assert "DOT source" in text and "digraph" in text
+
+
+def test_markdown_embeds_the_picture_and_the_dot_source() -> None:
+    text = rendered("kdl_mutex", "md")
+    m = re.search(r"!\[wait-for graph[^\]]*\]\(data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)\)", text)
+    assert m
+    import base64
+
+    svg = base64.b64decode(m.group(1)).decode()
+    assert svg.startswith("<svg") and 'stroke="red"' in svg
+    assert "```dot\ndigraph waitfor {" in text
+    assert "| waiter " in text and "mutex.owner" in text
+
+
+def test_without_graphviz_the_report_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(render_dot.shutil, "which", lambda name: None)
+    text = report.render(bundle_of("kdl_mutex"), "html")
+    assert "No picture: Graphviz is not installed (apt-get install graphviz)" in text
+    assert "<svg" not in text and "digraph waitfor {" in _plain(text)  # the DOT source is still there
+    with pytest.raises(KdlError, match="Graphviz is not installed"):
+        render_dot.dot_to_svg("digraph { a }")
+
+
+def test_dot_quotes_odd_names_and_collapses_a_herd() -> None:
+    """A comm with quotes and backslashes; 500 tasks queued on one mutex held by a sleeper."""
+    base = 0xFFFF888004000000
+    owner = Task(base, 10, 10, 'we"ird\\N', "D", 0, frames=[Frame(0xFFFFFFFF81000000, "msleep", 0x29)])
+    herd = [Task(base + (k + 1) * 0x4000, 100 + k, 100 + k, f"w{k}", "D", 0, waits_on=0xFFFFFFFFC0001000)
+            for k in range(500)]
+    lock = Lock(0xFFFFFFFFC0001000, "mutex", "big", "mod", [Owner(base, "certain", "mutex.owner")],
+                [t.address for t in herd])
+    snap = Snapshot(release="6.1", tasks=[owner, *herd], locks=[lock])
+    graph = WaitForGraph(snap)
+    source = render_dot.render_dot(snap, graph)
+    plain = _dot_plain(source)
+    labels = " ".join(" ".join(n) for n in plain if n[0] == "node")
+    assert "more tasks wait here" in source and "495 more tasks wait here" in source.replace("\\n", " ")
+    assert sum(1 for n in plain if n[0] == "node") < 12
+    assert 'we\\"ird\\\\N' in source and "ROOT" in labels
+    text = render_report.render_report(snap, graph, "txt")
+    assert ("NO DEADLOCK" in text and "w0 (pid 100), w1 (pid 101), w2 (pid 102) and 497 more are blocked behind "
+            "we\"ird\\N (pid 10), which sleeps (D) in msleep+0x29 while holding big [mod]") in text
+    assert "500 tasks: w0 (100), w1 (101)" in text  # their stacks, in one group
+
+
+# -- D-state groups and the kernel log ------------------------------------------------------------
+
+
+def _with_sleepers(snap: Snapshot) -> Snapshot:
+    """``snap`` plus three D-state tasks on no lock: two with one stack, one with another."""
+    io = [Frame(0xFFFFFFFF81C5E7A5, "__schedule", 0x34D), Frame(0xFFFFFFFF81C5ECFD, "io_schedule", 0x46),
+          Frame(0xFFFFFFFF8121A5BD, "folio_wait_bit_common", 0x13E)]
+    other = [Frame(0xFFFFFFFF81C5E7A5, "__schedule", 0x34D), Frame(0xFFFFFFFF8116A5BD, "msleep", 0x29)]
+    extra = [
+        Task(0xFFFF888010000000, 700, 700, "kworker/0:1", "D", 0, frames=io),
+        Task(0xFFFF888010004000, 701, 701, "kworker/1:2", "D", 1, frames=list(io)),
+        Task(0xFFFF888010008000, 702, 702, "jbd2/sda1-8", "D", 1, frames=other),
+    ]
+    return dataclasses.replace(snap, tasks=snap.tasks + extra)
+
+
+def test_d_state_tasks_on_no_lock_are_grouped_by_stack() -> None:
+    snap = _with_sleepers(bundle_of("kdl_mutex").snapshot)
+    graph = WaitForGraph(snap)
+    groups = render_report.d_state_groups(snap, graph)
+    assert [(g["count"], g["pids"]) for g in groups] == [(2, [700, 701]), (1, [702])]
+    assert groups[0]["stack"] == ["__schedule+0x34d", "io_schedule+0x46", "folio_wait_bit_common+0x13e"]
+    assert groups[0]["focus"] == 2  # the first frame past the scheduler
+    text = render_report.render_report(snap, graph, "txt")
+    assert "2 tasks: kworker/0:1 (700), kworker/1:2 (701)" in text
+    html = render_report.render_report(snap, graph, "html")
+    assert "2 tasks: kworker/0:1 (700), kworker/1:2 (701)" in html and "1 task: jbd2/sda1-8 (702)" in html
+    # The scenario's own tasks are in the deadlock, not in a group.
+    assert all(p not in _truth("kdl_mutex")["tasks"].values() for g in groups for p in g["pids"])
+
+
+def test_hung_tasks_the_graph_does_not_explain() -> None:
+    """Synthetic records: a pid not in the dump, a pid that is another task now, a task no longer blocked."""
+    bundle = bundle_of("kdl_control")
+    snap = bundle.snapshot
+    init = next(t for t in snap.tasks if t.pid == 1)
+    said = ["INFO: task gone:4242 blocked for more than 120 seconds.",
+            f"INFO: task imposter:{init.pid} blocked for more than 120 seconds.",
+            f"INFO: task {init.comm}:{init.pid} blocked for more than 120 seconds.",
+            "WARNING: CPU: 1 PID: 7 at kernel/foo.c:12 bar+0x1/0x2"]
+    log = bundle.log + [{"seq": 10_000 + k, "ts_ns": 20_000_000_000 + k * 100_000_000, "level": 3, "text": text}
+                        for k, text in enumerate(said)]
+    odd = report.Bundle(snap, log, bundle.facts)
+    doc = json.loads(report.render(odd, "json"))
+    rows = {(h["comm"], h["pid"]): h for h in doc["kernel_log"]["hung_tasks"]}
+    assert rows["gone", 4242]["explained"] is False and "no task with this pid" in rows["gone", 4242]["explanation"]
+    assert rows["imposter", 1]["explanation"] == f"pid 1 is now {init.comm}, not imposter: the hung task has exited"
+    assert rows[init.comm, 1]["explanation"] == f"now in state {init.state}: it is no longer blocked"
+    truth = _truth("kdl_control")["tasks"]
+    owner = rows["kdl_c_owner", truth["kdl_c_owner"]]
+    assert owner["explanation"].startswith("root of chain 1: it sleeps (D) in msleep+")
+    assert rows["kdl_c_w1", truth["kdl_c_w1"]]["explanation"] == (
+        f"in chain 1, blocked behind kdl_c_owner (pid {truth['kdl_c_owner']})")
+    assert [r["text"] for r in doc["kernel_log"]["notable"]][-1].startswith("WARNING: CPU: 1 PID: 7")
+    html = report.render(odd, "html")
+    assert '<td class="no">no</td>' in html and '<a href="#chain-1">in chain 1' in html
+    text = report.render(odd, "txt")
+    assert "[   20.300000] WARNING: CPU: 1 PID: 7" in text
+
+
+def test_a_bundle_without_a_log_says_why() -> None:
+    bundle = bundle_of("kdl_abba")
+    bare = report.Bundle(bundle.snapshot, [], {"log_note": "the kernel log could not be read: test"})
+    for fmt in ("txt", "md", "html"):
+        assert "No kernel log: the kernel log could not be read: test" in report.render(bare, fmt).replace(
+            "no kernel log", "No kernel log")
+    doc = json.loads(report.render(bare, "json"))
+    assert doc["kernel_log"] == {"records": 0, "note": "the kernel log could not be read: test", "hung_tasks": [],
+                                 "notable": [], "tail": []}
+
+
+# -- bundles, formats, vmlinux ------------------------------------------------------------------------
+
+
+def test_bundle_round_trip(tmp_path: Path) -> None:
+    bundle = bundle_of("kdl_rwsem")
+    path = tmp_path / "b.json"
+    report.save_bundle(bundle, str(path))
+    again = report.load_bundle(str(path))
+    assert again.snapshot == bundle.snapshot and again.log == bundle.log and again.facts == bundle.facts
+    (tmp_path / "no.json").write_text('{"snapshot": {}}')
+    with pytest.raises(KdlError, match="not a kdlgdb bundle"):
+        report.load_bundle(str(tmp_path / "no.json"))
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(KdlError, match="is not a kdlgdb bundle"):
+        report.load_bundle(str(tmp_path / "bad.json"))
+    with pytest.raises(KdlError, match="version 99"):
+        report.Bundle.from_dict({"kdlgdb_bundle": 99, "snapshot": {}})
+
+
+def test_format_from_extension_or_option() -> None:
+    assert [report.format_for(p, None) for p in ("a.html", "a.HTM", "b.md", "c.json", "d.txt", None, "-")] == [
+        "html", "html", "md", "json", "txt", "txt", "txt"]
+    assert report.format_for("x.html", "json") == "json"
+    with pytest.raises(KdlError, match="cannot tell the format"):
+        report.format_for("report.pdf", None)
+    with pytest.raises(KdlError, match="unknown report format"):
+        report.format_for("x", "pdf")
+
+
+def test_find_vmlinux_in_order_and_says_where_it_looked(tmp_path: Path) -> None:
+    places = [str(tmp_path / "a" / "vmlinux-{release}"), str(tmp_path / "b" / "{release}" / "vmlinux")]
+    assert report.find_vmlinux("6.1.0-x", places) == (None, [str(tmp_path / "a" / "vmlinux-6.1.0-x"),
+                                                           str(tmp_path / "b" / "6.1.0-x" / "vmlinux")])
+    (tmp_path / "b" / "6.1.0-x").mkdir(parents=True)
+    (tmp_path / "b" / "6.1.0-x" / "vmlinux").write_text("")
+    assert report.find_vmlinux("6.1.0-x", places)[0] == str(tmp_path / "b" / "6.1.0-x" / "vmlinux")
+    assert report.VMLINUX_PLACES == ("/usr/lib/debug/boot/vmlinux-{release}",
+                                     "/usr/lib/debug/lib/modules/{release}/vmlinux", "/boot/vmlinux-{release}")
+
+
+def test_cli_renders_a_saved_bundle_without_gdb(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for scenario, status in (("kdl_mutex", 1), ("kdl_control", 0)):
+        path = tmp_path / f"{scenario}.bundle.json"
+        report.save_bundle(bundle_of(scenario), str(path))
+        out = tmp_path / f"{scenario}.html"
+        assert cli.main(["report", "--bundle", str(path), "-o", str(out)]) == status
+        printed = capsys.readouterr()
+        assert printed.out == f"{report.summary_line(bundle_of(scenario))}\nwrote {out} (html)\n"
+        assert printed.err == ""
+        assert out.read_text() == rendered(scenario, "html").replace(
+            _analysed(rendered(scenario, "html")), _analysed(out.read_text()))
+        assert cli.main(["report", "--bundle", str(path), "--format", "json"]) == status
+        assert json.loads(capsys.readouterr().out)["verdict"] == expected_summary(scenario)["verdict"]
+    assert cli.main(["report", "--bundle", str(tmp_path / "missing.json")]) == 2
+    assert capsys.readouterr().err.startswith("kdlgdb: cannot read bundle ")
+    assert cli.main(["report", "--bundle", str(path), "-o", str(tmp_path / "x.pdf")]) == 2
+    assert "cannot tell the format" in capsys.readouterr().err
+
+
+def _analysed(text: str) -> str:
+    return re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", text).group(0)
+
+
+def test_triage_goes_on_past_a_file_that_is_no_dump(tmp_path: Path) -> None:
+    junk = tmp_path / "vmcore"
+    shutil.copy("/etc/passwd", junk)
+    row = report.triage_one(str(junk))
+    assert (row.verdict, row.status) == (f"error: {junk} is not an ELF vmcore", 2)
+    missing = report.triage_one(str(tmp_path / "nothing"))
+    assert missing.verdict == f"error: no such file: {tmp_path / 'nothing'}"
+    table = report.triage_table([row, missing])
+    assert table.splitlines()[0].split() == ["DUMP", "RELEASE", "VERDICT", "CYCLE"]
+    assert report.triage_status([row, missing]) == 2
+
+
+# -- real gdb, real dumps -------------------------------------------------------------------------
+
+
+def _dump(scenario: str, real_kernel: str) -> samples.Dump:
+    return samples.ensure_dump(scenario, True, real_kernel)
+
+
+@pytest.mark.realkernel
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_kdlgdb_report_every_format(real_kernel: str, scenario: str, tmp_path: Path) -> None:
+    dump = _dump(scenario, real_kernel)
+    want = expected_summary(scenario)
+    status = 0 if want["verdict"] == "none" else 1
+    for fmt in FORMATS:
+        out = tmp_path / f"report.{fmt}"
+        done = kdlgdb("report", str(dump.vmlinux), str(dump.path), "-o", str(out))
+        assert done.returncode == status, done.stderr
+        assert done.stderr == ""
+        assert done.stdout.startswith(want["headline"]) and done.stdout.endswith(f"wrote {out} ({fmt})\n")
+        text = out.read_text()
+        if fmt == "json":
+            doc = json.loads(text)
+            check_waitfor(doc, samples.expected(scenario), dump.truth)
+            assert doc["verdict"] == want["verdict"] and doc["facts"]["dump"] == str(dump.path)
+            assert int(doc["kaslr_offset"], 16) == dump.kernel_offset
+            hung = doc["kernel_log"]["hung_tasks"]
+            assert sorted((h["comm"], h["pid"]) for h in hung) == sorted(dump.truth["tasks"].items())
+            assert all(h["explained"] for h in hung)
+            continue
+        plain = _plain(text) if fmt == "html" else text
+        assert want["verb"] in plain
+        for name in want["names"]:
+            assert name in plain
+        assert str(dump.path) in plain and real_kernel in plain
+        if fmt == "html":
+            assert text.count("<svg") == 1
+            assert ('class="edge cycle"' in text) == bool(samples.expected(scenario)["cycles"])
+
+
+@pytest.mark.realkernel
+def test_kdlgdb_report_finds_the_vmlinux(real_kernel: str, tmp_path: Path) -> None:
+    dump = _dump("kdl_mutex", real_kernel)
+    out = tmp_path / "hang.html"
+    done = kdlgdb("report", str(dump.path), "-o", str(out))
+    assert done.returncode == 1, done.stderr
+    text = out.read_text()
+    assert f"found by the dump&#x27;s release {real_kernel}" in text
+    assert str(dump.vmlinux) in text
+    # Text on standard output when there is no -o.
+    done = kdlgdb("report", str(dump.path))
+    assert done.returncode == 1 and done.stdout.startswith("kdlgdb report: DEADLOCK\n")
+    assert "== Kernel log ==" in done.stdout
+    # No vmlinux for the release: where it looked, one line, status 2.
+    with pytest.raises(KdlError) as e:
+        report._vmlinux_for(str(dump.path), None, [str(tmp_path / "vmlinux-{release}")])
+    assert str(e.value) == (f"no vmlinux for {real_kernel}: looked in {tmp_path / ('vmlinux-' + real_kernel)} "
+                            f"(install its debug symbols, e.g. linux-image-{real_kernel}-dbg, or give VMLINUX)")
+
+
+@pytest.mark.realkernel
+def test_kdlgdb_report_cannot_analyse(real_kernel: str, tmp_path: Path) -> None:
+    junk = tmp_path / "vmcore"
+    shutil.copy("/etc/passwd", junk)
+    for args in ([str(junk)], ["/bin/ls", str(_dump("kdl_abba", real_kernel).path), "-o", str(tmp_path / "r.html")]):
+        done = kdlgdb("report", *args)
+        assert done.returncode == 2 and done.stdout == ""
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("kdlgdb: ") and "Traceback" not in done.stderr, done.stderr
+    assert not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.realkernel
+def test_kdlgdb_triage(real_kernel: str, tmp_path: Path) -> None:
+    dumps = []
+    for scenario in ("kdl_abba", "kdl_control"):
+        (tmp_path / scenario).mkdir()
+        (tmp_path / scenario / "vmcore").symlink_to(_dump(scenario, real_kernel).path)
+        dumps.append(str(tmp_path / scenario / "vmcore"))
+    (tmp_path / "broken").mkdir()
+    shutil.copy("/etc/passwd", tmp_path / "broken" / "vmcore")
+    dumps.insert(1, str(tmp_path / "broken" / "vmcore"))
+    done = kdlgdb("triage", *dumps)
+    assert done.returncode == 1, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == ["DUMP", "RELEASE", "VERDICT", "CYCLE"] and len(lines) == 4
+    rows = {line.split()[0]: line for line in lines[1:]}
+    a = _truth("kdl_abba")["tasks"]
+    abba = rows[dumps[0]]
+    assert f" {real_kernel} " in abba and " probable deadlock " in abba
+    assert abba.rstrip().endswith(f"kdl_a ({a['kdl_a']}) -> sem2 [kdl_abba] -> kdl_b ({a['kdl_b']}) -> "
+                                  f"sem1 [kdl_abba] -> kdl_a ({a['kdl_a']})")
+    assert f"error: {dumps[1]} is not an ELF vmcore" in rows[dumps[1]]
+    control = rows[dumps[2]]
+    assert " no deadlock " in control and "chain: kdl_c_w1" in control and "kdl_c_owner" in control
+    assert [line.split()[0] for line in lines[1:]] == dumps  # in the order given
+
+
+@pytest.mark.realkernel
+def test_kd_report_in_gdb(real_kernel: str, tmp_path: Path) -> None:
+    dump = _dump("kdl_rwsem", real_kernel)
+    out = tmp_path / "in-gdb.md"
+    done = gdb(dump.vmlinux, dump.path, f"kd-report -o {out}", "kd-report", f"kd-report -o {tmp_path / 'x.pdf'}",
+               "help kd-report")
+    assert "Traceback" not in done.stdout + done.stderr
+    assert f"kd-report: wrote {out} (md)" in done.stdout
+    assert "PROBABLE DEADLOCK: kdl_r_reader" in done.stdout
+    text = out.read_text()
+    assert text.startswith("# kdlgdb report: PROBABLE DEADLOCK") and "INFO: task kdl_r_reader:" in text
+    assert "| dump " in text and str(dump.path) in text
+    errors = [line for line in done.stderr.splitlines() if line.startswith("kd-report")]
+    assert errors[0].startswith("kd-report: the following arguments are required: -o/--output; usage: kd-report")
+    assert errors[1].startswith("kd-report: cannot tell the format from ")
+    assert "usage: kd-report" in done.stdout  # help
+
+
+def test_sentences_for_other_shapes() -> None:
+    """A self-deadlock, a three-task cycle and two cycles at once, on hand-made snapshots."""
+    a, b, c, d = (0xFFFF888020000000 + k * 0x4000 for k in range(4))
+    la, lb, lc, ld = (0xFFFFFFFFC0100000 + k * 0x40 for k in range(4))
+
+    def snap(tasks: list[Task], locks: list[Lock]) -> tuple[Snapshot, WaitForGraph]:
+        s = Snapshot(release="6.1", tasks=tasks, locks=locks)
+        return s, WaitForGraph(s)
+
+    s, g = snap([Task(a, 1, 1, "self", "D", 0, waits_on=la)],
+                [Lock(la, "mutex", "big", "m", [Owner(a, "certain", "mutex.owner")], [a])])
+    assert render_report.summary_sentence(s, g) == (
+        "self (pid 1) deadlocks on itself: it waits for big [m], which it already holds.")
+    three = [Task(a, 1, 1, "t1", "D", 0, waits_on=la), Task(b, 2, 2, "t2", "D", 0, waits_on=lb),
+             Task(c, 3, 3, "t3", "D", 0, waits_on=lc)]
+    locks = [Lock(la, "mutex", "A", "m", [Owner(b, "certain", "o")], [a]),
+             Lock(lb, "mutex", "B", "m", [Owner(c, "certain", "o")], [b]),
+             Lock(lc, "mutex", "C", "m", [Owner(a, "certain", "o")], [c])]
+    s, g = snap(three, locks)
+    assert render_report.summary_sentence(s, g) == (
+        "t1 (pid 1), t2 (pid 2) and t3 (pid 3) deadlock on A, B and C [m]: circular lock order A -> B -> C -> A.")
+    assert render_report.cycle_line(g.cycles[0], g) == "t1 (1) -> A [m] -> t2 (2) -> B [m] -> t3 (3) -> C [m] -> t1 (1)"
+    s, g = snap(three + [Task(d, 4, 4, "t4", "D", 0, waits_on=ld)],
+                locks + [Lock(ld, "semaphore", None, None, [Owner(d, "inferred", "down() above")], [d])])
+    sentence = render_report.summary_sentence(s, g)
+    assert sentence.startswith("2 deadlocks: t1 (pid 1), t2 (pid 2) and t3 (pid 3) deadlock on A, B and C [m]")
+    assert sentence.endswith(f"; t4 (pid 4) probably deadlocks on itself: it waits for semaphore {ld:#x}, which it "
+                             "already holds (inferred, not recorded by the kernel: t4 holds semaphore "
+                             f"{ld:#x}).")
+    assert render_report.verdict(g) == "deadlock"
+    _dot_plain(render_dot.render_dot(s, g))
+    s, g = snap([Task(a, 1, 1, "idle", "S", 0)], [])
+    assert render_report.summary_sentence(s, g) == "No deadlock: no task waits on a lock."
+    for fmt in FORMATS:
+        assert "No deadlock: no task waits on a lock." in render_report.render_report(s, g, fmt)

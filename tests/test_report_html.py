@@ -1,0 +1,147 @@
+"""The HTML report in a real browser: headless Chromium opens it offline, draws it, and the cycle is red.
+
+Needs Debian's ``chromium`` (``apt-get install -y --no-install-recommends chromium``).
+The reports come from ``kdlgdb report`` on the real dumps. Chromium runs with
+networking features off and a throw-away profile; the file must render without
+any of them, as it would when mailed to someone.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+
+import pytest
+import samples
+from realgdb import kdlgdb
+
+pytestmark = pytest.mark.realkernel
+
+WIDTH, HEIGHT = 1200, 1600
+
+
+def _chromium() -> str:
+    exe = shutil.which("chromium")
+    if exe is None:
+        pytest.fail("chromium is not installed: apt-get install -y --no-install-recommends chromium")
+    return exe
+
+
+def _browse(html: Path, tmp: Path, *what: str) -> subprocess.CompletedProcess:
+    """Headless Chromium on ``file://html`` with ``what`` (``--screenshot=...`` or ``--dump-dom``)."""
+    cmd = [
+        _chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={tmp / 'profile'}", f"--window-size={WIDTH},{HEIGHT}", *what, html.as_uri(),
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
+
+
+def _report(scenario: str, real_kernel: str, tmp: Path) -> Path:
+    dump = samples.ensure_dump(scenario, True, real_kernel)
+    out = tmp / f"{scenario}.html"
+    done = kdlgdb("report", str(dump.path), "-o", str(out))  # the vmlinux found by the dump's release
+    assert done.returncode == (1 if samples.expected(scenario)["cycles"] else 0), done.stderr
+    return out
+
+
+def _pixels(png: Path) -> tuple[int, int, list[bytes]]:
+    """(width, height, rows of RGB(A) bytes) of an 8-bit truecolour PNG, decoded with the stdlib."""
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    pos, idat, header = 8, b"", None
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + length]
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    assert header is not None
+    width, height, depth, color, _, _, interlace = header
+    assert depth == 8 and color in (2, 6) and interlace == 0, header
+    bpp = 3 if color == 2 else 4
+    raw = zlib.decompress(idat)
+    stride = width * bpp
+    rows: list[bytes] = []
+    prev = bytearray(stride)
+    for y in range(height):
+        start = y * (stride + 1)
+        kind, line = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
+        for i in range(stride):
+            a = line[i - bpp] if i >= bpp else 0
+            b = prev[i]
+            c = prev[i - bpp] if i >= bpp else 0
+            if kind == 1:
+                line[i] = (line[i] + a) & 0xFF
+            elif kind == 2:
+                line[i] = (line[i] + b) & 0xFF
+            elif kind == 3:
+                line[i] = (line[i] + (a + b) // 2) & 0xFF
+            elif kind == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 0xFF
+        rows.append(bytes(line) if bpp == 3 else bytes(v for k, v in enumerate(line) if k % 4 != 3))
+        prev = line
+    return width, height, rows
+
+
+def _red_pixels(rows: list[bytes]) -> int:
+    """Pixels that are Graphviz's "red" (#ff0000), allowing for anti-aliasing."""
+    count = 0
+    for row in rows:
+        for x in range(0, len(row), 3):
+            r, g, b = row[x], row[x + 1], row[x + 2]
+            if r > 220 and g < 60 and b < 60:
+                count += 1
+    return count
+
+
+@pytest.mark.parametrize("scenario", ["kdl_mutex", "kdl_control"])
+def test_chromium_draws_the_report_offline(real_kernel: str, scenario: str, tmp_path: Path) -> None:
+    html = _report(scenario, real_kernel, tmp_path)
+    png = tmp_path / f"{scenario}.png"
+    done = _browse(html, tmp_path, f"--screenshot={png}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert png.exists() and png.stat().st_size > 20_000
+    width, height, rows = _pixels(png)
+    assert (width, height) == (WIDTH, HEIGHT)
+    red = _red_pixels(rows)
+    if samples.expected(scenario)["cycles"]:
+        assert red > 1000, red  # the cycle's edges, tasks and locks, drawn
+    else:
+        assert red < 300, red  # only the legend's swatch: no cycle in the picture
+
+
+def test_the_dom_has_the_svg_with_red_cycle_edges(real_kernel: str, tmp_path: Path) -> None:
+    html = _report("kdl_mutex", real_kernel, tmp_path)
+    done = _browse(html, tmp_path, "--dump-dom")
+    assert done.returncode == 0, done.stderr[-2000:]
+    dom = done.stdout
+    assert dom.count("<svg") == 1
+    truth = samples.ensure_dump("kdl_mutex", True, real_kernel).truth
+    cycle = re.findall(r'<g id="([^"]+)" class="edge cycle">(.*?)</g>', dom, re.DOTALL)
+    assert len(cycle) == 4  # m1 -> m2's lock -> m2 -> m1's lock -> m1
+    assert all('stroke="red"' in body for _, body in cycle)
+    waits = {name for name, _ in cycle if name.startswith("wait_")}
+    assert waits == {f"wait_{truth['tasks']['kdl_m1']}_" + _addr(dom, truth["tasks"]["kdl_m1"]),
+                     f"wait_{truth['tasks']['kdl_m2']}_" + _addr(dom, truth["tasks"]["kdl_m2"])}
+    holds = {name.split("_")[1] for name, _ in cycle if name.startswith("hold_")}
+    assert holds == {truth["locks"][lk]["address"][2:] for lk in ("m1", "m2")}
+    # kdl_m3 waits behind the cycle: its edge is drawn, not red.
+    m3 = re.search(rf'<g id="wait_{truth["tasks"]["kdl_m3"]}_[0-9a-f]+" class="edge wait">(.*?)</g>', dom, re.DOTALL)
+    assert m3 and 'stroke="red"' not in m3.group(1)
+    # The summary sentence came first, as text a reader sees.
+    assert re.search(r'<p class="summary">kdl_m1 \(pid \d+\) and kdl_m2 \(pid \d+\) deadlock on m1 and m2 '
+                     r"\[kdl_mutex\]: ABBA order", dom)
+
+
+def _addr(dom: str, pid: int) -> str:
+    m = re.search(rf'<g id="task_{pid}_([0-9a-f]+)" class="node task ', dom)
+    assert m, pid
+    return m.group(1)
