@@ -5,7 +5,9 @@ Debian kernel's dump; its truth file is what the guest itself printed.
 """
 from __future__ import annotations
 
+import gzip
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from kdlgdb.analysis.graph import WaitForGraph
 from kdlgdb.errors import ReadError
 from kdlgdb.frontends import commands
 from kdlgdb.kernel.collect import collect
+from kdlgdb.kernel.stack import source_name
 from kdlgdb.render.json import waitfor_json
 from kdlgdb.target.replay import RecordingMiss, ReplayTarget
 
@@ -46,6 +49,63 @@ def test_replay_matches_the_kernel(path: Path) -> None:
     check_waitfor(waitfor_json(snap, WaitForGraph(snap)), samples.expected(_scenario(path)), truth)
 
 
+def _console_end(path: Path) -> float:
+    """The last timestamp (seconds since boot) on the serial console of the boot the recording was made from."""
+    console = path.parent / "dmesg" / path.name.replace(".json.gz", ".console.log.gz")
+    last = gzip.decompress(console.read_bytes()).decode().strip().splitlines()[-1]
+    return float(re.match(r"\[\s*(\d+\.\d+)\]", last).group(1))
+
+
+@pytest.mark.parametrize("path", RECORDINGS, ids=lambda p: f"{p.parent.name}/{p.name.split('.')[0]}")
+def test_replay_system_facts(path: Path) -> None:
+    snap = collect(ReplayTarget(str(path)))
+    assert snap.cpus == 2  # the sample guests boot with -smp 2
+    # The largest runqueue clock is the guest's uptime: just after the console's last line (the dump follows it).
+    end = _console_end(path)
+    assert snap.uptime_ns is not None and end - 3 <= snap.uptime_ns / 1e9 <= end + 3, (snap.uptime_ns, end)
+    kaslr = path.name.split("-")[-1].split(".")[0]
+    assert re.fullmatch(rf"ELF vmcore \(QEMU dump-guest-memory with paging\) /\S+/vmcore-{kaslr}\.elf", snap.dump)
+    assert snap.crash_time is None  # QEMU's dump-guest-memory: the guest did not crash, no CRASHTIME
+    assert snap.panic is None  # the panic message comes from the kernel log, in the report
+    again = type(snap).from_dict(json.loads(json.dumps(snap.to_dict())))
+    assert again == snap
+
+
+def test_vmlinux_frames_carry_their_source_line() -> None:
+    snap = collect(ReplayTarget(str(_abba())))
+    a = next(t for t in snap.tasks if t.comm == "kdl_a")
+    frames = {f.symbol: f for f in a.frames}
+    for name in ("__down_common", "down"):
+        assert re.fullmatch(r"kernel/locking/semaphore\.c:\d+", frames[name].source or ""), frames[name]
+    assert re.fullmatch(r"kernel/sched/core\.c:\d+", frames["__schedule"].source or "")
+    # An assembler file's absolute build path is cut to the tree's own.
+    assert re.fullmatch(r"arch/x86/entry/entry_64\.S:\d+", frames["ret_from_fork"].source or "")
+    assert frames["kdl_a_fn"].module == "kdl_abba" and frames["kdl_a_fn"].source is None  # no module debug info
+    assert all(f.source for t in snap.tasks for f in t.frames if f.module is None)
+    assert all(f.source is None for t in snap.tasks for f in t.frames if f.module is not None)
+
+
+def test_dump_kinds() -> None:
+    from kdlgdb.target.vmcore import ElfDump
+
+    kernel_space = [(0xFFFFFFFF81000000, 0x1000000, 4096, 4096)]
+    assert ElfDump("x", kernel_space, [("CORE", 1, b""), ("QEMU", 0, b"")]).kind == (
+        "ELF vmcore (QEMU dump-guest-memory with paging)")
+    assert ElfDump("x", [(0, 0, 4096, 4096)], [("CORE", 1, b""), ("QEMU", 0, b"")]).kind == (
+        "ELF vmcore (QEMU dump-guest-memory without paging)")
+    assert ElfDump("x", kernel_space, [("CORE", 1, b""), ("VMCOREINFO", 0, b"")]).kind == "ELF vmcore (kdump)"
+    assert ElfDump("x", kernel_space, [("CORE", 1, b"")]).kind == "ELF vmcore"
+
+
+def test_source_names() -> None:
+    assert source_name("kernel/locking/semaphore.c", 229) == "kernel/locking/semaphore.c:229"
+    assert source_name("./kernel/fork.c", 7) == "kernel/fork.c:7"
+    assert source_name("/build/reproducible-path/linux-6.1.192/arch/x86/entry/entry_64.S", 295) == (
+        "arch/x86/entry/entry_64.S:295")
+    assert source_name("/home/kernel/linux/kernel/fork.c", 1) == "kernel/fork.c:1"
+    assert source_name("/src/tree/mm/slub.c", 3) == "/src/tree/mm/slub.c:3"  # no linux* root to cut at
+
+
 def _abba() -> Path:
     return next(p for p in RECORDINGS if p.name == "kdl_abba-kaslr.json.gz")
 
@@ -72,6 +132,7 @@ def test_kd_tasks_and_bt_on_real_data() -> None:
     assert any(n.startswith("__down_common+") for n in names)
     assert any(n.startswith("kdl_a_fn+") for n in names) and "[kdl_abba]" in bt
     assert names[-1].startswith("ret_from_fork")
+    assert any("__down_common+" in line and "kernel/locking/semaphore.c:" in line for line in bt.splitlines())
     idle = [t for t in snap.tasks if t.pid == 0]
     assert len(idle) == 2 and {t.comm for t in idle} == {"swapper/0", "swapper/1"}
 

@@ -461,8 +461,112 @@ def test_triage_goes_on_past_a_file_that_is_no_dump(tmp_path: Path) -> None:
     missing = report.triage_one(str(tmp_path / "nothing"))
     assert missing.verdict == f"error: no such file: {tmp_path / 'nothing'}"
     table = report.triage_table([row, missing])
-    assert table.splitlines()[0].split() == ["DUMP", "RELEASE", "VERDICT", "CYCLE"]
+    assert table.splitlines()[0].split() == ["DUMP", "RELEASE", "CRASH", "TIME", "VERDICT", "CYCLE"]
     assert report.triage_status([row, missing]) == 2
+    # No CRASHTIME to read: the file's own time, marked as such; nothing for a file that is not there.
+    assert row.crash_time == render_report.format_utc(junk.stat().st_mtime) + " (file time)"
+    assert missing.crash_time == ""
+    assert f" {row.crash_time} " in table.splitlines()[1]
+
+
+def test_triage_table_has_a_crash_time_column() -> None:
+    rows = [report.TriageRow("/var/crash/a/vmcore", "6.1.0-x", "deadlock", "t1 (1) -> A [m] -> t1 (1)", 1,
+                             render_report.format_crash_time(1_700_000_000)),
+            report.TriageRow("/var/crash/b/vmcore", "6.1.0-x", "no deadlock", "", 0,
+                             render_report.format_crash_time(None, 1_700_000_060.5))]
+    lines = report.triage_table(rows).splitlines()
+    assert lines[0].split() == ["DUMP", "RELEASE", "CRASH", "TIME", "VERDICT", "CYCLE"]
+    assert lines[1].split()[:6] == ["/var/crash/a/vmcore", "6.1.0-x", "2023-11-14", "22:13:20", "UTC", "deadlock"]
+    assert lines[2].split() == ["/var/crash/b/vmcore", "6.1.0-x", "2023-11-14", "22:14:20", "UTC", "(file", "time)",
+                                "no", "deadlock"]
+    assert lines[0].index("CRASH TIME") == lines[1].index("2023-11-14")  # a column of its own
+
+
+# -- source lines and system facts ---------------------------------------------------------------------
+
+
+def _slow_path_source(scenario: str, comm: str) -> tuple[str, str]:
+    """(``Frame.describe()``, source) of the lock slow-path frame of ``comm``'s stack in the scenario's dump."""
+    task = next(t for t in bundle_of(scenario).snapshot.tasks if t.comm == comm)
+    frame = task.frames[render_report._focus(task)]
+    assert frame.source is not None, frame
+    return frame.describe(), frame.source
+
+
+def test_report_stacks_show_source_lines() -> None:
+    frame, source = _slow_path_source("kdl_abba", "kdl_a")
+    assert frame.startswith("__down_common+") and re.fullmatch(r"kernel/locking/semaphore\.c:\d+", source)
+    html = rendered("kdl_abba", "html")
+    assert source in html
+    marked = [_plain(m) for m in re.findall(r'<span class="hll">(.*?)</span>\n', html)]
+    assert any(frame in m and "lock slow path" in m and m.rstrip().endswith(source) for m in marked), marked
+    for fmt in ("txt", "md"):
+        text = rendered("kdl_abba", fmt)
+        assert re.search(rf"#\d+ {re.escape(frame)} +<-- lock slow path +{re.escape(source)}\n", text), fmt
+        assert re.search(r"#\d+ kdl_a_fn\+0x[0-9a-f]+ \[kdl_abba\]\n", text)  # a module frame: no line
+    doc = json.loads(rendered("kdl_abba", "json"))
+    a = next(t for t in doc["tasks"] if t["comm"] == "kdl_a")
+    assert len(a["sources"]) == len(a["stack"]) and a["sources"][a["stack"].index(frame)] == source
+    assert a["sources"][[s.startswith("kdl_a_fn+") for s in a["stack"]].index(True)] is None
+    # The grouped stacks (tasks blocked behind a cycle) show them too.
+    m3_frame, m3_source = _slow_path_source("kdl_mutex", "kdl_m3")
+    assert re.fullmatch(r"kernel/locking/mutex\.c:\d+", m3_source)
+    assert re.search(rf"#\d+ {re.escape(m3_frame)} +<-- lock slow path +{re.escape(m3_source)}\n",
+                     rendered("kdl_mutex", "txt"))
+
+
+@pytest.mark.parametrize("fmt", ("html", "md", "txt"))
+def test_system_section_has_cpus_uptime_dump_format_crash_time_panic(fmt: str) -> None:
+    bundle = bundle_of("kdl_abba")
+    snap = bundle.snapshot
+    plain = _plain(rendered("kdl_abba", fmt)) if fmt == "html" else rendered("kdl_abba", fmt)
+    system = plain[plain.rindex("System"):]
+    uptime = render_report.format_uptime(snap.uptime_ns)
+    assert re.fullmatch(r"1\d\.\ds", uptime)
+    for fact in ("CPUs", "2", "uptime", uptime, "dump format", "ELF vmcore (QEMU dump-guest-memory with paging)",
+                 "crash time", "unknown (no CRASHTIME in the dump's VMCOREINFO)", "panic",
+                 'none (no "Kernel panic - not syncing" in the kernel log)'):
+        assert (_md(fact) if fmt == "md" else fact) in system, fact
+    doc = json.loads(rendered("kdl_abba", "json"))["facts"]
+    assert doc["cpus"] == 2 and doc["uptime_ns"] == snap.uptime_ns and doc["read_from"] == snap.dump
+    assert doc["crash_time"] is None and doc["crash_time_text"] == "" and doc["panic"] is None
+
+
+def _md(text: str) -> str:
+    return render_report._md(text)
+
+
+def test_panic_crash_time_and_file_time_in_the_report() -> None:
+    bundle = bundle_of("kdl_mutex")
+    panic = ["Kernel panic - not syncing: hung_task: blocked tasks",
+             "---[ end Kernel panic - not syncing: hung_task: blocked tasks ]---"]
+    log = bundle.log + [{"seq": 20_000 + k, "ts_ns": 30_000_000_000 + k, "level": 0, "text": text}
+                        for k, text in enumerate(panic)]
+    crashed = report.Bundle(dataclasses.replace(bundle.snapshot, crash_time=1_700_000_000), log,
+                            {**bundle.facts, "dump_mtime": 1_700_000_900.0})
+    text = report.render(crashed, "txt")
+    system = text[text.index("== System =="):]
+    assert "panic:              hung_task: blocked tasks\n" in system
+    assert "crash time:         2023-11-14 22:13:20 UTC\n" in system  # CRASHTIME wins over the file's time
+    doc = json.loads(report.render(crashed, "json"))["facts"]
+    assert doc["panic"] == "hung_task: blocked tasks" and doc["crash_time"] == 1_700_000_000
+    assert doc["crash_time_text"] == "2023-11-14 22:13:20 UTC"
+    # No CRASHTIME (QEMU's dumps): the dump file's time, marked.
+    filed = report.Bundle(bundle.snapshot, bundle.log, {**bundle.facts, "dump_mtime": 1_700_000_900.0})
+    assert "crash time:         2023-11-14 22:28:20 UTC (file time)\n" in report.render(filed, "txt")
+    # The panic message survives a bundle's trip through JSON once it is in the snapshot.
+    snap = report.with_log_facts(bundle.snapshot, log)
+    assert snap.panic == "hung_task: blocked tasks" and bundle.snapshot.panic is None
+    assert report.Bundle.from_dict(json.loads(json.dumps(report.Bundle(snap, log).to_dict()))).snapshot == snap
+    assert report.with_log_facts(bundle.snapshot, bundle.log) is bundle.snapshot  # no panic line: unchanged
+
+
+def test_uptime_and_crash_time_formats() -> None:
+    f = render_report.format_uptime
+    assert [f(None), f(360_000_000), f(10_937_731_082), f(307 * 10**9), f(11_529 * 10**9), f(190_320 * 10**9)] == [
+        "unknown", "0.4s", "10.9s", "5m 07s", "3h 12m 09s", "2d 04h 52m"]
+    assert render_report.format_crash_time(None) == ""
+    assert render_report.format_crash_time(1_700_000_000, 5.0) == "2023-11-14 22:13:20 UTC"
 
 
 # -- real gdb, real dumps -------------------------------------------------------------------------
@@ -489,6 +593,15 @@ def test_kdlgdb_report_every_format(real_kernel: str, scenario: str, tmp_path: P
             doc = json.loads(text)
             check_waitfor(doc, samples.expected(scenario), dump.truth)
             assert doc["verdict"] == want["verdict"] and doc["facts"]["dump"] == str(dump.path)
+            facts = doc["facts"]
+            assert facts["cpus"] == 2 and facts["read_from"] == f"ELF vmcore (QEMU dump-guest-memory with paging) {dump.path}"
+            assert 5e9 < facts["uptime_ns"] < 60e9 and facts["crash_time"] is None and facts["panic"] is None
+            assert facts["crash_time_text"] == render_report.format_utc(dump.path.stat().st_mtime) + " (file time)"
+            # gdb's line table names the call each blocked task sleeps in.
+            for task in doc["tasks"]:
+                if task["comm"] in dump.truth["tasks"] and task["waits_on"]:
+                    assert any(re.fullmatch(r"kernel/locking/(mutex|semaphore|rwsem)\.c:\d+", s or "")
+                               for s in task["sources"]), task
             assert int(doc["kaslr_offset"], 16) == dump.kernel_offset
             hung = doc["kernel_log"]["hung_tasks"]
             assert sorted((h["comm"], h["pid"]) for h in hung) == sorted(dump.truth["tasks"].items())
@@ -549,8 +662,12 @@ def test_kdlgdb_triage(real_kernel: str, tmp_path: Path) -> None:
     done = kdlgdb("triage", *dumps)
     assert done.returncode == 1, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].split() == ["DUMP", "RELEASE", "VERDICT", "CYCLE"] and len(lines) == 4
+    assert lines[0].split() == ["DUMP", "RELEASE", "CRASH", "TIME", "VERDICT", "CYCLE"] and len(lines) == 4
     rows = {line.split()[0]: line for line in lines[1:]}
+    # QEMU's dumps hold no CRASHTIME: the crash time is the dump file's, marked so.
+    for dump in dumps:
+        when = render_report.format_utc(Path(dump).stat().st_mtime) + " (file time)"
+        assert rows[dump][lines[0].index("CRASH TIME"):].startswith(when + " "), rows[dump]
     a = _truth("kdl_abba")["tasks"]
     abba = rows[dumps[0]]
     assert f" {real_kernel} " in abba and " probable deadlock " in abba

@@ -24,6 +24,7 @@ class Frame:
     offset: int
     module: Optional[str] = None  # None for vmlinux
     sp: int = 0  # stack slot that held the return address
+    source: Optional[str] = None  # "kernel/locking/semaphore.c:240": the call's line, where debug info has it
 
     def describe(self) -> str:
         if self.symbol is None:
@@ -100,6 +101,11 @@ class Snapshot:
     locks: list[Lock] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)  # lock data sources this kernel offers
+    cpus: int = 0  # CPUs with a runqueue
+    uptime_ns: Optional[int] = None  # the largest runqueue clock: time since boot when the snapshot was taken
+    dump: str = ""  # what was read: "ELF vmcore (QEMU dump-guest-memory with paging) /x/y", "live gdbstub host:port"
+    crash_time: Optional[int] = None  # seconds since the epoch: VMCOREINFO's CRASHTIME (kdump), else None
+    panic: Optional[str] = None  # the kernel log's "Kernel panic - not syncing: ..." message, else None
 
     def task(self, address: int) -> Optional[Task]:
         return self._tasks_by_address().get(address)
@@ -134,4 +140,9 @@ class Snapshot:
             locks=locks,
             problems=problems,
             sources=list(data.get("sources", [])),
+            cpus=int(data.get("cpus") or 0),
+            uptime_ns=data.get("uptime_ns"),
+            dump=str(data.get("dump") or ""),
+            crash_time=data.get("crash_time"),
+            panic=data.get("panic"),
         )

@@ -6,7 +6,7 @@ log and writes a *bundle*, one JSON file::
     {"kdlgdb_bundle": 1,
      "snapshot": Snapshot.to_dict(),
      "log": [{"seq", "ts_ns", "level", "text", "caller"}, ...],   # the printk ring buffer
-     "facts": {"dump", "vmlinux", "target", "debugger", "kdlgdb", "analysed", "log_note", "log_problems", ...}}
+     "facts": {"dump", "dump_mtime", "vmlinux", "debugger", "kdlgdb", "analysed", "log_note", "log_problems", ...}}
 
 Everything after that runs in plain Python, in the ``kdlgdb`` process: the
 wait-for graph, the kernel log findings (:mod:`kdlgdb.analysis.kernlog`) and
@@ -20,6 +20,7 @@ returns what to print (:class:`Outcome`) and prints nothing itself.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -41,6 +42,7 @@ from .render.report import (
     FORMATS,
     chain_sentence,
     cycle_line,
+    format_crash_time,
     headline,
     log_record,
     render_report,
@@ -56,8 +58,10 @@ __all__ = [
     "Outcome",
     "TriageRow",
     "make_facts",
+    "file_time",
     "read_kernel_log",
     "log_findings",
+    "with_log_facts",
     "save_bundle",
     "load_bundle",
     "render",
@@ -129,11 +133,23 @@ def _version() -> str:
         return "kdlgdb"
 
 
+def file_time(path: Optional[str]) -> Optional[float]:
+    """The modification time of the file ``path`` (seconds since the epoch), or None."""
+    try:
+        return os.path.getmtime(path) if path else None
+    except OSError:
+        return None
+
+
 def make_facts(dump: Optional[str] = None, remote: Optional[str] = None, vmlinux: Optional[str] = None,
                debugger: Optional[str] = None, **more: Any) -> dict[str, Any]:
-    """Facts about where a snapshot came from, for the report's system section (None values left out)."""
+    """Facts about where a snapshot came from, for the report's system section (None values left out).
+
+    ``dump_mtime`` is the dump file's time: the crash time shown when the dump has no CRASHTIME.
+    """
     facts: dict[str, Any] = {
         "dump": dump,
+        "dump_mtime": file_time(dump),
         "remote": remote,
         "vmlinux": vmlinux,
         "debugger": debugger,
@@ -177,6 +193,14 @@ def log_findings(log: Sequence[dict[str, Any]]) -> tuple[list[kernlog.HungTask],
     return kernlog.hung_tasks(records), kernlog.notable(records)
 
 
+def with_log_facts(snapshot: Snapshot, log: Sequence[dict[str, Any]]) -> Snapshot:
+    """``snapshot`` with what only the kernel log tells (the panic message) filled in where it is missing."""
+    if snapshot.panic is not None or not log:
+        return snapshot
+    panic = kernlog.panic_message(_records(log))
+    return dataclasses.replace(snapshot, panic=panic) if panic is not None else snapshot
+
+
 def save_bundle(bundle: Bundle, path: str) -> None:
     """Write ``bundle`` to ``path`` as JSON (via a temporary file, so a reader never sees half of it)."""
     tmp = f"{path}.tmp"
@@ -205,9 +229,10 @@ def load_bundle(path: str) -> Bundle:
 
 def render(bundle: Bundle, fmt: str, svg: Optional[str] = None) -> str:
     """The report of ``bundle`` in ``fmt`` (html, md, json, txt)."""
-    graph = WaitForGraph(bundle.snapshot)
+    snapshot = with_log_facts(bundle.snapshot, bundle.log)
+    graph = WaitForGraph(snapshot)
     hung, notable = log_findings(bundle.log)
-    return render_report(bundle.snapshot, graph, fmt, log=bundle.log, hung=hung, notable=notable,
+    return render_report(snapshot, graph, fmt, log=bundle.log, hung=hung, notable=notable,
                          facts=bundle.facts, svg=svg)
 
 
@@ -324,6 +349,8 @@ def collect_bundle(vmlinux: str, dump: str, timeout: float = GDB_TIMEOUT) -> Bun
             raise KdlError(f"gdb failed: {tail[0]}")
         bundle = load_bundle(out)
     bundle.facts.setdefault("dump", dump)
+    if "dump_mtime" not in bundle.facts and file_time(dump) is not None:
+        bundle.facts["dump_mtime"] = file_time(dump)
     return bundle
 
 
@@ -332,21 +359,27 @@ def collect_bundle(vmlinux: str, dump: str, timeout: float = GDB_TIMEOUT) -> Bun
 
 @dataclass
 class TriageRow:
-    """One dump in ``kdlgdb triage``: verdict ``deadlock``/``probable deadlock``/``no deadlock``/``error: why``."""
+    """One dump in ``kdlgdb triage``: verdict ``deadlock``/``probable deadlock``/``no deadlock``/``error: why``.
+
+    ``crash_time``: the dump's CRASHTIME (UTC), else the file's time marked ``(file time)``, else "".
+    """
 
     dump: str
     release: str
     verdict: str
     cycle: str
     status: int  # 0 no cycle, 1 cycle, 2 error
+    crash_time: str = ""
 
 
 def triage_one(dump: str, vmlinux: Optional[str] = None, places: Sequence[str] = VMLINUX_PLACES,
                timeout: float = GDB_TIMEOUT) -> TriageRow:
     """The verdict on one dump; never raises for a dump it cannot read (the row says why)."""
     release = ""
+    crashed = format_crash_time(None, file_time(dump))
     try:
         check_dump(dump)
+        crashed = format_crash_time(_crashtime(dump), file_time(dump))
         try:
             release = dump_release(dump)
         except KdlError:
@@ -355,8 +388,10 @@ def triage_one(dump: str, vmlinux: Optional[str] = None, places: Sequence[str] =
         chosen, _ = _vmlinux_for(dump, vmlinux, places)
         bundle = collect_bundle(chosen, dump, timeout=timeout)
     except KdlError as e:
-        return TriageRow(dump, release or "?", f"error: {e}", "", 2)
+        return TriageRow(dump, release or "?", f"error: {e}", "", 2, crashed)
     snap = bundle.snapshot
+    if snap.crash_time is not None:
+        crashed = format_crash_time(snap.crash_time)
     graph = WaitForGraph(snap)
     if graph.cycles:
         kind = verdict(graph)
@@ -364,13 +399,22 @@ def triage_one(dump: str, vmlinux: Optional[str] = None, places: Sequence[str] =
         if len(graph.cycles) > 1:
             cycle += f" (+{len(graph.cycles) - 1} more)"
         return TriageRow(dump, snap.release or release, "deadlock" if kind == "deadlock" else "probable deadlock",
-                         cycle, 1)
+                         cycle, 1, crashed)
     if graph.chains:
         largest = max(graph.chains, key=lambda c: len(c.tasks) + len(c.joined))
         more = f" (+{len(graph.chains) - 1} more chains)" if len(graph.chains) > 1 else ""
         cycle = f"chain: {chain_sentence(largest, graph)}{more}"
-        return TriageRow(dump, snap.release or release, "no deadlock", cycle, 0)
-    return TriageRow(dump, snap.release or release, "no deadlock", "", 0)
+        return TriageRow(dump, snap.release or release, "no deadlock", cycle, 0, crashed)
+    return TriageRow(dump, snap.release or release, "no deadlock", "", 0, crashed)
+
+
+def _crashtime(dump: str) -> Optional[int]:
+    """CRASHTIME in the dump's VMCOREINFO (seconds since the epoch), or None."""
+    info = open_elf_dump(dump).vmcoreinfo() or {}
+    try:
+        return int(info["CRASHTIME"])
+    except (KeyError, ValueError):
+        return None
 
 
 Progress = Callable[[int, int, str], None]
@@ -393,9 +437,10 @@ def triage(dumps: Sequence[str], vmlinux: Optional[str] = None, progress: Option
 
 
 def triage_table(rows: Sequence[TriageRow]) -> str:
-    """The triage table: DUMP, RELEASE, VERDICT, CYCLE (one line per dump)."""
-    table = [(r.dump, r.release, r.verdict, r.cycle) for r in rows]
-    text = tabulate(table, headers=("DUMP", "RELEASE", "VERDICT", "CYCLE"), tablefmt="plain", disable_numparse=True)
+    """The triage table: DUMP, RELEASE, CRASH TIME, VERDICT, CYCLE (one line per dump)."""
+    table = [(r.dump, r.release, r.crash_time, r.verdict, r.cycle) for r in rows]
+    text = tabulate(table, headers=("DUMP", "RELEASE", "CRASH TIME", "VERDICT", "CYCLE"), tablefmt="plain",
+                    disable_numparse=True)
     return "\n".join(line.rstrip() for line in text.splitlines())
 
 
@@ -436,8 +481,9 @@ def add_subcommands(sub: Any) -> None:
     r.add_argument("--bundle", metavar="FILE", help="render a bundle saved earlier instead of running gdb")
 
     t = sub.add_parser(
-        "triage", help="one line per dump: release, verdict, the cycle",
-        description="Analyse many dumps and print one line for each: the dump, its kernel release, the verdict "
+        "triage", help="one line per dump: release, crash time, verdict, the cycle",
+        description="Analyse many dumps and print one line for each: the dump, its kernel release, its crash time "
+                    "(the dump's CRASHTIME, else the file's time marked '(file time)'), the verdict "
                     "(deadlock, probable deadlock, no deadlock, or error: why) and the cycle. A dump that cannot be "
                     "read is listed with its error and the others go on. Exit status: 1 if some dump has a cycle, "
                     "else 2 if some dump could not be analysed, else 0.")

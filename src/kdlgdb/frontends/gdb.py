@@ -167,11 +167,11 @@ def _bundle() -> post_mortem.Bundle:
     snap = snapshot()
     target = GdbTarget()
     dump = target.dump.path if target.dump is not None else None
-    remote = target.describe().removeprefix("remote ") if target.kind == "live" else None
+    remote = target.where if target.kind == "live" else None
     log, log_facts = post_mortem.read_kernel_log(kernel())
     facts = post_mortem.make_facts(dump=dump, remote=remote, vmlinux=gdb.current_progspace().filename,
                                    debugger=f"gdb {gdb.VERSION}", **log_facts)
-    return post_mortem.Bundle(snap, log, facts)
+    return post_mortem.Bundle(post_mortem.with_log_facts(snap, log), log, facts)
 
 
 def batch_bundle(out: str) -> None:

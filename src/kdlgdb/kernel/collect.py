@@ -14,7 +14,7 @@ from .symbols import Symbols
 from .tasks import TaskLayout, for_each_task, per_cpu_runqueues, read_task, task_state_letters
 from .waiters import StackRanges, Wait, find_wait, slow_path
 
-__all__ = ["collect", "lock_sources"]
+__all__ = ["collect", "lock_sources", "crash_time"]
 
 Progress = Callable[[str, int, int], None]
 
@@ -42,6 +42,14 @@ def lock_sources(k: Kernel) -> list[str]:
     return sources
 
 
+def crash_time(vmcoreinfo: dict[str, str]) -> Optional[int]:
+    """VMCOREINFO's ``CRASHTIME`` (seconds since the epoch, written by the kernel that crashed: kdump), or None."""
+    try:
+        return int(vmcoreinfo["CRASHTIME"])
+    except (KeyError, ValueError):
+        return None
+
+
 def collect(target: Target, progress: Optional[Progress] = None) -> Snapshot:
     """Read everything the wait-for analysis needs from ``target``.
 
@@ -49,7 +57,8 @@ def collect(target: Target, progress: Optional[Progress] = None) -> Snapshot:
     anything wrong with one task or lock becomes a Problem and is skipped.
     """
     k = Kernel(target)
-    snap = Snapshot(release=k.release, kaslr_offset=k.kaslr_offset, sources=lock_sources(k))
+    snap = Snapshot(release=k.release, kaslr_offset=k.kaslr_offset, sources=lock_sources(k), dump=target.describe(),
+                    crash_time=crash_time(k.vmcoreinfo))
     problems = snap.problems
     layout = TaskLayout.detect(k)
     letters = task_state_letters(k)
@@ -85,6 +94,8 @@ def collect(target: Target, progress: Optional[Progress] = None) -> Snapshot:
             tasks[rq.curr].on_cpu = True
             tasks[rq.curr].cpu = rq.cpu
     clocks = {rq.cpu: rq.clock for rq in runqueues}
+    snap.cpus = len(runqueues)
+    snap.uptime_ns = max(clocks.values()) if clocks else None
     if layout.last_arrival is not None:
         for address, task in tasks.items():
             arrival = le64(raw[address], layout.last_arrival)

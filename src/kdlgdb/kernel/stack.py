@@ -8,6 +8,7 @@ sleeps in and its callers, which is what the wait-for analysis needs.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -16,7 +17,13 @@ from ..model import Frame
 from .layout import Kernel
 from .symbols import Symbols
 
-__all__ = ["StackReader", "Stack"]
+__all__ = ["StackReader", "Stack", "source_name"]
+
+# The top-level directories of a kernel source tree, to cut a build's own path off an absolute file name.
+_TREE_ROOT = re.compile(
+    r"^/(?:.*/)?linux(?:-[^/]*)?/(?=(?:arch|block|certs|crypto|drivers|fs|include|init|io_uring|ipc|kernel|lib|mm|"
+    r"net|rust|samples|security|sound|tools|usr|virt)/)"
+)
 
 
 @dataclass
@@ -60,13 +67,19 @@ class StackReader:
         for slot, value in stack.words():
             if self.symbols.is_text(value) and self._follows_call(value):
                 frame = self._frame(value)
-                out.append(Frame(frame.pc, frame.symbol, frame.offset, frame.module, slot))
+                out.append(Frame(frame.pc, frame.symbol, frame.offset, frame.module, slot, frame.source))
         return out
 
     def _frame(self, pc: int) -> Frame:
+        """The frame of a return address (symbol, and source line for the vmlinux), found once per pc."""
         if pc not in self._frames:
             name, offset, module = self.symbols.lookup(pc)
-            self._frames[pc] = Frame(pc, name, offset, module)
+            source = None
+            if name is not None and module is None and self.k.in_image(pc):
+                # Only the vmlinux has debug info loaded; module frames stay without a line.
+                found = self.k.target.source_line(self.k.unrelocate(pc))
+                source = source_name(*found) if found is not None else None
+            self._frames[pc] = Frame(pc, name, offset, module, source=source)
         return self._frames[pc]
 
     def _follows_call(self, address: int) -> bool:
@@ -78,6 +91,17 @@ class StackReader:
                 code = b""
             self._after_call[address] = len(code) == 7 and _is_call_end(code)
         return self._after_call[address]
+
+
+def source_name(filename: str, line: int) -> str:
+    """``kernel/locking/semaphore.c:240``: a debug-info file name relative to the kernel tree, and its line.
+
+    C files are named relative to the build directory already; assembler files may carry the
+    build's absolute path (``/build/reproducible-path/linux-6.1.192/arch/x86/entry/entry_64.S``),
+    cut at a ``linux``/``linux-*`` directory that holds the tree. Other absolute names stay.
+    """
+    name = filename[2:] if filename.startswith("./") else filename
+    return f"{_TREE_ROOT.sub('', name)}:{line}"
 
 
 def _is_call_end(code: bytes) -> bool:

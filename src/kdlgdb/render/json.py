@@ -60,6 +60,7 @@ def task_json(task: Task, holds: list[int]) -> dict[str, Any]:
         "last_ran_ns": task.last_ran_ns,
         "wait_evidence": task.wait_evidence,
         "stack": [frame.describe() for frame in task.frames],
+        "sources": [frame.source for frame in task.frames],  # stack[i]'s file:line, or None
     }
 
 
@@ -144,7 +145,7 @@ def waitfor_json(snapshot: Snapshot, graph: WaitForGraph) -> dict[str, Any]:
     """The wait-for report as a dict with this stable schema::
 
         {"tasks":  [{"pid", "comm", "state", "waits_on", "address", "tgid", "cpu",
-                     "holds", "last_ran_ns", ...}],      # D-state tasks and tasks in a lock
+                     "holds", "last_ran_ns", "stack", "sources", ...}],  # D-state tasks, tasks in a lock
          "locks":  [{"address", "type", "symbol", "module",
                      "owners": [{"pid", "confidence", "evidence", "mode", ...}],
                      "waiters": [pid, ...], "details": {...}, ...}],

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import datetime
 import html
 import json
 from typing import Any, Iterable, Optional, Sequence, Union
@@ -58,6 +59,9 @@ __all__ = [
     "stack_groups",
     "explain_hung",
     "log_record",
+    "format_utc",
+    "format_crash_time",
+    "format_uptime",
 ]
 
 FORMATS = ("html", "md", "json", "txt")
@@ -262,7 +266,8 @@ def stack_groups(tasks: Iterable[Task]) -> list[dict[str, Any]]:
     """``tasks`` grouped by identical stacks (``Frame.describe()`` lines), largest group first.
 
     Each group: ``{"count", "pids", "comms", "tasks" (addresses), "stack" (Frame.describe() lines),
-    "focus" (index of the frame to highlight: the lock slow path, or what they do; None)}``.
+    "sources" (each frame's ``file:line`` or None), "focus" (index of the frame to highlight: the lock
+    slow path, or what they do; None)}``.
     """
     groups: dict[tuple[str, ...], list[Task]] = {}
     for task in sorted(tasks, key=lambda t: (t.pid, t.address)):
@@ -275,6 +280,7 @@ def stack_groups(tasks: Iterable[Task]) -> list[dict[str, Any]]:
             "comms": [t.comm for t in members],
             "tasks": [f"{t.address:#x}" for t in members],
             "stack": list(stack),
+            "sources": [f.source for f in members[0].frames],
             "focus": _focus(members[0]),
         })
     return result
@@ -351,12 +357,66 @@ def explain_hung(snapshot: Snapshot, graph: WaitForGraph, hung: Iterable[HungLik
     return results
 
 
+def format_utc(seconds: float) -> str:
+    """``2025-11-21 19:49:12 UTC`` for seconds since the epoch."""
+    moment = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def format_crash_time(crash_time: Optional[int], file_time: Optional[float] = None) -> str:
+    """When the kernel crashed: VMCOREINFO's CRASHTIME, else the dump file's time marked ``(file time)``, else ""."""
+    if crash_time is not None:
+        return format_utc(crash_time)
+    if file_time is not None:
+        return f"{format_utc(file_time)} (file time)"
+    return ""
+
+
+def format_uptime(ns: Optional[int]) -> str:
+    """``12.3s``, ``5m 07s``, ``3h 12m 09s``, ``2d 03h 12m``; ``unknown`` for None."""
+    if ns is None:
+        return "unknown"
+    seconds = ns / 1e9
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours:02d}h {minutes:02d}m"
+    if hours:
+        return f"{hours}h {minutes:02d}m {secs:02d}s"
+    return f"{minutes}m {secs:02d}s"
+
+
+def _read_from(snapshot: Snapshot, facts: dict[str, Any]) -> str:
+    """What kdlgdb read (``ELF vmcore (QEMU dump-guest-memory with paging)``), without the path shown beside it."""
+    described = snapshot.dump
+    where = str(facts.get("dump") or facts.get("remote") or "")
+    if where and described.endswith(" " + where):
+        described = described[: -len(where) - 1]
+    return described
+
+
 def _facts(snapshot: Snapshot, facts: dict[str, Any], log_count: int, log_note: str) -> list[tuple[str, str]]:
     d_state = sum(t.state == "D" for t in snapshot.tasks)
     rows = [("kernel release", snapshot.release or "unknown"), ("KASLR offset", f"{snapshot.kaslr_offset:#x}")]
     for key, label in (("dump", "dump"), ("remote", "live target"), ("vmlinux", "vmlinux")):
         if facts.get(key):
             rows.append((label, str(facts[key])))
+    live = snapshot.dump.startswith("live ") or bool(facts.get("remote"))
+    if snapshot.dump:
+        rows.append(("read from" if live else "dump format", _read_from(snapshot, facts)))
+    rows.append(("CPUs", str(snapshot.cpus) if snapshot.cpus else "unknown"))
+    rows.append(("uptime", format_uptime(snapshot.uptime_ns)))
+    if not live:
+        crashed = format_crash_time(snapshot.crash_time, facts.get("dump_mtime"))
+        rows.append(("crash time", crashed or "unknown (no CRASHTIME in the dump's VMCOREINFO)"))
+    if snapshot.panic:
+        rows.append(("panic", snapshot.panic))
+    elif log_count:
+        rows.append(("panic", "none (no \"Kernel panic - not syncing\" in the kernel log)"))
     rows += [
         ("tasks", f"{len(snapshot.tasks)} ({d_state} in D state)"),
         ("locks with waiters", str(len(snapshot.locks))),
@@ -368,7 +428,7 @@ def _facts(snapshot: Snapshot, facts: dict[str, Any], log_count: int, log_note: 
     tools = " / ".join(str(facts[k]) for k in ("kdlgdb", "debugger") if facts.get(k))
     if tools:
         rows.append(("by", tools))
-    shown = {"dump", "remote", "vmlinux", "analysed", "kdlgdb", "debugger", "log_note"}
+    shown = {"dump", "remote", "vmlinux", "analysed", "kdlgdb", "debugger", "log_note", "dump_mtime"}
     for key, value in sorted(facts.items()):
         if key in shown or value in (None, "", []):
             continue
@@ -463,7 +523,9 @@ def report_json(snapshot: Snapshot, graph: WaitForGraph, **kwargs: Any) -> dict[
 
     Added keys: ``report_version``, ``verdict`` (deadlock | probable | none), ``headline``,
     ``summary``, ``cycle_summaries``, ``chain_summaries``, ``dot``, ``d_state_groups``,
-    ``kernel_log`` (``records``, ``note``, ``hung_tasks``, ``notable``) and ``facts``.
+    ``kernel_log`` (``records``, ``note``, ``hung_tasks``, ``notable``) and ``facts`` (the front
+    end's facts plus ``release``, ``kaslr_offset``, ``task_count``, ``sources``, ``cpus``,
+    ``uptime_ns``, ``read_from``, ``crash_time`` (epoch seconds or None), ``crash_time_text``, ``panic``).
     """
     return _json(_data(snapshot, graph, kwargs.get("log", ()), kwargs.get("hung", ()), kwargs.get("notable", ()),
                        kwargs.get("facts"), None, want_svg=False))
@@ -494,6 +556,12 @@ def _json(data: _Data) -> dict[str, Any]:
             "kaslr_offset": f"{data.snapshot.kaslr_offset:#x}",
             "task_count": len(data.snapshot.tasks),
             "sources": list(data.snapshot.sources),
+            "cpus": data.snapshot.cpus,
+            "uptime_ns": data.snapshot.uptime_ns,
+            "read_from": data.snapshot.dump,
+            "crash_time": data.snapshot.crash_time,
+            "crash_time_text": format_crash_time(data.snapshot.crash_time, data.raw_facts.get("dump_mtime")),
+            "panic": data.snapshot.panic,
         },
     })
     return doc
@@ -502,18 +570,24 @@ def _json(data: _Data) -> dict[str, Any]:
 # -- text --------------------------------------------------------------------
 
 
+def _frame_rows(frames: Sequence[tuple[str, Optional[str]]], focus: Optional[int], note: str, arrow: str,
+                indent: str = "") -> list[str]:
+    """Numbered stack lines: ``#3 __down_common+0x11e``, the focus marker (``<-- note``), then the
+    frame's source line in a column of its own when some frame has one."""
+    left = [f"{indent}{'#' + str(i):>3} {text}" for i, (text, _) in enumerate(frames)]
+    marks = [f"    {arrow} {note}" if i == focus and note else "" for i in range(len(frames))]
+    if not any(source for _, source in frames):
+        return [line + mark for line, mark in zip(left, marks)]
+    width, mark_width = max(map(len, left)), max(map(len, marks))
+    return [(f"{line:<{width}}{mark:<{mark_width}}    {source}" if source else line + mark).rstrip()
+            for line, mark, (_, source) in zip(left, marks, frames)]
+
+
 def _stack_lines(task: Task, marker: bool = True) -> list[str]:
     if not task.frames:
         return ["    (no stack frames)"]
-    focus = _focus(task)
-    note = "lock slow path" if task.waits_on is not None else "where it is"
-    lines = []
-    for i, frame in enumerate(task.frames):
-        line = f"  {'#' + str(i):>3} {frame.describe()}"
-        if marker and i == focus:
-            line += f"    <-- {note}"
-        lines.append(line)
-    return lines
+    note = ("lock slow path" if task.waits_on is not None else "where it is") if marker else ""
+    return _frame_rows([(f.describe(), f.source) for f in task.frames], _focus(task), note, "<--", indent="  ")
 
 
 def _task_state(task: Task) -> str:
@@ -539,9 +613,13 @@ def _group_head(group: dict[str, Any]) -> str:
     return f"{_plural(group['count'], 'task')}: {', '.join(named)}"
 
 
+def _group_frames(group: dict[str, Any]) -> list[tuple[str, Optional[str]]]:
+    sources = group.get("sources") or [None] * len(group["stack"])
+    return list(zip(group["stack"], sources))
+
+
 def _group_lines(group: dict[str, Any], note: str) -> list[str]:
-    lines = [f"  {'#' + str(i):>3} {line}" + (f"    <-- {note}" if i == group["focus"] else "")
-             for i, line in enumerate(group["stack"])]
+    lines = _frame_rows(_group_frames(group), group["focus"], note, "<--", indent="  ")
     return lines or ["    (no stack frames)"]
 
 
@@ -731,7 +809,8 @@ class StackLexer(RegexLexer):
             (r"[ \t]+", Whitespace),
             (r"\n", Whitespace),
             (r"#\d+", Comment),
-            (r"<- .*", Comment.Special),
+            (r"<- \S+(?: \S+)*", Comment.Special),  # the marker: words up to a column gap
+            (r"[\w./+-]+\.\w+:\d+", Comment.PreprocFile),  # a source line: kernel/locking/semaphore.c:240
             (r"\+0x[0-9a-fA-F]+", Number.Hex),
             (r"0x[0-9a-fA-F]+", Number.Hex),
             (r"\[[^\]\n]*\]", Name.Namespace),
@@ -807,13 +886,12 @@ def _css() -> str:
     return pygments_css + "\n" + _CSS
 
 
-def _stack_html(task_frames: list[str], focus: Optional[int], note: str = "") -> str:
-    """A stack as a highlighted code block; the ``focus`` frame is highlighted and marked with ``note``."""
-    if not task_frames:
+def _stack_html(frames: Sequence[tuple[str, Optional[str]]], focus: Optional[int], note: str = "") -> str:
+    """A stack (``(Frame.describe(), source)`` pairs) as a highlighted code block; the ``focus`` frame is
+    highlighted and marked with ``note``; source lines in a column of their own."""
+    if not frames:
         return '<p class="note">no stack frames</p>'
-    lines = [f"{'#' + str(i):>3} {line}" for i, line in enumerate(task_frames)]
-    if focus is not None and note:
-        lines[focus] += f"    <- {note}"
+    lines = _frame_rows(frames, focus, note, "<-")
     return _highlight("\n".join(lines), StackLexer(), [focus + 1] if focus is not None else [])
 
 
@@ -855,7 +933,7 @@ def _task_html(graph: WaitForGraph, task: Task, anchors: _Anchors, role: str = "
         out.append(f"<br>how kdlgdb knows it waits: {_h(task.wait_evidence)}")
     out.append("</p>")
     note = "lock slow path" if task.waits_on is not None else "where it is"
-    out.append(_stack_html([f.describe() for f in task.frames], _focus(task), note))
+    out.append(_stack_html([(f.describe(), f.source) for f in task.frames], _focus(task), note))
     out.append("</div>")
     return "\n".join(out)
 
@@ -863,7 +941,7 @@ def _task_html(graph: WaitForGraph, task: Task, anchors: _Anchors, role: str = "
 def _group_html(group: dict[str, Any], anchors: _Anchors, note: str) -> str:
     marks = "".join(f"<span{anchors.take(f'task-{pid}')}></span>" for pid in group["pids"])
     return (f"<h4>{marks}{_h(_group_head(group))}</h4>"
-            + _stack_html(group["stack"], group["focus"], note))
+            + _stack_html(_group_frames(group), group["focus"], note))
 
 
 def _groups_html(groups: list[dict[str, Any]], anchors: _Anchors, note: str) -> str:

@@ -48,13 +48,14 @@ def render_tasks(snapshot: Snapshot, tasks: list[Task]) -> str:
 
 
 def render_bt(snapshot: Snapshot, task: Task) -> str:
-    """A crash-like backtrace: a header line, then ``#n [stack slot] symbol+offset [module]``."""
+    """A crash-like backtrace: a header line, then ``#n [stack slot] symbol+offset [module]  file:line``."""
     lines = [
         f"PID: {task.pid}  TASK: {task.address:#x}  CPU: {task.cpu}  "
         f'COMMAND: "{task.comm}"  STATE: {task.state}'
     ]
     for number, frame in enumerate(task.frames):
-        lines.append(f"{'#' + str(number):>3} [{frame.sp:x}] {frame.describe()}")
+        line = f"{'#' + str(number):>3} [{frame.sp:x}] {frame.describe()}"
+        lines.append(f"{line:<56} {frame.source}" if frame.source else line)
     if not task.frames:
         lines.append("    (no stack frames)")
     return "\n".join(lines)

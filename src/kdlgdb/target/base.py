@@ -42,10 +42,18 @@ class Target:
         """(name, offset) of the vmlinux symbol that contains a static address, or None."""
         raise NotImplementedError
 
+    def source_line(self, address: int) -> Optional[tuple[str, int]]:
+        """(file, line) of the call that a return address at a static vmlinux address follows, or None.
+
+        The file is as the debug info names it (relative to the build directory, or absolute).
+        """
+        raise NotImplementedError
+
     def vmcoreinfo(self) -> Optional[dict[str, str]]:
         """The dump's VMCOREINFO note as key -> value, or None (live targets)."""
         raise NotImplementedError
 
     def describe(self) -> str:
-        """One line naming what is being read ("vmcore /x/y", "remote localhost:1234")."""
+        """One line naming what is being read: ``"ELF vmcore (QEMU dump-guest-memory with paging) /x/y"``,
+        ``"live gdbstub localhost:1234"``."""
         raise NotImplementedError

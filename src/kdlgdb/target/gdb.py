@@ -55,6 +55,7 @@ class GdbTarget(Target):
                     )
         self._types: dict[str, Optional[gdb.Type]] = {}
         self._symbolized: dict[int, Optional[tuple[str, int]]] = {}
+        self._lines: dict[int, Optional[tuple[str, int]]] = {}
 
     @property
     def dump(self) -> Optional[ElfDump]:
@@ -109,11 +110,32 @@ class GdbTarget(Target):
             self._symbolized[address] = (m.group(1), int(m.group(2) or 0)) if m else None
         return self._symbolized[address]
 
+    def source_line(self, address: int) -> Optional[tuple[str, int]]:
+        # A return address follows its call: the call's own line is the one of the byte before it.
+        if address not in self._lines:
+            try:
+                sal = gdb.find_pc_line(address - 1)
+            except gdb.error:
+                sal = None
+            found = None
+            if sal is not None and sal.symtab is not None and sal.line > 0:
+                found = (sal.symtab.filename, sal.line)
+            self._lines[address] = found
+        return self._lines[address]
+
     def vmcoreinfo(self) -> Optional[dict[str, str]]:
         return self._dump.vmcoreinfo() if self._dump is not None else None
 
+    @property
+    def where(self) -> str:
+        """The dump's path, or the gdbstub's address (``localhost:1234``)."""
+        return self._where
+
     def describe(self) -> str:
-        return f"vmcore {self._where}" if self.kind == "dump" else f"remote {self._where}"
+        if self.kind == "live":
+            return f"live gdbstub {self._where}"
+        kind = self._dump.kind if self._dump is not None else "core file"
+        return f"{kind} {self._where}"
 
     def _lookup_symbol(self, name: str):
         try:

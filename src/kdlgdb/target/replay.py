@@ -62,6 +62,9 @@ class RecordingTarget(Target):
     def symbolize(self, address: int) -> Optional[tuple[str, int]]:
         return self._ask(f"symbolize {address:#x}", self.inner.symbolize(address))
 
+    def source_line(self, address: int) -> Optional[tuple[str, int]]:
+        return self._ask(f"source_line {address:#x}", self.inner.source_line(address))
+
     def vmcoreinfo(self) -> Optional[dict[str, str]]:
         return self._ask("vmcoreinfo", self.inner.vmcoreinfo())
 
@@ -135,6 +138,9 @@ class ReplayTarget(Target):
 
     def symbolize(self, address: int) -> Optional[tuple[str, int]]:
         return self._answer(f"symbolize {address:#x}")
+
+    def source_line(self, address: int) -> Optional[tuple[str, int]]:
+        return self._answer(f"source_line {address:#x}")
 
     def vmcoreinfo(self) -> Optional[dict[str, str]]:
         return self._answer("vmcoreinfo")

@@ -32,6 +32,21 @@ class ElfDump:
         """True if some PT_LOAD maps kernel virtual addresses (QEMU paging dumps, kdump /proc/vmcore)."""
         return any(vaddr >= KERNEL_SPACE for vaddr, _, _, _ in self.loads)
 
+    @property
+    def kind(self) -> str:
+        """What made the dump, as far as its notes tell: ``"ELF vmcore (QEMU dump-guest-memory with paging)"``.
+
+        QEMU's dump-guest-memory writes a ``QEMU`` note (its CPU state) beside each ``CORE`` one; a kernel's own
+        crash dump (kdump's /proc/vmcore, makedumpfile -E) has ``CORE`` notes and VMCOREINFO only.
+        """
+        names = {name for name, _, _ in self.notes}
+        if "QEMU" in names:
+            paging = "with paging" if self.has_virtual_addresses else "without paging"
+            return f"ELF vmcore (QEMU dump-guest-memory {paging})"
+        if "VMCOREINFO" in names:
+            return "ELF vmcore (kdump)"
+        return "ELF vmcore"
+
     def vmcoreinfo(self) -> Optional[dict[str, str]]:
         for name, _, desc in self.notes:
             if name == "VMCOREINFO":
