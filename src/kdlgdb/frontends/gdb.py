@@ -150,10 +150,16 @@ def batch(command: str, argv: list[str], out: str, record: Optional[str] = None)
         _report(command, KdlError("interrupted"), out + ".err")
     except Exception as e:
         _report(command, e, out + ".err")
+    _quit(status)
+
+
+def _quit(status: int) -> None:
+    """End a batch run: detach from a live kernel (never kill the guest), quit with ``status``."""
     gdb.flush()
     try:
-        if gdb.selected_inferior().connection is not None and gdb.selected_inferior().connection.type != "core":
-            gdb.execute("detach", to_string=True)  # never kill a live guest on the way out
+        connection = gdb.selected_inferior().connection
+        if connection is not None and connection.type != "core":
+            gdb.execute("detach", to_string=True)
     except gdb.error:
         pass
     gdb.execute(f"quit {status}")
@@ -186,13 +192,7 @@ def batch_bundle(out: str) -> None:
         _report("kdlgdb report", KdlError("interrupted"), out + ".err")
     except Exception as e:
         _report("kdlgdb report", e, out + ".err")
-    gdb.flush()
-    try:
-        if gdb.selected_inferior().connection is not None and gdb.selected_inferior().connection.type != "core":
-            gdb.execute("detach", to_string=True)  # never kill a live guest on the way out
-    except gdb.error:
-        pass
-    gdb.execute(f"quit {status}")
+    _quit(status)
 
 
 def _report_parser() -> commands._Parser:
