@@ -89,7 +89,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         cmd = gdb_command(args.vmlinux, args.vmcore, args.remote, "kd-waitfor", kd_argv, out, record=args.record)
         try:
             # gdb's own chatter while loading goes nowhere; its errors and ours reach stderr.
-            done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+            done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=report.gdb_env())
         except KeyboardInterrupt:
             return 2
         if os.path.exists(out):

@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional, Sequence
@@ -317,6 +318,15 @@ def _vmlinux_for(dump: str, vmlinux: Optional[str], places: Sequence[str] = VMLI
     return found, f"found by the dump's release {release}"
 
 
+def gdb_env() -> dict[str, str]:
+    """The environment for a batch gdb: its progress goes to our terminal when stderr is one
+    (the caller captures gdb's stderr, so gdb writes to /dev/tty; see frontends/gdb.py)."""
+    env = dict(os.environ)
+    if sys.stderr.isatty():
+        env["KDLGDB_PROGRESS"] = "tty"
+    return env
+
+
 def gdb_bundle_command(vmlinux: str, dump: str, out: str) -> list[str]:
     """The gdb command line that writes the bundle of ``dump`` to ``out`` and quits with the verdict status."""
     gdb = os.environ.get("KDLGDB_GDB", "gdb")
@@ -337,7 +347,7 @@ def collect_bundle(vmlinux: str, dump: str, timeout: float = GDB_TIMEOUT) -> Bun
         out = os.path.join(tmp, "bundle.json")
         try:
             done = subprocess.run(gdb_bundle_command(vmlinux, dump, out), stdin=subprocess.DEVNULL,
-                                  capture_output=True, text=True, timeout=timeout)
+                                  capture_output=True, text=True, timeout=timeout, env=gdb_env())
         except subprocess.TimeoutExpired:
             raise KdlError(f"gdb took more than {timeout:.0f}s on {dump}") from None
         if os.path.exists(out + ".err"):

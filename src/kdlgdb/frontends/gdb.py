@@ -6,6 +6,7 @@ vmlinux or core, or a live target that ran).
 """
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 import traceback
@@ -59,9 +60,18 @@ def _color() -> bool:
 
 
 def _progress(stage: str, done: int, total: int) -> None:
+    """Progress of a long analysis, only on a terminal: gdb's own, or the one the kdlgdb
+    command runs on (it sets KDLGDB_PROGRESS=tty, since it captures gdb's stderr)."""
+    line = f"\rkdlgdb: {stage} {done}" + (f"/{total}" if total else "") + "   \r"
     if sys.stderr.isatty():
-        sys.stderr.write(f"\rkdlgdb: {stage} {done}" + (f"/{total}" if total else "") + "   \r")
+        sys.stderr.write(line)
         sys.stderr.flush()
+    elif os.environ.get("KDLGDB_PROGRESS") == "tty":
+        try:
+            with open("/dev/tty", "w") as tty:
+                tty.write(line)
+        except OSError:
+            pass
 
 
 def snapshot(record: Optional[str] = None) -> Snapshot:

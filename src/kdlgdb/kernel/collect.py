@@ -105,6 +105,8 @@ def collect(target: Target, progress: Optional[Progress] = None) -> Snapshot:
     # Stacks: only tasks that are off CPU have a meaningful saved stack pointer.
     live: dict[int, Stack] = {}
     for n, (address, task) in enumerate(tasks.items()):
+        if progress is not None and n % 500 == 0:
+            progress("stacks", n, len(tasks))
         if task.on_cpu:
             continue
         try:
@@ -114,8 +116,6 @@ def collect(target: Target, progress: Optional[Progress] = None) -> Snapshot:
                 task.frames = stacks.frames(stack)
         except ReadError as e:
             problems.append(Problem("stack", f"task {task.pid} ({task.comm}) {task.stack_base:#x}", str(e)))
-        if progress is not None and n % 500 == 0:
-            progress("stacks", n, len(tasks))
 
     snap.tasks = sorted(tasks.values(), key=lambda t: (t.pid, t.address))
     kinds = lock_kinds(k)
