@@ -13,7 +13,7 @@ from ..errors import KdlError
 from ..model import CERTAIN, INFERRED, Owner
 from .layout import Kernel, le32, le64
 
-__all__ = ["LockKind", "lock_kinds", "decode_lock"]
+__all__ = ["LockKind", "lock_kinds", "last_reader"]
 
 # The low bits of mutex.owner are flags since v4.10 (3ca0ff571b09): WAITERS 0x1,
 # HANDOFF 0x2, PICKUP 0x4. task_struct is cache-line aligned, so masking 0x7 is safe.
@@ -64,10 +64,6 @@ def lock_kinds(k: Kernel) -> dict[str, LockKind]:
             name, struct_name, waiter, wait_list[0], k.offset(waiter, "list"), k.offset(waiter, "task"), decode
         )
     return kinds
-
-
-def decode_lock(k: Kernel, kind: LockKind, address: int) -> tuple[list[Owner], dict[str, Any]]:
-    return kind.decode(k, address)
 
 
 def _decode_mutex(k: Kernel, address: int) -> tuple[list[Owner], dict[str, Any]]:
