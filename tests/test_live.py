@@ -5,7 +5,7 @@ import pytest
 
 import samples
 from expectations import check_waitfor
-from realgdb import gdb, kdlgdb, waitfor_json
+from realgdb import gdb, waitfor_json
 
 pytestmark = pytest.mark.realkernel
 

@@ -7,37 +7,14 @@ analyse (the reason on one line).
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 from typing import Optional
 
 from . import report
 from .errors import KdlError
-from .target.vmcore import open_elf_dump
+from .gdbrun import run_batch
 
-__all__ = ["main", "gdb_command"]
-
-SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def gdb_command(vmlinux: str, dump: Optional[str], remote: Optional[str], command: str, argv: list[str],
-                out: str, record: Optional[str] = None) -> list[str]:
-    """The gdb command line that runs one kd-* command and quits with its status."""
-    gdb = os.environ.get("KDLGDB_GDB", "gdb")
-    cmd = [gdb, "-nx", "-q", "-batch", vmlinux]
-    if dump:
-        cmd.append(dump)
-    if remote:
-        cmd += ["-ex", f"target remote {remote}"]
-    script = (
-        f"import sys; sys.path.insert(0, {SRC!r}); "
-        "from kdlgdb.frontends import gdb as f; f.register(); "
-        f"f.batch({command!r}, {argv!r}, out={out!r}, record={record!r})"
-    )
-    return cmd + ["-ex", f"python {script}"]
+__all__ = ["main"]
 
 
 def _progress(done: int, total: int, dump: str) -> None:
@@ -67,43 +44,17 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     if (args.vmcore is None) == (args.remote is None):
         p.error("give either a VMCORE or --remote HOST:PORT")
-    for path in (args.vmlinux, args.vmcore):
-        if path and not os.path.isfile(path):
-            print(f"kdlgdb: no such file: {path}", file=sys.stderr)
-            return 2
-    if args.vmcore:
-        try:
-            dump = open_elf_dump(args.vmcore)
-        except KdlError as e:
-            print(f"kdlgdb: {e}", file=sys.stderr)
-            return 2
-        if not dump.has_virtual_addresses:
-            print(f"kdlgdb: {args.vmcore} has physical addresses only; gdb cannot read it (take the dump with paging)", file=sys.stderr)
-            return 2
-    if shutil.which(os.environ.get("KDLGDB_GDB", "gdb")) is None:
-        print("kdlgdb: gdb is not installed (apt-get install gdb)", file=sys.stderr)
-        return 2
     kd_argv = (["--json"] if args.json else []) + (["-p", str(args.pid)] if args.pid is not None else [])
-    with tempfile.TemporaryDirectory(prefix="kdlgdb-") as tmp:
-        out = os.path.join(tmp, "out")
-        cmd = gdb_command(args.vmlinux, args.vmcore, args.remote, "kd-waitfor", kd_argv, out, record=args.record)
-        try:
-            # gdb's own chatter while loading goes nowhere; its errors and ours reach stderr.
-            done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=report.gdb_env())
-        except KeyboardInterrupt:
-            return 2
-        if os.path.exists(out):
-            with open(out) as f:
-                sys.stdout.write(f.read())
-        if os.path.exists(out + ".err"):
-            with open(out + ".err") as f:
-                sys.stderr.write("kdlgdb: " + f.read())
-        elif not os.path.exists(out):
-            # gdb itself failed before kdlgdb ran: show its last words.
-            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-            print(f"kdlgdb: gdb failed: {tail[0]}", file=sys.stderr)
-            return 2
-        return done.returncode
+    try:
+        out, status = run_batch(args.vmlinux, args.vmcore, args.remote, "batch",
+                                {"command": "kd-waitfor", "argv": kd_argv, "record": args.record})
+    except KdlError as e:
+        print(f"kdlgdb: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 2
+    sys.stdout.write(out)
+    return status
 
 
 if __name__ == "__main__":

@@ -24,10 +24,6 @@ import dataclasses
 import datetime
 import json
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional, Sequence
 
@@ -50,6 +46,7 @@ from .render.report import (
     summary_sentence,
     verdict,
 )
+from .gdbrun import check_dump, run_batch
 from .target.vmcore import open_elf_dump
 
 __all__ = [
@@ -71,8 +68,6 @@ __all__ = [
     "format_for",
     "dump_release",
     "find_vmlinux",
-    "check_dump",
-    "gdb_bundle_command",
     "collect_bundle",
     "triage",
     "triage_one",
@@ -83,7 +78,6 @@ __all__ = [
 ]
 
 BUNDLE_VERSION = 1
-SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: Where a vmlinux with debug info for release REL is looked for, in order (Debian's -dbg package first).
 VMLINUX_PLACES = (
@@ -295,15 +289,6 @@ def find_vmlinux(release: str, places: Sequence[str] = VMLINUX_PLACES) -> tuple[
     return None, looked
 
 
-def check_dump(path: str) -> None:
-    """KdlError (one line) unless ``path`` is an ELF vmcore gdb can read."""
-    if not os.path.isfile(path):
-        raise KdlError(f"no such file: {path}")
-    dump = open_elf_dump(path)
-    if not dump.has_virtual_addresses:
-        raise KdlError(f"{path} has physical addresses only; gdb cannot read it (take the dump with paging)")
-
-
 def _vmlinux_for(dump: str, vmlinux: Optional[str], places: Sequence[str] = VMLINUX_PLACES) -> tuple[str, str]:
     """(vmlinux to use, how it was chosen); KdlError naming where it looked when none matches."""
     if vmlinux is not None:
@@ -318,46 +303,15 @@ def _vmlinux_for(dump: str, vmlinux: Optional[str], places: Sequence[str] = VMLI
     return found, f"found by the dump's release {release}"
 
 
-def gdb_env() -> dict[str, str]:
-    """The environment for a batch gdb: its progress goes to our terminal when stderr is one
-    (the caller captures gdb's stderr, so gdb writes to /dev/tty; see frontends/gdb.py)."""
-    env = dict(os.environ)
-    if sys.stderr.isatty():
-        env["KDLGDB_PROGRESS"] = "tty"
-    return env
-
-
-def gdb_bundle_command(vmlinux: str, dump: str, out: str) -> list[str]:
-    """The gdb command line that writes the bundle of ``dump`` to ``out`` and quits with the verdict status."""
-    gdb = os.environ.get("KDLGDB_GDB", "gdb")
-    script = (
-        f"import sys; sys.path.insert(0, {SRC!r}); "
-        "from kdlgdb.frontends import gdb as f; f.register(); "
-        f"f.batch_bundle(out={out!r})"
-    )
-    return [gdb, "-nx", "-q", "-batch", vmlinux, dump, "-ex", f"python {script}"]
-
-
 def collect_bundle(vmlinux: str, dump: str, timeout: float = GDB_TIMEOUT) -> Bundle:
     """Run gdb in batch mode on ``dump`` and return the bundle it writes; KdlError (one line) when it fails."""
-    check_dump(dump)
-    if shutil.which(os.environ.get("KDLGDB_GDB", "gdb")) is None:
-        raise KdlError("gdb is not installed (apt-get install gdb)")
-    with tempfile.TemporaryDirectory(prefix="kdlgdb-") as tmp:
-        out = os.path.join(tmp, "bundle.json")
-        try:
-            done = subprocess.run(gdb_bundle_command(vmlinux, dump, out), stdin=subprocess.DEVNULL,
-                                  capture_output=True, text=True, timeout=timeout, env=gdb_env())
-        except subprocess.TimeoutExpired:
-            raise KdlError(f"gdb took more than {timeout:.0f}s on {dump}") from None
-        if os.path.exists(out + ".err"):
-            with open(out + ".err") as f:
-                line = (f.read().strip().splitlines() or ["failed"])[0]
-            raise KdlError(line.removeprefix("kdlgdb report: "))
-        if not os.path.exists(out):
-            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise KdlError(f"gdb failed: {tail[0]}")
-        bundle = load_bundle(out)
+    try:
+        out, _ = run_batch(vmlinux, dump, None, "batch_bundle", {}, timeout=timeout)
+        bundle = Bundle.from_dict(json.loads(out))
+    except KdlError as e:
+        raise KdlError(str(e).removeprefix("kdlgdb report: ")) from None
+    except ValueError as e:
+        raise KdlError(f"gdb wrote no bundle for {dump}: {e}") from None
     bundle.facts.setdefault("dump", dump)
     if "dump_mtime" not in bundle.facts and file_time(dump) is not None:
         bundle.facts["dump_mtime"] = file_time(dump)

@@ -6,11 +6,12 @@ vmlinux or core, or a live target that ran).
 """
 from __future__ import annotations
 
+import argparse
 import os
 import shlex
 import sys
 import traceback
-from typing import Optional
+from typing import Callable, Optional
 
 import gdb  # type: ignore[import-not-found]
 
@@ -78,13 +79,12 @@ def snapshot(record: Optional[str] = None) -> Snapshot:
     """The Snapshot of the kernel gdb looks at, collected once and cached."""
     if record is None and "current" in _cache:
         return _cache["current"]
-    target = GdbTarget()
     if record is not None:
-        recorder = RecordingTarget(target)
+        recorder = RecordingTarget(GdbTarget())
         snap = collect(recorder)
         recorder.save(record)
     else:
-        snap = collect(target, progress=_progress)
+        snap = collect(kernel(), progress=_progress)
     _cache["current"] = snap
     return snap
 
@@ -104,19 +104,16 @@ def _forget(*_args) -> None:
 class KdCommand(gdb.Command):
     """One kd-* command; the docstring is set from its argparse help."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, parser: Optional[Callable[[], argparse.ArgumentParser]] = None) -> None:
         self.name = name
-        self.__doc__ = commands.help_text(name)
+        self.parser = parser or commands.COMMANDS[name]
+        self.__doc__ = self.parser().format_help()
         super().__init__(name, gdb.COMMAND_DATA)
 
     def invoke(self, argument: str, from_tty: bool) -> None:
         self.dont_repeat()
         try:
-            args = commands.parse(self.name, shlex.split(argument))
-            if self.name in commands.KERNEL_COMMANDS:
-                text = commands.run(self.name, args, None, color=_color(), kernel=kernel())
-            else:
-                text = commands.run(self.name, args, snapshot(), color=_color())
+            text = self.output(self.parser().parse_args(shlex.split(argument)))
             if text:  # kd-dmesg --grep may match nothing
                 gdb.write(text + "\n")
         except commands.HelpShown:
@@ -125,6 +122,11 @@ class KdCommand(gdb.Command):
             gdb.write(f"{self.name}: interrupted\n", gdb.STDERR)
         except Exception as e:  # the one place that turns errors into one line
             _report(self.name, e)
+
+    def output(self, args: argparse.Namespace) -> str:
+        if self.name in commands.KERNEL_COMMANDS:
+            return commands.run(self.name, args, None, color=_color(), kernel=kernel())
+        return commands.run(self.name, args, snapshot(), color=_color())
 
 
 def _report(name: str, e: BaseException, errors: Optional[str] = None) -> None:
@@ -181,7 +183,8 @@ def _quit(status: int) -> None:
 def _bundle() -> post_mortem.Bundle:
     """The cached snapshot, the kernel log and facts about what gdb has loaded."""
     snap = snapshot()
-    target = GdbTarget()
+    target = kernel().target
+    assert isinstance(target, GdbTarget)
     dump = target.dump.path if target.dump is not None else None
     remote = target.where if target.kind == "live" else None
     log, log_facts = post_mortem.read_kernel_log(kernel())
@@ -217,27 +220,17 @@ def _report_parser() -> commands._Parser:
     return p
 
 
-class KdReport(gdb.Command):
-    """kd-report -o FILE: the docstring is set from its argparse help."""
+class KdReport(KdCommand):
+    """kd-report -o FILE: a post-mortem report of the kernel gdb looks at."""
 
     def __init__(self) -> None:
-        self.__doc__ = _report_parser().format_help()
-        super().__init__("kd-report", gdb.COMMAND_DATA)
+        super().__init__("kd-report", _report_parser)
 
-    def invoke(self, argument: str, from_tty: bool) -> None:
-        self.dont_repeat()
-        try:
-            args = _report_parser().parse_args(shlex.split(argument))
-            fmt = post_mortem.format_for(args.output, args.format)
-            bundle = _bundle()
-            post_mortem.write_report(bundle, args.output, fmt)
-            gdb.write(f"{post_mortem.summary_line(bundle)}\nkd-report: wrote {args.output} ({fmt})\n")
-        except commands.HelpShown:
-            pass
-        except KeyboardInterrupt:
-            gdb.write("kd-report: interrupted\n", gdb.STDERR)
-        except Exception as e:
-            _report("kd-report", e)
+    def output(self, args: argparse.Namespace) -> str:
+        fmt = post_mortem.format_for(args.output, args.format)
+        bundle = _bundle()
+        post_mortem.write_report(bundle, args.output, fmt)
+        return f"{post_mortem.summary_line(bundle)}\nkd-report: wrote {args.output} ({fmt})"
 
 
 def register() -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-from ..errors import CorruptError, KdlError, ReadError
+from ..errors import CorruptError, ReadError
 from ..model import INFERRED, Lock, Owner, Problem, Snapshot, Task
 from ..target.base import Target
 from .held import CodeReader
@@ -50,14 +50,15 @@ def crash_time(vmcoreinfo: dict[str, str]) -> Optional[int]:
         return None
 
 
-def collect(target: Target, progress: Optional[Progress] = None) -> Snapshot:
-    """Read everything the wait-for analysis needs from ``target``.
+def collect(source: Target | Kernel, progress: Optional[Progress] = None) -> Snapshot:
+    """Read everything the wait-for analysis needs from a target (or a Kernel already made of one,
+    so that KASLR and the banner are not worked out twice).
 
     KdlError for what makes analysis impossible (wrong vmlinux, missing types);
     anything wrong with one task or lock becomes a Problem and is skipped.
     """
-    k = Kernel(target)
-    snap = Snapshot(release=k.release, kaslr_offset=k.kaslr_offset, sources=lock_sources(k), dump=target.describe(),
+    k = source if isinstance(source, Kernel) else Kernel(source)
+    snap = Snapshot(release=k.release, kaslr_offset=k.kaslr_offset, sources=lock_sources(k), dump=k.target.describe(),
                     crash_time=crash_time(k.vmcoreinfo))
     problems = snap.problems
     layout = TaskLayout.detect(k)

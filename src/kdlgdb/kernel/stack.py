@@ -9,7 +9,7 @@ sleeps in and its callers, which is what the wait-for analysis needs.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 from ..errors import ReadError
@@ -67,7 +67,7 @@ class StackReader:
         for slot, value in stack.words():
             if self.symbols.is_text(value) and self._follows_call(value):
                 frame = self._frame(value)
-                out.append(Frame(frame.pc, frame.symbol, frame.offset, frame.module, slot, frame.source))
+                out.append(replace(frame, sp=slot))
         return out
 
     def _frame(self, pc: int) -> Frame:

@@ -44,7 +44,11 @@ class Symbols:
 
     # -- lookups ------------------------------------------------------------
     def is_text(self, address: int) -> bool:
-        if self.text_start <= address < self.text_end:
+        # x86_64 maps modules above the kernel image: anything below _stext (stack
+        # addresses, small numbers, the direct map) is rejected before the module scan.
+        if address < self.text_start:
+            return False
+        if address < self.text_end:
             return True
         return any(m.text[0] <= address < m.text[1] for m in self.modules)
 

@@ -57,8 +57,7 @@ class TaskLayout:
         state = "__state" if k.has_member(t, "__state") else "state"
         # v5.16 moved cpu into thread_info on x86 (bcf9033e5449); before it was task->cpu.
         cpu = "thread_info.cpu" if k.has_member(t, "thread_info.cpu") else "cpu"
-        comm = k.member(t, "comm")
-        assert comm is not None or k.offset(t, "comm")
+        comm = (k.offset(t, "comm"), (k.member(t, "comm") or (0, 16))[1])  # offset() raises if it is missing
         last_arrival = k.member(t, "sched_info.last_arrival")
         on_cpu = k.member(t, "on_cpu")
         cpu_member = k.member(t, cpu)
@@ -73,8 +72,8 @@ class TaskLayout:
             stack=k.offset(t, "stack"),
             pid=k.offset(t, "pid"),
             tgid=k.offset(t, "tgid"),
-            comm=comm[0] if comm else 0,
-            comm_size=comm[1] if comm else 16,
+            comm=comm[0],
+            comm_size=comm[1],
             tasks=k.offset(t, "tasks"),
             thread_node=k.offset(t, "thread_node"),
             signal=k.offset(t, "signal"),

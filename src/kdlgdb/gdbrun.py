@@ -1,0 +1,74 @@
+"""Running gdb in batch mode with the extension: what ``kdlgdb waitfor``, ``report``
+and ``triage`` share.
+
+gdb loads the vmlinux and the dump (or connects to a gdbstub), calls one function of
+``kdlgdb.frontends.gdb`` that writes its result to a file and its error line to
+``FILE.err``, and quits with a status. What gdb itself prints while loading is
+captured and shown only when gdb fails before kdlgdb runs.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from typing import Any, Optional
+
+from .errors import KdlError
+from .target.vmcore import open_elf_dump
+
+__all__ = ["check_dump", "gdb_env", "run_batch"]
+
+SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def check_dump(path: str) -> None:
+    """KdlError (one line) unless ``path`` is an ELF vmcore gdb can read."""
+    if not os.path.isfile(path):
+        raise KdlError(f"no such file: {path}")
+    if not open_elf_dump(path).has_virtual_addresses:
+        raise KdlError(f"{path} has physical addresses only; gdb cannot read it (take the dump with paging)")
+
+
+def gdb_env() -> dict[str, str]:
+    """The environment for a batch gdb: its progress goes to our terminal when stderr is one
+    (we capture gdb's stderr, so gdb writes to /dev/tty; see frontends/gdb.py)."""
+    env = dict(os.environ)
+    if sys.stderr.isatty():
+        env["KDLGDB_PROGRESS"] = "tty"
+    return env
+
+
+def run_batch(vmlinux: str, dump: Optional[str], remote: Optional[str], function: str, kwargs: dict[str, Any],
+              timeout: Optional[float] = None) -> tuple[str, int]:
+    """(what ``frontends.gdb.FUNCTION(**kwargs, out=FILE)`` wrote, gdb's exit status).
+
+    KdlError (one line) when gdb is missing, times out, or kdlgdb or gdb failed.
+    """
+    gdb = os.environ.get("KDLGDB_GDB", "gdb")
+    if shutil.which(gdb) is None:
+        raise KdlError("gdb is not installed (apt-get install gdb)")
+    if dump is not None:
+        check_dump(dump)
+    if not os.path.isfile(vmlinux):
+        raise KdlError(f"no such file: {vmlinux}")
+    with tempfile.TemporaryDirectory(prefix="kdlgdb-") as tmp:
+        out = os.path.join(tmp, "out")
+        call = f"f.{function}(out={out!r}, **{kwargs!r})"
+        script = f"import sys; sys.path.insert(0, {SRC!r}); from kdlgdb.frontends import gdb as f; f.register(); {call}"
+        cmd = [gdb, "-nx", "-q", "-batch", vmlinux] + ([dump] if dump else [])
+        cmd += (["-ex", f"target remote {remote}"] if remote else []) + ["-ex", f"python {script}"]
+        try:
+            done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+                                  env=gdb_env())
+        except subprocess.TimeoutExpired:
+            raise KdlError(f"gdb took more than {timeout:.0f}s on {dump or remote}") from None
+        if os.path.exists(out + ".err"):
+            with open(out + ".err") as f:
+                raise KdlError((f.read().strip().splitlines() or ["failed"])[0])
+        if not os.path.exists(out):
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise KdlError(f"gdb failed: {tail[0]}")
+        with open(out) as f:
+            return f.read(), done.returncode
