@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,10 +13,10 @@ EXTENSION = ROOT / "gdbext" / "kdlgdb.py"
 
 
 def kdlgdb(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    """The installed ``kdlgdb`` console script (the module when run from a checkout without it)."""
-    exe = shutil.which("kdlgdb")
-    cmd = [exe] if exe else [sys.executable, "-m", "kdlgdb.cli"]
-    return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    """The ``kdlgdb`` command of *this* checkout (an installed console script may point at another clone)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])))
+    return subprocess.run([sys.executable, "-m", "kdlgdb.cli"] + list(args), capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL, env=env)
 
 
 def waitfor_json(vmlinux: Path, dump: Optional[Path] = None, remote: Optional[str] = None) -> tuple[int, dict[str, Any]]:
