@@ -1,9 +1,12 @@
 """The gdb target: the only module of layer 1 that imports ``gdb``.
 
 Reads go through ``Inferior.read_memory`` in one call per request, so a whole
-task_struct or stack costs one round trip over a gdbstub. Type layouts come
-from gdb's Python type API (``gdb.lookup_type``), never from ``ptype`` output,
-which is slow on a 600 MB vmlinux.
+task_struct or stack costs one round trip over a gdbstub; ``reads`` and
+``bytes_read`` count them. An ELF vmcore gdb has loaded is read from the file
+directly (``ElfMemory``): gdb's own core reads slow down with the number of
+segments, one per vmapped stack. Type layouts come from gdb's Python type API
+(``gdb.lookup_type``), never from ``ptype`` output, which is slow on a 600 MB
+vmlinux.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import gdb  # type: ignore[import-not-found]
 
 from ..errors import KdlError, ReadError
 from .base import Target
+from .elfmemory import ElfMemory
 from .vmcore import ElfDump, open_elf_dump
 
 __all__ = ["GdbTarget", "core_file_path"]
@@ -42,6 +46,9 @@ class GdbTarget(Target):
         self.kind = "dump" if conn is not None and conn.type == "core" else "live"
         self._where = conn.details if conn is not None and conn.details else ""
         self._dump: Optional[ElfDump] = None
+        self._elf_memory: Optional[ElfMemory] = None
+        self.reads = 0  # read requests, and the bytes they asked for
+        self.bytes_read = 0
         if self.kind == "dump":
             path = core_file_path()
             if path:
@@ -53,6 +60,7 @@ class GdbTarget(Target):
                         "copy): gdb would read the vmlinux's own static data instead of the dump; take the dump with "
                         "paging (QMP dump-guest-memory paging=true, HMP dump-guest-memory -p) or open it in crash"
                     )
+                self._elf_memory = ElfMemory(self._dump)
         self._types: dict[str, Optional[gdb.Type]] = {}
         self._symbolized: dict[int, Optional[tuple[str, int]]] = {}
         self._lines: dict[int, Optional[tuple[str, int]]] = {}
@@ -62,6 +70,10 @@ class GdbTarget(Target):
         return self._dump
 
     def read(self, address: int, size: int) -> bytes:
+        self.reads += 1
+        self.bytes_read += size
+        if self._elf_memory is not None:
+            return self._elf_memory.read(address, size)
         try:
             return bytes(self._inferior.read_memory(address, size))
         except gdb.MemoryError as e:
