@@ -9,7 +9,11 @@ sleeps in and its callers, which is what the wait-for analysis needs.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+import sys
+from array import array
+from dataclasses import dataclass
+from functools import cached_property
+from collections.abc import Iterator
 from typing import Optional
 
 from ..errors import ReadError
@@ -37,10 +41,33 @@ class Stack:
     def top(self) -> int:
         return self.sp + len(self.data)
 
-    def words(self):
+    @cached_property
+    def values(self) -> array:
+        """The 8-byte slots from sp up, as unsigned integers (little-endian, as on x86_64)."""
+        values = array("Q", self.data[: len(self.data) // 8 * 8])
+        if sys.byteorder == "big":
+            values.byteswap()
+        return values
+
+    def words(self) -> Iterator[tuple[int, int]]:
         """(address, value) of each 8-byte slot."""
-        for i in range(0, len(self.data) - 7, 8):
-            yield self.sp + i, int.from_bytes(self.data[i : i + 8], "little")
+        return zip(range(self.sp, self.top, 8), self.values)
+
+    def slots_holding(self, value: int) -> list[int]:
+        """Addresses of the slots that hold ``value``."""
+        found = []
+        i = -1
+        while True:
+            try:
+                i = self.values.index(value, i + 1)
+            except ValueError:
+                return found
+            found.append(self.sp + 8 * i)
+
+    def read(self, address: int, size: int) -> Optional[bytes]:
+        """The bytes at [address, address + size) if they lie in this live stack, else None."""
+        at = address - self.sp
+        return self.data[at : at + size] if 0 <= at and at + size <= len(self.data) else None
 
 
 class StackReader:
@@ -52,7 +79,7 @@ class StackReader:
         init_stack = k.target.symbol_size("init_stack")
         # THREAD_SIZE: init_stack is declared as unsigned long[THREAD_SIZE / 8].
         self.thread_size = init_stack or 16384
-        self._after_call: dict[int, bool] = {}
+        self._return_address: dict[int, bool] = {}
         self._frames: dict[int, Frame] = {}
 
     def read(self, stack_base: int, sp: int) -> Optional[Stack]:
@@ -63,11 +90,13 @@ class StackReader:
         return Stack(sp, self.k.read(sp, top - sp))
 
     def frames(self, stack: Stack) -> list[Frame]:
+        """The return addresses on the stack, innermost first."""
         out = []
-        for slot, value in stack.words():
-            if self.symbols.is_text(value) and self._follows_call(value):
-                frame = self._frame(value)
-                out.append(replace(frame, sp=slot))
+        lowest = self.symbols.text_start  # most words are below all text: skip them cheaply
+        for i, value in enumerate(stack.values):
+            if value >= lowest and self._is_return_address(value):
+                f = self._frame(value)
+                out.append(Frame(f.pc, f.symbol, f.offset, f.module, stack.sp + 8 * i, f.source))
         return out
 
     def _frame(self, pc: int) -> Frame:
@@ -82,15 +111,17 @@ class StackReader:
             self._frames[pc] = Frame(pc, name, offset, module, source=source)
         return self._frames[pc]
 
-    def _follows_call(self, address: int) -> bool:
-        """Whether the bytes before ``address`` end with an x86 call instruction."""
-        if address not in self._after_call:
-            try:
-                code = self.k.read(address - 7, 7)
-            except ReadError:
-                code = b""
-            self._after_call[address] = len(code) == 7 and _is_call_end(code)
-        return self._after_call[address]
+    def _is_return_address(self, value: int) -> bool:
+        """Whether ``value`` points into text just after an x86 call instruction (found once per value)."""
+        if value not in self._return_address:
+            found = False
+            if self.symbols.is_text(value):
+                try:
+                    found = _is_call_end(self.k.read(value - 7, 7))
+                except ReadError:
+                    pass
+            self._return_address[value] = found
+        return self._return_address[value]
 
 
 def source_name(filename: str, line: int) -> str:
