@@ -60,19 +60,34 @@ def _color() -> bool:
     return value == "on"
 
 
-def _progress(stage: str, done: int, total: int) -> None:
-    """Progress of a long analysis, only on a terminal: gdb's own, or the one the kdlgdb
-    command runs on (it sets KDLGDB_PROGRESS=tty, since it captures gdb's stderr)."""
-    line = f"\rkdlgdb: {stage} {done}" + (f"/{total}" if total else "") + "   \r"
-    if sys.stderr.isatty():
-        sys.stderr.write(line)
-        sys.stderr.flush()
-    elif os.environ.get("KDLGDB_PROGRESS") == "tty":
-        try:
+def _to_terminal(text: str) -> None:
+    """Write ``text`` to the user's terminal, if there is one: gdb's stderr when it is a terminal
+    (gdb's ``sys.stderr.isatty()`` always says no: ask the file descriptor), or the terminal of the
+    kdlgdb command, which captures gdb's stderr and sets KDLGDB_PROGRESS=tty."""
+    try:
+        if os.isatty(2):
+            os.write(2, text.encode())
+        elif os.environ.get("KDLGDB_PROGRESS") == "tty":
             with open("/dev/tty", "w") as tty:
-                tty.write(line)
-        except OSError:
-            pass
+                tty.write(text)
+    except OSError:
+        pass
+
+
+_progress_shown: set[str] = set()
+
+
+def _progress(stage: str, done: int, total: int) -> None:
+    """Progress of a long analysis on one line of the terminal (nothing when there is none)."""
+    _progress_shown.add("line")  # first: a Ctrl-C can land right after the write
+    _to_terminal(f"\rkdlgdb: {stage} {done}" + (f"/{total}" if total else "") + "\033[K")
+
+
+def _progress_end() -> None:
+    """Erase the progress line, if one was shown (the analysis ended, or was interrupted)."""
+    if "line" in _progress_shown:
+        _progress_shown.clear()
+        _to_terminal("\r\033[K")
 
 
 def snapshot(record: Optional[str] = None) -> Snapshot:
@@ -84,7 +99,10 @@ def snapshot(record: Optional[str] = None) -> Snapshot:
         snap = collect(recorder)
         recorder.save(record)
     else:
-        snap = collect(kernel(), progress=_progress)
+        try:
+            snap = collect(kernel(), progress=_progress)
+        finally:
+            _progress_end()
     _cache["current"] = snap
     return snap
 
