@@ -118,7 +118,7 @@ def test_ctrl_c_stops_kd_waitfor_and_gdb_goes_on(real_kernel: str) -> None:
     dump = samples.ensure_dump(SAMPLE, kaslr=True, kernel=real_kernel)
     prompt = r"\(gdb\) $"
     term = Terminal("gdb", "-nx", "-q", str(dump.vmlinux), str(dump.path), "-ex", "set pagination off",
-                    "-ex", f"source {EXTENSION}")
+                    "-ex", f"source {EXTENSION}", "-ex", "set kd-color off")
     try:
         term.expect(prompt)
         term.type("python import time, kdlgdb.frontends.gdb as f; f.fast = f._progress; "

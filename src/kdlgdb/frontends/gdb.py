@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import sys
 import traceback
 from typing import Callable, Optional
 
@@ -56,7 +55,7 @@ _params: dict[str, gdb.Parameter] = {}
 def _color() -> bool:
     value = _params["color"].value
     if value == "auto":
-        return sys.stdout.isatty() and gdb.parameter("style enabled")
+        return os.isatty(1) and bool(gdb.parameter("style enabled"))  # gdb's sys.stdout.isatty() is always False
     return value == "on"
 
 
