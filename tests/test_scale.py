@@ -4,7 +4,6 @@ hidden cycles exactly, every chain by its root and size, the counts (tests/expec
 """
 from __future__ import annotations
 
-import json
 import os
 import pty
 import re
@@ -13,7 +12,6 @@ import signal
 import time
 
 import pytest
-
 import samples
 from expectations import check_scale
 from realgdb import EXTENSION, gdb, waitfor_json
@@ -31,15 +29,15 @@ def test_scale_samples_load_one_module_with_their_thread_count() -> None:
 
 
 def test_compact_truth_is_parsed() -> None:
-    console = "\n".join([
-        "[    6.5] kdl-truth task kdl_s7 101",
-        "[    6.5] kdl-truth task kdl_s3 97",
-        "[    6.5] kdl-truth cycle A kdl_s7:mutex:ffff888003000008 kdl_s3:rwsem-read:ffffffffc0432000",
-        "[    6.5] kdl-truth behind A 8",
-        "[    6.5] kdl-truth chain 220 3 1",
-        "[    6.5] kdl-truth count blocked 200",
-        "kdl-info text ffffffff81000000",
-    ])
+    console = """\
+[    6.5] kdl-truth task kdl_s7 101
+[    6.5] kdl-truth task kdl_s3 97
+[    6.5] kdl-truth cycle A kdl_s7:mutex:ffff888003000008 kdl_s3:rwsem-read:ffffffffc0432000
+[    6.5] kdl-truth behind A 8
+[    6.5] kdl-truth chain 220 3 1
+[    6.5] kdl-truth count blocked 200
+kdl-info text ffffffff81000000
+"""
     truth = samples.builder.make_truth(console, SAMPLE, samples.DEFAULT_KERNEL, kaslr=False)
     assert truth["cycles"] == {"A": {"members": [
         {"comm": "kdl_s7", "kind": "mutex", "address": "0xffff888003000008", "pid": 101},
@@ -74,7 +72,7 @@ def test_waitfor_on_a_live_1k_guest_reads_in_bulk(real_kernel: str) -> None:
         done = gdb(live.vmlinux, None, "kd-tasks -s D",
                    "python import kdlgdb.frontends.gdb as f; print('kdl-reads', f.kernel().target.reads)", remote=remote)
     tasks = len([line for line in done.stdout.splitlines() if re.match(r"\s+\d+\s+\d+\s+D\s", line)])
-    reads = int(re.search(r"^kdl-reads (\d+)$", done.stdout, re.M).group(1))
+    reads = int(re.search(r"^kdl-reads (\d+)$", done.stdout, re.MULTILINE).group(1))
     assert tasks == live.truth["counts"]["blocked"] + live.truth["counts"]["roots"]
     assert reads <= 2 * 1060 + 1000, f"{reads} reads for about 1,060 tasks"
 

@@ -18,6 +18,7 @@ from .. import report as post_mortem
 from ..errors import KdlError
 from ..kernel.collect import collect
 from ..kernel.layout import Kernel
+from ..kernel.stack import add_source_lines
 from ..model import Snapshot
 from ..target.gdb import GdbTarget
 from ..target.replay import RecordingTarget
@@ -89,20 +90,23 @@ def _progress_end() -> None:
         _to_terminal("\r\033[K")
 
 
-def snapshot(record: Optional[str] = None) -> Snapshot:
-    """The Snapshot of the kernel gdb looks at, collected once and cached."""
-    if record is None and "current" in _cache:
-        return _cache["current"]
+def snapshot(record: Optional[str] = None, source_lines: bool = False) -> Snapshot:
+    """The Snapshot of the kernel gdb looks at, collected once and cached; the file:line of its
+    stack frames are looked up the first time ``source_lines`` asks for them."""
     if record is not None:
         recorder = RecordingTarget(GdbTarget())
-        snap = collect(recorder)
+        snap = collect(recorder)  # with source lines: the recording must hold them
         recorder.save(record)
-    else:
+        _cache["current"] = _cache["with lines"] = snap
+    elif "current" not in _cache:
         try:
-            snap = collect(kernel(), progress=_progress)
+            _cache["current"] = collect(kernel(), progress=_progress, source_lines=False)
         finally:
             _progress_end()
-    _cache["current"] = snap
+    snap = _cache["current"]
+    if source_lines and _cache.get("with lines") is not snap:
+        add_source_lines(kernel(), snap.tasks)
+        _cache["with lines"] = snap
     return snap
 
 
@@ -143,7 +147,8 @@ class KdCommand(gdb.Command):
     def output(self, args: argparse.Namespace) -> str:
         if self.name in commands.KERNEL_COMMANDS:
             return commands.run(self.name, args, None, color=_color(), kernel=kernel())
-        return commands.run(self.name, args, snapshot(), color=_color())
+        return commands.run(self.name, args, snapshot(source_lines=commands.shows_source_lines(self.name, args)),
+                            color=_color())
 
 
 def _report(name: str, e: BaseException, errors: Optional[str] = None) -> None:
@@ -171,7 +176,7 @@ def batch(command: str, argv: list[str], out: str, record: Optional[str] = None)
     status = 2
     try:
         args = commands.parse(command, argv)
-        snap = snapshot(record=record)
+        snap = snapshot(record=record, source_lines=commands.shows_source_lines(command, args))
         with open(out, "w") as f:
             f.write(commands.run(command, args, snap, color=False) + "\n")
         status = commands.verdict_status(snap) if command == "kd-waitfor" else 0
@@ -199,7 +204,7 @@ def _quit(status: int) -> None:
 
 def _bundle() -> post_mortem.Bundle:
     """The cached snapshot, the kernel log and facts about what gdb has loaded."""
-    snap = snapshot()
+    snap = snapshot(source_lines=True)
     target = kernel().target
     assert isinstance(target, GdbTarget)
     dump = target.dump.path if target.dump is not None else None

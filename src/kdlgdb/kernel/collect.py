@@ -9,7 +9,7 @@ from ..target.base import Target
 from .held import CodeReader
 from .layout import Kernel, le64
 from .locks import LockKind, lock_kinds, last_reader
-from .stack import Stack, StackReader
+from .stack import Stack, StackReader, add_source_lines
 from .symbols import Symbols
 from .tasks import TaskLayout, for_each_task, per_cpu_runqueues, read_task, task_state_letters
 from .waiters import StackRanges, Wait, find_wait, slow_path
@@ -51,9 +51,10 @@ def crash_time(vmcoreinfo: dict[str, str]) -> Optional[int]:
         return None
 
 
-def collect(source: Target | Kernel, progress: Optional[Progress] = None) -> Snapshot:
+def collect(source: Target | Kernel, progress: Optional[Progress] = None, source_lines: bool = True) -> Snapshot:
     """Read everything the wait-for analysis needs from a target (or a Kernel already made of one,
-    so that KASLR and the banner are not worked out twice).
+    so that KASLR and the banner are not worked out twice). Without ``source_lines`` the frames
+    have no file:line (``add_source_lines`` can add them later, for output that shows them).
 
     KdlError for what makes analysis impossible (wrong vmlinux, missing types);
     anything wrong with one task or lock becomes a Problem and is skipped.
@@ -122,6 +123,8 @@ def collect(source: Target | Kernel, progress: Optional[Progress] = None) -> Sna
         except ReadError as e:
             problems.append(Problem("stack", f"task {task.pid} ({task.comm}) {task.stack_base:#x}", str(e)))
 
+    if source_lines:
+        add_source_lines(k, tasks.values())
     snap.tasks = sorted(tasks.values(), key=lambda t: (t.pid, t.address))
     kinds = lock_kinds(k)
     ranges = StackRanges([t.stack_base for t in tasks.values()], stacks.thread_size)
