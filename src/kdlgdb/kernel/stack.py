@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import sys
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Optional
@@ -49,13 +49,9 @@ class Stack:
             values.byteswap()
         return values
 
-    def words(self) -> Iterator[tuple[int, int]]:
-        """(address, value) of each 8-byte slot."""
-        return zip(range(self.sp, self.top, 8), self.values)
-
     def slots_holding(self, value: int) -> list[int]:
         """Addresses of the slots that hold ``value``."""
-        found = []
+        found: list[int] = []
         i = -1
         while True:
             try:
@@ -63,11 +59,6 @@ class Stack:
             except ValueError:
                 return found
             found.append(self.sp + 8 * i)
-
-    def read(self, address: int, size: int) -> Optional[bytes]:
-        """The bytes at [address, address + size) if they lie in this live stack, else None."""
-        at = address - self.sp
-        return self.data[at : at + size] if 0 <= at and at + size <= len(self.data) else None
 
 
 class StackReader:

@@ -47,7 +47,7 @@ class Symbols:
     # -- lookups ------------------------------------------------------------
     def is_text(self, address: int) -> bool:
         # x86_64 maps modules above the kernel image: anything below _stext (stack
-        # addresses, small numbers, the direct map) is rejected before the module scan.
+        # addresses, small numbers, the direct map) is rejected before the module lookup.
         if address < self.text_start:
             return False
         if address < self.text_end:

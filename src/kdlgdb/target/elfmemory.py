@@ -22,7 +22,7 @@ class ElfMemory:
     """Reads the kernel virtual addresses of an ELF vmcore's PT_LOAD segments (``p_vaddr``)."""
 
     def __init__(self, dump: ElfDump) -> None:
-        self._file = open(dump.path, "rb")  # closed when the object goes
+        self._file = open(dump.path, "rb")  # noqa: SIM115 (kept open while the target lives; closed with it)
         # (vaddr, memsz, filesz, offset); bytes past p_filesz up to p_memsz read as zeros.
         self._loads = sorted((vaddr, memsz, filesz, offset) for vaddr, _, filesz, memsz, offset in dump.loads if memsz)
         self._starts = [load[0] for load in self._loads]
