@@ -44,8 +44,8 @@ for k in "${KERNELS[@]}"; do
   fi
 done
 
-# The kdlgdb command and the test tools, for the python3 on PATH.
-python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+# The kdlgdb command, the test tools and the benchmark's peer (drgn), for the python3 on PATH.
+python3 -m pip install -q --disable-pip-version-check -e '.[test,bench]'
 
 # Real dumps of the scenario modules (reused when their sources did not change).
 python3 tests/vmcore_samples/build.py
