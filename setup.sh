@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # kdlgdb set-up: everything on a fresh Debian 12 machine, as root.
 #   system packages (gdb and its Python's dependencies, QEMU, the pinned Debian
-#   kernel with its -dbg vmlinux and headers), the Python package with its test
-#   dependencies, and the real-kernel sample dumps (built once, cached outside
-#   the checkout in ${KDLGDB_CACHE:-~/.cache/kdlgdb}).
+#   kernel with its -dbg vmlinux and headers, crash), the Python package with its
+#   test dependencies, the crash extension (crashext/kdlgdb.so), and the
+#   real-kernel sample dumps (built once, cached outside the checkout in
+#   ${KDLGDB_CACHE:-~/.cache/kdlgdb}).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -16,6 +17,7 @@ packages=(
   qemu-system-x86 busybox-static cpio xz-utils zstd   # the sample kernels and live tests
   graphviz chromium                                   # report pictures, and the HTML report's test
   make gcc "linux-image-$KERNEL" "linux-headers-$KERNEL" "linux-image-$KERNEL-dbg"
+  crash                                               # the crash utility and its defs.h, for crashext/
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -29,6 +31,9 @@ fi
 
 # The kdlgdb command and the test tools, for the python3 on PATH.
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+
+# The crash extension (crash> extend crashext/kdlgdb.so), built against crash's defs.h.
+make -s -C crashext
 
 # Real dumps of the scenario modules (reused when their sources did not change).
 python3 tests/vmcore_samples/build.py --kernel "$KERNEL"

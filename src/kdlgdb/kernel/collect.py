@@ -1,6 +1,7 @@
 """Collect a Snapshot: every task, what the blocked ones wait on, who holds it."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Callable, Optional
 
 from ..errors import CorruptError, ReadError
@@ -42,7 +43,7 @@ def lock_sources(k: Kernel) -> list[str]:
     return sources
 
 
-def crash_time(vmcoreinfo: dict[str, str]) -> Optional[int]:
+def crash_time(vmcoreinfo: Mapping[str, str]) -> Optional[int]:
     """VMCOREINFO's ``CRASHTIME`` (seconds since the epoch, written by the kernel that crashed: kdump), or None."""
     try:
         return int(vmcoreinfo["CRASHTIME"])
