@@ -127,15 +127,16 @@ find_src(char *out, size_t size)
 	char *env = getenv("KDLGDB_SRC");
 	char *slash;
 
-	if (env && *env) {
-		snprintf(out, size, "%s", env);
-	} else {
+	snprintf(out, size, "%s", env && *env ? env : "crashext/../src");
+	if (!(env && *env)) {
 		if (!dladdr((void *)find_src, &info) || !info.dli_fname ||
 		    !realpath(info.dli_fname, here))
 			return FALSE;
 		if ((slash = strrchr(here, '/')))
 			*slash = NULLCHAR;
-		snprintf(out, size, "%s/../src", here);
+		if ((slash = strrchr(here, '/')))	/* crashext/ */
+			*slash = NULLCHAR;
+		snprintf(out, size, "%s/src", here);
 	}
 	snprintf(probe, sizeof(probe), "%s/kdlgdb/frontends/crash.py", out);
 	return access(probe, R_OK) == 0;
@@ -167,12 +168,48 @@ kd_cleanup(void)
 		stop_python();
 }
 
+/* crash's environment, with PYTHONPATH starting at the package and the socket's descriptor. */
+static char **
+python_environment(const char *src)
+{
+	extern char **environ;
+	const char *old = getenv("PYTHONPATH");
+	size_t n = 0, i, kept = 0;
+	char **env;
+
+	while (environ[n])
+		n++;
+	if (!(env = calloc(n + 3, sizeof(char *))))
+		return NULL;
+	for (i = 0; i < n; i++)
+		if (!STRNEQ(environ[i], "PYTHONPATH=") && !STRNEQ(environ[i], "KDLGDB_CRASH_FD="))
+			env[kept++] = environ[i];
+	if (asprintf(&env[kept++], "PYTHONPATH=%s%s%s", src, old && *old ? ":" : "", old && *old ? old : "") < 0) {
+		free(env);
+		return NULL;
+	}
+	env[kept] = "KDLGDB_CRASH_FD=3";
+	return env;
+}
+
+static void
+free_environment(char **env)
+{
+	size_t i;
+
+	for (i = 0; env[i]; i++)
+		if (STRNEQ(env[i], "PYTHONPATH="))
+			free(env[i]);
+	free(env);
+}
+
 static int
 start_python(void)
 {
-	char src[PATH_MAX], pythonpath[2 * PATH_MAX];
-	const char *python = getenv("KDLGDB_PYTHON");
-	const char *old = getenv("PYTHONPATH");
+	char src[PATH_MAX];
+	char *python = getenv("KDLGDB_PYTHON");
+	char *argv[] = { NULL, "-m", "kdlgdb.frontends.crash", NULL };
+	char **env;
 	int fds[2], devnull;
 	pid_t pid;
 
@@ -187,17 +224,18 @@ start_python(void)
 		error(INFO, "cannot run %s: %s (install python3, or set KDLGDB_PYTHON)\n", python, strerror(errno));
 		return FALSE;
 	}
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0 ||
-	    !(py.stderr_file = tmpfile())) {
+	if (!(env = python_environment(src)))
+		return FALSE;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0) {
 		error(INFO, "cannot start %s: %s\n", python, strerror(errno));
+		free_environment(env);
 		return FALSE;
 	}
-	snprintf(pythonpath, sizeof(pythonpath), "%s%s%s", src, old && *old ? ":" : "", old && *old ? old : "");
-	fflush(NULL);
-	if ((pid = fork()) < 0) {
+	if ((!py.stderr_file && !(py.stderr_file = tmpfile())) || (fflush(NULL), pid = fork()) < 0) {
 		error(INFO, "cannot start %s: %s\n", python, strerror(errno));
 		close(fds[0]);
 		close(fds[1]);
+		free_environment(env);
 		return FALSE;
 	}
 	if (pid == 0) {
@@ -209,14 +247,17 @@ start_python(void)
 		dup2(devnull, 0);
 		dup2(fileno(py.stderr_file), 1);
 		dup2(fileno(py.stderr_file), 2);
-		dup2(fds[1], 3);
+		if (fds[1] == 3)
+			fcntl(3, F_SETFD, 0);
+		else
+			dup2(fds[1], 3);
 		closefrom(4);	/* crash's pipe to `less` must see its end when crash closes it */
-		setenv("PYTHONPATH", pythonpath, 1);
-		setenv("KDLGDB_CRASH_FD", "3", 1);
-		execl(python, python, "-m", "kdlgdb.frontends.crash", (char *)NULL);
+		argv[0] = python;
+		execve(python, argv, env);
 		dprintf(2, "cannot run %s: %s\n", python, strerror(errno));
 		_exit(127);
 	}
+	free_environment(env);
 	close(fds[1]);
 	py.pid = pid;
 	py.sock = fds[0];
@@ -403,21 +444,52 @@ answer_symbol_size(char *name)
 	return answer_number(req.length);
 }
 
-/* member "TYPE\tMEMBER": "OFFSET SIZE" (one level; dotted paths go through gdb). */
+/*
+ * "struct mutex" as crash's datatype_info() finds it fastest: by its tag, which gdb
+ * looks up directly (a whole "struct mutex" goes through gdb's expression parser).
+ */
+static char *
+tag(char *type)
+{
+	if (STRNEQ(type, "struct "))
+		return type + strlen("struct ");
+	if (STRNEQ(type, "union "))
+		return type + strlen("union ");
+	return type;
+}
+
+/*
+ * member "TYPE\tPATH": "OFFSET SIZE" of a member, dotted for nested ones
+ * ("thread.sp"); none if there is no such member, err if a step's type has no
+ * name to look it up by (the Python side then asks gdb to evaluate the path).
+ */
 static int
 answer_member(char *request)
 {
 	struct datatype_member dm;
 	char *member = strchr(request, '\t');
+	char *type = tag(request), *dot;
+	long offset = 0;
 	char buf[64];
 
 	if (!member)
 		return send_frame("none", "", 0);
 	*member++ = NULLCHAR;
-	BZERO(&dm, sizeof(dm));
-	if (datatype_info(request, member, &dm) < 0 || dm.member_offset < 0)
-		return send_frame("none", "", 0);
-	snprintf(buf, sizeof(buf), "%ld %ld", dm.member_offset, dm.member_size);
+	for (; member; member = dot) {
+		if ((dot = strchr(member, '.')))
+			*dot++ = NULLCHAR;
+		BZERO(&dm, sizeof(dm));
+		if (datatype_info(type, member, &dm) < 0 || dm.member_offset < 0)
+			return send_frame("none", "", 0);
+		offset += dm.member_offset;
+		if (!dot)
+			break;
+		if (dm.member_typecode == TYPE_CODE_PTR || dm.member_typecode == TYPE_CODE_ARRAY)
+			return send_frame("none", "", 0);	/* "a.b" needs a struct, union or typedef of one */
+		if (!(type = MEMBER_TYPE_NAME(type, member)))
+			return send_text("err", "a member of a type without a name");
+	}
+	snprintf(buf, sizeof(buf), "%ld %ld", offset, dm.member_size);
 	return send_text("ok", buf);
 }
 
@@ -489,7 +561,7 @@ answer(const char *verb, char *request)
 	if (STREQ(verb, "symbol_size"))
 		return answer_symbol_size(request);
 	if (STREQ(verb, "type_size"))
-		return answer_number(datatype_info(request, NULL, NULL));
+		return answer_number(datatype_info(tag(request), NULL, NULL));
 	if (STREQ(verb, "member"))
 		return answer_member(request);
 	if (STREQ(verb, "gdb"))

@@ -5,6 +5,7 @@ same dump, and the wait-for JSON with what the guest kernel itself said (the dum
 """
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -66,10 +67,14 @@ def test_crash_commands_print_what_gdb_prints(real_kernel: str, scenario: str, k
     commands = ["kd-waitfor", "kd-waitfor --json", f"kd-waitfor -p {first}", "kd-tasks", "kd-tasks -s D",
                 f"kd-tasks -p {first}", "kd-tasks kdl_", f"kd-bt {first}", "kd-locks", "kd-locks --json",
                 "kd-dmesg --notable", "kd-dmesg --grep blocked"]
-    in_crash, done = realcrash.outputs(dump.vmlinux, dump.path, *commands)
+    coloured = ["kd-waitfor", "kd-locks", "kd-waitfor -p 1"]
+    in_crash, done = realcrash.outputs(dump.vmlinux, dump.path, *commands, "kd-set color on", *coloured)
+    in_gdb = gdb_outputs(dump, *commands, "set kd-color on", *coloured)
     assert "Traceback" not in done.stdout + done.stderr
-    for command, mine, theirs in zip(commands, in_crash, gdb_outputs(dump, *commands)):
+    assert len(in_crash) == len(in_gdb) == len(commands) + 1 + len(coloured)
+    for command, mine, theirs in zip(commands + ["set colour", *coloured], in_crash, in_gdb):
         assert mine == theirs, f"{command}: crash and gdb differ"
+    assert "\x1b[" in in_crash[-3] and "\x1b[" not in in_crash[0]
     assert f"PID: {first}" in in_crash[7]
     assert json.loads(in_crash[9]) == json.loads(in_crash[1])["locks"]
 
@@ -88,6 +93,23 @@ def test_crash_session(real_kernel: str) -> None:
     assert f"PROBABLE DEADLOCK: kdl_a ({a}) and kdl_b ({b})" in out
     assert "take sem1 [kdl_abba] before sem2 [kdl_abba]" in out
     assert all(name in out.split("kd-waitfor -h")[-1] for name in ("kd-bt", "kd-locks", "kd-tasks", "kd-set"))
+
+
+def test_crash_report(real_kernel: str, tmp_path: Path) -> None:
+    """kd-report in crash: gdb's report of the same dump, but for who read it."""
+    dump = samples.ensure_dump("kdl_rwsem", True, real_kernel)
+    mine, theirs, html = tmp_path / "crash.json", tmp_path / "gdb.json", tmp_path / "crash.html"
+    (said, _), done = realcrash.outputs(dump.vmlinux, dump.path, f"kd-report -o {mine}", f"kd-report -o {html}")
+    (told,) = gdb_outputs(dump, f"kd-report -o {theirs}")
+    assert said.replace(str(mine), "FILE") == told.replace(str(theirs), "FILE"), done.stdout[-2000:]
+    from_crash, from_gdb = json.loads(mine.read_text()), json.loads(theirs.read_text())
+    facts, gdb_facts = from_crash.pop("facts"), from_gdb.pop("facts")
+    assert from_crash == from_gdb
+    assert facts["debugger"].startswith("crash 8.") and gdb_facts["debugger"].startswith("gdb ")
+    assert facts["dump"] == str(dump.path) and facts["vmlinux"] == str(dump.vmlinux)
+    differ = {k for k in facts.keys() | gdb_facts.keys() if facts.get(k) != gdb_facts.get(k)}
+    assert differ <= {"debugger", "analysed", "read_from"}, differ
+    assert "<svg" in html.read_text()
 
 
 def test_crash_pipes_and_redirection(real_kernel: str, tmp_path: Path) -> None:
@@ -109,3 +131,55 @@ def test_crash_pipes_and_redirection(real_kernel: str, tmp_path: Path) -> None:
     failed = out.count("crash: pipe operation failed")
     assert size in counts and header in heads and failed <= 2, out
     assert len([c for c in counts if c not in (size, 4)]) + len([h for h in heads if h != header]) <= failed
+
+
+ANSWERS = """\
+import gzip
+import json
+import os
+
+from kdlgdb.target import crash
+
+KEYS = {"symbol": "symbol {}", "symbol_size": "symbol_size {}", "type_size": "type_size {}",
+        "member": "member {} {}", "symbolize": "symbolize {:#x}", "source_line": "source_line {:#x}"}
+
+
+def logged(name, key):
+    method = getattr(crash.CrashTarget, name)
+
+    def answer(self, *args):
+        value = method(self, *args)
+        with open(os.environ["KDLGDB_TEST_ANSWERS"], "a") as f:
+            f.write(json.dumps([key.format(*args), value]) + "\\n")
+        return value
+
+    setattr(crash.CrashTarget, name, answer)
+
+
+for name, key in KEYS.items():
+    logged(name, key)
+"""
+
+
+def test_crash_target_answers_what_gdb_answers(real_kernel: str, tmp_path: Path) -> None:
+    """Every question the kernel model asks (types, nested members, symbols, names, source lines), answered
+    by crash as by gdb: the recording of a gdb run holds gdb's answers (static addresses: no KASLR)."""
+    scenario = "kdl_rwsem"
+    dump = samples.ensure_dump(scenario, False, real_kernel)
+    (tmp_path / "sitecustomize.py").write_text(ANSWERS)
+    log = tmp_path / "answers.jsonl"
+    (waitfor, _), done = realcrash.outputs(dump.vmlinux, dump.path, "kd-waitfor", "kd-dmesg",
+                                           env={"PYTHONPATH": str(tmp_path), "KDLGDB_TEST_ANSWERS": str(log)})
+    assert "DEADLOCK" in waitfor, done.stdout[-2000:]
+    crash_answers = {key: value for key, value in map(json.loads, log.read_text().splitlines())}
+    recordings = Path(__file__).parent / "vmcore_samples" / "recordings" / real_kernel
+    gdb_answers = {}
+    for recording in (recordings / f"{scenario}-nokaslr.json.gz", recordings / "dmesg" / f"{scenario}-nokaslr.json.gz"):
+        with gzip.open(recording, "rt") as f:
+            gdb_answers.update(json.load(f)["answers"])
+    common = sorted(set(crash_answers) & set(gdb_answers))
+    kinds = {key.split()[0] for key in common}
+    assert kinds == {"symbol", "symbol_size", "type_size", "member", "symbolize", "source_line"}, kinds
+    assert len(common) > 150 and "member struct printk_ringbuffer desc_ring.count_bits" in common
+    differ = [(k, crash_answers[k], gdb_answers[k]) for k in common if crash_answers[k] != gdb_answers[k]]
+    assert not differ, differ[:10]

@@ -20,7 +20,7 @@ Python to crash, each answered by ok, none or err::
     symbol       NAME                            ok: hex address (relocated by crash: see below)
     symbol_size  NAME                            ok: decimal size of the symbol's type
     type_size    TYPE ("struct mutex")           ok: decimal
-    member       "TYPE<TAB>MEMBER" (one level)   ok: "OFFSET SIZE"
+    member       "TYPE<TAB>PATH" ("thread.sp")   ok: "OFFSET SIZE"; err if a step has an unnamed type
     gdb          a gdb command                   ok: what crash's gdb printed
     vmcoreinfo   KEY                             ok: the value
     describe                                     ok: "FORMAT<TAB>DUMPFILE<TAB>VMLINUX<TAB>crash VERSION"
@@ -123,13 +123,13 @@ class CrashTarget(Target):
         return self._number("type_size", type_name)
 
     def member(self, type_name: str, path: str) -> tuple[int, int] | None:
-        if "." not in path:
-            payload = self._answer("member", f"{type_name}\t{path}")
-            if payload is None:
-                return None
+        answer, payload = self.channel.ask("member", f"{type_name}\t{path}")
+        if answer == "ok":
             offset, size = payload.split()
             return int(offset), int(size)
-        # A nested member: gdb works out the C expression (anonymous structs and unions included).
+        if answer == "none":
+            return None
+        # A step through a type without a name: gdb evaluates the C expression.
         where = self._gdb(f"output/d (unsigned long)&(({type_name} *)0)->{path}")
         length = self._gdb(f"output/d sizeof((({type_name} *)0)->{path})")
         if not (where.isdigit() and length.isdigit()):
