@@ -14,6 +14,8 @@ SUDO=""
 
 packages=(
   gdb python3 python3-pygments python3-tabulate       # gdb's embedded Python needs these
+  python3-lzo python3-snappy python3-zstandard       # ... and these for compressed kdump pages
+  makedumpfile                                       # the kdump-format sample dumps
   qemu-system-x86 busybox-static cpio xz-utils zstd   # the sample kernels and live tests
   graphviz chromium                                   # report pictures, and the HTML report's test
   make gcc "linux-image-$KERNEL" "linux-headers-$KERNEL" "linux-image-$KERNEL-dbg"

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+import formats
 import samples
 from kdlgdb.errors import KdlError
 from kdlgdb.kernel.collect import collect
+from kdlgdb.target.dumpfile import open_dump
 from kdlgdb.target.replay import ReplayTarget
 from realgdb import gdb, kdlgdb
 
@@ -22,16 +24,6 @@ def _one_error(done: subprocess.CompletedProcess) -> str:
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, lines
     return lines[0]
-
-
-@pytest.mark.realkernel
-def test_physical_only_elf_is_refused(real_kernel: str) -> None:
-    dump = samples.ensure_dump(samples.PHYS_SCENARIO, False, real_kernel, kind="phys")
-    assert "physical addresses only" in _one_error(kdlgdb("waitfor", str(dump.vmlinux), str(dump.path)))
-    # The same dump opened by hand in gdb: refused there too, not answered from the vmlinux's static data.
-    done = gdb(dump.vmlinux, dump.path, "kd-waitfor")
-    assert "kd-waitfor: " in done.stderr and "physical addresses only" in done.stderr
-    assert "no blocked tasks" not in done.stdout
 
 
 @pytest.mark.realkernel
@@ -53,10 +45,11 @@ def test_not_a_dump_and_truncated_dump(real_kernel: str, tmp_path: Path) -> None
 
 
 @pytest.mark.realkernel
-def test_dump_of_another_kernel(real_kernel: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["elf", "kdump-d31"])
+def test_dump_of_another_kernel(kind: str, real_kernel: str, tmp_path: Path) -> None:
     """A real dump whose VMCOREINFO names another release: the vmlinux does not match it."""
-    dump = samples.ensure_dump("kdl_abba", False, real_kernel)
-    other = tmp_path / "other.elf"
+    dump = samples.ensure_dump("kdl_abba", False, real_kernel, kind=kind)
+    other = tmp_path / "other"
     shutil.copyfile(dump.path, other)
     with open(other, "r+b") as f:
         head = f.read(1 << 20)
@@ -65,6 +58,45 @@ def test_dump_of_another_kernel(real_kernel: str, tmp_path: Path) -> None:
         f.write(b"OSRELEASE=" + real_kernel.replace("6.1.0", "6.9.9").encode())
     line = _one_error(kdlgdb("waitfor", str(dump.vmlinux), str(other)))
     assert "the vmlinux does not match" in line and "6.9.9" in line
+
+
+@pytest.mark.realkernel
+def test_truncated_kdump_files(real_kernel: str, tmp_path: Path) -> None:
+    for kind in ("kdump", "kdump-flat"):
+        dump = samples.ensure_dump("kdl_abba", False, real_kernel, kind=kind)
+        short = tmp_path / f"short-{kind}"
+        with open(dump.path, "rb") as src, open(short, "wb") as dst:
+            dst.write(src.read(dump.path.stat().st_size // 2))
+        assert "is truncated" in _one_error(kdlgdb("waitfor", str(dump.vmlinux), str(short)))
+        head = tmp_path / f"header-only-{kind}"
+        head.write_bytes(dump.path.read_bytes()[:100])
+        line = _one_error(kdlgdb("waitfor", str(dump.vmlinux), str(head)))
+        assert "cut off" in line or "truncated" in line
+
+
+@pytest.mark.realkernel
+def test_kd_open_not_a_dump(real_kernel: str) -> None:
+    dump = samples.ensure_dump("kdl_abba", False, real_kernel)
+    done = gdb(dump.vmlinux, None, "kd-open /etc/passwd", "kd-tasks")
+    assert "kd-open: /etc/passwd is not an ELF vmcore" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.realkernel
+def test_lock_page_filtered_out(real_kernel: str, tmp_path: Path) -> None:
+    """A kdump that lacks the page holding a lock: that lock becomes a problem line, the rest is analysed."""
+    phys = samples.ensure_dump("kdl_mutex", False, real_kernel, kind="phys")
+    lock = int(phys.truth["locks"]["m1"]["address"], 16)
+    reader = open_dump(str(phys.path))
+    paddr = reader.pages.translate(lock)
+    reader.close()
+    holed = tmp_path / "holed.kdump"
+    formats.without_page(phys.path, holed, paddr)
+    done = kdlgdb("waitfor", str(phys.vmlinux), str(holed))
+    assert done.returncode in (0, 1) and "Traceback" not in done.stderr, done.stderr
+    assert f"{lock:#x}" in done.stdout and "not in dump" in done.stdout
+    assert "skipped:" in done.stdout
+    # the other tasks are still there
+    assert f"({phys.truth['tasks']['kdl_m2']})" in done.stdout
 
 
 @pytest.mark.realkernel

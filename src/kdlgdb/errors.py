@@ -19,6 +19,7 @@ class ReadError(KdlError):
     def __init__(self, address: int, size: int, why: str = "") -> None:
         self.address = address
         self.size = size
+        self.why = why
         super().__init__(f"cannot read {size} bytes at {address:#x}" + (f" ({why})" if why else ""))
 
 

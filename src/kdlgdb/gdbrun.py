@@ -16,19 +16,17 @@ import tempfile
 from typing import Any, Optional
 
 from .errors import KdlError
-from .target.vmcore import open_elf_dump
+from .target.dumpfile import dump_format
 
 __all__ = ["check_dump", "gdb_env", "run_batch"]
 
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def check_dump(path: str) -> None:
-    """KdlError (one line) unless ``path`` is an ELF vmcore gdb can read."""
-    if not os.path.isfile(path):
-        raise KdlError(f"no such file: {path}")
-    if not open_elf_dump(path).has_virtual_addresses:
-        raise KdlError(f"{path} has physical addresses only; gdb cannot read it (take the dump with paging)")
+def check_dump(path: str) -> str:
+    """The dump's format (see ``dump_format``): "elf-virtual" gdb loads itself, the others kdlgdb
+    reads (``kd-open``); KdlError (one line) when it is no dump kdlgdb knows."""
+    return dump_format(path)
 
 
 def gdb_env() -> dict[str, str]:
@@ -49,15 +47,18 @@ def run_batch(vmlinux: str, dump: Optional[str], remote: Optional[str], function
     gdb = os.environ.get("KDLGDB_GDB", "gdb")
     if shutil.which(gdb) is None:
         raise KdlError("gdb is not installed (apt-get install gdb)")
-    if dump is not None:
-        check_dump(dump)
+    core = dump
+    if dump is not None and check_dump(dump) != "elf-virtual":
+        core = None  # kdlgdb reads it: kd_open() below
     if not os.path.isfile(vmlinux):
         raise KdlError(f"no such file: {vmlinux}")
     with tempfile.TemporaryDirectory(prefix="kdlgdb-") as tmp:
         out = os.path.join(tmp, "out")
         call = f"f.{function}(out={out!r}, **{kwargs!r})"
+        if dump is not None and core is None:
+            call = f"f.batch_open({dump!r}, {out!r}) and {call}"
         script = f"import sys; sys.path.insert(0, {SRC!r}); from kdlgdb.frontends import gdb as f; f.register(); {call}"
-        cmd = [gdb, "-nx", "-q", "-batch", vmlinux] + ([dump] if dump else [])
+        cmd = [gdb, "-nx", "-q", "-batch", vmlinux] + ([core] if core else [])
         cmd += (["-ex", f"target remote {remote}"] if remote else []) + ["-ex", f"python {script}"]
         try:
             done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,

@@ -47,7 +47,7 @@ from .render.report import (
     verdict,
 )
 from .gdbrun import check_dump, run_batch
-from .target.vmcore import open_elf_dump
+from .target.dumpfile import dump_vmcoreinfo
 
 __all__ = [
     "BUNDLE_VERSION",
@@ -274,7 +274,7 @@ def write_report(bundle: Bundle, path: str, fmt: str) -> None:
 
 def dump_release(path: str) -> str:
     """The kernel release (``OSRELEASE``) in a dump's VMCOREINFO; KdlError when it has none."""
-    info = open_elf_dump(path).vmcoreinfo()
+    info = dump_vmcoreinfo(path)
     if not info or not info.get("OSRELEASE"):
         raise KdlError(f"{path} has no VMCOREINFO with the kernel release: give the vmlinux")
     return info["OSRELEASE"]
@@ -374,7 +374,7 @@ def triage_one(dump: str, vmlinux: Optional[str] = None, places: Sequence[str] =
 
 def _crashtime(dump: str) -> Optional[int]:
     """CRASHTIME in the dump's VMCOREINFO (seconds since the epoch), or None."""
-    info = open_elf_dump(dump).vmcoreinfo() or {}
+    info = dump_vmcoreinfo(dump)
     try:
         return int(info["CRASHTIME"])
     except (KeyError, ValueError):

@@ -10,16 +10,20 @@ few kthreads on purpose, plus ``expected.json``) this builder
    ``KDL-BLOCKED`` on the console,
 3. boots it in QEMU (TCG, no network, gdbstub on 127.0.0.1 only), waits for the
    hung-task detector's ``blocked for more than`` report (at most ~25 s), and
-4. dumps guest memory over QMP (``dump-guest-memory``, ELF, ``paging: true``),
+4. stops the guest and dumps its memory over QMP (``dump-guest-memory``) in
+   every form people bring (see :data:`KINDS` and ``formats.py``): ELF with
+   paging, physical-only ELF, QEMU's flattened kdump-zlib, then with
+   makedumpfile its normal kdump form and a ``-d 31`` filtered kdump,
 
-once with KASLR off and once with it on. Results land in a cache outside the
-checkout::
+once with KASLR off and once with it on. All forms of one variant show the
+same instant of the same boot, so they must give the same answers. Results
+land in a cache outside the checkout::
 
     ${KDLGDB_CACHE:-~/.cache/kdlgdb}/vmcores/<kernel>/<scenario>-<key>/
         vmcore-nokaslr.elf  truth-nokaslr.json  console-nokaslr.log
-        vmcore-kaslr.elf    truth-kaslr.json    console-kaslr.log
-        vmcore-phys.elf     (kdl_abba only: paging false, physical-only ELF,
-                             taken from the no-KASLR boot; same truth file)
+        vmcore-nokaslr-phys.elf  vmcore-nokaslr.kdump-flat  vmcore-nokaslr.kdump
+        vmcore-nokaslr-d31.kdump (kdl_abba also -lzo, -snappy, -zstd .kdump)
+        ... the same for kaslr
 
 ``<key>`` hashes the scenario's files, this file and the kernel version, so a
 change to any of them leads to a fresh directory; an existing one is reused.
@@ -68,11 +72,28 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import formats  # noqa: E402  (beside this file; not a package)
+
 HERE = Path(__file__).resolve().parent
 SCENARIO_DIR = HERE / "scenarios"
 SCENARIOS = ("kdl_abba", "kdl_mutex", "kdl_rwsem", "kdl_control")
 DEFAULT_KERNEL = "6.1.0-56-cloud-amd64"
-PHYS_SCENARIO = "kdl_abba"  # the one scenario that also gets a physical-only dump
+PHYS_SCENARIO = "kdl_abba"  # the scenario whose dumps also come in every page compression
+# Dump forms: kind -> file name suffix. "elf" is QEMU's paging ELF (gdb reads it
+# directly); the others need kdlgdb's own reader (or crash).
+KINDS = {
+    "elf": ".elf",  # dump-guest-memory paging=true
+    "phys": "-phys.elf",  # dump-guest-memory paging=false: physical addresses only
+    "kdump-flat": ".kdump-flat",  # dump-guest-memory format=kdump-zlib (flattened)
+    "kdump": ".kdump",  # makedumpfile -R of the flattened file
+    "kdump-d31": "-d31.kdump",  # makedumpfile -c -d 31 of the physical ELF
+}
+CODEC_KINDS = {  # PHYS_SCENARIO only
+    "kdump-lzo": "-lzo.kdump",  # makedumpfile -l -d 31
+    "kdump-snappy": "-snappy.kdump",  # pages of kdump-d31 re-compressed (no Debian tool writes snappy)
+    "kdump-zstd": "-zstd.kdump",  # ... or zstd
+}
 
 BUSYBOX = Path("/bin/busybox")  # from busybox-static
 QEMU = "qemu-system-x86_64"
@@ -132,7 +153,8 @@ def missing_kernel_parts(kernel: str) -> list[str]:
 def missing_tools() -> list[str]:
     """Host tools the builder runs, that are not installed."""
     missing = []
-    for tool, package in ((QEMU, "qemu-system-x86"), ("make", "make"), ("gcc", "gcc")):
+    for tool, package in ((QEMU, "qemu-system-x86"), ("make", "make"), ("gcc", "gcc"),
+                          ("makedumpfile", "makedumpfile")):
         if shutil.which(tool) is None:
             missing.append(f"{tool} (apt-get install {package})")
     if not BUSYBOX.is_file():
@@ -163,6 +185,7 @@ def scenario_key(scenario: str, kernel: str) -> str:
     h = hashlib.sha256()
     h.update(f"kernel={kernel}\n".encode())
     h.update(Path(__file__).read_bytes())
+    h.update(Path(__file__).with_name("formats.py").read_bytes())
     for path in scenario_files(scenario):
         h.update(f"\0{path.name}\0".encode())
         h.update(path.read_bytes())
@@ -183,17 +206,21 @@ def variant_name(kaslr: bool) -> str:
     return "kaslr" if kaslr else "nokaslr"
 
 
+def variant_kinds(scenario: str) -> dict[str, str]:
+    """The dump kinds a scenario's variants come in (kind -> file name suffix)."""
+    return {**KINDS, **CODEC_KINDS} if scenario == PHYS_SCENARIO else dict(KINDS)
+
+
 def variant_files(scenario: str, kaslr: bool, kernel: str = DEFAULT_KERNEL) -> dict[str, Path]:
-    """Paths of one variant's outputs: vmcore, truth, console (and phys for kdl_abba without KASLR)."""
+    """Paths of one variant's outputs: truth, console and a dump per kind ("elf", "phys", ...)."""
     d = dump_dir(scenario, kernel)
     v = variant_name(kaslr)
     files = {
-        "vmcore": d / f"vmcore-{v}.elf",
         "truth": d / f"truth-{v}.json",
         "console": d / f"console-{v}.log",
     }
-    if scenario == PHYS_SCENARIO and not kaslr:
-        files["phys"] = d / "vmcore-phys.elf"
+    for kind, suffix in variant_kinds(scenario).items():
+        files[kind] = d / f"vmcore-{v}{suffix}"
     return files
 
 
@@ -568,13 +595,14 @@ class Guest:
                 raise self.failure(f"QMP {command} failed: {reply['error']}")
             # anything else is an asynchronous event (STOP, RESUME, DUMP_COMPLETED, ...)
 
-    def dump(self, path: Path, paging: bool = True) -> float:
-        """``dump-guest-memory`` as an ELF file at ``path``; returns the seconds it took."""
+    def dump(self, path: Path, paging: bool = True, fmt: str = "elf") -> float:
+        """``dump-guest-memory`` to ``path`` (``fmt`` "elf" or "kdump-zlib"); returns the seconds it took."""
         t0 = time.monotonic()
         path.unlink(missing_ok=True)
-        self.qmp("dump-guest-memory", paging=paging, protocol=f"file:{path}")
-        if not _is_elf(path):
-            raise self.failure(f"dump-guest-memory did not write an ELF file at {path}")
+        self.qmp("dump-guest-memory", paging=paging, protocol=f"file:{path}", format=fmt)
+        magic = b"\x7fELF" if fmt == "elf" else b"makedumpfile"
+        if _magic(path, len(magic)) != magic:
+            raise self.failure(f"dump-guest-memory did not write a {fmt} file at {path}")
         return time.monotonic() - t0
 
     def stop(self) -> None:
@@ -605,12 +633,12 @@ class Guest:
         self.stop()
 
 
-def _is_elf(path: Path) -> bool:
+def _magic(path: Path, size: int) -> bytes:
     try:
         with open(path, "rb") as fh:
-            return fh.read(4) == b"\x7fELF"
+            return fh.read(size)
     except OSError:
-        return False
+        return b""
 
 
 # --------------------------------------------------------------------------
@@ -790,7 +818,7 @@ def build_variant(scenario: str, kaslr: bool, kernel: str = DEFAULT_KERNEL,
     if missing:
         raise BuildError(f"cannot build dumps for {kernel}; missing:\n  " + "\n  ".join(missing))
     files = variant_files(scenario, kaslr, kernel)
-    outdir = files["vmcore"].parent
+    outdir = files["elf"].parent
     outdir.mkdir(parents=True, exist_ok=True)
     part = {k: p.with_name(f".{p.name}.part") for k, p in files.items()}
     initrd = build_initramfs(scenario, kernel, log=log)
@@ -810,33 +838,46 @@ def build_variant(scenario: str, kaslr: bool, kernel: str = DEFAULT_KERNEL,
             report["hung_task"] = guest.wait_until(
                 lambda text: all(t in hung_task_reports(text) for t in tasks),
                 "hung-task report for every thread", HUNG_TASK_WAIT, required=False)
-            guest.qmp("stop")  # both dumps of one boot show the same instant
-            report["dump_s"] = round(guest.dump(part["vmcore"], paging=True), 1)
-            if "phys" in part:
-                guest.dump(part["phys"], paging=False)
+            guest.qmp("stop")  # all dumps of one boot show the same instant
+            report["dump_s"] = round(guest.dump(part["elf"], paging=True), 1)
+            guest.dump(part["phys"], paging=False)
+            guest.dump(part["kdump-flat"], paging=False, fmt="kdump-zlib")
             console_text = guest.console()
         report["total_s"] = round(time.monotonic() - t0, 1)
         break
 
+    t1 = time.monotonic()
+    try:
+        derive_kinds(part)
+    except formats.FormatError as e:
+        raise BuildError(f"{scenario} {v}: {e}") from None
+    report["derive_s"] = round(time.monotonic() - t1, 1)
     truth = make_truth(console_text, scenario, kernel, kaslr)
-    info = vmcoreinfo(part["vmcore"])
+    info = vmcoreinfo(part["elf"])
     if "KERNELOFFSET" not in info:
-        raise BuildError(f"{part['vmcore']} has no VMCOREINFO note with KERNELOFFSET "
+        raise BuildError(f"{part['elf']} has no VMCOREINFO note with KERNELOFFSET "
                          "(was qemu_fw_cfg loaded in the guest?)\n" + _tail(console_text))
     truth["vmcoreinfo_kernel_offset"] = f"{int(info['KERNELOFFSET'], 16):#x}"
     truth["osrelease"] = info.get("OSRELEASE", "")
     part["truth"].write_text(json.dumps(truth, indent=2) + "\n")
 
-    for key in ("console", "vmcore", "phys", "truth"):  # truth last: it marks completion
-        if key in part:
-            part[key].rename(files[key])
-    report["vmcore_mb"] = round(files["vmcore"].stat().st_size / 2**20)
-    if "phys" in files:
-        report["phys_mb"] = round(files["phys"].stat().st_size / 2**20)
+    for key in [k for k in part if k != "truth"] + ["truth"]:  # truth last: it marks completion
+        part[key].rename(files[key])
+    report["vmcore_mb"] = round(files["elf"].stat().st_size / 2**20)
     log(f"{scenario} {v}: blocked after {report['blocked_s']} s, hung-task report "
         f"{'seen' if report['hung_task'] else 'NOT seen'}, dump {report['vmcore_mb']} MB "
-        f"in {report['dump_s']} s, {report['total_s']} s in all")
+        f"in {report['dump_s']} s, other forms {report['derive_s']} s, {report['total_s']} s in all")
     return report
+
+
+def derive_kinds(part: dict[str, Path]) -> None:
+    """Make the makedumpfile forms (and the re-compressed ones) from QEMU's physical ELF and kdump."""
+    formats.unflatten(part["kdump-flat"], part["kdump"])
+    formats.filtered(part["phys"], part["kdump-d31"])
+    if "kdump-lzo" in part:
+        formats.filtered(part["phys"], part["kdump-lzo"], "-l")
+        formats.recompress(part["kdump-d31"], part["kdump-snappy"], "snappy")
+        formats.recompress(part["kdump-d31"], part["kdump-zstd"], "zstd")
 
 
 def ensure(scenario: str, kaslr: bool, kernel: str = DEFAULT_KERNEL, force: bool = False,
@@ -850,7 +891,7 @@ def ensure(scenario: str, kaslr: bool, kernel: str = DEFAULT_KERNEL, force: bool
     files = variant_files(scenario, kaslr, kernel)
     if variant_complete(scenario, kaslr, kernel) and not force:
         return files
-    lock = files["vmcore"].parent.with_name(files["vmcore"].parent.name + ".lock")
+    lock = files["elf"].parent.with_name(files["elf"].parent.name + ".lock")
     with _file_lock(lock):
         if force or not variant_complete(scenario, kaslr, kernel):
             build_variant(scenario, kaslr, kernel, log=log)

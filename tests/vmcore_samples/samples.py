@@ -57,6 +57,8 @@ builder = _load_builder()
 SCENARIOS: tuple[str, ...] = builder.SCENARIOS
 DEFAULT_KERNEL: str = builder.DEFAULT_KERNEL
 PHYS_SCENARIO: str = builder.PHYS_SCENARIO
+KINDS: tuple[str, ...] = tuple(builder.KINDS)
+CODEC_KINDS: tuple[str, ...] = tuple(builder.CODEC_KINDS)
 BuildError = builder.BuildError
 expected = builder.expected
 kernel_available = builder.kernel_available
@@ -79,7 +81,7 @@ class Dump:
     vmlinux: Path  # matching vmlinux with DWARF
     truth: dict[str, Any]  # see the module docstring
     kernel: str
-    kind: str = "elf"  # "elf" (paging, kernel virtual addresses) or "phys" (physical only)
+    kind: str = "elf"  # a key of KINDS: "elf" (paging), "phys", "kdump-flat", "kdump", "kdump-d31", ...
     console_log: Path | None = None
 
     @property
@@ -92,18 +94,20 @@ class Dump:
 
 
 def ensure_dump(scenario: str, kaslr: bool, kernel: str = DEFAULT_KERNEL, kind: str = "elf") -> Dump:
-    """The dump of ``scenario`` (building it if the cache lacks it).
+    """The dump of ``scenario`` (building it if the cache lacks it) in the form ``kind``.
 
-    ``kind="phys"`` gives the physical-only ELF (``paging: false``), which
-    exists for ``PHYS_SCENARIO`` without KASLR only; its truth is that boot's.
+    Every kind of one variant is the same instant of the same boot, with the same
+    truth: "elf" (QEMU's paging ELF), "phys" (physical-only ELF), "kdump-flat"
+    (QEMU's flattened kdump-zlib), "kdump" (its makedumpfile -R form), "kdump-d31"
+    (makedumpfile -c -d 31); for ``PHYS_SCENARIO`` also "kdump-lzo",
+    "kdump-snappy", "kdump-zstd".
     """
-    if kind not in ("elf", "phys"):
-        raise ValueError(f"kind must be 'elf' or 'phys', not {kind!r}")
-    if kind == "phys" and (scenario != PHYS_SCENARIO or kaslr):
-        raise ValueError(f"a physical-only dump exists only for {PHYS_SCENARIO} without KASLR")
+    kinds = builder.variant_kinds(scenario)
+    if kind not in kinds:
+        raise ValueError(f"{scenario} dumps come as {', '.join(kinds)}, not {kind!r}")
     files = builder.ensure(scenario, kaslr, kernel)
     return Dump(
-        path=files["phys" if kind == "phys" else "vmcore"],
+        path=files[kind],
         vmlinux=builder.kernel_paths(kernel)["vmlinux"],
         truth=builder.load_truth(scenario, kaslr, kernel),
         kernel=kernel,

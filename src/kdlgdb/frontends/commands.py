@@ -15,6 +15,7 @@ from typing import Optional
 from ..analysis import kernlog
 from ..analysis.graph import WaitForGraph
 from ..errors import KdlError
+from ..kernel.info import system_info
 from ..kernel.layout import Kernel
 from ..kernel.printk import kernel_log
 from ..model import Problem, Snapshot, Task
@@ -91,7 +92,15 @@ def report_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _info_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="kd-info", description="Facts for a bug report: kernel release, machine, CPUs, uptime, KASLR "
+                "offset, the dump and who reads it, crash time, panic message, the lock data this kernel offers.")
+    p.add_argument("--json", action="store_true", help="print them as JSON")
+    return p
+
+
 COMMANDS = {
+    "kd-info": _info_parser,
     "kd-tasks": _tasks_parser,
     "kd-bt": _bt_parser,
     "kd-locks": _locks_parser,
@@ -100,7 +109,7 @@ COMMANDS = {
 }
 
 #: Commands that read the kernel (a Kernel) rather than a Snapshot.
-KERNEL_COMMANDS = frozenset({"kd-dmesg"})
+KERNEL_COMMANDS = frozenset({"kd-dmesg", "kd-info"})
 
 
 def parse(command: str, argv: list[str]) -> argparse.Namespace:
@@ -146,9 +155,14 @@ def select_tasks(snapshot: Snapshot, args: argparse.Namespace) -> list[Task]:
 def run(command: str, args: argparse.Namespace, snapshot: Optional[Snapshot], color: bool = False,
         kernel: Optional[Kernel] = None) -> str:
     """The text a command prints for ``snapshot`` (for KERNEL_COMMANDS: for ``kernel``)."""
-    if command == "kd-dmesg":
+    if command in KERNEL_COMMANDS:
         if kernel is None:
             raise KdlError(f"{command} reads the kernel itself: it needs a Kernel, not a snapshot")
+        if command == "kd-info":
+            info = system_info(kernel)
+            if args.json:
+                return json.dumps(info.to_dict(), indent=2)
+            return "\n".join(f"{label:13} {value}" for label, value in info.lines())
         return _dmesg(args, kernel)
     if snapshot is None:
         raise KdlError(f"{command} needs a snapshot")

@@ -20,14 +20,16 @@ from ..errors import KdlError
 from ..kernel.collect import collect
 from ..kernel.layout import Kernel
 from ..model import Snapshot
+from ..target.dumpfile import DumpFile, dump_format, open_dump
 from ..target.gdb import GdbTarget
 from ..target.replay import RecordingTarget
 from . import commands
 
-__all__ = ["register", "snapshot", "kernel", "batch", "batch_bundle"]
+__all__ = ["register", "snapshot", "kernel", "kd_open", "batch", "batch_bundle"]
 
 _cache: dict[str, Snapshot] = {}
 _kernels: dict[str, Kernel] = {}
+_opened: dict[str, DumpFile] = {}  # "dump": the file kd-open gave, read by kdlgdb itself
 
 
 class _Bool(gdb.Parameter):
@@ -80,7 +82,7 @@ def snapshot(record: Optional[str] = None) -> Snapshot:
     if record is None and "current" in _cache:
         return _cache["current"]
     if record is not None:
-        recorder = RecordingTarget(GdbTarget())
+        recorder = RecordingTarget(_target())
         snap = collect(recorder)
         recorder.save(record)
     else:
@@ -92,8 +94,53 @@ def snapshot(record: Optional[str] = None) -> Snapshot:
 def kernel() -> Kernel:
     """The Kernel gdb looks at (KASLR and layouts found once), cached like the snapshot."""
     if "current" not in _kernels:
-        _kernels["current"] = Kernel(GdbTarget())
+        _kernels["current"] = Kernel(_target())
     return _kernels["current"]
+
+
+def _target() -> GdbTarget:
+    """gdb's kernel, or the dump kd-open gave (until gdb gets a core file or a connection of its own)."""
+    memory = _opened.get("dump")
+    if memory is not None and gdb.selected_inferior().connection is not None:
+        _close()
+        memory = None
+    return GdbTarget(memory)
+
+
+def _close() -> None:
+    memory = _opened.pop("dump", None)
+    if memory is not None:
+        memory.close()
+
+
+def kd_open(path: str) -> str:
+    """Make the kd-* commands read the dump at ``path``, whatever its format; one line saying what it is.
+
+    An ELF with kernel virtual addresses is gdb's to read (``core-file``); any other
+    dump kdlgdb reads itself, through the dump's page tables, with gdb's symbols.
+    """
+    path = os.path.expanduser(path)
+    connection = gdb.selected_inferior().connection
+    if connection is not None and connection.type != "core":
+        raise KdlError("gdb is connected to a live kernel: `disconnect` first")
+    fmt = dump_format(path)
+    _close()
+    _forget()
+    if fmt == "elf-virtual":
+        gdb.execute(f"core-file {path}", to_string=True)
+    else:
+        memory = open_dump(path)
+        if connection is not None:
+            gdb.execute("core-file", to_string=True)  # gdb's own core would win over ours
+        _opened["dump"] = memory
+    try:
+        k = kernel()
+    except BaseException:
+        _close()
+        _forget()
+        raise
+    reader = "gdb reads it" if fmt == "elf-virtual" else "kdlgdb reads it"
+    return f"{path}: {k.target.describe().split(' /')[0]}, Linux {k.release}, KASLR offset {k.kaslr_offset:#x} ({reader})"
 
 
 def _forget(*_args) -> None:
@@ -145,6 +192,26 @@ def _report(name: str, e: BaseException, errors: Optional[str] = None) -> None:
         gdb.write(line + "\n", gdb.STDERR)
 
 
+def _open_parser() -> commands._Parser:
+    p = commands._Parser(
+        prog="kd-open",
+        description="Read a vmcore gdb cannot read itself (kdump-compressed, normal or flattened, any page "
+                    "compression, filtered; ELF with physical addresses only), through the dump's own page tables. "
+                    "gdb keeps giving symbols and types from the vmlinux it loaded.")
+    p.add_argument("dump", help="the vmcore file")
+    return p
+
+
+class KdOpen(KdCommand):
+    """kd-open VMCORE: the kd-* commands read this dump."""
+
+    def __init__(self) -> None:
+        super().__init__("kd-open", _open_parser)
+
+    def output(self, args: argparse.Namespace) -> str:
+        return kd_open(args.dump)
+
+
 def batch(command: str, argv: list[str], out: str, record: Optional[str] = None) -> None:
     """Run one command for the ``kdlgdb`` CLI and quit gdb with its status (0 ok, 1 cycle, 2 error).
 
@@ -163,6 +230,17 @@ def batch(command: str, argv: list[str], out: str, record: Optional[str] = None)
     except Exception as e:
         _report(command, e, out + ".err")
     _quit(status)
+
+
+def batch_open(path: str, out: str) -> bool:
+    """``kd_open(path)`` for the ``kdlgdb`` CLI: True, or the error line in ``out.err`` and gdb quits (status 2)."""
+    try:
+        kd_open(path)
+        return True
+    except Exception as e:
+        _report("kd-open", e, out + ".err")
+    _quit(2)
+    return False
 
 
 def _quit(status: int) -> None:
@@ -185,7 +263,7 @@ def _bundle() -> post_mortem.Bundle:
     snap = snapshot()
     target = kernel().target
     assert isinstance(target, GdbTarget)
-    dump = target.dump.path if target.dump is not None else None
+    dump = target.dump_path
     remote = target.where if target.kind == "live" else None
     log, log_facts = post_mortem.read_kernel_log(kernel())
     facts = post_mortem.make_facts(dump=dump, remote=remote, vmlinux=gdb.current_progspace().filename,
@@ -230,6 +308,7 @@ def register() -> None:
     for name in commands.COMMANDS:
         KdCommand(name)
     KdReport()
+    KdOpen()
     for event in (gdb.events.new_objfile, gdb.events.clear_objfiles, gdb.events.cont, gdb.events.stop,
                   gdb.events.exited, gdb.events.memory_changed):
         event.connect(_forget)

@@ -15,32 +15,27 @@ from .symbols import Symbols
 from .tasks import TaskLayout, for_each_task, per_cpu_runqueues, read_task, task_state_letters
 from .waiters import StackRanges, Wait, find_wait, slow_path
 
-__all__ = ["collect", "lock_sources", "crash_time"]
+__all__ = ["collect", "lock_sources", "crash_time", "LOCK_SOURCES"]
 
 Progress = Callable[[str, int, int], None]
 
 
+#: Where lock data can come from besides the wait-list scan (always there): label, type, member.
+LOCK_SOURCES = (
+    ("task->blocker", "struct task_struct", "blocker"),  # DETECT_HUNG_TASK_BLOCKER, v6.16
+    ("task->blocker_mutex", "struct task_struct", "blocker_mutex"),  # v6.15 only
+    ("task->blocked_on", "struct task_struct", "blocked_on"),  # DEBUG_MUTEXES, or every kernel from v6.17
+    ("task->pi_blocked_on", "struct task_struct", "pi_blocked_on"),  # RT_MUTEXES
+    ("DEBUG_MUTEXES", "struct mutex", "magic"),
+    ("lockdep", "struct task_struct", "held_locks"),
+    ("PREEMPT_RT", "struct mutex", "rtmutex"),  # mutex built on rt_mutex
+    ("semaphore.last_holder", "struct semaphore", "last_holder"),  # v6.16
+)
+
+
 def lock_sources(k: Kernel) -> list[str]:
     """The lock data sources this kernel offers, for kd-info and the report."""
-    t = "struct task_struct"
-    sources = ["wait-list scan"]
-    for member, label in (
-        ("blocker", "task->blocker"),
-        ("blocker_mutex", "task->blocker_mutex"),
-        ("blocked_on", "task->blocked_on"),
-        ("pi_blocked_on", "task->pi_blocked_on"),
-    ):
-        if k.has_member(t, member):
-            sources.append(label)
-    if k.has_member("struct mutex", "magic"):
-        sources.append("DEBUG_MUTEXES")
-    if k.has_member(t, "held_locks"):
-        sources.append("lockdep")
-    if k.has_member("struct mutex", "rtmutex"):
-        sources.append("PREEMPT_RT")
-    if k.has_member("struct semaphore", "last_holder"):
-        sources.append("semaphore.last_holder")
-    return sources
+    return ["wait-list scan"] + [label for label, t, member in LOCK_SOURCES if k.has_member(t, member)]
 
 
 def crash_time(vmcoreinfo: Mapping[str, str]) -> Optional[int]:

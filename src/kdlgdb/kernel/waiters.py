@@ -139,7 +139,12 @@ def _walk_wait_list(k: Kernel, kind: LockKind, start: int, stacks: StackRanges) 
     for _ in range(MAX_WAITERS):
         if node < KERNEL_SPACE:
             return None
-        links = k.read(node, 16)
+        try:
+            links = k.read(node, 16)
+        except ReadError:
+            if node in stacks:
+                raise
+            return _around_unreadable_head(k, kind, start, node, ring, stacks)
         next_, back = le64(links, 0), le64(links, 8)
         if back != prev:
             raise CorruptError(f"wait list broken at {node:#x}: prev is {back:#x}, expected {prev:#x}")
@@ -155,4 +160,23 @@ def _walk_wait_list(k: Kernel, kind: LockKind, start: int, stacks: StackRanges) 
     head = heads[0]
     i = ring.index(head)
     order = ring[i + 1 :] + ring[:i]
-    return head, [(n, k.u64(n - kind.waiter_list + kind.waiter_task)) for n in order]
+    return head, _waiter_tasks(k, kind, order)
+
+
+def _waiter_tasks(k: Kernel, kind: LockKind, nodes: list[int]) -> list[tuple[int, int]]:
+    return [(n, k.u64(n - kind.waiter_list + kind.waiter_task)) for n in nodes]
+
+
+def _around_unreadable_head(k: Kernel, kind: LockKind, start: int, head: int, forward: list[int],
+                            stacks: StackRanges) -> Optional[tuple[int, list[tuple[int, int]]]]:
+    """The ring when one node off every stack cannot be read: that is the lock's wait_list head
+    (its page is missing from a filtered dump). Walk back from ``start`` to it for the waiters
+    before ``start``, so the wait and its waiters are still known, though the lock is not."""
+    behind: list[int] = []
+    node = k.u64(start + 8)
+    while node != head:
+        if node < KERNEL_SPACE or node not in stacks or len(behind) > MAX_WAITERS:
+            return None  # a second node off the stacks, or no way back: not a wait list we can trust
+        behind.append(node)
+        node = k.u64(node + 8)
+    return head, _waiter_tasks(k, kind, behind[::-1] + forward)

@@ -14,6 +14,7 @@ import gdb  # type: ignore[import-not-found]
 
 from ..errors import KdlError, ReadError
 from .base import Target
+from .dumpfile import DumpFile, open_dump
 from .vmcore import ElfDump, open_elf_dump
 
 __all__ = ["GdbTarget", "core_file_path"]
@@ -29,39 +30,57 @@ def core_file_path() -> Optional[str]:
 
 
 class GdbTarget(Target):
-    """The kernel that gdb is looking at: a core file or a ``target remote`` connection."""
+    """The kernel that gdb is looking at: a core file, a ``target remote`` connection, or a
+    dump kdlgdb reads itself (``memory``, from ``kd-open``) with gdb giving only symbols and types.
 
-    def __init__(self) -> None:
-        inferior = gdb.selected_inferior()
-        if inferior.pid == 0 and inferior.connection is None:
-            raise KdlError("no kernel to read: load a dump (gdb VMLINUX VMCORE) or `target remote HOST:PORT`")
+    A core file that gdb loads but cannot read right (physical addresses only: gdb would
+    read the vmlinux's own static data) is read by kdlgdb instead, without being asked.
+    """
+
+    def __init__(self, memory: Optional[DumpFile] = None) -> None:
         if not gdb.objfiles():
             raise KdlError("no vmlinux loaded: start gdb with the vmlinux that matches the kernel")
-        self._inferior = inferior
-        conn = inferior.connection
-        self.kind = "dump" if conn is not None and conn.type == "core" else "live"
-        self._where = conn.details if conn is not None and conn.details else ""
+        self._memory = memory
         self._dump: Optional[ElfDump] = None
-        if self.kind == "dump":
-            path = core_file_path()
-            if path:
-                self._dump = open_elf_dump(path)
-                self._where = path
-                if not self._dump.has_virtual_addresses:
-                    raise KdlError(
-                        f"{path} has physical addresses only (a dump-guest-memory without paging, or a /proc/vmcore "
-                        "copy): gdb would read the vmlinux's own static data instead of the dump; take the dump with "
-                        "paging (QMP dump-guest-memory paging=true, HMP dump-guest-memory -p) or open it in crash"
-                    )
+        if memory is not None:
+            self.kind = "dump"
+            self._where = memory.path
+        else:
+            self._attach_gdb()
         self._types: dict[str, Optional[gdb.Type]] = {}
         self._symbolized: dict[int, Optional[tuple[str, int]]] = {}
         self._lines: dict[int, Optional[tuple[str, int]]] = {}
 
+    def _attach_gdb(self) -> None:
+        inferior = gdb.selected_inferior()
+        if inferior.pid == 0 and inferior.connection is None:
+            raise KdlError("no kernel to read: load a dump (gdb VMLINUX VMCORE, or kd-open VMCORE) "
+                           "or `target remote HOST:PORT`")
+        self._inferior = inferior
+        conn = inferior.connection
+        self.kind = "dump" if conn is not None and conn.type == "core" else "live"
+        self._where = conn.details if conn is not None and conn.details else ""
+        if self.kind == "dump":
+            path = core_file_path()
+            if path:
+                self._where = path
+                self._dump = open_elf_dump(path)
+                if not self._dump.has_virtual_addresses:
+                    self._memory = open_dump(path)
+
     @property
     def dump(self) -> Optional[ElfDump]:
-        return self._dump
+        """The ELF headers of the core file gdb reads (None for other dumps and live targets)."""
+        return self._dump if self._memory is None else None
+
+    @property
+    def dump_path(self) -> Optional[str]:
+        """The dump file being read, whoever reads it (None live)."""
+        return self._where if self.kind == "dump" and self._where else None
 
     def read(self, address: int, size: int) -> bytes:
+        if self._memory is not None:
+            return self._memory.read(address, size)
         try:
             return bytes(self._inferior.read_memory(address, size))
         except gdb.MemoryError as e:
@@ -124,6 +143,8 @@ class GdbTarget(Target):
         return self._lines[address]
 
     def vmcoreinfo(self) -> Optional[dict[str, str]]:
+        if self._memory is not None:
+            return self._memory.vmcoreinfo()
         return self._dump.vmcoreinfo() if self._dump is not None else None
 
     @property
@@ -134,6 +155,8 @@ class GdbTarget(Target):
     def describe(self) -> str:
         if self.kind == "live":
             return f"live gdbstub {self._where}"
+        if self._memory is not None:
+            return self._memory.describe()
         kind = self._dump.kind if self._dump is not None else "core file"
         return f"{kind} {self._where}"
 

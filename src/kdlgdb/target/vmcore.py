@@ -14,7 +14,7 @@ from typing import BinaryIO, Optional
 
 from ..errors import KdlError
 
-__all__ = ["ElfDump", "open_elf_dump", "parse_vmcoreinfo"]
+__all__ = ["ElfDump", "open_elf_dump", "parse_vmcoreinfo", "parse_notes"]
 
 PT_LOAD = 1
 PT_NOTE = 4
@@ -24,13 +24,13 @@ KERNEL_SPACE = 0xFFFF800000000000
 @dataclass
 class ElfDump:
     path: str
-    loads: list[tuple[int, int, int, int]] = field(default_factory=list)  # vaddr, paddr, filesz, memsz
+    loads: list[tuple[int, int, int, int, int]] = field(default_factory=list)  # vaddr, paddr, filesz, memsz, offset
     notes: list[tuple[str, int, bytes]] = field(default_factory=list)  # name, type, desc
 
     @property
     def has_virtual_addresses(self) -> bool:
         """True if some PT_LOAD maps kernel virtual addresses (QEMU paging dumps, kdump /proc/vmcore)."""
-        return any(vaddr >= KERNEL_SPACE for vaddr, _, _, _ in self.loads)
+        return any(load[0] >= KERNEL_SPACE for load in self.loads)
 
     @property
     def kind(self) -> str:
@@ -99,14 +99,15 @@ def _parse(path: str, f: BinaryIO) -> ElfDump:
         if p_type == PT_LOAD:
             if p_offset + p_filesz > size:
                 raise KdlError(f"{path} is truncated: it ends at {size} bytes, its headers say {p_offset + p_filesz}")
-            dump.loads.append((p_vaddr, p_paddr, p_filesz, p_memsz))
+            dump.loads.append((p_vaddr, p_paddr, p_filesz, p_memsz, p_offset))
         elif p_type == PT_NOTE:
             f.seek(p_offset)
-            dump.notes.extend(_notes(f.read(p_filesz)))
+            dump.notes.extend(parse_notes(f.read(p_filesz)))
     return dump
 
 
-def _notes(data: bytes) -> list[tuple[str, int, bytes]]:
+def parse_notes(data: bytes) -> list[tuple[str, int, bytes]]:
+    """``(name, type, desc)`` of each ELF note in a PT_NOTE segment's bytes."""
     notes = []
     pos = 0
     while pos + 12 <= len(data):

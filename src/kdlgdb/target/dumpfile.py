@@ -1,0 +1,176 @@
+"""kdlgdb's own reading of a vmcore: any format, kernel virtual addresses through the dump's page tables.
+
+gdb reads one kind of dump correctly: an ELF whose program headers carry kernel
+virtual addresses (QEMU ``dump-guest-memory`` with paging). Everything else a
+user brings is physical memory only, to gdb either unreadable (kdump-compressed)
+or silently wrong (a physical ELF loads, then reads the vmlinux's own static
+data). :func:`open_dump` opens any of them:
+
+- ELF with physical addresses (QEMU/virsh without paging, ``/proc/vmcore``, ``makedumpfile -E``);
+- kdump-compressed, normal or flattened, zlib/lzo/snappy/zstd pages, filtered or not;
+
+and reads kernel virtual memory from them with :class:`~.pagetable.PageTables`
+and the dump's VMCOREINFO. gdb still supplies symbols and types.
+"""
+from __future__ import annotations
+
+import bisect
+import os
+from typing import BinaryIO, Optional
+
+from ..errors import KdlError, ReadError
+from .kdump import KdumpFile, open_kdump
+from .pagetable import PageTables
+from .vmcore import ElfDump, open_elf_dump
+
+__all__ = ["DumpFile", "open_dump", "dump_format", "dump_vmcoreinfo"]
+
+PAGE_SIZE = 0x1000
+
+
+class _ElfMemory:
+    """Physical memory of an ELF vmcore: PT_LOAD segments by ``p_paddr``."""
+
+    def __init__(self, f: BinaryIO, elf: ElfDump) -> None:
+        self._f = f
+        loads = sorted((paddr, filesz, memsz, offset) for _, paddr, filesz, memsz, offset in elf.loads if memsz)
+        self._loads = loads
+        self._starts = [load[0] for load in loads]
+
+    def read_page(self, pfn: int) -> bytes:
+        address = pfn * PAGE_SIZE
+        i = bisect.bisect_right(self._starts, address) - 1
+        if i < 0:
+            raise ReadError(address, PAGE_SIZE, "not in dump")
+        paddr, filesz, memsz, offset = self._loads[i]
+        if address + PAGE_SIZE > paddr + memsz:
+            raise ReadError(address, PAGE_SIZE, "not in dump")
+        start = address - paddr
+        data = b""
+        if start < filesz:  # bytes past p_filesz (up to p_memsz) are zeros that were not written
+            self._f.seek(offset + start)
+            data = self._f.read(min(PAGE_SIZE, filesz - start))
+        return data + bytes(PAGE_SIZE - len(data))
+
+
+class DumpFile:
+    """A vmcore of any supported format, read by kdlgdb itself."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            self._f = open(path, "rb")
+        except OSError as e:
+            raise KdlError(f"cannot open dump {path}: {e.strerror}") from None
+        try:
+            self._open()
+        except BaseException:
+            self._f.close()
+            raise
+        self._cache: dict[int, bytes] = {}
+
+    def _open(self) -> None:
+        kdump = open_kdump(self._f, self.path)
+        self.elf: Optional[ElfDump] = None
+        self.kdump: Optional[KdumpFile] = kdump
+        if kdump is not None:
+            self._memory: _ElfMemory | KdumpFile = kdump
+            info = kdump.vmcoreinfo()
+            self.notes = kdump.notes
+            phys_base: Optional[int] = kdump.phys_base
+        else:
+            self.elf = open_elf_dump(self.path)
+            if self.elf.has_virtual_addresses:
+                # QEMU's paging ELF maps one physical page in several segments; gdb reads it right.
+                raise KdlError(f"{self.path} has kernel virtual addresses: gdb reads it itself (gdb VMLINUX {self.path})")
+            self._memory = _ElfMemory(self._f, self.elf)
+            info = self.elf.vmcoreinfo() or {}
+            self.notes = self.elf.notes
+            phys_base = None
+        if not info:
+            raise KdlError(f"{self.path} has no VMCOREINFO: kdlgdb needs it to find the kernel's page tables and KASLR offset")
+        self._vmcoreinfo = info
+        self.pages = PageTables(self.read_phys, info, phys_base)
+
+    def close(self) -> None:
+        self._f.close()
+
+    # -- facts -------------------------------------------------------------------
+    def vmcoreinfo(self) -> dict[str, str]:
+        return self._vmcoreinfo
+
+    @property
+    def kind(self) -> str:
+        if self.kdump is not None:
+            return self.kdump.kind
+        assert self.elf is not None
+        return self.elf.kind
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.path} (read by kdlgdb)"
+
+    # -- memory ------------------------------------------------------------------
+    def _page(self, pfn: int) -> bytes:
+        page = self._cache.get(pfn)
+        if page is None:
+            page = self._memory.read_page(pfn)
+            if len(self._cache) > 4096:  # 16 MiB of recent pages
+                self._cache.clear()
+            self._cache[pfn] = page
+        return page
+
+    def read_phys(self, address: int, size: int) -> bytes:
+        out = bytearray()
+        while size > 0:
+            offset = address & (PAGE_SIZE - 1)
+            n = min(size, PAGE_SIZE - offset)
+            try:
+                out += self._page(address >> 12)[offset : offset + n]
+            except ReadError as e:
+                raise ReadError(address, size, e.why) from None
+            address += n
+            size -= n
+        return bytes(out)
+
+    def read(self, address: int, size: int) -> bytes:
+        """``size`` bytes of kernel virtual memory at ``address``; ReadError naming why not."""
+        out = bytearray()
+        start, total = address, size
+        while size > 0:
+            offset = address & (PAGE_SIZE - 1)
+            n = min(size, PAGE_SIZE - offset)
+            try:
+                phys = self.pages.translate(address)
+                out += self._page(phys >> 12)[offset : offset + n]
+            except ReadError as e:
+                why = e.why if address == start else f"at {address:#x}: {e.why}"
+                raise ReadError(start, total, why) from None
+            address += n
+            size -= n
+        return bytes(out)
+
+
+def dump_format(path: str) -> str:
+    """``"elf-virtual"`` (gdb reads it), ``"elf-physical"`` or ``"kdump"`` (kdlgdb reads it); KdlError otherwise."""
+    if not os.path.isfile(path):
+        raise KdlError(f"no such file: {path}")
+    try:
+        with open(path, "rb") as f:
+            if open_kdump(f, path) is not None:
+                return "kdump"
+    except OSError as e:
+        raise KdlError(f"cannot open dump {path}: {e.strerror}") from None
+    return "elf-virtual" if open_elf_dump(path).has_virtual_addresses else "elf-physical"
+
+
+def open_dump(path: str) -> DumpFile:
+    """Open any supported vmcore for kdlgdb's own reading; KdlError (one line) when it cannot be."""
+    return DumpFile(path)
+
+
+def dump_vmcoreinfo(path: str) -> dict[str, str]:
+    """The VMCOREINFO note of a dump of any format ({} when it has none); KdlError when it is no dump."""
+    if dump_format(path) == "kdump":
+        with open(path, "rb") as f:
+            return KdumpFile(f, path).vmcoreinfo()
+    return open_elf_dump(path).vmcoreinfo() or {}

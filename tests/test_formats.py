@@ -1,0 +1,74 @@
+"""Every dump format people bring gives the same answer: real dumps of one boot, in each form.
+
+The builder dumps each stopped guest several ways (QEMU's paging ELF, its
+physical ELF and flattened kdump-zlib, makedumpfile's normal and ``-d 31``
+filtered kdump files; for kdl_abba also lzo, snappy and zstd pages). gdb reads
+the paging ELF itself; kdlgdb reads all the others through the dump's page
+tables. The answers must be identical, and right against the guest's truth.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import samples
+from expectations import check_waitfor
+from realgdb import gdb, waitfor_json
+
+pytestmark = pytest.mark.realkernel
+
+OTHER_KINDS = [k for k in samples.KINDS if k != "elf"]
+_by_gdb: dict[tuple[str, bool], dict[str, Any]] = {}
+
+
+def _reference(scenario: str, kaslr: bool, kernel: str) -> dict[str, Any]:
+    """kd-waitfor --json on the paging ELF, read by gdb itself."""
+    if (scenario, kaslr) not in _by_gdb:
+        dump = samples.ensure_dump(scenario, kaslr, kernel)
+        _by_gdb[(scenario, kaslr)] = waitfor_json(dump.vmlinux, dump.path)[1]
+    return _by_gdb[(scenario, kaslr)]
+
+
+def _same_answer(scenario: str, kaslr: bool, kind: str, kernel: str) -> dict[str, Any]:
+    dump = samples.ensure_dump(scenario, kaslr, kernel, kind=kind)
+    _, doc = waitfor_json(dump.vmlinux, dump.path)
+    check_waitfor(doc, samples.expected(scenario), dump.truth)
+    assert doc == _reference(scenario, kaslr, kernel)
+    return doc
+
+
+@pytest.mark.parametrize("kind", OTHER_KINDS)
+@pytest.mark.parametrize("kaslr", [False, True], ids=["nokaslr", "kaslr"])
+@pytest.mark.parametrize("scenario", samples.SCENARIOS)
+def test_every_format_gives_the_same_answer(scenario: str, kaslr: bool, kind: str, real_kernel: str) -> None:
+    _same_answer(scenario, kaslr, kind, real_kernel)
+
+
+@pytest.mark.parametrize("kind", samples.CODEC_KINDS)
+@pytest.mark.parametrize("kaslr", [False, True], ids=["nokaslr", "kaslr"])
+def test_every_page_compression(kaslr: bool, kind: str, real_kernel: str) -> None:
+    _same_answer(samples.PHYS_SCENARIO, kaslr, kind, real_kernel)
+
+
+def test_kd_open_in_gdb(real_kernel: str) -> None:
+    """The user's way: gdb with the vmlinux alone, then kd-open the kdump file, then kd-info and kd-waitfor."""
+    dump = samples.ensure_dump("kdl_mutex", True, real_kernel, kind="kdump-d31")
+    done = gdb(dump.vmlinux, None, f"kd-open {dump.path}", "kd-info", "kd-waitfor")
+    assert "Traceback" not in done.stderr, done.stderr
+    out = done.stdout
+    assert f"{dump.path}: kdump-compressed vmcore, dump level 31, Linux {real_kernel}" in out
+    assert f"KASLR offset {dump.truth['kernel_offset']}" in out
+    assert f"release       {real_kernel}" in out and "machine       x86_64" in out
+    assert "DEADLOCK" in out and f"({dump.truth['tasks']['kdl_m1']})" in out
+
+
+def test_gdb_loads_a_physical_elf_and_kdlgdb_reads_it(real_kernel: str) -> None:
+    """gdb loads a physical-only ELF without complaint but would read the vmlinux's own data:
+    kdlgdb notices and reads the dump itself, never giving the silent wrong answer."""
+    dump = samples.ensure_dump("kdl_abba", False, real_kernel, kind="phys")
+    done = gdb(dump.vmlinux, dump.path, "kd-info", "kd-waitfor")
+    assert "Traceback" not in done.stderr and "kd-waitfor:" not in done.stderr, done.stderr
+    assert f"dump          ELF vmcore (QEMU dump-guest-memory without paging) {dump.path} (read by kdlgdb)" in done.stdout
+    pids = dump.truth["tasks"]
+    assert f"kdl_a ({pids['kdl_a']}) and kdl_b ({pids['kdl_b']}) on sem1 [kdl_abba], sem2 [kdl_abba]" in done.stdout
