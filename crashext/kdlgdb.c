@@ -527,7 +527,7 @@ answer_vmcoreinfo(char *key)
 	return sent;
 }
 
-/* describe: "FORMAT\tDUMPFILE\tVMLINUX\tcrash VERSION". */
+/* describe: "FORMAT\tDUMPFILE\tVMLINUX\tcrash VERSION", the format as crash knows it. */
 static int
 answer_describe(void)
 {
@@ -535,17 +535,17 @@ answer_describe(void)
 	const char *format;
 
 	if (ACTIVE())
-		format = "live";
+		format = "live system";
 	else if (pc->flags2 & QEMU_MEM_DUMP_COMPRESSED)
-		format = "kdump-compressed (QEMU)";
+		format = "kdump-compressed vmcore (QEMU dump-guest-memory)";
 	else if (DISKDUMP_DUMPFILE())
-		format = "kdump-compressed";
+		format = "kdump-compressed vmcore";
 	else if (pc->flags2 & QEMU_MEM_DUMP_ELF)
-		format = "ELF (QEMU)";
+		format = "ELF vmcore (QEMU dump-guest-memory)";
 	else if (KDUMP_DUMPFILE() || NETDUMP_DUMPFILE())
-		format = "ELF";
+		format = "ELF vmcore";
 	else
-		format = "other";
+		format = "dump";
 	snprintf(buf, sizeof(buf), "%s\t%s\t%s\t%s %s", format, pc->dumpfile ? pc->dumpfile : "",
 		 pc->namelist ? pc->namelist : "", pc->program_name, pc->program_version);
 	return send_text("ok", buf);

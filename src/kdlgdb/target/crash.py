@@ -151,7 +151,7 @@ class CrashTarget(Target):
 
     def describe(self) -> str:
         fmt, dump, _, _ = self.described()
-        return "live system (crash)" if self.kind == "live" else f"{fmt} vmcore {dump} (read by crash)"
+        return " ".join(filter(None, (fmt, dump))) + " (read by crash)"
 
     def described(self) -> list[str]:
         """[format, dump file, vmlinux, "crash VERSION"] as crash tells them."""
