@@ -536,12 +536,8 @@ answer_describe(void)
 
 	if (ACTIVE())
 		format = "live system";
-	else if (pc->flags2 & QEMU_MEM_DUMP_COMPRESSED)
-		format = "kdump-compressed vmcore (QEMU dump-guest-memory)";
 	else if (DISKDUMP_DUMPFILE())
 		format = "kdump-compressed vmcore";
-	else if (pc->flags2 & QEMU_MEM_DUMP_ELF)
-		format = "ELF vmcore (QEMU dump-guest-memory)";
 	else if (KDUMP_DUMPFILE() || NETDUMP_DUMPFILE())
 		format = "ELF vmcore";
 	else
