@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # kdlgdb set-up: everything on a fresh Debian 12 machine, as root.
 #   system packages (gdb and its Python's dependencies, QEMU, the pinned Debian
-#   kernel with its -dbg vmlinux and headers, crash), the Python package with its
-#   test dependencies, the crash extension (crashext/kdlgdb.so), and the
-#   real-kernel sample dumps (built once, cached outside the checkout in
-#   ${KDLGDB_CACHE:-~/.cache/kdlgdb}).
+#   kernels with their headers, crash), each kernel's vmlinux with DWARF (from its
+#   -dbg package), the Python package with its test dependencies, the crash
+#   extension (crashext/kdlgdb.so), and the real-kernel sample dumps (built once,
+#   cached outside the checkout in ${KDLGDB_CACHE:-~/.cache/kdlgdb}).
 set -euo pipefail
 cd "$(dirname "$0")"
 
-KERNEL="${KDLGDB_KERNEL:-6.1.0-56-cloud-amd64}"
+# The kernels the real-kernel tests run on (tests/vmcore_samples/build.py KERNELS).
+read -r -a KERNELS <<< "${KDLGDB_KERNELS:-$(python3 tests/vmcore_samples/build.py --list-kernels)}"
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
@@ -18,9 +19,10 @@ packages=(
   makedumpfile                                       # the kdump-format sample dumps
   qemu-system-x86 busybox-static cpio xz-utils zstd   # the sample kernels and live tests
   graphviz chromium                                   # report pictures, and the HTML report's test
-  make gcc "linux-image-$KERNEL" "linux-headers-$KERNEL" "linux-image-$KERNEL-dbg"
+  make gcc
   crash                                               # the crash utility and its defs.h, for crashext/
 )
+for k in "${KERNELS[@]}"; do packages+=("linux-image-$k" "linux-headers-$k"); done
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -31,6 +33,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# Each kernel's vmlinux with DWARF. The -dbg packages install 1.8-6.7 GB (every module's
+# debug info too); only /usr/lib/debug/boot/ is needed, so take just that from the .deb.
+for k in "${KERNELS[@]}"; do
+  if [ ! -f "/usr/lib/debug/boot/vmlinux-$k" ]; then
+    echo "setup: extracting the vmlinux of $k from linux-image-$k-dbg"
+    tmp="$(mktemp -d)"
+    chmod 755 "$tmp"  # apt's download user must be able to write there
+    (cd "$tmp" && apt-get download -q "linux-image-$k-dbg")
+    dpkg-deb --fsys-tarfile "$tmp"/*.deb | $SUDO tar -x -C / ./usr/lib/debug/boot/
+    rm -rf "$tmp"
+  fi
+done
+
 # The kdlgdb command and the test tools, for the python3 on PATH.
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 
@@ -38,5 +53,5 @@ python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 make -s -C crashext
 
 # Real dumps of the scenario modules (reused when their sources did not change).
-python3 tests/vmcore_samples/build.py --kernel "$KERNEL"
+python3 tests/vmcore_samples/build.py
 echo "setup: done"

@@ -13,10 +13,11 @@ sys.path.insert(0, str(HERE))
 import samples  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def real_kernel() -> str:
-    """The kernel the real-dump tests use; fails (not skips) when it is not installed."""
-    why = samples.missing_message()
+@pytest.fixture(scope="session", params=samples.KERNELS)
+def real_kernel(request: pytest.FixtureRequest) -> str:
+    """Each kernel the real-dump tests run on, in turn; fails (not skips) when one is not installed."""
+    kernel: str = request.param
+    why = samples.missing_message(kernel)
     if why:
         pytest.fail(why + "\nrun the README's set-up command (./setup.sh)")
-    return samples.DEFAULT_KERNEL
+    return kernel

@@ -152,15 +152,6 @@ def test_console_parsing():
 # Real dumps (QEMU, gdb)
 # --------------------------------------------------------------------------
 
-@pytest.fixture(scope="session")
-def real_kernel():
-    """Fail (not skip) with a clear message when the kernel or tools are missing."""
-    message = samples.missing_message(samples.DEFAULT_KERNEL)
-    if message:
-        pytest.fail(message)
-    return samples.DEFAULT_KERNEL
-
-
 def run_gdb(*args: str, timeout: float = 300) -> str:
     """Run ``gdb -nx -batch`` with ``args``; return stdout+stderr."""
     proc = subprocess.run(["gdb", "-nx", "-batch", *args], capture_output=True, text=True,
@@ -181,7 +172,7 @@ def address(text: str) -> int:
 @pytest.mark.parametrize("kaslr", VARIANTS)
 @pytest.mark.parametrize("scenario", samples.SCENARIOS)
 def test_truth_names_every_thread_and_lock(real_kernel, scenario, kaslr):
-    dump = samples.ensure_dump(scenario, kaslr=kaslr)
+    dump = samples.ensure_dump(scenario, kaslr=kaslr, kernel=real_kernel)
     exp = samples.expected(scenario)
     truth = dump.truth
     assert dump.path.is_file() and dump.path.stat().st_size > 100 * 2**20
@@ -206,7 +197,7 @@ def test_truth_names_every_thread_and_lock(real_kernel, scenario, kaslr):
 @pytest.mark.parametrize("kaslr", VARIANTS)
 @pytest.mark.parametrize("scenario", samples.SCENARIOS)
 def test_kernel_offset_agrees_with_vmcoreinfo(real_kernel, scenario, kaslr):
-    truth = samples.ensure_dump(scenario, kaslr=kaslr).truth
+    truth = samples.ensure_dump(scenario, kaslr=kaslr, kernel=real_kernel).truth
     assert truth["kernel_offset"] == truth["vmcoreinfo_kernel_offset"]
     assert (address(truth["kernel_offset"]) != 0) is kaslr
 
@@ -214,8 +205,8 @@ def test_kernel_offset_agrees_with_vmcoreinfo(real_kernel, scenario, kaslr):
 @pytest.mark.realkernel
 @pytest.mark.parametrize("scenario", samples.SCENARIOS)
 def test_kaslr_moves_the_module(real_kernel, scenario):
-    plain = samples.ensure_dump(scenario, kaslr=False).truth
-    moved = samples.ensure_dump(scenario, kaslr=True).truth
+    plain = samples.ensure_dump(scenario, kaslr=False, kernel=real_kernel).truth
+    moved = samples.ensure_dump(scenario, kaslr=True, kernel=real_kernel).truth
     assert plain["module_base"] != moved["module_base"]
     for sym in plain["locks"]:
         assert plain["locks"][sym]["address"] != moved["locks"][sym]["address"]
@@ -242,7 +233,7 @@ def blocking_call(scenario: str, comm: str, lock: str) -> str:
 @pytest.mark.parametrize("scenario", samples.SCENARIOS)
 def test_hung_task_detector_saw_every_thread(real_kernel, scenario, kaslr):
     """The kernel itself reports every thread blocked, inside the expected lock slow path."""
-    truth = samples.ensure_dump(scenario, kaslr=kaslr).truth
+    truth = samples.ensure_dump(scenario, kaslr=kaslr, kernel=real_kernel).truth
     exp = samples.expected(scenario)
     assert truth["hung_task_reported"]
     for comm in exp["tasks"]:
@@ -259,14 +250,14 @@ def test_hung_task_detector_saw_every_thread(real_kernel, scenario, kaslr):
 
 @pytest.mark.realkernel
 def test_gdb_reads_the_nokaslr_dump(real_kernel):
-    dump = samples.ensure_dump("kdl_abba", kaslr=False)
+    dump = samples.ensure_dump("kdl_abba", kaslr=False, kernel=real_kernel)
     out = run_gdb(str(dump.vmlinux), str(dump.path), "-ex", "p init_task.comm")
     assert '"swapper/0' in out, out
 
 
 @pytest.mark.realkernel
 def test_gdb_reads_the_kaslr_dump_with_the_offset(real_kernel):
-    dump = samples.ensure_dump("kdl_mutex", kaslr=True)
+    dump = samples.ensure_dump("kdl_mutex", kaslr=True, kernel=real_kernel)
     assert dump.kernel_offset != 0
     out = run_gdb(*gdb_load(dump.vmlinux, dump.kernel_offset), "-ex", f"core-file {dump.path}",
                   "-ex", "p init_task.comm")
@@ -275,8 +266,8 @@ def test_gdb_reads_the_kaslr_dump_with_the_offset(real_kernel):
 
 @pytest.mark.realkernel
 def test_phys_dump_has_no_virtual_addresses(real_kernel):
-    phys = samples.ensure_dump("kdl_abba", kaslr=False, kind="phys")
-    paged = samples.ensure_dump("kdl_abba", kaslr=False)
+    phys = samples.ensure_dump("kdl_abba", kaslr=False, kind="phys", kernel=real_kernel)
+    paged = samples.ensure_dump("kdl_abba", kaslr=False, kernel=real_kernel)
     assert phys.truth == paged.truth and phys.path != paged.path
     loads = [ph for ph in builder.elf_program_headers(phys.path) if ph["type"] == 1]
     assert loads and all(ph["vaddr"] == ph["paddr"] < 2**48 for ph in loads)
@@ -327,7 +318,7 @@ print("KDL-RESULT " + json.dumps(result))
 @pytest.mark.parametrize("scenario", samples.SCENARIOS)
 def test_dump_locks_hold_the_expected_waiters_and_owners(real_kernel, scenario, kaslr, tmp_path):
     """Read every lock out of the dump with gdb and compare it with expected.json."""
-    dump = samples.ensure_dump(scenario, kaslr=kaslr)
+    dump = samples.ensure_dump(scenario, kaslr=kaslr, kernel=real_kernel)
     exp = samples.expected(scenario)
     truth_path = tmp_path / "truth.json"
     truth_path.write_text(json.dumps(dump.truth))
@@ -357,17 +348,17 @@ def test_dump_locks_hold_the_expected_waiters_and_owners(real_kernel, scenario, 
 
 @pytest.mark.realkernel
 def test_second_ensure_reuses_the_cache(real_kernel):
-    first = samples.ensure_dump("kdl_control", kaslr=True)
+    first = samples.ensure_dump("kdl_control", kaslr=True, kernel=real_kernel)
     mtime = first.path.stat().st_mtime_ns
     t0 = time.monotonic()
-    again = samples.ensure_dump("kdl_control", kaslr=True)
+    again = samples.ensure_dump("kdl_control", kaslr=True, kernel=real_kernel)
     assert time.monotonic() - t0 < 5
     assert again.path == first.path and again.path.stat().st_mtime_ns == mtime
 
 
 @pytest.mark.realkernel
 def test_live_guest_through_the_gdbstub(real_kernel):
-    with samples.boot_live("kdl_abba", kaslr=True) as live:
+    with samples.boot_live("kdl_abba", kaslr=True, kernel=real_kernel) as live:
         guest = live.guest
         assert live.truth["kaslr"] and live.kernel_offset != 0
         assert "KDL-BLOCKED" in live.console_log.read_text(errors="replace")

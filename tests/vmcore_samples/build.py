@@ -22,7 +22,7 @@ land in a cache outside the checkout::
     ${KDLGDB_CACHE:-~/.cache/kdlgdb}/vmcores/<kernel>/<scenario>-<key>/
         vmcore-nokaslr.elf  truth-nokaslr.json  console-nokaslr.log
         vmcore-nokaslr-phys.elf  vmcore-nokaslr.kdump-flat  vmcore-nokaslr.kdump
-        vmcore-nokaslr-d31.kdump (kdl_abba also -lzo, -snappy, -zstd .kdump)
+        vmcore-nokaslr-filtered.kdump (-d 31; kdl_abba also -lzo, -snappy, -zstd .kdump)
         ... the same for kaslr
 
 ``<key>`` hashes the scenario's files, this file and the kernel version, so a
@@ -79,6 +79,9 @@ HERE = Path(__file__).resolve().parent
 SCENARIO_DIR = HERE / "scenarios"
 SCENARIOS = ("kdl_abba", "kdl_mutex", "kdl_rwsem", "kdl_control")
 DEFAULT_KERNEL = "6.1.0-56-cloud-amd64"
+# Every kernel the real-kernel tests run on (setup.sh installs them): Debian 12's 6.1
+# and its 6.12 backport, cloud flavour.
+KERNELS = (DEFAULT_KERNEL, "6.12.117+deb12-cloud-amd64")
 PHYS_SCENARIO = "kdl_abba"  # the scenario whose dumps also come in every page compression
 # Dump forms: kind -> file name suffix. "elf" is QEMU's paging ELF (gdb reads it
 # directly); the others need kdlgdb's own reader (or crash).
@@ -87,11 +90,11 @@ KINDS = {
     "phys": "-phys.elf",  # dump-guest-memory paging=false: physical addresses only
     "kdump-flat": ".kdump-flat",  # dump-guest-memory format=kdump-zlib (flattened)
     "kdump": ".kdump",  # makedumpfile -R of the flattened file
-    "kdump-d31": "-d31.kdump",  # makedumpfile -c -d 31 of the physical ELF
+    "kdump-filtered": "-filtered.kdump",  # makedumpfile -c -d 31 (see filter_level) of the physical ELF
 }
 CODEC_KINDS = {  # PHYS_SCENARIO only
     "kdump-lzo": "-lzo.kdump",  # makedumpfile -l -d 31
-    "kdump-snappy": "-snappy.kdump",  # pages of kdump-d31 re-compressed (no Debian tool writes snappy)
+    "kdump-snappy": "-snappy.kdump",  # pages of kdump-filtered re-compressed (no Debian tool writes snappy)
     "kdump-zstd": "-zstd.kdump",  # ... or zstd
 }
 
@@ -848,7 +851,7 @@ def build_variant(scenario: str, kaslr: bool, kernel: str = DEFAULT_KERNEL,
 
     t1 = time.monotonic()
     try:
-        derive_kinds(part)
+        derive_kinds(part, kernel)
     except formats.FormatError as e:
         raise BuildError(f"{scenario} {v}: {e}") from None
     report["derive_s"] = round(time.monotonic() - t1, 1)
@@ -870,14 +873,26 @@ def build_variant(scenario: str, kaslr: bool, kernel: str = DEFAULT_KERNEL,
     return report
 
 
-def derive_kinds(part: dict[str, Path]) -> None:
+def filter_level(kernel: str) -> int:
+    """The makedumpfile ``-d`` level of the filtered dumps: 31, as kdump services use, where
+    Debian 12's makedumpfile (1.7.2) filters the kernel right.
+
+    On 6.12 it does not: it takes slab pages (task_structs among them) for page cache or
+    user pages and drops them at levels 2, 4 and 8 (measured: -d 15 loses the task list,
+    -d 16 and -d 1 do not). There the filtered dumps drop zero and free pages only (-d 17).
+    """
+    return 31 if kernel == DEFAULT_KERNEL else 17
+
+
+def derive_kinds(part: dict[str, Path], kernel: str) -> None:
     """Make the makedumpfile forms (and the re-compressed ones) from QEMU's physical ELF and kdump."""
+    level = filter_level(kernel)
     formats.unflatten(part["kdump-flat"], part["kdump"])
-    formats.filtered(part["phys"], part["kdump-d31"])
+    formats.filtered(part["phys"], part["kdump-filtered"], level=level)
     if "kdump-lzo" in part:
-        formats.filtered(part["phys"], part["kdump-lzo"], "-l")
-        formats.recompress(part["kdump-d31"], part["kdump-snappy"], "snappy")
-        formats.recompress(part["kdump-d31"], part["kdump-zstd"], "zstd")
+        formats.filtered(part["phys"], part["kdump-lzo"], "-l", level=level)
+        formats.recompress(part["kdump-filtered"], part["kdump-snappy"], "snappy")
+        formats.recompress(part["kdump-filtered"], part["kdump-zstd"], "zstd")
 
 
 def ensure(scenario: str, kaslr: bool, kernel: str = DEFAULT_KERNEL, force: bool = False,
@@ -916,7 +931,9 @@ def prune(kernel: str = DEFAULT_KERNEL) -> list[Path]:
             continue
         for path in sorted(top.iterdir()):
             stem = path.name.removesuffix(".lock")
-            if re.fullmatch(r"kdl_\w+-[0-9a-f]{12}", stem) and stem not in current:
+            # only this builder's scenarios: another checkout's (a branch with more) are not ours to judge
+            name = stem.rpartition("-")[0]
+            if name in SCENARIOS and re.fullmatch(r"kdl_\w+-[0-9a-f]{12}", stem) and stem not in current:
                 if path.is_dir():
                     shutil.rmtree(path)
                 else:
@@ -957,32 +974,39 @@ def boot(scenario: str, kaslr: bool = True, kernel: str = DEFAULT_KERNEL,
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kernel", default=DEFAULT_KERNEL, help="kernel version (default %(default)s)")
+    parser.add_argument("--kernel", action="append", metavar="VER",
+                        help=f"kernel version, repeatable (default: all of {', '.join(KERNELS)})")
+    parser.add_argument("--list-kernels", action="store_true", help="print the kernels the tests use, and stop")
     parser.add_argument("--scenario", action="extend", nargs="+", choices=SCENARIOS,
                         metavar="NAME", help=f"scenario(s) to build (default: all of {', '.join(SCENARIOS)})")
     parser.add_argument("--force", action="store_true", help="rebuild even when the cache has it")
     parser.add_argument("--prune", action="store_true",
                         help="first remove this kernel's cached dumps whose key is out of date")
     args = parser.parse_args(argv)
+    if args.list_kernels:
+        print(" ".join(KERNELS))
+        return 0
 
-    missing = missing_kernel_parts(args.kernel) + missing_tools()
+    kernels = args.kernel or list(KERNELS)
+    missing = [m for kernel in kernels for m in missing_kernel_parts(kernel)] + missing_tools()
     if missing:
         print("missing:\n  " + "\n  ".join(missing), file=sys.stderr)
         return 2
-    if args.prune:
-        for path in prune(args.kernel):
-            print(f"removed {path}")
     t0 = time.monotonic()
     try:
-        for scenario in args.scenario or SCENARIOS:
-            if args.force:
-                clean_build(scenario, args.kernel)
-            for kaslr in (False, True):
-                reused = variant_complete(scenario, kaslr, args.kernel) and not args.force
-                files = ensure(scenario, kaslr, args.kernel, force=args.force)
-                for path in sorted(files.values()):
-                    size = path.stat().st_size / 2**20
-                    print(f"{'reused' if reused else 'built':6} {size:8.1f} MB  {path}", flush=True)
+        for kernel in kernels:
+            if args.prune:
+                for path in prune(kernel):
+                    print(f"removed {path}")
+            for scenario in args.scenario or SCENARIOS:
+                if args.force:
+                    clean_build(scenario, kernel)
+                for kaslr in (False, True):
+                    reused = variant_complete(scenario, kaslr, kernel) and not args.force
+                    files = ensure(scenario, kaslr, kernel, force=args.force)
+                    for path in sorted(files.values()):
+                        size = path.stat().st_size / 2**20
+                        print(f"{'reused' if reused else 'built':6} {size:8.1f} MB  {path}", flush=True)
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

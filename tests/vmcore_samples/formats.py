@@ -185,12 +185,12 @@ def without_page(elf: Path, out: Path, paddr: int) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def filtered(elf: Path, out: Path, compress: str = "-c") -> None:
-    """``makedumpfile COMPRESS -d 31`` of a QEMU physical ELF (program headers moved first)."""
+def filtered(elf: Path, out: Path, compress: str = "-c", level: int = 31) -> None:
+    """``makedumpfile COMPRESS -d LEVEL`` of a QEMU physical ELF (program headers moved first)."""
     tmp = out.with_name(out.name + ".elf")
     try:
         move_program_headers(elf, tmp)
-        makedumpfile(tmp, out, compress)
+        makedumpfile(tmp, out, compress, level)
     finally:
         tmp.unlink(missing_ok=True)
 

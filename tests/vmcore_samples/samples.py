@@ -56,6 +56,7 @@ builder = _load_builder()
 
 SCENARIOS: tuple[str, ...] = builder.SCENARIOS
 DEFAULT_KERNEL: str = builder.DEFAULT_KERNEL
+KERNELS: tuple[str, ...] = builder.KERNELS
 PHYS_SCENARIO: str = builder.PHYS_SCENARIO
 KINDS: tuple[str, ...] = tuple(builder.KINDS)
 CODEC_KINDS: tuple[str, ...] = tuple(builder.CODEC_KINDS)
@@ -81,7 +82,7 @@ class Dump:
     vmlinux: Path  # matching vmlinux with DWARF
     truth: dict[str, Any]  # see the module docstring
     kernel: str
-    kind: str = "elf"  # a key of KINDS: "elf" (paging), "phys", "kdump-flat", "kdump", "kdump-d31", ...
+    kind: str = "elf"  # a key of KINDS: "elf" (paging), "phys", "kdump-flat", "kdump", "kdump-filtered", ...
     console_log: Path | None = None
 
     @property
@@ -98,8 +99,8 @@ def ensure_dump(scenario: str, kaslr: bool, kernel: str = DEFAULT_KERNEL, kind: 
 
     Every kind of one variant is the same instant of the same boot, with the same
     truth: "elf" (QEMU's paging ELF), "phys" (physical-only ELF), "kdump-flat"
-    (QEMU's flattened kdump-zlib), "kdump" (its makedumpfile -R form), "kdump-d31"
-    (makedumpfile -c -d 31); for ``PHYS_SCENARIO`` also "kdump-lzo",
+    (QEMU's flattened kdump-zlib), "kdump" (its makedumpfile -R form), "kdump-filtered"
+    (makedumpfile -c -d 31, or as ``builder.filter_level`` says); for ``PHYS_SCENARIO`` also "kdump-lzo",
     "kdump-snappy", "kdump-zstd".
     """
     kinds = builder.variant_kinds(scenario)
