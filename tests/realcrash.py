@@ -1,7 +1,6 @@
 """Run real crash with this checkout's kdlgdb extension, for the crash tests."""
 from __future__ import annotations
 
-import json
 import os
 import pty
 import select
@@ -48,12 +47,6 @@ def outputs(vmlinux: Path, dump: Path, *commands: str, options: tuple[str, ...] 
         files = [Path(tmp) / f"out{i}" for i in range(len(commands))]
         done = crash(vmlinux, dump, *(f"{c} > {f}" for c, f in zip(commands, files)), options=options, env=env)
         return [f.read_text() if f.exists() else "" for f in files], done
-
-
-def waitfor_json(vmlinux: Path, dump: Path) -> dict[str, Any]:
-    (text,), done = outputs(vmlinux, dump, "kd-waitfor --json")
-    assert text, f"crash printed no JSON:\n{done.stdout[-2000:]}"
-    return json.loads(text)
 
 
 class Interactive:
@@ -121,3 +114,14 @@ class Interactive:
             except (OSError, ChildProcessError):
                 pass
             os.close(self.fd)
+
+
+def cannot_open(dump: Any) -> str:
+    """Why crash does not get to its prompt on ``dump`` (a samples.Dump), or '' when it does."""
+    done = crash(dump.vmlinux, dump.path, "kd-set")
+    if "color auto" in done.stdout:
+        return ""
+    version = subprocess.run(["crash", "--version"], capture_output=True, text=True, check=False).stdout.split()
+    said = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("crash:")]
+    return (f"{' '.join(version[:2])} cannot open {dump.kernel} dumps: "
+            f"{said[0] if said else f'it exits with status {done.returncode}'}")

@@ -7,81 +7,76 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import realcrash
 import samples
 from expectations import check_waitfor
-from realgdb import gdb, waitfor_json
+from realgdb import EXTENSION, gdb
 
 pytestmark = pytest.mark.realkernel
 
 MARK = "@@kdlgdb-test@@"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def extension() -> Path:
-    return realcrash.build_extension()
-
-
-def variant_kinds(scenario: str, kaslr: bool) -> tuple[str, ...]:
-    """The forms of one boot's dump that the sample builder makes."""
-    if hasattr(samples.builder, "variant_kinds"):
-        return tuple(samples.builder.variant_kinds(scenario))
-    return ("elf", "phys") if scenario == samples.PHYS_SCENARIO and not kaslr else ("elf",)
-
-
 def gdb_outputs(dump: samples.Dump, *commands: str) -> list[str]:
-    """What each command printed in one real gdb session on the same dump."""
+    """What each command printed in one real gdb session on the same file (``kd-open`` reads every form)."""
     mark = f"echo {MARK}\\n"
-    done = gdb(dump.vmlinux, dump.path, mark, *(part for c in commands for part in (c, mark)))
+    done = gdb(dump.vmlinux, None, f"source {EXTENSION}", f"kd-open {dump.path}", mark,
+               *(part for c in commands for part in (c, mark)))
     assert "Traceback" not in done.stdout + done.stderr
-    return done.stdout.split(MARK + "\n")[1 : len(commands) + 1]  # what gdb says when it loads the dump comes first
+    return done.stdout.split(MARK + "\n")[1 : len(commands) + 1]  # what gdb says when it opens the dump comes first
 
 
-CASES = [(s, k, kind) for s in samples.SCENARIOS for k in (False, True) for kind in variant_kinds(s, k)]
+def _forms() -> list[tuple[str, bool, str]]:
+    """Every scenario, KASLR on and off, as QEMU's paging ELF and as a kdump-compressed file; and
+    every other form of the samples (physical ELF, flattened, filtered, each page compression)."""
+    cases = [(s, k, kind) for s in samples.SCENARIOS for k in (False, True) for kind in ("elf", "kdump")]
+    others = [kind for kind in samples.builder.variant_kinds(samples.PHYS_SCENARIO) if kind not in ("elf", "kdump")]
+    return cases + [(samples.PHYS_SCENARIO, True, kind) for kind in others]
 
 
-@pytest.mark.parametrize("scenario,kaslr,kind", CASES,
-                         ids=[f"{s}-{'kaslr' if k else 'nokaslr'}-{kind}" for s, k, kind in CASES])
-def test_crash_waitfor_json_is_gdbs(real_kernel: str, scenario: str, kaslr: bool, kind: str) -> None:
-    """kd-waitfor --json in crash: the JSON gdb gives, and the kernel's own truth, on every form of the dump."""
-    dump = samples.ensure_dump(scenario, kaslr, real_kernel, kind=kind)
-    doc = realcrash.waitfor_json(dump.vmlinux, dump.path)
-    check_waitfor(doc, samples.expected(scenario), dump.truth)
-    assert doc["release"] == real_kernel
-    assert int(doc["kaslr_offset"], 16) == dump.kernel_offset
-    assert doc["problems"] == []
-    # gdb reads the paging ELF; every other form is the same instant of the same boot.
-    _, from_gdb = waitfor_json(dump.vmlinux, samples.ensure_dump(scenario, kaslr, real_kernel).path)
-    assert doc == from_gdb
+FORMS = _forms()
 
 
-@pytest.mark.parametrize("scenario,kaslr", [("kdl_mutex", True), ("kdl_rwsem", False)])
-def test_crash_commands_print_what_gdb_prints(real_kernel: str, scenario: str, kaslr: bool) -> None:
-    """Every command and option, text and JSON, byte for byte as in gdb on the same dump."""
-    dump = samples.ensure_dump(scenario, kaslr, real_kernel)
-    expected = samples.expected(scenario)
-    first = dump.truth["tasks"][next(iter(expected["waits"]))]
-    commands = ["kd-waitfor", "kd-waitfor --json", f"kd-waitfor -p {first}", "kd-tasks", "kd-tasks -s D",
+@pytest.mark.parametrize("scenario,kaslr,kind", FORMS,
+                         ids=[f"{s}-{'kaslr' if k else 'nokaslr'}-{kind}" for s, k, kind in FORMS])
+def test_crash_prints_what_gdb_prints(crash_kernel: str, scenario: str, kaslr: bool, kind: str) -> None:
+    """Every command and option, text and JSON, in crash byte for byte as in gdb on the same file; and the
+    wait-for graph is what the guest kernel said."""
+    dump = samples.ensure_dump(scenario, kaslr, crash_kernel, kind=kind)
+    first = dump.truth["tasks"][next(iter(samples.expected(scenario)["waits"]))]
+    commands = ["kd-waitfor --json", "kd-waitfor", f"kd-waitfor -p {first}", "kd-tasks", "kd-tasks -s D",
                 f"kd-tasks -p {first}", "kd-tasks kdl_", f"kd-bt {first}", "kd-locks", "kd-locks --json",
-                "kd-dmesg --notable", "kd-dmesg --grep blocked"]
-    coloured = ["kd-waitfor", "kd-locks", "kd-waitfor -p 1"]
-    in_crash, done = realcrash.outputs(dump.vmlinux, dump.path, *commands, "kd-set color on", *coloured)
-    in_gdb = gdb_outputs(dump, *commands, "set kd-color on", *coloured)
+                "kd-dmesg --notable", "kd-dmesg --grep blocked", "kd-info"]
+    coloured = ["kd-waitfor", "kd-locks"]
+    with ThreadPoolExecutor(1) as pool:  # gdb meanwhile
+        in_gdb = pool.submit(gdb_outputs, dump, *commands, "set kd-color on", *coloured)
+        in_crash, done = realcrash.outputs(dump.vmlinux, dump.path, *commands, "kd-set color on", *coloured)
+        in_gdb = in_gdb.result()
     assert "Traceback" not in done.stdout + done.stderr
     assert len(in_crash) == len(in_gdb) == len(commands) + 1 + len(coloured)
     for command, mine, theirs in zip(commands + ["set colour", *coloured], in_crash, in_gdb):
+        if command == "kd-info":  # says who reads the dump: crash, or gdb (kdlgdb)
+            mine, theirs = (re.sub(r"(?m)^dump .*\n", "", text) for text in (mine, theirs))
         assert mine == theirs, f"{command}: crash and gdb differ"
-    assert "\x1b[" in in_crash[-3] and "\x1b[" not in in_crash[0]
+    assert "\x1b[" in in_crash[-2] and "\x1b[" not in in_crash[1]
     assert f"PID: {first}" in in_crash[7]
-    assert json.loads(in_crash[9]) == json.loads(in_crash[1])["locks"]
+    assert "(read by crash)" in in_crash[12]
+    doc = json.loads(in_crash[0])
+    assert json.loads(in_crash[9]) == doc["locks"]
+    check_waitfor(doc, samples.expected(scenario), dump.truth)
+    assert doc["release"] == crash_kernel
+    assert int(doc["kaslr_offset"], 16) == dump.kernel_offset
+    assert doc["problems"] == []
 
 
-def test_crash_session(real_kernel: str) -> None:
+def test_crash_session(crash_kernel: str) -> None:
     """What a user types in crash: help, -h, crash's own commands in between, the hex radix."""
-    dump = samples.ensure_dump("kdl_abba", True, real_kernel)
+    dump = samples.ensure_dump("kdl_abba", True, crash_kernel)
     a, b = dump.truth["tasks"]["kdl_a"], dump.truth["tasks"]["kdl_b"]
     done = realcrash.crash(dump.vmlinux, dump.path, "help kd-waitfor", "kd-waitfor -h", "sym linux_banner", "kd-waitfor",
                            "help", options=("--hex",))
@@ -95,9 +90,9 @@ def test_crash_session(real_kernel: str) -> None:
     assert all(name in out.split("kd-waitfor -h")[-1] for name in ("kd-bt", "kd-locks", "kd-tasks", "kd-set"))
 
 
-def test_crash_report(real_kernel: str, tmp_path: Path) -> None:
+def test_crash_report(crash_kernel: str, tmp_path: Path) -> None:
     """kd-report in crash: gdb's report of the same dump, but for who read it."""
-    dump = samples.ensure_dump("kdl_rwsem", True, real_kernel)
+    dump = samples.ensure_dump("kdl_rwsem", True, crash_kernel)
     mine, theirs, html = tmp_path / "crash.json", tmp_path / "gdb.json", tmp_path / "crash.html"
     (said, _), done = realcrash.outputs(dump.vmlinux, dump.path, f"kd-report -o {mine}", f"kd-report -o {html}")
     (told,) = gdb_outputs(dump, f"kd-report -o {theirs}")
@@ -112,9 +107,9 @@ def test_crash_report(real_kernel: str, tmp_path: Path) -> None:
     assert "<svg" in html.read_text()
 
 
-def test_crash_pipes_and_redirection(real_kernel: str, tmp_path: Path) -> None:
+def test_crash_pipes_and_redirection(crash_kernel: str, tmp_path: Path) -> None:
     """`kd-waitfor --json | less` and the like: the output goes where crash's pipes and redirections say."""
-    dump = samples.ensure_dump("kdl_mutex", False, real_kernel)
+    dump = samples.ensure_dump("kdl_mutex", False, crash_kernel)
     saved = tmp_path / "waitfor.json"
     pipes = ["kd-waitfor --json | wc -c", "kd-waitfor | head -1"] * 3
     done = realcrash.crash(dump.vmlinux, dump.path, f"kd-waitfor --json > {saved}", *pipes, "kd-tasks -s D | wc -l")
@@ -136,6 +131,7 @@ def test_crash_pipes_and_redirection(real_kernel: str, tmp_path: Path) -> None:
 ANSWERS = """\
 import gzip
 import json
+import re
 import os
 
 from kdlgdb.target import crash
@@ -161,18 +157,18 @@ for name, key in KEYS.items():
 """
 
 
-def test_crash_target_answers_what_gdb_answers(real_kernel: str, tmp_path: Path) -> None:
+def test_crash_target_answers_what_gdb_answers(crash_kernel: str, tmp_path: Path) -> None:
     """Every question the kernel model asks (types, nested members, symbols, names, source lines), answered
     by crash as by gdb: the recording of a gdb run holds gdb's answers (static addresses: no KASLR)."""
     scenario = "kdl_rwsem"
-    dump = samples.ensure_dump(scenario, False, real_kernel)
+    dump = samples.ensure_dump(scenario, False, crash_kernel)
     (tmp_path / "sitecustomize.py").write_text(ANSWERS)
     log = tmp_path / "answers.jsonl"
     (waitfor, _), done = realcrash.outputs(dump.vmlinux, dump.path, "kd-waitfor", "kd-dmesg",
                                            env={"PYTHONPATH": str(tmp_path), "KDLGDB_TEST_ANSWERS": str(log)})
     assert "DEADLOCK" in waitfor, done.stdout[-2000:]
     crash_answers = {key: value for key, value in map(json.loads, log.read_text().splitlines())}
-    recordings = Path(__file__).parent / "vmcore_samples" / "recordings" / real_kernel
+    recordings = Path(__file__).parent / "vmcore_samples" / "recordings" / crash_kernel
     gdb_answers = {}
     for recording in (recordings / f"{scenario}-nokaslr.json.gz", recordings / "dmesg" / f"{scenario}-nokaslr.json.gz"):
         with gzip.open(recording, "rt") as f:

@@ -17,14 +17,9 @@ import samples
 pytestmark = pytest.mark.realkernel
 
 
-@pytest.fixture(scope="module", autouse=True)
-def extension() -> Path:
-    return realcrash.build_extension()
-
-
 @pytest.fixture(scope="module")
-def dump(real_kernel: str) -> samples.Dump:
-    return samples.ensure_dump("kdl_abba", False, real_kernel)
+def dump(crash_kernel: str) -> samples.Dump:
+    return samples.ensure_dump("kdl_abba", False, crash_kernel)
 
 
 def kd_lines(out: str) -> list[str]:
