@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # kdlgdb set-up: everything on a fresh Debian 12 machine, as root.
 #   system packages (gdb and its Python's dependencies, QEMU, the pinned Debian
-#   kernels with their headers), each kernel's vmlinux with DWARF (from its -dbg
-#   package), the Python package with its test dependencies, and the real-kernel
-#   sample dumps (built once, cached outside the checkout in ${KDLGDB_CACHE:-~/.cache/kdlgdb}).
+#   kernels with their headers, crash), each kernel's vmlinux with DWARF (from its
+#   -dbg package), the Python package with its test dependencies, the crash
+#   extension (crashext/kdlgdb.so), and the real-kernel sample dumps (built once,
+#   cached outside the checkout in ${KDLGDB_CACHE:-~/.cache/kdlgdb}).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -19,6 +20,7 @@ packages=(
   qemu-system-x86 busybox-static cpio xz-utils zstd   # the sample kernels and live tests
   graphviz chromium                                   # report pictures, and the HTML report's test
   make gcc
+  crash                                               # the crash utility and its defs.h, for crashext/
 )
 for k in "${KERNELS[@]}"; do packages+=("linux-image-$k" "linux-headers-$k"); done
 missing=()
@@ -46,6 +48,9 @@ done
 
 # The kdlgdb command, the test tools and the benchmark's peer (drgn), for the python3 on PATH.
 python3 -m pip install -q --disable-pip-version-check -e '.[test,bench]'
+
+# The crash extension (crash> extend crashext/kdlgdb.so), built against crash's defs.h.
+make -s -C crashext
 
 # Real dumps of the scenario modules (reused when their sources did not change).
 python3 tests/vmcore_samples/build.py

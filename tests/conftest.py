@@ -21,3 +21,16 @@ def real_kernel(request: pytest.FixtureRequest) -> str:
     if why:
         pytest.fail(why + "\nrun the README's set-up command (./setup.sh)")
     return kernel
+
+
+@pytest.fixture(scope="session")
+def crash_kernel(real_kernel: str) -> str:
+    """``real_kernel`` when the installed crash opens its dumps (with this checkout's extension built);
+    a skip naming crash's own error when it does not (Debian 12's crash 8.0.2 stops on 6.4+ kernels)."""
+    import realcrash
+
+    realcrash.build_extension()
+    why = realcrash.cannot_open(samples.ensure_dump(samples.SCENARIOS[0], False, real_kernel))
+    if why:
+        pytest.skip(why)
+    return real_kernel

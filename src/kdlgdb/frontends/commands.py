@@ -22,7 +22,7 @@ from ..model import Problem, Snapshot, Task
 from ..render import json as render_json
 from ..render import text as render_text
 
-__all__ = ["COMMANDS", "KERNEL_COMMANDS", "UsageError", "HelpShown", "parse", "run", "find_task"]
+__all__ = ["COMMANDS", "KERNEL_COMMANDS", "UsageError", "HelpShown", "parse", "run", "find_task", "report_parser"]
 
 
 class UsageError(KdlError):
@@ -75,6 +75,20 @@ def _dmesg_parser() -> argparse.ArgumentParser:
     p.add_argument("--grep", metavar="RE", help="only records with a line that matches this regular expression")
     p.add_argument("--notable", action="store_true",
                    help="only hung-task reports, lockdep splats, BUG, WARNING, Oops and panic lines")
+    return p
+
+
+def report_parser() -> argparse.ArgumentParser:
+    """kd-report's options; the command itself is each front end's (it writes a file)."""
+    from ..report import FORMATS
+
+    p = _Parser(
+        prog="kd-report",
+        description="Write a post-mortem report of this kernel: the verdict, the wait-for graph as a picture, each "
+                    "deadlock with stacks and evidence, wait chains, D-state tasks, the kernel log and system facts.")
+    p.add_argument("-o", "--output", metavar="FILE", required=True,
+                   help="the report file; its extension (.html, .md, .json, .txt) gives the format")
+    p.add_argument("--format", choices=FORMATS, help="the format, whatever the file is called")
     return p
 
 

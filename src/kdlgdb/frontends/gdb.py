@@ -308,23 +308,11 @@ def batch_bundle(out: str) -> None:
     _quit(status)
 
 
-def _report_parser() -> commands._Parser:
-    p = commands._Parser(
-        prog="kd-report",
-        description="Write a post-mortem report of the kernel gdb looks at: the verdict, the wait-for graph as a "
-                    "picture, each deadlock with stacks and evidence, wait chains, D-state tasks, the kernel log "
-                    "and system facts.")
-    p.add_argument("-o", "--output", metavar="FILE", required=True,
-                   help="the report file; its extension (.html, .md, .json, .txt) gives the format")
-    p.add_argument("--format", choices=post_mortem.FORMATS, help="the format, whatever the file is called")
-    return p
-
-
 class KdReport(KdCommand):
     """kd-report -o FILE: a post-mortem report of the kernel gdb looks at."""
 
     def __init__(self) -> None:
-        super().__init__("kd-report", _report_parser)
+        super().__init__("kd-report", commands.report_parser)
 
     def output(self, args: argparse.Namespace) -> str:
         fmt = post_mortem.format_for(args.output, args.format)

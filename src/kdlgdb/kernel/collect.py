@@ -1,6 +1,7 @@
 """Collect a Snapshot: every task, what the blocked ones wait on, who holds it."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Callable, Optional
 
 from ..errors import CorruptError, ReadError
@@ -38,7 +39,7 @@ def lock_sources(k: Kernel) -> list[str]:
     return ["wait-list scan"] + [label for label, t, member in LOCK_SOURCES if k.has_member(t, member)]
 
 
-def crash_time(vmcoreinfo: dict[str, str]) -> Optional[int]:
+def crash_time(vmcoreinfo: Mapping[str, str]) -> Optional[int]:
     """VMCOREINFO's ``CRASHTIME`` (seconds since the epoch, written by the kernel that crashed: kdump), or None."""
     try:
         return int(vmcoreinfo["CRASHTIME"])

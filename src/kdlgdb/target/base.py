@@ -3,10 +3,12 @@
 A target answers a handful of questions about one kernel image and its memory.
 Every address and symbol here is *static*: as the vmlinux's debug info has it,
 before any KASLR relocation. The kernel model (``kdlgdb.kernel``) applies the
-offset.
+offset. (A debugger that relocated the symbols itself, crash or gdb's
+``symbol-file -o``, is fine too: the kernel model notices.)
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Optional
 
 __all__ = ["Target"]
@@ -49,7 +51,7 @@ class Target:
         """
         raise NotImplementedError
 
-    def vmcoreinfo(self) -> Optional[dict[str, str]]:
+    def vmcoreinfo(self) -> Optional[Mapping[str, str]]:
         """The dump's VMCOREINFO note as key -> value, or None (live targets)."""
         raise NotImplementedError
 
