@@ -46,8 +46,8 @@ for k in "${KERNELS[@]}"; do
   fi
 done
 
-# The kdlgdb command and the test tools, for the python3 on PATH.
-python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+# The kdlgdb command, the test tools and the benchmark's peer (drgn), for the python3 on PATH.
+python3 -m pip install -q --disable-pip-version-check -e '.[test,bench]'
 
 # The crash extension (crash> extend crashext/kdlgdb.so), built against crash's defs.h.
 make -s -C crashext

@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT / "tests" / "vmcore_samples"))
 
 import samples  # noqa: E402
 
+# Run by gdb's Python with the dump (or a gdbstub) loaded: the analysis' parts, the target's reads.
 INSIDE = r'''
 import json, resource, sys, time
 sys.path.insert(0, SRC)
@@ -32,20 +33,10 @@ from kdlgdb.kernel.collect import collect
 from kdlgdb.analysis.graph import WaitForGraph
 from kdlgdb.render.text import render_waitfor
 
-class Counting:
-    def __init__(self, inner):
-        self.inner, self.reads, self.bytes = inner, 0, 0
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-    def read(self, address, size):
-        self.reads += 1
-        self.bytes += size
-        return self.inner.read(address, size)
-
 rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()
-target = Counting(GdbTarget())
-snap = collect(target)
+target = GdbTarget()
+snap = collect(target, source_lines=False)  # as kd-waitfor does: its text shows no source lines
 t1 = time.perf_counter()
 graph = WaitForGraph(snap)
 t2 = time.perf_counter()
@@ -54,7 +45,7 @@ t3 = time.perf_counter()
 rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 with open(OUT, "w") as f:
     json.dump({"collect": t1 - t0, "graph": t2 - t1, "render": t3 - t2, "reads": target.reads,
-               "bytes": target.bytes, "tasks": len(snap.tasks), "rss_growth_kb": rss1 - rss0,
+               "bytes": target.bytes_read, "tasks": len(snap.tasks), "rss_growth_kb": rss1 - rss0,
                "rss_kb": rss1}, f)
 '''
 
@@ -65,19 +56,26 @@ def _time(cmd: list[str]) -> float:
     return time.perf_counter() - start
 
 
+def inside_gdb(base: list[str], then: tuple[str, ...] = ()) -> dict:
+    """The INSIDE script's numbers, from gdb started as ``base`` (after the script, gdb runs ``then``)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "inside.json"
+        script = Path(tmp) / "inside.py"
+        script.write_text(f"SRC = {str(ROOT / 'src')!r}\nOUT = {str(out)!r}\n" + INSIDE)
+        done = subprocess.run(base + ["-x", str(script)] + [arg for c in then for arg in ("-ex", c)],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+        if not out.exists():
+            raise RuntimeError(f"gdb failed: {(done.stderr or done.stdout)[-500:]}")
+        return json.loads(out.read_text())
+
+
 def bench(dump: samples.Dump, runs: int) -> dict:
     base = ["gdb", "-nx", "-q", "-batch", str(dump.vmlinux), str(dump.path)]
     gdb_only = statistics.median(_time(base) for _ in range(runs))
     full = statistics.median(
         _time(base + ["-ex", f"source {ROOT / 'gdbext' / 'kdlgdb.py'}", "-ex", "kd-waitfor"]) for _ in range(runs)
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "inside.json"
-        script = Path(tmp) / "inside.py"
-        script.write_text(f"SRC = {str(ROOT / 'src')!r}\nOUT = {str(out)!r}\n" + INSIDE)
-        subprocess.run(base + ["-x", str(script)], stdin=subprocess.DEVNULL, capture_output=True, check=False)
-        inside = json.loads(out.read_text())
-    return {"gdb": gdb_only, "waitfor": full, **inside}
+    return {"gdb": gdb_only, "waitfor": full, **inside_gdb(base)}
 
 
 def main() -> None:

@@ -67,3 +67,53 @@ def check_waitfor(doc: dict[str, Any], expected: dict[str, Any], truth: dict[str
 
 def _comm(pid: dict[str, int], p: int) -> str:
     return next(c for c, q in pid.items() if q == p)
+
+
+# What kdlgdb calls each kind of lock the kdl_scale module reports, and whether the kernel records its holder.
+SCALE_KINDS = {"mutex": ("mutex", True), "rwsem-write": ("rwsem", True),
+               "semaphore": ("semaphore", False), "rwsem-read": ("rwsem", False)}
+
+
+def check_scale(doc: dict[str, Any], truth: dict[str, Any]) -> None:
+    """Assert kdlgdb's answer on a kdl_scale dump is what the guest printed (its compact truth).
+
+    The three cycles exactly (members in order, their locks, the verdict, how many tasks are blocked
+    behind each) and no other; every chain by its root, its blocked tasks and its locks; the number of
+    blocked tasks and of locks of each kind; one holder per lock, certain where the kernel records it.
+    """
+    counts = truth["counts"]
+    want_cycles = []
+    for cycle in truth["cycles"].values():
+        members = cycle["members"]
+        recorded = all(SCALE_KINDS[m["kind"]][1] for m in members)
+        want_cycles.append((_rotate_with([m["pid"] for m in members], [m["address"] for m in members]),
+                            "deadlock" if recorded else "probable", cycle["behind"]))
+    got_cycles = [((c["pids"], c["locks"]), c["verdict"], len(c["blocked_behind"])) for c in doc["cycles"]]
+    assert sorted(got_cycles) == sorted(want_cycles), f"cycles {got_cycles} != {want_cycles}"
+
+    waits_on = {t["pid"]: t["waits_on"] for t in doc["tasks"]}
+    got_chains = sorted(
+        (c["root"], len(c["pids"]) - 1 + len(c["joined"]), len({waits_on[p] for p in c["pids"][:-1] + c["joined"]}))
+        for c in doc["chains"])
+    want_chains = sorted((c["root"], c["blocked"], c["locks"]) for c in truth["chains"])
+    assert got_chains == want_chains, f"chains {got_chains[:5]}... != {want_chains[:5]}..."
+
+    assert sum(w is not None for w in waits_on.values()) == counts["blocked"]
+    assert len(doc["locks"]) == counts["locks"]
+    want_kinds: dict[tuple[str, str], int] = {}
+    for kind, (lock_type, recorded) in SCALE_KINDS.items():
+        key = (lock_type, "certain" if recorded else "inferred")
+        want_kinds[key] = want_kinds.get(key, 0) + counts[f"locks-{kind}"]
+    got_kinds: dict[tuple[str, str], int] = {}
+    for lock in doc["locks"]:
+        assert len(lock["owners"]) == 1, f"{lock['name']} has owners {lock['owners']}"
+        key = (lock["type"], lock["owners"][0]["confidence"])
+        got_kinds[key] = got_kinds.get(key, 0) + 1
+    assert got_kinds == {k: v for k, v in want_kinds.items() if v}
+    assert doc["problems"] == []
+
+
+def _rotate_with(pids: list[int], locks: list[str]) -> tuple[list[int], list[str]]:
+    """A cycle's pids and locks, rotated together to start at the smallest pid (as kdlgdb prints it)."""
+    k = pids.index(min(pids))
+    return pids[k:] + pids[:k], locks[k:] + locks[:k]

@@ -55,9 +55,9 @@ def test_dump_of_another_kernel(kind: str, real_kernel: str, tmp_path: Path) -> 
         head = f.read(1 << 20)
         at = head.index(f"OSRELEASE={real_kernel}".encode())
         f.seek(at)
-        f.write(b"OSRELEASE=" + real_kernel.replace("6.1.0", "6.9.9").encode())
+        f.write(b"OSRELEASE=" + ("9.9.9-other" + "x" * len(real_kernel))[: len(real_kernel)].encode())
     line = _one_error(kdlgdb("waitfor", str(dump.vmlinux), str(other)))
-    assert "the vmlinux does not match" in line and "6.9.9" in line
+    assert "the vmlinux does not match" in line and "9.9.9-other" in line
 
 
 @pytest.mark.realkernel
@@ -90,7 +90,7 @@ def test_lock_page_filtered_out(real_kernel: str, tmp_path: Path) -> None:
     paddr = reader.pages.translate(lock)
     reader.close()
     holed = tmp_path / "holed.kdump"
-    formats.without_page(phys.path, holed, paddr)
+    formats.without_page(phys.path, holed, paddr, samples.builder.filter_level(real_kernel))
     done = kdlgdb("waitfor", str(phys.vmlinux), str(holed))
     assert done.returncode in (0, 1) and "Traceback" not in done.stderr, done.stderr
     assert f"{lock:#x}" in done.stdout and "not in dump" in done.stdout

@@ -19,15 +19,16 @@ from realgdb import gdb, waitfor_json
 pytestmark = pytest.mark.realkernel
 
 OTHER_KINDS = [k for k in samples.KINDS if k != "elf"]
-_by_gdb: dict[tuple[str, bool], dict[str, Any]] = {}
+_by_gdb: dict[tuple[str, bool, str], dict[str, Any]] = {}
 
 
 def _reference(scenario: str, kaslr: bool, kernel: str) -> dict[str, Any]:
     """kd-waitfor --json on the paging ELF, read by gdb itself."""
-    if (scenario, kaslr) not in _by_gdb:
+    key = (scenario, kaslr, kernel)
+    if key not in _by_gdb:
         dump = samples.ensure_dump(scenario, kaslr, kernel)
-        _by_gdb[(scenario, kaslr)] = waitfor_json(dump.vmlinux, dump.path)[1]
-    return _by_gdb[(scenario, kaslr)]
+        _by_gdb[key] = waitfor_json(dump.vmlinux, dump.path)[1]
+    return _by_gdb[key]
 
 
 def _same_answer(scenario: str, kaslr: bool, kind: str, kernel: str) -> dict[str, Any]:

@@ -52,6 +52,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"kdlgdb: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        print("kdlgdb: interrupted", file=sys.stderr)
         return 2
     sys.stdout.write(out)
     return status

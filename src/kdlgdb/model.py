@@ -107,18 +107,6 @@ class Snapshot:
     crash_time: Optional[int] = None  # seconds since the epoch: VMCOREINFO's CRASHTIME (kdump), else None
     panic: Optional[str] = None  # the kernel log's "Kernel panic - not syncing: ..." message, else None
 
-    def task(self, address: int) -> Optional[Task]:
-        return self._tasks_by_address().get(address)
-
-    def lock(self, address: int) -> Optional[Lock]:
-        for lock in self.locks:
-            if lock.address == address:
-                return lock
-        return None
-
-    def _tasks_by_address(self) -> dict[int, Task]:
-        return {t.address: t for t in self.tasks}
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -175,12 +175,12 @@ def recompress(kdump: Path, out: Path, codec: str) -> None:
                 dst.write(blob)
 
 
-def without_page(elf: Path, out: Path, paddr: int) -> None:
-    """A kdump file (``makedumpfile -c -d 31``) of a physical ELF that lacks the page at ``paddr``."""
+def without_page(elf: Path, out: Path, paddr: int, level: int = 31) -> None:
+    """A kdump file (``makedumpfile -c -d LEVEL``) of a physical ELF that lacks the page at ``paddr``."""
     tmp = out.with_name(out.name + ".elf")
     try:
         move_program_headers(elf, tmp, hole=(paddr & ~0xFFF, 0x1000))
-        makedumpfile(tmp, out)
+        makedumpfile(tmp, out, level=level)
     finally:
         tmp.unlink(missing_ok=True)
 

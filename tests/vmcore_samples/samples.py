@@ -15,7 +15,10 @@ Import it by putting this directory on ``sys.path`` (it is not a package)::
         run_gdb(live.vmlinux, f"target remote 127.0.0.1:{live.gdb_port}")
 
 Scenarios (``SCENARIOS``) are the kernel modules under ``scenarios/``; each
-has an ``expected.json`` with its wait-for facts (:func:`expected`). The dumps
+has an ``expected.json`` with its wait-for facts (:func:`expected`). The scale
+samples (``SCALE_SAMPLES``: ``kdl_scale_1k``, ``_5k``, ``_10k``) load the
+``kdl_scale`` module with 1,000 to 10,000 threads and are built with KASLR only;
+their truth adds ``cycles``, ``chains`` and ``counts`` (see ``build.py``). The dumps
 are built by ``build.py`` (which this module loads by path, under the name
 ``kdlgdb_vmcore_build``) into ``${KDLGDB_CACHE:-~/.cache/kdlgdb}``.
 
@@ -55,6 +58,7 @@ def _load_builder() -> Any:
 builder = _load_builder()
 
 SCENARIOS: tuple[str, ...] = builder.SCENARIOS
+SCALE_SAMPLES: tuple[str, ...] = tuple(builder.SCALE_SAMPLES)  # kdl_scale_1k, _5k, _10k
 DEFAULT_KERNEL: str = builder.DEFAULT_KERNEL
 KERNELS: tuple[str, ...] = builder.KERNELS
 PHYS_SCENARIO: str = builder.PHYS_SCENARIO

@@ -137,6 +137,11 @@ def find_task(snapshot: Snapshot, spec: str) -> Task:
     raise KdlError(f"no task with pid or address {spec}")
 
 
+def shows_source_lines(command: str, args: argparse.Namespace) -> bool:
+    """Whether the command's output has the file:line of stack frames (kd-bt, kd-waitfor --json)."""
+    return command == "kd-bt" or (command == "kd-waitfor" and args.json)
+
+
 def select_tasks(snapshot: Snapshot, args: argparse.Namespace) -> list[Task]:
     tasks = snapshot.tasks
     if args.states:

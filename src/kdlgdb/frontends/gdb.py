@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import sys
 import traceback
 from typing import Callable, Optional
 
@@ -19,6 +18,7 @@ from .. import report as post_mortem
 from ..errors import KdlError
 from ..kernel.collect import collect
 from ..kernel.layout import Kernel
+from ..kernel.stack import add_source_lines
 from ..model import Snapshot
 from ..target.dumpfile import DumpFile, dump_format, open_dump
 from ..target.gdb import GdbTarget
@@ -58,36 +58,57 @@ _params: dict[str, gdb.Parameter] = {}
 def _color() -> bool:
     value = _params["color"].value
     if value == "auto":
-        return sys.stdout.isatty() and gdb.parameter("style enabled")
+        return os.isatty(1) and bool(gdb.parameter("style enabled"))  # gdb's sys.stdout.isatty() is always False
     return value == "on"
 
 
-def _progress(stage: str, done: int, total: int) -> None:
-    """Progress of a long analysis, only on a terminal: gdb's own, or the one the kdlgdb
-    command runs on (it sets KDLGDB_PROGRESS=tty, since it captures gdb's stderr)."""
-    line = f"\rkdlgdb: {stage} {done}" + (f"/{total}" if total else "") + "   \r"
-    if sys.stderr.isatty():
-        sys.stderr.write(line)
-        sys.stderr.flush()
-    elif os.environ.get("KDLGDB_PROGRESS") == "tty":
-        try:
+def _to_terminal(text: str) -> None:
+    """Write ``text`` to the user's terminal, if there is one: gdb's stderr when it is a terminal
+    (gdb's ``sys.stderr.isatty()`` always says no: ask the file descriptor), or the terminal of the
+    kdlgdb command, which captures gdb's stderr and sets KDLGDB_PROGRESS=tty."""
+    try:
+        if os.isatty(2):
+            os.write(2, text.encode())
+        elif os.environ.get("KDLGDB_PROGRESS") == "tty":
             with open("/dev/tty", "w") as tty:
-                tty.write(line)
-        except OSError:
-            pass
+                tty.write(text)
+    except OSError:
+        pass
 
 
-def snapshot(record: Optional[str] = None) -> Snapshot:
-    """The Snapshot of the kernel gdb looks at, collected once and cached."""
-    if record is None and "current" in _cache:
-        return _cache["current"]
+_progress_shown: set[str] = set()
+
+
+def _progress(stage: str, done: int, total: int) -> None:
+    """Progress of a long analysis on one line of the terminal (nothing when there is none)."""
+    _progress_shown.add("line")  # first: a Ctrl-C can land right after the write
+    _to_terminal(f"\rkdlgdb: {stage} {done}" + (f"/{total}" if total else "") + "\033[K")
+
+
+def _progress_end() -> None:
+    """Erase the progress line, if one was shown (the analysis ended, or was interrupted)."""
+    if "line" in _progress_shown:
+        _progress_shown.clear()
+        _to_terminal("\r\033[K")
+
+
+def snapshot(record: Optional[str] = None, source_lines: bool = False) -> Snapshot:
+    """The Snapshot of the kernel gdb looks at, collected once and cached; the file:line of its
+    stack frames are looked up the first time ``source_lines`` asks for them."""
     if record is not None:
         recorder = RecordingTarget(_target())
-        snap = collect(recorder)
+        snap = collect(recorder)  # with source lines: the recording must hold them
         recorder.save(record)
-    else:
-        snap = collect(kernel(), progress=_progress)
-    _cache["current"] = snap
+        _cache["current"] = _cache["with lines"] = snap
+    elif "current" not in _cache:
+        try:
+            _cache["current"] = collect(kernel(), progress=_progress, source_lines=False)
+        finally:
+            _progress_end()
+    snap = _cache["current"]
+    if source_lines and _cache.get("with lines") is not snap:
+        add_source_lines(kernel(), snap.tasks)
+        _cache["with lines"] = snap
     return snap
 
 
@@ -173,7 +194,8 @@ class KdCommand(gdb.Command):
     def output(self, args: argparse.Namespace) -> str:
         if self.name in commands.KERNEL_COMMANDS:
             return commands.run(self.name, args, None, color=_color(), kernel=kernel())
-        return commands.run(self.name, args, snapshot(), color=_color())
+        return commands.run(self.name, args, snapshot(source_lines=commands.shows_source_lines(self.name, args)),
+                            color=_color())
 
 
 def _report(name: str, e: BaseException, errors: Optional[str] = None) -> None:
@@ -221,7 +243,7 @@ def batch(command: str, argv: list[str], out: str, record: Optional[str] = None)
     status = 2
     try:
         args = commands.parse(command, argv)
-        snap = snapshot(record=record)
+        snap = snapshot(record=record, source_lines=commands.shows_source_lines(command, args))
         with open(out, "w") as f:
             f.write(commands.run(command, args, snap, color=False) + "\n")
         status = commands.verdict_status(snap) if command == "kd-waitfor" else 0
@@ -260,7 +282,7 @@ def _quit(status: int) -> None:
 
 def _bundle() -> post_mortem.Bundle:
     """The cached snapshot, the kernel log and facts about what gdb has loaded."""
-    snap = snapshot()
+    snap = snapshot(source_lines=True)
     target = kernel().target
     assert isinstance(target, GdbTarget)
     dump = target.dump_path

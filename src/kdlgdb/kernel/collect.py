@@ -10,7 +10,7 @@ from ..target.base import Target
 from .held import CodeReader
 from .layout import Kernel, le64
 from .locks import LockKind, lock_kinds, last_reader
-from .stack import Stack, StackReader
+from .stack import Stack, StackReader, add_source_lines
 from .symbols import Symbols
 from .tasks import TaskLayout, for_each_task, per_cpu_runqueues, read_task, task_state_letters
 from .waiters import StackRanges, Wait, find_wait, slow_path
@@ -18,6 +18,7 @@ from .waiters import StackRanges, Wait, find_wait, slow_path
 __all__ = ["collect", "lock_sources", "crash_time", "LOCK_SOURCES"]
 
 Progress = Callable[[str, int, int], None]
+PROGRESS_EVERY = 100  # tasks between two progress reports
 
 
 #: Where lock data can come from besides the wait-list scan (always there): label, type, member.
@@ -46,9 +47,10 @@ def crash_time(vmcoreinfo: Mapping[str, str]) -> Optional[int]:
         return None
 
 
-def collect(source: Target | Kernel, progress: Optional[Progress] = None) -> Snapshot:
+def collect(source: Target | Kernel, progress: Optional[Progress] = None, source_lines: bool = True) -> Snapshot:
     """Read everything the wait-for analysis needs from a target (or a Kernel already made of one,
-    so that KASLR and the banner are not worked out twice).
+    so that KASLR and the banner are not worked out twice). Without ``source_lines`` the frames
+    have no file:line (``add_source_lines`` can add them later, for output that shows them).
 
     KdlError for what makes analysis impossible (wrong vmlinux, missing types);
     anything wrong with one task or lock becomes a Problem and is skipped.
@@ -62,8 +64,9 @@ def collect(source: Target | Kernel, progress: Optional[Progress] = None) -> Sna
     symbols = Symbols(k, problems)
     stacks = StackReader(k, symbols)
 
-    raw: dict[int, bytes] = {}
     tasks: dict[int, Task] = {}
+    saved_sp: dict[int, int] = {}  # thread.sp: where a sleeping task's stack begins
+    arrival: dict[int, int] = {}  # sched_info.last_arrival: when it last got a CPU
 
     def add(address: int, data: Optional[bytes] = None) -> None:
         if address in tasks or not address:
@@ -71,14 +74,16 @@ def collect(source: Target | Kernel, progress: Optional[Progress] = None) -> Sna
         try:
             data = data if data is not None else k.read(address, layout.size)
             tasks[address] = read_task(k, layout, letters, address, data)
-            raw[address] = data
+            saved_sp[address] = le64(data, layout.sp)
+            if layout.last_arrival is not None:
+                arrival[address] = le64(data, layout.last_arrival)
         except ReadError as e:
             problems.append(Problem("task", f"{address:#x}", str(e)))
 
     add(k.need_symbol("init_task"))
     for address, data in for_each_task(k, layout, problems):
         add(address, data)
-        if progress is not None and len(tasks) % 500 == 0:
+        if progress is not None and len(tasks) % PROGRESS_EVERY == 0:
             progress("tasks", len(tasks), 0)
     try:
         runqueues = per_cpu_runqueues(k)
@@ -93,27 +98,29 @@ def collect(source: Target | Kernel, progress: Optional[Progress] = None) -> Sna
     clocks = {rq.cpu: rq.clock for rq in runqueues}
     snap.cpus = len(runqueues)
     snap.uptime_ns = max(clocks.values()) if clocks else None
-    if layout.last_arrival is not None:
-        for address, task in tasks.items():
-            arrival = le64(raw[address], layout.last_arrival)
-            now = clocks.get(task.cpu)
-            task.last_ran_ns = 0 if task.on_cpu else (now - arrival if now and arrival and now >= arrival else None)
+    for address, last in arrival.items():
+        task, now = tasks[address], clocks.get(tasks[address].cpu)
+        task.last_ran_ns = 0 if task.on_cpu else (now - last if now and last and now >= last else None)
 
     # Stacks: only tasks that are off CPU have a meaningful saved stack pointer.
+    # A stack is read whole once; the wait-list walks read its waiter structs again from it.
     live: dict[int, Stack] = {}
     for n, (address, task) in enumerate(tasks.items()):
-        if progress is not None and n % 500 == 0:
+        if progress is not None and n % PROGRESS_EVERY == 0:
             progress("stacks", n, len(tasks))
         if task.on_cpu:
             continue
         try:
-            stack = stacks.read(task.stack_base, le64(raw[address], layout.sp))
+            stack = stacks.read(task.stack_base, saved_sp[address])
             if stack is not None:
                 live[address] = stack
+                k.keep(stack.sp, stack.data)
                 task.frames = stacks.frames(stack)
         except ReadError as e:
             problems.append(Problem("stack", f"task {task.pid} ({task.comm}) {task.stack_base:#x}", str(e)))
 
+    if source_lines:
+        add_source_lines(k, tasks.values())
     snap.tasks = sorted(tasks.values(), key=lambda t: (t.pid, t.address))
     kinds = lock_kinds(k)
     ranges = StackRanges([t.stack_base for t in tasks.values()], stacks.thread_size)
@@ -182,9 +189,9 @@ def _infer_holders(k: Kernel, symbols: Symbols, locks: dict[int, Lock], tasks: d
                     found[acq.lock] = f"{acq.frame.describe()} called {acq.function}() on it at {acq.call_site:#x} and has not released it"
         stack = live.get(address)
         if stack is not None:
-            for slot, value in stack.words():
-                if value in ownerless and value != task.waits_on and value not in found:
-                    found[value] = f"its address is on the task's stack at {slot:#x}"
+            for value in sorted(ownerless.intersection(stack.values), key=stack.values.index):
+                if value != task.waits_on and value not in found:
+                    found[value] = f"its address is on the task's stack at {stack.slots_holding(value)[0]:#x}"
         for lock_address, evidence in found.items():
             lock = locks[lock_address]
             mode = "read" if lock.type == "rwsem" else "exclusive"

@@ -50,7 +50,7 @@ class CodeReader:
         self.k = k
         self.symbols = symbols
         self._targets: dict[int, str] = {}
-        self._code: dict[int, bytes] = {}
+        self._held: dict[int, list[tuple[int, str, int]]] = {}  # return address -> (lock, function, call site)
 
     def held_by_frames(self, frames: list[Frame]) -> list[Acquisition]:
         """Locks acquired (and not released) by the callers on a stack, innermost first.
@@ -67,16 +67,26 @@ class CodeReader:
         return out
 
     def held_in(self, frame: Frame) -> list[Acquisition]:
-        start = frame.pc - frame.offset
-        if frame.offset > MAX_FUNCTION:
+        """Locks the function of ``frame`` acquired before its return address, without a release."""
+        if frame.pc not in self._held:
+            self._held[frame.pc] = self._acquired_before(frame.pc, frame.offset)
+        return [Acquisition(lock, function, site, frame) for lock, function, site in self._held[frame.pc]]
+
+    def _acquired_before(self, pc: int, offset: int) -> list[tuple[int, str, int]]:
+        """(lock, acquire function, call site) of each acquire call in [pc - offset, pc) not released there."""
+        start = pc - offset
+        if not 0 < offset <= MAX_FUNCTION:
             return []
-        code = self._function_code(start, frame.pc)
-        held: dict[int, Acquisition] = {}
+        try:
+            code = self.k.read(start, offset)
+        except ReadError:
+            return []
+        held: dict[int, tuple[int, str, int]] = {}
         for pos in range(len(code) - 4):
             if code[pos] != 0xE8:
                 continue
             site = start + pos
-            if site + 5 == frame.pc:
+            if site + 5 == pc:
                 continue  # the call this task is inside right now has not returned: not held
             target = site + 5 + struct.unpack_from("<i", code, pos + 1)[0]
             fn = self._function_at(target)
@@ -86,19 +96,10 @@ class CodeReader:
             if lock is None:
                 continue
             if fn in ACQUIRE:
-                held[lock] = Acquisition(lock, fn, site, frame)
+                held[lock] = (lock, fn, site)
             else:
                 held.pop(lock, None)
         return list(held.values())
-
-    def _function_code(self, start: int, end: int) -> bytes:
-        key = end
-        if key not in self._code:
-            try:
-                self._code[key] = self.k.read(start, end - start)
-            except ReadError:
-                self._code[key] = b""
-        return self._code[key]
 
     def _function_at(self, address: int) -> str:
         """Name of the function that starts exactly at ``address``, else ""."""

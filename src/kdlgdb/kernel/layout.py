@@ -21,6 +21,7 @@ KASLR_ALIGN = 0x200000
 KERNEL_SPACE = 0xFFFF800000000000
 BANNER = b"Linux version "
 DEFAULT_TEXT = 0xFFFFFFFF81000000
+PAGE_SHIFT = 12
 
 
 class Kernel:
@@ -31,6 +32,7 @@ class Kernel:
         self._members: dict[tuple[str, str], Optional[tuple[int, int]]] = {}
         self._sizes: dict[str, Optional[int]] = {}
         self._symbols: dict[str, Optional[int]] = {}
+        self._kept: dict[int, list[tuple[int, bytes]]] = {}  # page number -> regions read whole
         self.vmcoreinfo = target.vmcoreinfo() or {}
         self.slide = self._find_slide()
         self.kaslr_offset = self._kaslr_offset()
@@ -38,7 +40,20 @@ class Kernel:
 
     # -- memory -------------------------------------------------------------
     def read(self, address: int, size: int) -> bytes:
+        for start, data in self._kept.get(address >> PAGE_SHIFT, ()):
+            if start <= address and address + size <= start + len(data):
+                return data[address - start : address - start + size]
         return self.target.read(address, size)
+
+    def keep(self, address: int, data: bytes) -> None:
+        """Serve later reads inside [address, address + len(data)) from ``data``.
+
+        For memory read whole and looked at again field by field: a task's stack holds the
+        wait-list nodes and waiter structs of the locks it waits on. Over a gdbstub each
+        read is a round trip; here it is a slice.
+        """
+        for page in range(address >> PAGE_SHIFT, ((address + len(data) - 1) >> PAGE_SHIFT) + 1):
+            self._kept.setdefault(page, []).append((address, data))
 
     def u64(self, address: int) -> int:
         return int.from_bytes(self.read(address, 8), "little")

@@ -41,16 +41,19 @@ class Symbols:
         self.text_start = k.need_symbol("_stext")
         self.text_end = k.need_symbol("_etext")
         self.modules = self._read_modules()
+        self._module_texts = sorted(m.text for m in self.modules if m.text[0] < m.text[1])
+        self._module_text_starts = [start for start, _ in self._module_texts]
 
     # -- lookups ------------------------------------------------------------
     def is_text(self, address: int) -> bool:
         # x86_64 maps modules above the kernel image: anything below _stext (stack
-        # addresses, small numbers, the direct map) is rejected before the module scan.
+        # addresses, small numbers, the direct map) is rejected before the module lookup.
         if address < self.text_start:
             return False
         if address < self.text_end:
             return True
-        return any(m.text[0] <= address < m.text[1] for m in self.modules)
+        i = bisect.bisect_right(self._module_text_starts, address) - 1
+        return i >= 0 and address < self._module_texts[i][1]
 
     def module_of(self, address: int) -> Optional[Module]:
         for m in self.modules:

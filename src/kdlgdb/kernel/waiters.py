@@ -103,9 +103,9 @@ def find_wait(
     ``known`` maps waiter nodes already seen on some lock's wait list to that
     lock's Wait, so each wait list is walked once however many tasks wait on it.
     """
-    for slot, value in stack.words():
+    for slot in stack.slots_holding(task):
         node = slot - kind.waiter_task + kind.waiter_list
-        if value != task or node < stack.sp:
+        if node < stack.sp:
             continue
         if node in known:
             return _for_node(known[node], kind, node)

@@ -1,9 +1,12 @@
 """The gdb target: the only module of layer 1 that imports ``gdb``.
 
 Reads go through ``Inferior.read_memory`` in one call per request, so a whole
-task_struct or stack costs one round trip over a gdbstub. Type layouts come
-from gdb's Python type API (``gdb.lookup_type``), never from ``ptype`` output,
-which is slow on a 600 MB vmlinux.
+task_struct or stack costs one round trip over a gdbstub; ``reads`` and
+``bytes_read`` count them. An ELF vmcore gdb has loaded is read from the file
+directly (``ElfMemory``): gdb's own core reads slow down with the number of
+segments, one per vmapped stack. Type layouts come from gdb's Python type API
+(``gdb.lookup_type``), never from ``ptype`` output, which is slow on a 600 MB
+vmlinux.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import gdb  # type: ignore[import-not-found]
 from ..errors import KdlError, ReadError
 from .base import Target
 from .dumpfile import DumpFile, open_dump
+from .elfmemory import ElfMemory
 from .vmcore import ElfDump, open_elf_dump
 
 __all__ = ["GdbTarget", "core_file_path"]
@@ -42,6 +46,9 @@ class GdbTarget(Target):
             raise KdlError("no vmlinux loaded: start gdb with the vmlinux that matches the kernel")
         self._memory = memory
         self._dump: Optional[ElfDump] = None
+        self._elf_memory: Optional[ElfMemory] = None  # gdb's core file, read from the file by kdlgdb
+        self.reads = 0  # read requests, and the bytes they asked for
+        self.bytes_read = 0
         if memory is not None:
             self.kind = "dump"
             self._where = memory.path
@@ -67,6 +74,8 @@ class GdbTarget(Target):
                 self._dump = open_elf_dump(path)
                 if not self._dump.has_virtual_addresses:
                     self._memory = open_dump(path)
+                else:
+                    self._elf_memory = ElfMemory(self._dump)
 
     @property
     def dump(self) -> Optional[ElfDump]:
@@ -79,8 +88,12 @@ class GdbTarget(Target):
         return self._where if self.kind == "dump" and self._where else None
 
     def read(self, address: int, size: int) -> bytes:
+        self.reads += 1
+        self.bytes_read += size
         if self._memory is not None:
             return self._memory.read(address, size)
+        if self._elf_memory is not None:
+            return self._elf_memory.read(address, size)
         try:
             return bytes(self._inferior.read_memory(address, size))
         except gdb.MemoryError as e:
