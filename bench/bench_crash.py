@@ -5,8 +5,8 @@
 For each dump, the median of --runs separate debugger processes:
   crash      crash -s VMLINUX DUMP, then quit: crash's own start-up
   +waitfor   the same plus `extend crashext/kdlgdb.so` and `kd-waitfor`
-  gdb        gdb -batch VMLINUX DUMP: gdb's own start-up
-  +waitfor   the same plus `source gdbext/kdlgdb.py` and `kd-waitfor`
+  gdb        gdb -batch VMLINUX DUMP: gdb's own start-up (VMLINUX only for the forms gdb cannot read)
+  +waitfor   the same plus `source gdbext/kdlgdb.py` (and `kd-open DUMP`) and `kd-waitfor`
 and the command alone, timed inside the debugger: the first kd-waitfor (it reads
 the kernel) and a second one (crash keeps the snapshot in its Python process, gdb in
 its embedded Python). Run `make -C crashext` first (setup.sh does).
@@ -45,7 +45,10 @@ def _crash(dump: samples.Dump, lines: list[str]) -> tuple[float, str]:
 
 
 def _gdb(dump: samples.Dump, commands: list[str]) -> tuple[float, str]:
-    cmd = ["gdb", "-nx", "-q", "-batch", str(dump.vmlinux), str(dump.path)]
+    """gdb on the dump: gdb loads a paging ELF itself; kdlgdb's kd-open reads the other forms."""
+    cmd = ["gdb", "-nx", "-q", "-batch", str(dump.vmlinux)] + ([str(dump.path)] if dump.kind == "elf" else [])
+    if commands and dump.kind != "elf":
+        commands = commands[:1] + [f"kd-open {dump.path}"] + commands[1:]
     for c in commands:
         cmd += ["-ex", c]
     return _run(cmd)
@@ -85,7 +88,7 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--scenario", action="append", choices=samples.SCENARIOS)
     p.add_argument("--kaslr", action="store_true", help="use the KASLR dumps")
-    p.add_argument("--kind", default="elf", help="the dump's form (crash reads them all; gdb the ELF ones)")
+    p.add_argument("--kind", default="elf", help="the dump's form (crash reads them all; gdb through kd-open)")
     args = p.parse_args()
     if not EXTENSION.exists():
         raise SystemExit(f"{EXTENSION} is missing: run make -C {EXTENSION.parent}")

@@ -160,10 +160,34 @@ stop_python(void)
 	in_start = in_end = 0;
 }
 
+/* A progress line on crash's terminal (stderr), rewritten in place; nothing without a terminal. */
+static int progress_shown;
+
+static void
+show_progress(const char *line)
+{
+	if (isatty(fileno(stderr))) {
+		fprintf(stderr, "\r%s\033[K", line);
+		fflush(stderr);
+		progress_shown = TRUE;
+	}
+}
+
+static void
+end_progress(void)
+{
+	if (progress_shown) {
+		fprintf(stderr, "\r\033[K");
+		fflush(stderr);
+		progress_shown = FALSE;
+	}
+}
+
 /* Called by crash's restart() and before each command: end a Python process a command left half-way. */
 static void
 kd_cleanup(void)
 {
+	end_progress();
 	if (py.busy)
 		stop_python();
 }
@@ -635,6 +659,7 @@ cmd_kd(void)
 		if (STREQ(verb, "done") || STREQ(verb, "error")) {
 			/* The Python process is ready for the next command, even if `| head` cuts this output. */
 			py.busy = FALSE;
+			end_progress();
 			if (STREQ(verb, "error"))
 				error(INFO, "%s\n", payload.data);
 			else
@@ -642,10 +667,7 @@ cmd_kd(void)
 			fflush(fp);
 			return;
 		} else if (STREQ(verb, "progress")) {
-			if (isatty(fileno(stderr))) {
-				fprintf(stderr, "\r%s   \r", payload.data);
-				fflush(stderr);
-			}
+			show_progress(payload.data);
 		} else if (!answer(verb, payload.data)) {
 			break;
 		}

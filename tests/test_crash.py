@@ -164,9 +164,9 @@ def test_crash_target_answers_what_gdb_answers(crash_kernel: str, tmp_path: Path
     dump = samples.ensure_dump(scenario, False, crash_kernel)
     (tmp_path / "sitecustomize.py").write_text(ANSWERS)
     log = tmp_path / "answers.jsonl"
-    (waitfor, _), done = realcrash.outputs(dump.vmlinux, dump.path, "kd-waitfor", "kd-dmesg",
+    (waitfor, _), done = realcrash.outputs(dump.vmlinux, dump.path, "kd-waitfor --json", "kd-dmesg",
                                            env={"PYTHONPATH": str(tmp_path), "KDLGDB_TEST_ANSWERS": str(log)})
-    assert "DEADLOCK" in waitfor, done.stdout[-2000:]
+    assert json.loads(waitfor)["cycles"], done.stdout[-2000:]
     crash_answers = {key: value for key, value in map(json.loads, log.read_text().splitlines())}
     recordings = Path(__file__).parent / "vmcore_samples" / "recordings" / crash_kernel
     gdb_answers = {}

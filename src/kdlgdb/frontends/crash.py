@@ -52,6 +52,7 @@ class Session:
         self.channel = channel
         self._kernel: Kernel | None = None
         self._snapshot: Snapshot | None = None
+        self._with_lines: Snapshot | None = None  # the snapshot once its frames have their file:line
 
     def serve(self) -> None:
         """Run commands until crash closes the socket."""
@@ -66,7 +67,7 @@ class Session:
     def run(self, request: Request) -> None:
         """Run one command; it ends with ``done`` and its output, or ``error`` and one line."""
         if request.live:
-            self._kernel = self._snapshot = None
+            self._kernel = self._snapshot = self._with_lines = None
         try:
             text = self.output(request)
         except Exception as e:  # noqa: BLE001  (the one place that turns errors into one line)
@@ -90,7 +91,8 @@ class Session:
             return self.report(args)
         if request.command in commands.KERNEL_COMMANDS:
             return commands.run(request.command, args, None, color=request.color, kernel=self.kernel())
-        return commands.run(request.command, args, self.snapshot(), color=request.color)
+        snap = self.snapshot(source_lines=commands.shows_source_lines(request.command, args))
+        return commands.run(request.command, args, snap, color=request.color)
 
     def kernel(self) -> Kernel:
         from ..kernel.layout import Kernel
@@ -99,11 +101,17 @@ class Session:
             self._kernel = Kernel(CrashTarget(self.channel))
         return self._kernel
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, source_lines: bool = False) -> Snapshot:
+        """The kernel's snapshot, collected once; the file:line of its stack frames looked up the
+        first time ``source_lines`` asks for them (most output does not show them)."""
         from ..kernel.collect import collect
+        from ..kernel.stack import add_source_lines
 
         if self._snapshot is None:
-            self._snapshot = collect(self.kernel(), progress=self.progress)
+            self._snapshot = collect(self.kernel(), progress=self.progress, source_lines=False)
+        if source_lines and self._with_lines is not self._snapshot:
+            add_source_lines(self.kernel(), self._snapshot.tasks)
+            self._with_lines = self._snapshot
         return self._snapshot
 
     def progress(self, stage: str, done: int, total: int) -> None:
@@ -121,7 +129,7 @@ class Session:
         log, log_facts = post_mortem.read_kernel_log(kernel)
         facts = post_mortem.make_facts(dump=dump or None, vmlinux=vmlinux or None, debugger=debugger or None,
                                        **log_facts)
-        bundle = post_mortem.Bundle(post_mortem.with_log_facts(self.snapshot(), log), log, facts)
+        bundle = post_mortem.Bundle(post_mortem.with_log_facts(self.snapshot(source_lines=True), log), log, facts)
         post_mortem.write_report(bundle, args.output, fmt)
         return f"{post_mortem.summary_line(bundle)}\nkd-report: wrote {args.output} ({fmt})"
 
