@@ -140,3 +140,33 @@ def test_ctrl_c_stops_kd_waitfor_and_gdb_goes_on(real_kernel: str) -> None:
         assert "interrupted" not in shown
     finally:
         term.close()
+
+
+# Run by gdb with a dump loaded: kdlgdb's own reads of the ELF file against gdb's reads of the same addresses.
+_SAME_BYTES = r"""
+import random, sys
+sys.path.insert(0, SRC)
+import gdb
+from kdlgdb.target.gdb import GdbTarget
+target = GdbTarget()
+loads = sorted((v, m) for v, _, f, m, _ in target.dump.loads if v >= 0xffff800000000000 and m)
+starts = {v for v, _ in loads}
+across = [(v + m - 64, 128) for v, m in loads if v + m in starts][:200]  # reads over a segment boundary
+rng = random.Random(7)
+inside = [(v + rng.randrange(0, m - 256) // 8 * 8, 256) for v, m in rng.sample(loads, 300) if m > 256]
+bad = [(a, n) for a, n in across + inside if target.read(a, n) != bytes(gdb.selected_inferior().read_memory(a, n))]
+print("kdl-same", len(across), len(inside), len(bad), [hex(a) for a, _ in bad[:5]])
+"""
+
+
+@pytest.mark.realkernel
+def test_dump_reader_gives_gdbs_bytes(real_kernel: str, tmp_path) -> None:
+    """kdlgdb reads a gdb-loaded ELF vmcore itself (gdb's reads slow down with each vmapped stack's segment):
+    the same bytes as gdb, inside segments and across the boundary of adjacent ones."""
+    dump = samples.ensure_dump(SAMPLE, kaslr=True, kernel=real_kernel)
+    script = tmp_path / "same.py"
+    script.write_text(f"SRC = {str(EXTENSION.parent.parent / 'src')!r}\n" + _SAME_BYTES)
+    done = gdb(dump.vmlinux, dump.path, f"source {script}")
+    across, inside, bad = re.search(r"^kdl-same (\d+) (\d+) (\d+)", done.stdout, re.MULTILINE).groups()
+    assert int(across) > 0 and int(inside) > 250
+    assert bad == "0", done.stdout

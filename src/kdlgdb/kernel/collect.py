@@ -63,6 +63,7 @@ def collect(source: Target | Kernel, progress: Optional[Progress] = None, source
     letters = task_state_letters(k)
     symbols = Symbols(k, problems)
     stacks = StackReader(k, symbols)
+    k.forget_kept()  # what an interrupted collect kept
 
     tasks: dict[int, Task] = {}
     saved_sp: dict[int, int] = {}  # thread.sp: where a sleeping task's stack begins
@@ -126,6 +127,7 @@ def collect(source: Target | Kernel, progress: Optional[Progress] = None, source
     ranges = StackRanges([t.stack_base for t in tasks.values()], stacks.thread_size)
     locks = _find_waits(k, kinds, tasks, live, ranges, problems)
     _infer_holders(k, symbols, locks, tasks, live)
+    k.forget_kept()
     snap.locks = sorted(locks.values(), key=lambda lk: lk.address)
     for lock in snap.locks:
         lock.symbol, lock.module = symbols.name(lock.address)

@@ -55,6 +55,10 @@ class Kernel:
         for page in range(address >> PAGE_SHIFT, ((address + len(data) - 1) >> PAGE_SHIFT) + 1):
             self._kept.setdefault(page, []).append((address, data))
 
+    def forget_kept(self) -> None:
+        """Read everything from the target again (a snapshot is done; a live kernel may run on)."""
+        self._kept.clear()
+
     def u64(self, address: int) -> int:
         return int.from_bytes(self.read(address, 8), "little")
 
