@@ -96,11 +96,23 @@ def run(cmd: list[str], stdin: Optional[str] = None, env: Optional[dict[str, str
         return wall, usage.ru_maxrss, out.read().decode(errors="replace"), err.read().decode(errors="replace")
 
 
-def median_runs(cmd: list[str], runs: int, stdin: Optional[str] = None) -> tuple[float, int, str]:
-    """Median wall time and median peak RSS of ``runs`` runs, and the last run's stdout."""
-    results = [run(cmd, stdin) for _ in range(runs)]
+def median_runs(cmd: list[str], runs: int) -> tuple[float, int, list[str]]:
+    """Median wall time and median peak RSS of ``runs`` runs, and each run's stderr."""
+    results = [run(cmd) for _ in range(runs)]
     return (statistics.median(r[0] for r in results), int(statistics.median(r[1] for r in results)),
-            results[-1][2])
+            [r[3] for r in results])
+
+
+# Around `source` and `kd-waitfor` in the same gdb: their own time, which the noise of gdb's start-up on a
+# shared machine does not blur the way a difference of two processes' times does.
+TIMED_WAITFOR = ["-ex", "python import time; t0 = time.perf_counter()", "-ex", f"source {EXTENSION}", "-ex", "kd-waitfor",
+                 "-ex", "python import sys; print('kd-waitfor-seconds', time.perf_counter() - t0, file=sys.stderr)"]
+
+
+def timed(stderrs: list[str]) -> float:
+    """The median of the kd-waitfor-seconds lines TIMED_WAITFOR printed."""
+    return statistics.median(float(line.split()[1]) for err in stderrs for line in err.splitlines()
+                             if line.startswith("kd-waitfor-seconds "))
 
 
 def kdlgdb_env() -> dict[str, str]:
@@ -121,7 +133,8 @@ def bench_dump(size: str, runs: int, peers: bool) -> dict[str, Any]:
     base = ["gdb", "-nx", "-q", "-batch", str(dump.vmlinux), str(dump.path)]
     r: dict[str, Any] = {"size": size, "threads": SIZES[size], "dump_mb": dump.path.stat().st_size / 2**20}
     r["gdb_s"], r["gdb_kb"], _ = median_runs(base, runs)
-    r["full_s"], r["full_kb"], _ = median_runs(base + ["-ex", f"source {EXTENSION}", "-ex", "kd-waitfor"], runs)
+    r["full_s"], r["full_kb"], stderrs = median_runs(base + TIMED_WAITFOR, runs)
+    r["inner_s"] = timed(stderrs)
     r["inside"] = inside_gdb(base)
     _, _, doc, _ = run([sys.executable, "-m", "kdlgdb.cli", "waitfor", str(dump.vmlinux), str(dump.path), "--json"],
                        env=kdlgdb_env())
@@ -237,29 +250,28 @@ def bench_live(size: str) -> dict[str, Any]:
 
 
 def print_dumps(rows: list[dict[str, Any]]) -> None:
-    print("On the kdl_scale dumps (KASLR; medians; MB = MiB; kd-waitfor = its time and RSS beyond gdb's own):")
-    print(f"{'tasks':>6} {'dump MB':>7} {'gdb s':>6} {'gdb MB':>6} {'kd-waitfor s':>12} {'+MB':>5} "
-          f"{'collect s':>9} {'reads':>6} {'MB read':>7} {'drgn s (open+list)':>19} {'drgn MB':>7} "
-          f"{'crash s':>7} {'crash UN':>8}  check")
+    print("On the kdl_scale dumps (KASLR; medians; MB = MiB). kd-waitfor: `source` + `kd-waitfor` beyond gdb's")
+    print("start-up, as the difference of the two processes' times and as timed inside gdb; +MB: peak RSS beyond gdb's.")
+    print(f"{'tasks':>6} {'dump MB':>7} {'gdb s':>6} {'gdb MB':>6} {'kd-waitfor s':>12} {'(in gdb)':>8} {'+MB':>5} "
+          f"{'reads':>6} {'MB read':>7} {'drgn s (open+list)':>19} {'drgn MB':>7} {'crash s':>7} {'crash UN':>8}  check")
     for r in rows:
         inside = r["inside"]
         drgn_text = (f"{r['drgn_s']:.2f} ({r['drgn_open_s']:.2f}+{r['drgn_list_s']:.2f})" if "drgn_s" in r
                      else r.get("drgn", "-"))
         print(f"{inside['tasks']:>6} {r['dump_mb']:>7.0f} {r['gdb_s']:>6.2f} {r['gdb_kb'] / 1024:>6.0f} "
-              f"{r['full_s'] - r['gdb_s']:>12.2f} {(r['full_kb'] - r['gdb_kb']) / 1024:>5.0f} "
-              f"{inside['collect']:>9.2f} {inside['reads']:>6} {inside['bytes'] / 2**20:>7.1f} {drgn_text:>19} "
+              f"{r['full_s'] - r['gdb_s']:>12.2f} {r['inner_s']:>8.2f} {(r['full_kb'] - r['gdb_kb']) / 1024:>5.0f} "
+              f"{inside['reads']:>6} {inside['bytes'] / 2**20:>7.1f} {drgn_text:>19} "
               f"{r.get('drgn_kb', 0) / 1024:>7.0f} {r.get('crash_s', 0):>7.1f} {r.get('crash_un', '-')!s:>8}  "
               f"{r['check']}")
     first = rows[0]
-    print("\nRatios and growth (from the first size):")
+    print("\nRatios and growth (kd-waitfor as timed in gdb; growth from the first size):")
     for r in rows:
-        kd = r["full_s"] - r["gdb_s"]
         line = (f"  {r['threads']:>6} tasks: tasks x{r['threads'] / first['threads']:.1f}, "
-                f"kd-waitfor x{kd / (first['full_s'] - first['gdb_s']):.2f}, "
-                f"reads x{r['inside']['reads'] / first['inside']['reads']:.2f}")
+                f"kd-waitfor x{r['inner_s'] / first['inner_s']:.2f}, reads x{r['inside']['reads'] / first['inside']['reads']:.2f}, "
+                f"RSS added x{(r['full_kb'] - r['gdb_kb']) / max(1, first['full_kb'] - first['gdb_kb']):.2f}")
         if "drgn_s" in r:
-            line += (f"; kd-waitfor / drgn listing {kd / r['drgn_list_s']:.2f}, "
-                     f"gdb+kd-waitfor / drgn open+list {r['full_s'] / r['drgn_s']:.2f}")
+            line += (f"; kd-waitfor / drgn's listing {r['inner_s'] / r['drgn_list_s']:.2f}, "
+                     f"gdb + kd-waitfor / drgn's open + listing {r['full_s'] / r['drgn_s']:.2f}")
         print(line)
     if any("crash_ps" in r for r in rows):
         print("  crash 8.0.2 on this kernel sees " + ", ".join(f"{r['crash_ps']} tasks of {r['threads']}+"

@@ -122,9 +122,9 @@ def test_crash_pipes_and_redirection(crash_kernel: str, tmp_path: Path) -> None:
     assert json.loads(saved.read_text())["cycles"]
     # crash finds the process at a pipe's end by polling /proc; under load it can miss it, with its own
     # commands too ("crash: pipe operation failed", and the command does not run). Every pipe that
-    # crash did set up carries the whole output.
+    # crash did set up carries the whole output; each kind of pipe is tried three times, one must work.
     failed = out.count("crash: pipe operation failed")
-    assert size in counts and header in heads and failed <= 2, out
+    assert size in counts and header in heads, out
     assert len([c for c in counts if c not in (size, 4)]) + len([h for h in heads if h != header]) <= failed
 
 
