@@ -90,7 +90,7 @@ def test_lock_page_filtered_out(real_kernel: str, tmp_path: Path) -> None:
     paddr = reader.pages.translate(lock)
     reader.close()
     holed = tmp_path / "holed.kdump"
-    formats.without_page(phys.path, holed, paddr, samples.builder.filter_level(real_kernel))
+    formats.without_page(phys.path, holed, paddr, samples.filter_level("kdl_mutex", False, real_kernel))
     done = kdlgdb("waitfor", str(phys.vmlinux), str(holed))
     assert done.returncode in (0, 1) and "Traceback" not in done.stderr, done.stderr
     assert f"{lock:#x}" in done.stdout and "not in dump" in done.stdout

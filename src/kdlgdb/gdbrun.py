@@ -18,15 +18,9 @@ from typing import Any, Optional
 from .errors import KdlError
 from .target.dumpfile import dump_format
 
-__all__ = ["check_dump", "gdb_env", "run_batch"]
+__all__ = ["gdb_env", "run_batch"]
 
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def check_dump(path: str) -> str:
-    """The dump's format (see ``dump_format``): "elf-virtual" gdb loads itself, the others kdlgdb
-    reads (``kd-open``); KdlError (one line) when it is no dump kdlgdb knows."""
-    return dump_format(path)
 
 
 def gdb_env() -> dict[str, str]:
@@ -48,8 +42,8 @@ def run_batch(vmlinux: str, dump: Optional[str], remote: Optional[str], function
     if shutil.which(gdb) is None:
         raise KdlError("gdb is not installed (apt-get install gdb)")
     core = dump
-    if dump is not None and check_dump(dump) != "elf-virtual":
-        core = None  # kdlgdb reads it: kd_open() below
+    if dump is not None and dump_format(dump) != "elf-virtual":
+        core = None  # gdb cannot read it right: kdlgdb does, kd_open() below
     if not os.path.isfile(vmlinux):
         raise KdlError(f"no such file: {vmlinux}")
     with tempfile.TemporaryDirectory(prefix="kdlgdb-") as tmp:

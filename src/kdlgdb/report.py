@@ -46,8 +46,9 @@ from .render.report import (
     summary_sentence,
     verdict,
 )
-from .gdbrun import check_dump, run_batch
-from .target.dumpfile import dump_vmcoreinfo
+from .gdbrun import run_batch
+from .kernel.collect import crash_time
+from .target.dumpfile import dump_format, dump_vmcoreinfo
 
 __all__ = [
     "BUNDLE_VERSION",
@@ -342,8 +343,7 @@ def triage_one(dump: str, vmlinux: Optional[str] = None, places: Sequence[str] =
     release = ""
     crashed = format_crash_time(None, file_time(dump))
     try:
-        check_dump(dump)
-        crashed = format_crash_time(_crashtime(dump), file_time(dump))
+        crashed = format_crash_time(crash_time(dump_vmcoreinfo(dump)), file_time(dump))
         try:
             release = dump_release(dump)
         except KdlError:
@@ -370,15 +370,6 @@ def triage_one(dump: str, vmlinux: Optional[str] = None, places: Sequence[str] =
         cycle = f"chain: {chain_sentence(largest, graph)}{more}"
         return TriageRow(dump, snap.release or release, "no deadlock", cycle, 0, crashed)
     return TriageRow(dump, snap.release or release, "no deadlock", "", 0, crashed)
-
-
-def _crashtime(dump: str) -> Optional[int]:
-    """CRASHTIME in the dump's VMCOREINFO (seconds since the epoch), or None."""
-    info = dump_vmcoreinfo(dump)
-    try:
-        return int(info["CRASHTIME"])
-    except (KeyError, ValueError):
-        return None
 
 
 Progress = Callable[[int, int, str], None]
@@ -476,7 +467,7 @@ def _cli_report(args: argparse.Namespace) -> Outcome:
         if len(args.paths) not in (1, 2):
             raise KdlError("give the dump, optionally after its vmlinux: kdlgdb report [VMLINUX] VMCORE")
         dump = args.paths[-1]
-        check_dump(dump)
+        dump_format(dump)  # one line now if it is no dump at all
         vmlinux, how = _vmlinux_for(dump, args.paths[0] if len(args.paths) == 2 else None)
         bundle = collect_bundle(vmlinux, dump)
         if how != "given":

@@ -928,7 +928,7 @@ def build_variant(scenario: str, kaslr: bool, kernel: str = DEFAULT_KERNEL,
 
     t1 = time.monotonic()
     try:
-        derive_kinds(part, kernel)
+        derive_kinds(part)
     except formats.FormatError as e:
         raise BuildError(f"{scenario} {v}: {e}") from None
     report["derive_s"] = round(time.monotonic() - t1, 1)
@@ -950,22 +950,23 @@ def build_variant(scenario: str, kaslr: bool, kernel: str = DEFAULT_KERNEL,
     return report
 
 
-def filter_level(kernel: str) -> int:
-    """The makedumpfile ``-d`` level of the filtered dumps: 31, as kdump services use, where
-    Debian 12's makedumpfile (1.7.2) filters the kernel right.
+def filter_level(info: dict[str, str]) -> int:
+    """The makedumpfile ``-d`` level of a boot's filtered dumps, from its VMCOREINFO: 31, as kdump
+    services use, where Debian 12's makedumpfile (1.7.2) can tell slab pages by ``PG_slab``.
 
-    On 6.12 it does not: it takes slab pages (task_structs among them) for page cache or
-    user pages and drops them at levels 2, 4 and 8 (measured: -d 15 loses the task list,
-    -d 16 and -d 1 do not). There the filtered dumps drop zero and free pages only (-d 17).
+    Kernels that made slab a page type (6.12 here: VMCOREINFO has PAGE_SLAB_MAPCOUNT_VALUE and no
+    PG_slab) are beyond it: it takes slab pages, task_structs among them, for page cache or user
+    pages and drops them at levels 2, 4 and 8 (measured: -d 15 loses the task list, -d 16 and -d 1
+    do not). Those dumps drop zero and free pages only (-d 17).
     """
-    return 31 if kernel == DEFAULT_KERNEL else 17
+    return 31 if "NUMBER(PG_slab)" in info else 17
 
 
-def derive_kinds(part: dict[str, Path], kernel: str) -> None:
+def derive_kinds(part: dict[str, Path]) -> None:
     """Make the makedumpfile forms (and the re-compressed ones) from QEMU's physical ELF and kdump."""
     if "phys" not in part:
         return
-    level = filter_level(kernel)
+    level = filter_level(vmcoreinfo(part["elf"]))
     formats.unflatten(part["kdump-flat"], part["kdump"])
     formats.filtered(part["phys"], part["kdump-filtered"], level=level)
     if "kdump-lzo" in part:

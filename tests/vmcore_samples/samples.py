@@ -104,7 +104,7 @@ def ensure_dump(scenario: str, kaslr: bool, kernel: str = DEFAULT_KERNEL, kind: 
     Every kind of one variant is the same instant of the same boot, with the same
     truth: "elf" (QEMU's paging ELF), "phys" (physical-only ELF), "kdump-flat"
     (QEMU's flattened kdump-zlib), "kdump" (its makedumpfile -R form), "kdump-filtered"
-    (makedumpfile -c -d 31, or as ``builder.filter_level`` says); for ``PHYS_SCENARIO`` also "kdump-lzo",
+    (makedumpfile -c -d 31, or as :func:`filter_level` says); for ``PHYS_SCENARIO`` also "kdump-lzo",
     "kdump-snappy", "kdump-zstd".
     """
     kinds = builder.variant_kinds(scenario)
@@ -119,6 +119,11 @@ def ensure_dump(scenario: str, kaslr: bool, kernel: str = DEFAULT_KERNEL, kind: 
         kind=kind,
         console_log=files["console"],
     )
+
+
+def filter_level(scenario: str, kaslr: bool, kernel: str = DEFAULT_KERNEL) -> int:
+    """The ``-d`` level the builder filtered this variant's dumps with (``builder.filter_level``)."""
+    return builder.filter_level(builder.vmcoreinfo(ensure_dump(scenario, kaslr, kernel).path))
 
 
 @dataclass

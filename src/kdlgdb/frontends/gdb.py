@@ -161,7 +161,8 @@ def kd_open(path: str) -> str:
         _forget()
         raise
     reader = "gdb reads it" if fmt == "elf-virtual" else "kdlgdb reads it"
-    return f"{path}: {k.target.describe().split(' /')[0]}, Linux {k.release}, KASLR offset {k.kaslr_offset:#x} ({reader})"
+    assert isinstance(k.target, GdbTarget)
+    return f"{path}: {k.target.dump_kind}, Linux {k.release}, KASLR offset {k.kaslr_offset:#x} ({reader})"
 
 
 def _forget(*_args) -> None:

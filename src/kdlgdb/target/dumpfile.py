@@ -14,11 +14,11 @@ and the dump's VMCOREINFO. gdb still supplies symbols and types.
 """
 from __future__ import annotations
 
-import bisect
 import os
-from typing import BinaryIO, Optional
+from typing import Callable, Optional
 
 from ..errors import KdlError, ReadError
+from .elfmemory import ElfMemory
 from .kdump import KdumpFile, open_kdump
 from .pagetable import PageTables
 from .vmcore import ElfDump, open_elf_dump
@@ -28,29 +28,17 @@ __all__ = ["DumpFile", "open_dump", "dump_format", "dump_vmcoreinfo"]
 PAGE_SIZE = 0x1000
 
 
-class _ElfMemory:
-    """Physical memory of an ELF vmcore: PT_LOAD segments by ``p_paddr``."""
+class _ElfPages:
+    """Physical pages of an ELF vmcore (``p_paddr``), in the shape KdumpFile gives them."""
 
-    def __init__(self, f: BinaryIO, elf: ElfDump) -> None:
-        self._f = f
-        loads = sorted((paddr, filesz, memsz, offset) for _, paddr, filesz, memsz, offset in elf.loads if memsz)
-        self._loads = loads
-        self._starts = [load[0] for load in loads]
+    def __init__(self, elf: ElfDump) -> None:
+        self._memory = ElfMemory(elf, physical=True)
 
     def read_page(self, pfn: int) -> bytes:
-        address = pfn * PAGE_SIZE
-        i = bisect.bisect_right(self._starts, address) - 1
-        if i < 0:
-            raise ReadError(address, PAGE_SIZE, "not in dump")
-        paddr, filesz, memsz, offset = self._loads[i]
-        if address + PAGE_SIZE > paddr + memsz:
-            raise ReadError(address, PAGE_SIZE, "not in dump")
-        start = address - paddr
-        data = b""
-        if start < filesz:  # bytes past p_filesz (up to p_memsz) are zeros that were not written
-            self._f.seek(offset + start)
-            data = self._f.read(min(PAGE_SIZE, filesz - start))
-        return data + bytes(PAGE_SIZE - len(data))
+        return self._memory.read(pfn * PAGE_SIZE, PAGE_SIZE)
+
+    def close(self) -> None:
+        self._memory.close()
 
 
 class DumpFile:
@@ -62,19 +50,20 @@ class DumpFile:
             self._f = open(path, "rb")
         except OSError as e:
             raise KdlError(f"cannot open dump {path}: {e.strerror}") from None
+        self._cache: dict[int, bytes] = {}
+        self._elf_pages: Optional[_ElfPages] = None
         try:
             self._open()
         except BaseException:
-            self._f.close()
+            self.close()
             raise
-        self._cache: dict[int, bytes] = {}
 
     def _open(self) -> None:
         kdump = open_kdump(self._f, self.path)
         self.elf: Optional[ElfDump] = None
         self.kdump: Optional[KdumpFile] = kdump
         if kdump is not None:
-            self._memory: _ElfMemory | KdumpFile = kdump
+            self._memory: _ElfPages | KdumpFile = kdump
             info = kdump.vmcoreinfo()
             self.notes = kdump.notes
             phys_base: Optional[int] = kdump.phys_base
@@ -83,7 +72,7 @@ class DumpFile:
             if self.elf.has_virtual_addresses:
                 # QEMU's paging ELF maps one physical page in several segments; gdb reads it right.
                 raise KdlError(f"{self.path} has kernel virtual addresses: gdb reads it itself (gdb VMLINUX {self.path})")
-            self._memory = _ElfMemory(self._f, self.elf)
+            self._memory = self._elf_pages = _ElfPages(self.elf)
             info = self.elf.vmcoreinfo() or {}
             self.notes = self.elf.notes
             phys_base = None
@@ -94,6 +83,8 @@ class DumpFile:
 
     def close(self) -> None:
         self._f.close()
+        if self._elf_pages is not None:
+            self._elf_pages.close()
 
     # -- facts -------------------------------------------------------------------
     def vmcoreinfo(self) -> dict[str, str]:
@@ -120,28 +111,22 @@ class DumpFile:
         return page
 
     def read_phys(self, address: int, size: int) -> bytes:
-        out = bytearray()
-        while size > 0:
-            offset = address & (PAGE_SIZE - 1)
-            n = min(size, PAGE_SIZE - offset)
-            try:
-                out += self._page(address >> 12)[offset : offset + n]
-            except ReadError as e:
-                raise ReadError(address, size, e.why) from None
-            address += n
-            size -= n
-        return bytes(out)
+        """``size`` bytes of physical memory at ``address``; ReadError naming why not."""
+        return self._read(address, size, lambda page: page)
 
     def read(self, address: int, size: int) -> bytes:
         """``size`` bytes of kernel virtual memory at ``address``; ReadError naming why not."""
+        return self._read(address, size, self.pages.translate)
+
+    def _read(self, address: int, size: int, to_physical: Callable[[int], int]) -> bytes:
+        """Page by page: each page's physical address from ``to_physical``, its bytes from the file."""
         out = bytearray()
         start, total = address, size
         while size > 0:
             offset = address & (PAGE_SIZE - 1)
             n = min(size, PAGE_SIZE - offset)
             try:
-                phys = self.pages.translate(address)
-                out += self._page(phys >> 12)[offset : offset + n]
+                out += self._page(to_physical(address) >> 12)[offset : offset + n]
             except ReadError as e:
                 why = e.why if address == start else f"at {address:#x}: {e.why}"
                 raise ReadError(start, total, why) from None

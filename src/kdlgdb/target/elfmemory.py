@@ -19,12 +19,14 @@ __all__ = ["ElfMemory"]
 
 
 class ElfMemory:
-    """Reads the kernel virtual addresses of an ELF vmcore's PT_LOAD segments (``p_vaddr``)."""
+    """Reads an ELF vmcore's PT_LOAD segments by their kernel virtual addresses (``p_vaddr``), or by
+    their physical ones (``physical=True``, ``p_paddr``: for kdlgdb's own page-table walk)."""
 
-    def __init__(self, dump: ElfDump) -> None:
+    def __init__(self, dump: ElfDump, physical: bool = False) -> None:
         self._file = open(dump.path, "rb")  # noqa: SIM115 (kept open while the target lives; closed with it)
-        # (vaddr, memsz, filesz, offset); bytes past p_filesz up to p_memsz read as zeros.
-        self._loads = sorted((vaddr, memsz, filesz, offset) for vaddr, _, filesz, memsz, offset in dump.loads if memsz)
+        # (address, memsz, filesz, offset); bytes past p_filesz up to p_memsz read as zeros.
+        self._loads = sorted((paddr if physical else vaddr, memsz, filesz, offset)
+                             for vaddr, paddr, filesz, memsz, offset in dump.loads if memsz)
         self._starts = [load[0] for load in self._loads]
 
     def read(self, address: int, size: int) -> bytes:
@@ -42,3 +44,6 @@ class ElfMemory:
             chunks.append(data + bytes(n - len(data)))
             at, left = at + n, left - n
         return b"".join(chunks)
+
+    def close(self) -> None:
+        self._file.close()

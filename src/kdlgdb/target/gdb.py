@@ -165,13 +165,19 @@ class GdbTarget(Target):
         """The dump's path, or the gdbstub's address (``localhost:1234``)."""
         return self._where
 
+    @property
+    def dump_kind(self) -> str:
+        """What the dump is, as its headers tell: ``"kdump-compressed vmcore, dump level 31"``."""
+        if self._memory is not None:
+            return self._memory.kind
+        return self._dump.kind if self._dump is not None else "core file"
+
     def describe(self) -> str:
         if self.kind == "live":
             return f"live gdbstub {self._where}"
         if self._memory is not None:
             return self._memory.describe()
-        kind = self._dump.kind if self._dump is not None else "core file"
-        return f"{kind} {self._where}"
+        return f"{self.dump_kind} {self._where}"
 
     def _lookup_symbol(self, name: str):
         try:

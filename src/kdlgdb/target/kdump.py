@@ -127,20 +127,19 @@ class KdumpFile:
         for i in range(0, len(self._dumped), step):
             self._rank.append(self._rank[-1] + int.from_bytes(self._dumped[i : i + step], "little").bit_count())
         self._descs_at = bitmap_at + 2 * half
-        self._size = self._end_of_data()
+        self._check_complete()
 
-    def _end_of_data(self) -> int:
-        """Where the last page's data ends: checks up front that the file is complete."""
+    def _check_complete(self) -> None:
+        """KdlError up front when the file ends before its last page's data."""
         pages = self._rank[-1]
         if pages == 0:
-            return 0
+            return
         last = self._file.pread(self._descs_at + DESC.size * (pages - 1), DESC.size)
         if len(last) < DESC.size:
             raise KdlError(f"{self.path} is truncated: its page table is cut off")
         offset, size, _, _ = DESC.unpack(last)
         if len(self._file.pread(offset + size - 1, 1)) != 1:
             raise KdlError(f"{self.path} is truncated: its last page ends at {offset + size} bytes")
-        return offset + size
 
     # -- what the file says about itself ----------------------------------------
     def vmcoreinfo(self) -> dict[str, str]:
