@@ -126,7 +126,7 @@ def test_console_parsing():
     log = "\r\n".join([
         "[    2.753333] kdl-truth lock sem1 semaphore ffffffffc04673a0",
         "[    2.754741] kdl-truth task kdl_a 94",
-        "kdl-info text ffffffff81200000",
+        "kdl-info text ffffffff81200000[    2.228081] clocksource: Switched to clocksource tsc",  # as a 6.12 boot printed it
         "kdl-info module kdl_abba 0xffffffffc0465000 16384",
         "kdl-state 94 kdl_a D kdl_a_fn",
         "kdl-stack kdl_a [<0>] kdl_a_fn+0x27/0x50 [kdl_abba]",

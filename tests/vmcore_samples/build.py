@@ -698,6 +698,9 @@ def _magic(path: Path, size: int) -> bytes:
 # Reading what the guest said, and the dump's notes
 # --------------------------------------------------------------------------
 
+_STAMP_ANYWHERE = re.compile(r"\[\s*\d+\.\d+\]")
+
+
 def parse_console(text: str) -> dict[str, Any]:
     """Pick the ``kdl-truth``, ``kdl-info``, ``kdl-state`` and ``kdl-stack`` lines out of a console log.
 
@@ -721,7 +724,9 @@ def parse_console(text: str) -> dict[str, Any]:
                 break
         else:
             continue
-        words = raw[at + len(tag):].strip().split()
+        # The kernel's own console output can land right after our text, on the same line (it prints
+        # asynchronously): the line ends where a "[   2.228081]" time stamp begins.
+        words = _STAMP_ANYWHERE.split(raw[at + len(tag):])[0].strip().split()
         try:
             if tag == "kdl-truth " and words[0] == "lock" and len(words) >= 4:
                 locks[words[1]] = {"address": f"{int(words[3], 16):#018x}", "type": words[2]}
