@@ -86,65 +86,21 @@ from typing import Any, Callable, Iterator, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import formats  # noqa: E402  (beside this file; not a package)
+from catalog import (  # noqa: E402  (what is built; not part of the cache key)
+    ALL_KINDS, ANALYSIS_KINDS, CODEC_KINDS, DEFAULT_KERNEL, DEFAULT_SAMPLES, GUEST_MEMORY, KERNELS, KINDS,
+    PHYS_SCENARIO, SCALE_SAMPLES, SCENARIOS, Sample, sample,
+)
 
 HERE = Path(__file__).resolve().parent
 SCENARIO_DIR = HERE / "scenarios"
-SCENARIOS = ("kdl_abba", "kdl_mutex", "kdl_rwsem", "kdl_control")
-DEFAULT_KERNEL = "6.1.0-56-cloud-amd64"
-# Every kernel the real-kernel tests run on (setup.sh installs them): Debian 12's 6.1
-# and its 6.12 backport, cloud flavour.
-KERNELS = (DEFAULT_KERNEL, "6.12.117+deb12-cloud-amd64")
-PHYS_SCENARIO = "kdl_abba"  # the scenario whose dumps also come in every page compression
-# Dump forms: kind -> file name suffix. "elf" is QEMU's paging ELF (gdb reads it
-# directly); the others need kdlgdb's own reader (or crash).
-KINDS = {
-    "elf": ".elf",  # dump-guest-memory paging=true
-    "phys": "-phys.elf",  # dump-guest-memory paging=false: physical addresses only
-    "kdump-flat": ".kdump-flat",  # dump-guest-memory format=kdump-zlib (flattened)
-    "kdump": ".kdump",  # makedumpfile -R of the flattened file
-    "kdump-filtered": "-filtered.kdump",  # makedumpfile -c -d 31 (see filter_level) of the physical ELF
-}
-CODEC_KINDS = {  # PHYS_SCENARIO only
-    "kdump-lzo": "-lzo.kdump",  # makedumpfile -l -d 31
-    "kdump-snappy": "-snappy.kdump",  # pages of kdump-filtered re-compressed (no Debian tool writes snappy)
-    "kdump-zstd": "-zstd.kdump",  # ... or zstd
-}
-
 BUSYBOX = Path("/bin/busybox")  # from busybox-static
 QEMU = "qemu-system-x86_64"
-GUEST_MEMORY = "256M"
 START_KERNEL_MAP = 0xFFFFFFFF81000000  # _text when KASLR is off (x86_64)
 
-BOOT_TIMEOUT = 240.0  # boot + module + all threads blocked, under TCG
 HUNG_TASK_WAIT = 25.0  # how long to wait for the hung-task report
 QMP_TIMEOUT = 300.0  # one QMP command, a dump included
 MAKE_TIMEOUT = 300.0
 KASLR_ATTEMPTS = 3  # boots to try when KASLR happens to pick offset 0
-
-
-@dataclass(frozen=True)
-class Sample:
-    """What one boot runs: a scenario's module, loaded with ``args``, in a guest with ``memory``."""
-
-    scenario: str  # the folder under scenarios/, and the module's name
-    args: str = ""  # insmod arguments
-    memory: str = GUEST_MEMORY
-    kaslr: tuple[bool, ...] = (False, True)  # the variants built by default
-    boot_timeout: float = BOOT_TIMEOUT
-
-
-# kdl_scale's kthreads take ~30 KiB each (16 KiB vmapped stack, task_struct, page tables).
-SCALE_SAMPLES = {
-    "kdl_scale_1k": Sample("kdl_scale", "n=1000", "384M", (True,)),
-    "kdl_scale_5k": Sample("kdl_scale", "n=5000", "640M", (True,), boot_timeout=600.0),
-    "kdl_scale_10k": Sample("kdl_scale", "n=10000", "1024M", (True,), boot_timeout=600.0),
-}
-DEFAULT_SAMPLES = SCENARIOS + ("kdl_scale_1k",)
-
-
-def sample(name: str) -> Sample:
-    """The sample called ``name``: a scale sample, or a scenario run as it is."""
-    return SCALE_SAMPLES.get(name) or Sample(name)
 
 
 Log = Callable[[str], None]
@@ -249,9 +205,7 @@ def variant_name(kaslr: bool) -> str:
 
 def variant_kinds(scenario: str) -> dict[str, str]:
     """The dump kinds a scenario's variants come in (kind -> file name suffix)."""
-    if scenario in SCALE_SAMPLES:
-        return {"elf": KINDS["elf"]}  # the scale samples measure the analysis, not the formats
-    return {**KINDS, **CODEC_KINDS} if scenario == PHYS_SCENARIO else dict(KINDS)
+    return {kind: ALL_KINDS[kind] for kind in sample(scenario).kinds}
 
 
 def variant_files(scenario: str, kaslr: bool, kernel: str = DEFAULT_KERNEL) -> dict[str, Path]:
@@ -926,6 +880,7 @@ def build_variant(scenario: str, kaslr: bool, kernel: str = DEFAULT_KERNEL,
             report["dump_s"] = round(guest.dump(part["elf"], paging=True), 1)
             if "phys" in part:
                 guest.dump(part["phys"], paging=False)
+            if "kdump-flat" in part:
                 guest.dump(part["kdump-flat"], paging=False, fmt="kdump-zlib")
             console_text = guest.console()
         report["total_s"] = round(time.monotonic() - t0, 1)
@@ -969,10 +924,11 @@ def filter_level(info: dict[str, str]) -> int:
 
 def derive_kinds(part: dict[str, Path]) -> None:
     """Make the makedumpfile forms (and the re-compressed ones) from QEMU's physical ELF and kdump."""
-    if "phys" not in part:
+    if "kdump" in part:
+        formats.unflatten(part["kdump-flat"], part["kdump"])
+    if "kdump-filtered" not in part:
         return
     level = filter_level(vmcoreinfo(part["elf"]))
-    formats.unflatten(part["kdump-flat"], part["kdump"])
     formats.filtered(part["phys"], part["kdump-filtered"], level=level)
     if "kdump-lzo" in part:
         formats.filtered(part["phys"], part["kdump-lzo"], "-l", level=level)
