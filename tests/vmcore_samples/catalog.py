@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Every kernel the real-kernel tests run on (setup.sh installs them): Debian 12's 6.1
-# and its 6.12 backport, cloud flavour.
+# and its 6.12 backport, cloud flavour, and the 6.12 PREEMPT_RT flavour.
 DEFAULT_KERNEL = "6.1.0-56-cloud-amd64"
-KERNELS = (DEFAULT_KERNEL, "6.12.117+deb12-cloud-amd64")
+KERNELS = (DEFAULT_KERNEL, "6.12.117+deb12-cloud-amd64", "6.12.117+deb12-rt-amd64")
 
 # The scenario modules under scenarios/ that the tests use (each is also a sample of its own name).
 SCENARIOS = ("kdl_abba", "kdl_mutex", "kdl_rwsem", "kdl_control")

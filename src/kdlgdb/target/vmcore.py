@@ -18,6 +18,7 @@ __all__ = ["ElfDump", "open_elf_dump", "parse_vmcoreinfo", "parse_notes"]
 
 PT_LOAD = 1
 PT_NOTE = 4
+PN_XNUM = 0xFFFF
 KERNEL_SPACE = 0xFFFF800000000000
 
 
@@ -86,8 +87,13 @@ def _parse(path: str, f: BinaryIO) -> ElfDump:
     e_type, = struct.unpack_from("<H", ident, 16)
     if e_type != 4:
         raise KdlError(f"{path} is an ELF file but not a core dump")
-    phoff, = struct.unpack_from("<Q", ident, 32)
+    phoff, shoff = struct.unpack_from("<QQ", ident, 32)
     phentsize, phnum = struct.unpack_from("<HH", ident, 54)
+    if phnum == PN_XNUM:
+        # More than 65534 program headers (a paging dump of a kernel with many vmapped ranges:
+        # 6.12-rt makes ~65,700): the real count is section header 0's sh_info (ELF gABI).
+        f.seek(shoff)
+        phnum, = struct.unpack_from("<I", f.read(64), 44)
     f.seek(phoff)
     table = f.read(phentsize * phnum)
     dump = ElfDump(path)
