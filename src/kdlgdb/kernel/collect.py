@@ -10,6 +10,7 @@ from ..target.base import Target
 from .held import CodeReader
 from .layout import Kernel, le64
 from .locks import LockKind, lock_kinds, last_reader
+from .rtmutex import RtLayout, find_rt_waits
 from .stack import Stack, StackReader, add_source_lines
 from .symbols import Symbols
 from .tasks import TaskLayout, for_each_task, per_cpu_runqueues, read_task, task_state_letters
@@ -125,7 +126,9 @@ def collect(source: Target | Kernel, progress: Optional[Progress] = None, source
     snap.tasks = sorted(tasks.values(), key=lambda t: (t.pid, t.address))
     kinds = lock_kinds(k)
     ranges = StackRanges([t.stack_base for t in tasks.values()], stacks.thread_size)
-    locks = _find_waits(k, kinds, tasks, live, ranges, problems)
+    rt = RtLayout.detect(k)
+    locks = find_rt_waits(k, rt, CodeReader(k, symbols), tasks, live, problems) if rt is not None else {}
+    locks.update(_find_waits(k, kinds, tasks, live, ranges, problems))
     _infer_holders(k, symbols, locks, tasks, live)
     k.forget_kept()
     snap.locks = sorted(locks.values(), key=lambda lk: lk.address)
@@ -147,7 +150,7 @@ def _find_waits(
     known: dict[int, Wait] = {}
     for address, task in tasks.items():
         found = slow_path(task.frames)
-        if found is None or address not in live:
+        if found is None or address not in live or task.waits_on is not None:
             continue
         kind_name, _ = found
         kind = kinds.get(kind_name)

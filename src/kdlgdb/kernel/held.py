@@ -101,6 +101,17 @@ class CodeReader:
                 held.pop(lock, None)
         return list(held.values())
 
+    def call_target(self, pc: int) -> str:
+        """Name of the function that the ``call rel32`` ending at return address ``pc`` calls, else ""
+        (for a caller whose callee tail-called on, so that the callee's own frame is not on the stack)."""
+        try:
+            code = self.k.read(pc - 5, 5)
+        except ReadError:
+            return ""
+        if code[0] != 0xE8:
+            return ""
+        return self._function_at(pc + struct.unpack_from("<i", code, 1)[0])
+
     def _function_at(self, address: int) -> str:
         """Name of the function that starts exactly at ``address``, else ""."""
         if address not in self._targets:

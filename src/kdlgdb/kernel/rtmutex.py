@@ -1,0 +1,365 @@
+"""rt_mutex, and the locks PREEMPT_RT builds on it: mutex, rw_semaphore, spinlock_t, rwlock_t.
+
+``struct rt_mutex_base { raw_spinlock_t wait_lock; struct rb_root_cached waiters;
+struct task_struct *owner; }``: the owner is a task pointer whose bit 0 is
+RT_MUTEX_HAS_WAITERS; the waiters are ``struct rt_mutex_waiter``s (on their
+tasks' stacks) in a red-black tree ordered by priority, linked through their
+``tree.entry`` node, each with ``->task`` and ``->lock`` (the ``rt_mutex_base``).
+A blocked task's ``task->pi_blocked_on`` points at its waiter.
+
+Every kernel with CONFIG_RT_MUTEXES has a plain ``struct rt_mutex``. PREEMPT_RT
+(v5.15) builds ``struct mutex``, ``struct rw_semaphore`` (``struct rwbase_rt``:
+a readers count beside the rt_mutex_base), ``spinlock_t`` and ``rwlock_t`` on
+it, so a wait found through an rt_mutex_base is reported as the lock the code
+declared (its type from the functions on the task's stack) at that lock's own
+address, which is not the rt_mutex_base's when the base is not its first member.
+
+An RT writer first takes the rw_semaphore's rt_mutex, then sleeps until the
+readers leave, without a waiter: it is found as the owner of the rt_mutex of a
+lock whose readers count says "writer pending".
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from ..errors import CorruptError, ReadError
+from ..model import CERTAIN, Frame, Lock, Owner, Problem, Task
+from .held import CodeReader
+from .layout import KERNEL_SPACE, Kernel, le64
+from .stack import Stack
+from .waiters import SCHEDULER, base_name
+
+__all__ = ["RtKind", "RtLayout", "find_rt_waits", "walk_waiter_tree", "decode_rt_lock", "rt_kind_of"]
+
+RT_MUTEX_HAS_WAITERS = 0x1  # rt_mutex_base.owner bit 0 (kernel/locking/rtmutex.c)
+# rwbase_rt.readers (include/linux/rwbase_rt.h, v5.15): READER_BIAS set while no writer is
+# in; a writer subtracts it (readers left to wait for) and sets WRITER_BIAS once they are gone.
+READER_BIAS = 1 << 31
+WRITER_BIAS = 1 << 30
+MAX_TREE = 1_000_000  # waiters in one tree: more means the tree loops
+RB_PARENT_MASK = ~0x3  # rb_node.__rb_parent_color: parent pointer, colour in bit 0
+
+# Functions a task runs in while it sleeps on an rt_mutex_base, whatever lock embeds it.
+RT_SLEEP = {
+    "rt_mutex_schedule", "rt_mutex_slowlock_block", "__rt_mutex_slowlock_locked", "__rt_mutex_slowlock",
+    "rt_mutex_slowlock", "rt_mutex_lock_state", "__rt_mutex_lock", "__rt_mutex_lock_common",
+    "rwbase_write_lock", "__rwbase_read_lock", "rwbase_read_lock", "rwbase_rtmutex_lock_state",
+}
+# spinlock_t and rwlock_t on PREEMPT_RT: the rtlock slow path (v5.15, "locking/rtmutex: Provide the
+# spin/rwlock core lock function") and the scheduler entry it sleeps in.
+RTLOCK_SLEEP = {"schedule_rtlock", "rtlock_slowlock_locked", "rtlock_slowlock", "rtlock_lock"}
+RWBASE = {"rwbase_write_lock", "__rwbase_read_lock", "rwbase_read_lock", "rwbase_rtmutex_lock_state"}
+# The entry points the code that declared the lock calls: they name the lock's type.
+API = {
+    "rt_mutex": {"rt_mutex_lock", "rt_mutex_lock_nested", "_rt_mutex_lock_nest_lock", "rt_mutex_lock_interruptible",
+                 "rt_mutex_lock_killable"},
+    "mutex": {"mutex_lock", "mutex_lock_nested", "_mutex_lock_nest_lock", "mutex_lock_interruptible",
+              "mutex_lock_interruptible_nested", "mutex_lock_killable", "mutex_lock_killable_nested", "mutex_lock_io",
+              "mutex_lock_io_nested", "__mutex_lock_common"},
+    "rwsem": {"down_read", "down_read_nested", "down_read_interruptible", "down_read_killable", "down_read_non_owner",
+              "down_write", "down_write_nested", "_down_write_nest_lock", "down_write_killable", "__down_read",
+              "__down_write", "__down_read_interruptible", "__down_read_killable", "__down_write_killable"},
+    "spinlock": {"rt_spin_lock", "rt_spin_lock_nested", "rt_spin_lock_nest_lock"},
+    "rwlock": {"rt_read_lock", "rt_write_lock", "rt_write_lock_nested"},
+}
+_API_KIND = {fn: kind for kind, fns in API.items() for fn in fns}
+RT_PATH = RT_SLEEP | RTLOCK_SLEEP | set(_API_KIND)
+
+
+@dataclass(frozen=True)
+class RtKind:
+    """A lock built on an rt_mutex_base: what its code declares, and where the base sits in it."""
+
+    name: str  # "rt_mutex", "mutex", "rwsem", "spinlock", "rwlock"
+    struct: str  # "struct rw_semaphore"
+    path: str  # the rt_mutex_base member in it ("rwbase.rtmutex"), "" for a bare rt_mutex_base
+    base: int  # its offset
+    readers: Optional[int] = None  # offset of rwbase_rt.readers (rwsem, rwlock)
+
+    def member(self, name: str) -> str:
+        return f"{self.struct}.{self.path + '.' if self.path else ''}{name}"
+
+
+@dataclass
+class RtLayout:
+    """Offsets of rt_mutex_base and rt_mutex_waiter, and the locks this kernel builds on them."""
+
+    owner: int  # rt_mutex_base.owner
+    root: int  # rt_mutex_base.waiters' root node pointer
+    node: int  # rt_mutex_waiter's tree node
+    task: int  # rt_mutex_waiter.task
+    lock: int  # rt_mutex_waiter.lock
+    pi_blocked_on: Optional[int]  # task_struct.pi_blocked_on
+    kinds: dict[str, RtKind] = field(default_factory=dict)
+
+    @property
+    def preempt_rt(self) -> bool:
+        """PREEMPT_RT: struct mutex is built on rt_mutex."""
+        return "mutex" in self.kinds
+
+    @classmethod
+    def detect(cls, k: Kernel) -> Optional["RtLayout"]:
+        """The layout, or None when the kernel has no rt_mutex (CONFIG_RT_MUTEXES off)."""
+        # v5.15 ("locking/rtmutex: Split out the inner parts of 'struct rtmutex'") moved the owner and
+        # the waiter tree into struct rt_mutex_base, embedded as rt_mutex.rtmutex; before, struct rt_mutex
+        # had them itself.
+        base = "struct rt_mutex_base" if k.has_member("struct rt_mutex_base", "owner") else "struct rt_mutex"
+        owner = k.member(base, "owner")
+        # v4.16 (a23ba907d5e6, "locking/rtmutex: replace top-waiter and pi_waiters leftmost caching")
+        # made waiters an rb_root_cached; before it was a plain rb_root.
+        root = k.member(base, "waiters.rb_root.rb_node") or k.member(base, "waiters.rb_node")
+        w = "struct rt_mutex_waiter"
+        # v6.6 ("locking/rtmutex: Add a separate wait-tree for pi", struct rt_waiter_node) put the node
+        # in tree.entry; before it was tree_entry.
+        node = k.member(w, "tree.entry") or k.member(w, "tree_entry")
+        task, lock = k.member(w, "task"), k.member(w, "lock")
+        if owner is None or root is None or node is None or task is None or lock is None:
+            return None
+        pi = k.member("struct task_struct", "pi_blocked_on")
+        layout = cls(owner[0], root[0], node[0], task[0], lock[0], pi[0] if pi else None)
+        for name, struct, path, readers in (
+            ("rt_mutex", "struct rt_mutex", "rtmutex", None),
+            # PREEMPT_RT, v5.15: "locking/mutex: Introduce _mutex_t" / "locking/rtmutex: Add mutex variant for RT"
+            ("mutex", "struct mutex", "rtmutex", None),
+            # PREEMPT_RT, v5.15: "locking/rwsem: Add rtmutex based R/W semaphore implementation"
+            ("rwsem", "struct rw_semaphore", "rwbase.rtmutex", "rwbase.readers"),
+            # PREEMPT_RT, v5.15: "locking/spinlock: Provide RT variant" (spinlock_t.lock is an rt_mutex_base)
+            ("spinlock", "struct spinlock", "lock", None),
+            # PREEMPT_RT, v5.15: "locking/rwlock: Provide RT variant"
+            ("rwlock", "rwlock_t", "rwbase.rtmutex", "rwbase.readers"),
+        ):
+            found = k.member(struct, path + ".owner")
+            if found is None:
+                continue
+            readers_at = k.member(struct, readers) if readers else None
+            layout.kinds[name] = RtKind(name, struct, path, found[0] - owner[0], readers_at[0] if readers_at else None)
+        if "rt_mutex" not in layout.kinds:  # before v5.15 struct rt_mutex is the base itself
+            layout.kinds["rt_mutex"] = RtKind("rt_mutex", base, "", 0)
+        return layout
+
+
+def walk_waiter_tree(k: Kernel, rt: RtLayout, base: int) -> list[tuple[int, int]]:
+    """(waiter, task) of every rt_mutex_waiter in the tree of the rt_mutex_base at ``base``, top waiter first.
+
+    In-order walk with an explicit stack; every node's parent must point back and every
+    waiter's ``lock`` must be ``base``. CorruptError for a tree that loops or is inconsistent,
+    ReadError for one that cannot be read.
+    """
+    out: list[tuple[int, int]] = []
+    seen: set[int] = set()
+    path: list[int] = []
+    node = k.u64(base + rt.root)
+    parent = 0
+    links: dict[int, tuple[int, int]] = {}  # node -> (right, left)
+    while path or node:
+        while node:
+            if node < KERNEL_SPACE or node & 0x7:
+                raise CorruptError(f"rt_mutex {base:#x}: waiter tree has a bad node pointer {node:#x}")
+            if node in seen:
+                raise CorruptError(f"rt_mutex {base:#x}: waiter tree loops at {node:#x}")
+            seen.add(node)
+            if len(seen) > MAX_TREE:
+                raise CorruptError(f"rt_mutex {base:#x}: waiter tree has more than {MAX_TREE} nodes")
+            data = k.read(node, 24)
+            if le64(data, 0) & RB_PARENT_MASK != parent:
+                raise CorruptError(f"rt_mutex {base:#x}: waiter tree node {node:#x} has parent "
+                                   f"{le64(data, 0) & RB_PARENT_MASK:#x}, expected {parent:#x}")
+            links[node] = (le64(data, 8), le64(data, 16))
+            path.append(node)
+            parent, node = node, links[node][1]
+        node = path.pop()
+        waiter = node - rt.node
+        lock = k.u64(waiter + rt.lock)
+        if lock != base:
+            raise CorruptError(f"rt_mutex {base:#x}: waiter {waiter:#x} in its tree is for lock {lock:#x}")
+        out.append((waiter, k.u64(waiter + rt.task)))
+        parent, node = node, links[node][0]
+    return out
+
+
+def decode_rt_lock(k: Kernel, rt: RtLayout, kind: RtKind, address: int) -> tuple[list[Owner], dict[str, Any]]:
+    """(owners, details) of the ``kind`` lock at ``address`` from its rt_mutex_base (and readers count)."""
+    word = k.u64(address + kind.base + rt.owner)
+    task = word & ~RT_MUTEX_HAS_WAITERS
+    details: dict[str, Any] = {"owner": f"{word:#x}", "flags": ["HAS_WAITERS"] if word & RT_MUTEX_HAS_WAITERS else []}
+    if kind.base:
+        details["rt_mutex_base"] = f"{address + kind.base:#x}"
+    if kind.readers is None:
+        if not task:
+            details["note"] = "no owner recorded (being released)"
+            return [], details
+        return [Owner(task, CERTAIN, kind.member("owner"))], details
+    readers = k.u32(address + kind.readers)
+    details["readers_word"] = f"{readers:#x}"
+    if readers == WRITER_BIAS and task:
+        details["readers"] = 0
+        return [Owner(task, CERTAIN, f"{kind.member('owner')} (write-locked: readers is WRITER_BIAS)", "write")], details
+    if readers & READER_BIAS:
+        details["readers"] = readers - READER_BIAS  # no writer in: the readers that hold it
+    else:
+        details["readers"] = readers  # a writer took the rt_mutex and waits for these readers to leave
+        if task:
+            details["writer_pending"] = f"{task:#x}"
+    return [], details
+
+
+def rt_kind_of(frames: list[Frame], code: Optional[CodeReader], kinds: dict[str, RtKind]) -> Optional[tuple[RtKind, int]]:
+    """(kind, index of its first lock frame) when the task sleeps on an rt_mutex_base, else None.
+
+    The first frame past the scheduler must be on the rt_mutex path. The lock's type is the
+    first API function outward (``mutex_lock``, ``down_write``, ``rt_spin_lock``); when the caller
+    reached the slow path by a tail call, the function its call instruction names; else the
+    slow path itself (rtlock: spinlock_t, or rwlock_t with rwbase; rwbase alone: rw_semaphore).
+    """
+    start = None
+    seen: set[str] = set()
+    for i, frame in enumerate(frames):
+        name = base_name(frame.symbol)
+        if frame.module is None and name in SCHEDULER and start is None:
+            continue
+        if start is None:
+            if frame.module is not None or name not in RT_PATH:
+                return None
+            start = i
+        if frame.module is None and name in _API_KIND:
+            return _kind(kinds, _API_KIND[name]), start
+        if frame.module is None and name in RT_SLEEP | RTLOCK_SLEEP:
+            seen.add(name)
+            continue
+        called = code.call_target(frame.pc) if code is not None else ""
+        if called in _API_KIND:
+            return _kind(kinds, _API_KIND[called]), start
+        break
+    if start is None:
+        return None
+    if seen & RTLOCK_SLEEP:
+        return _kind(kinds, "rwlock" if seen & RWBASE else "spinlock"), start
+    return _kind(kinds, "rwsem" if seen & RWBASE else "rt_mutex"), start
+
+
+def _kind(kinds: dict[str, RtKind], name: str) -> RtKind:
+    """The kind called ``name``, or a bare rt_mutex_base when this kernel has no such lock on rt_mutex."""
+    return kinds.get(name) or RtKind("rt_mutex", "struct rt_mutex_base", "", 0)
+
+
+@dataclass
+class _RtWait:
+    task: int
+    kind: RtKind
+    lock: int  # the outer lock's address
+    evidence: str
+    pending_writer: bool = False
+
+
+def find_rt_waits(k: Kernel, rt: RtLayout, code: CodeReader, tasks: dict[int, Task], live: dict[int, Stack],
+                  problems: list[Problem]) -> dict[int, Lock]:
+    """Set ``waits_on`` of every task asleep on an rt_mutex_base; return those locks with owners and waiters."""
+    trees: dict[int, list[tuple[int, int]]] = {}  # rt_mutex_base -> its waiters
+    waits: list[_RtWait] = []
+    for address, task in tasks.items():
+        if address not in live:
+            continue
+        found = rt_kind_of(task.frames, code, rt.kinds)
+        if found is None:
+            continue
+        kind, start = found
+        where = f"task {task.pid} ({task.comm})"
+        try:
+            wait = _find_one(k, rt, kind, address, live[address], task.frames[start:], trees)
+        except (ReadError, CorruptError) as e:
+            problems.append(Problem("wait", where, str(e)))
+            continue
+        if wait is None:
+            problems.append(Problem("wait", where, f"in {task.frames[start].describe()} but neither task->pi_blocked_on "
+                                    "nor its stack names an rt_mutex it waits on"))
+            continue
+        task.waits_on, task.wait_evidence = wait.lock, wait.evidence
+        waits.append(wait)
+
+    locks: dict[int, Lock] = {}
+    for wait in waits:
+        if wait.lock in locks:
+            continue
+        lock = Lock(wait.lock, wait.kind.name)
+        lock.waiters = [w.task for w in waits if w.lock == wait.lock and w.pending_writer]
+        lock.waiters += [t for _, t in trees.get(wait.lock + wait.kind.base, [])]
+        try:
+            lock.owners, lock.details = decode_rt_lock(k, rt, wait.kind, wait.lock)
+        except ReadError as e:
+            problems.append(Problem("lock", f"{wait.kind.struct} {wait.lock:#x}", str(e)))
+        locks[wait.lock] = lock
+    return locks
+
+
+def _find_one(k: Kernel, rt: RtLayout, kind: RtKind, task: int, stack: Stack, frames: list[Frame],
+              trees: dict[int, list[tuple[int, int]]]) -> Optional[_RtWait]:
+    """The wait of one task: its waiter from task->pi_blocked_on, else from its stack; else, for an
+    rw lock, the writer that owns the lock's rt_mutex and waits for its readers."""
+    waiter, source = 0, ""
+    if rt.pi_blocked_on is not None:
+        waiter = k.u64(task + rt.pi_blocked_on)
+        source = "task->pi_blocked_on"
+    if not waiter:
+        for slot in stack.slots_holding(task):
+            candidate = slot - rt.task
+            if candidate >= stack.sp and _in_tree(k, rt, candidate, trees):
+                waiter, source = candidate, f"struct rt_mutex_waiter at {candidate:#x} on its stack"
+                break
+    if waiter:
+        base = k.u64(waiter + rt.lock)
+        if base < KERNEL_SPACE:
+            raise CorruptError(f"{source} {waiter:#x} has lock {base:#x}")
+        if base not in trees:
+            trees[base] = walk_waiter_tree(k, rt, base)
+        if waiter not in (w for w, _ in trees[base]):
+            raise CorruptError(f"{source} is waiter {waiter:#x}, which is not in the waiter tree of rt_mutex {base:#x}")
+        outer = base - kind.base
+        tree = f"{kind.struct} {outer:#x}'s {kind.path + '.' if kind.path else ''}waiters tree"
+        what = f"{source}: struct rt_mutex_waiter {waiter:#x}" if source.startswith("task") else source
+        return _RtWait(task, kind, outer, f"{what}, in {tree}")
+    if kind.readers is not None:
+        return _pending_writer(k, rt, kind, task, stack, frames)
+    return None
+
+
+def _in_tree(k: Kernel, rt: RtLayout, waiter: int, trees: dict[int, list[tuple[int, int]]]) -> bool:
+    """Whether ``waiter`` (a candidate on a stack) is in the tree of the lock it names."""
+    try:
+        base = k.u64(waiter + rt.lock)
+        if base < KERNEL_SPACE:
+            return False
+        if base not in trees:
+            trees[base] = walk_waiter_tree(k, rt, base)
+    except (ReadError, CorruptError):
+        return False
+    return waiter in (w for w, _ in trees[base])
+
+
+def _pending_writer(k: Kernel, rt: RtLayout, kind: RtKind, task: int, stack: Stack, frames: list[Frame]) -> Optional[_RtWait]:
+    """An RT writer asleep until the readers leave: it owns the lock's rt_mutex, the readers count has
+    no READER_BIAS and is not WRITER_BIAS. The lock's address is on the stack below the caller's frame
+    (kept in a register the scheduler saved, or in the slow path's frame)."""
+    assert kind.readers is not None
+    end = frames[-1].sp if frames else stack.top
+    for frame in frames:
+        if frame.module is not None or base_name(frame.symbol) not in RT_PATH:
+            end = frame.sp  # the first frame of the code that called the lock function
+            break
+    tried: set[int] = set()
+    for value in stack.values[: max(0, (end - stack.sp) // 8)]:
+        for outer in (value, value - kind.base):
+            if outer < KERNEL_SPACE or outer & 0x3 or outer in tried:
+                continue
+            tried.add(outer)
+            try:
+                owner = k.u64(outer + kind.base + rt.owner) & ~RT_MUTEX_HAS_WAITERS
+                readers = k.u32(outer + kind.readers)
+            except ReadError:
+                continue
+            if owner == task and readers != WRITER_BIAS and not readers & READER_BIAS:
+                return _RtWait(task, kind, outer,
+                               f"{kind.member('owner')} of {kind.struct} {outer:#x} is this task, asleep until its "
+                               f"{readers} reader(s) leave (readers count without READER_BIAS: writer pending)", True)
+    return None
+
