@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-CERTAIN_TYPES = {"mutex"}
+CERTAIN_TYPES = {"mutex", "rt_mutex"}  # the kernel records their owner
 
 
 def _rotate(seq: list[Any]) -> list[Any]:

@@ -104,6 +104,8 @@ def test_source_names() -> None:
         "arch/x86/entry/entry_64.S:295")
     assert source_name("/home/kernel/linux/kernel/fork.c", 1) == "kernel/fork.c:1"
     assert source_name("/src/tree/mm/slub.c", 3) == "/src/tree/mm/slub.c:3"  # no linux* root to cut at
+    # as the 6.12-rt vmlinux names them: Debian builds the rt flavour in a copy of the tree
+    assert source_name("debian/build/source_rt/kernel/locking/rtmutex.c", 1731) == "kernel/locking/rtmutex.c:1731"
 
 
 def _abba() -> Path:

@@ -24,7 +24,7 @@ import samples  # noqa: E402
 
 builder = samples.builder
 SCENARIO_DIR = Path(__file__).resolve().parent / "vmcore_samples" / "scenarios"
-LOCK_TYPES = {"mutex", "semaphore", "rwsem"}
+LOCK_TYPES = {"mutex", "semaphore", "rwsem", "rt_mutex"}
 VARIANTS = [pytest.param(False, id="nokaslr"), pytest.param(True, id="kaslr")]
 
 
@@ -75,7 +75,7 @@ def test_expected_json_is_consistent(scenario):
             assert lock in exp["holds"][holder], f"{lock} should be held by {holder}"
             mode = exp["hold_modes"][holder][lock]
             kind = exp["lock_types"][lock]
-            recorded &= kind == "mutex" or (kind == "rwsem" and mode == "write")
+            recorded &= kind in ("mutex", "rt_mutex") or (kind == "rwsem" and mode == "write")
         assert cycle["verdict"] == ("deadlock" if recorded else "probable")
     listed = sorted(
         (tuple(c["tasks"][k:] + c["tasks"][:k]), tuple(c["locks"][k:] + c["locks"][:k]))
@@ -217,8 +217,17 @@ def test_kaslr_moves_the_module(real_kernel, scenario):
 
 # The slow-path function each blocking call ends up in on 6.1 (mutex_lock and
 # down_write tail-call theirs, so they do not show up in the trace themselves).
-SLOW_PATH = {"down": "__down_common", "mutex_lock": "__mutex_lock",
+SLOW_PATH = {"down": "__down_common", "mutex_lock": "__mutex_lock", "rt_mutex_lock": "__rt_mutex_slowlock_locked",
              "down_read": "rwsem_down_read_slowpath", "down_write": "rwsem_down_write_slowpath"}
+# PREEMPT_RT builds mutex and rw_semaphore on rt_mutex: readers block on its rt_mutex, a writer
+# waits for the readers in rwbase_write_lock.
+RT_SLOW_PATH = {**SLOW_PATH, "mutex_lock": "__rt_mutex_slowlock_locked", "down_read": "__rt_mutex_slowlock_locked",
+                "down_write": "rwbase_write_lock"}
+
+
+def preempt_rt(kernel: str) -> bool:
+    """Whether ``kernel`` was built with CONFIG_PREEMPT_RT (its config file says)."""
+    return "CONFIG_PREEMPT_RT=y" in Path(f"/boot/config-{kernel}").read_text().splitlines()
 
 
 def blocking_call(scenario: str, comm: str, lock: str) -> str:
@@ -245,7 +254,7 @@ def test_hung_task_detector_saw_every_thread(real_kernel, scenario, kaslr):
         if lock is None:  # the control's owner, asleep with mc held
             assert "msleep" in frames, frames
         else:
-            slow = SLOW_PATH[blocking_call(scenario, comm, lock)]
+            slow = (RT_SLOW_PATH if preempt_rt(real_kernel) else SLOW_PATH)[blocking_call(scenario, comm, lock)]
             assert any(f.split(".")[0] == slow for f in frames), (slow, frames)
 
 
@@ -282,33 +291,69 @@ def test_phys_dump_has_no_virtual_addresses(real_kernel):
 GDB_LOCK_SCRIPT = r'''
 import gdb, json
 truth = json.load(open(TRUTH_PATH))
-TYPES = {"mutex": ("struct mutex", "struct mutex_waiter"),
-         "semaphore": ("struct semaphore", "struct semaphore_waiter"),
-         "rwsem": ("struct rw_semaphore", "struct rwsem_waiter")}
+# PREEMPT_RT (v5.15) builds mutex and rw_semaphore on struct rt_mutex_base; a plain rt_mutex is one everywhere.
+RT = "rtmutex" in [f.name for f in gdb.lookup_type("struct mutex").fields()]
+LIST_TYPES = {"mutex": ("struct mutex", "struct mutex_waiter"),
+              "semaphore": ("struct semaphore", "struct semaphore_waiter"),
+              "rwsem": ("struct rw_semaphore", "struct rwsem_waiter")}
+RT_TYPES = {"rt_mutex": ("struct rt_mutex", "rtmutex"), "mutex": ("struct mutex", "rtmutex"),
+            "rwsem": ("struct rw_semaphore", "rwbase.rtmutex")}
 task_ptr = gdb.lookup_type("struct task_struct").pointer()
+waiter_ptr = gdb.lookup_type("struct rt_mutex_waiter").pointer()
+node_offset = int(gdb.parse_and_eval("(unsigned long)&((struct rt_mutex_waiter *)0)->tree.entry"))
 
 def task_info(ptr):
     task = ptr.cast(task_ptr).dereference()
     return [task["comm"].string(), int(task["pid"])]
 
+def member(value, path):
+    for name in path.split("."):
+        value = value[name]
+    return value
+
+def rb_in_order(node, out):
+    if int(node) and len(out) < 64:
+        rb_in_order(node["rb_left"], out)
+        out.append(gdb.Value(int(node) - node_offset).cast(waiter_ptr).dereference())
+        rb_in_order(node["rb_right"], out)
+
 result = {}
 for sym, info in truth["locks"].items():
-    lock_t, waiter_t = (gdb.lookup_type(n) for n in TYPES[info["type"]])
-    lock = gdb.Value(int(info["address"], 16)).cast(lock_t.pointer()).dereference()
-    head = lock["wait_list"]
-    list_offset = [f.bitpos // 8 for f in waiter_t.fields() if f.name == "list"][0]
-    waiters, node = [], head["next"]
-    while int(node) != int(head.address) and len(waiters) < 64:
-        waiter = gdb.Value(int(node) - list_offset).cast(waiter_t.pointer()).dereference()
-        waiters.append(task_info(waiter["task"]))
-        node = node["next"]
-    entry = {"waiters": waiters}
-    if info["type"] == "semaphore":
-        entry["count"] = int(lock["count"])
+    kind = info["type"]
+    if kind in RT_TYPES and (RT or kind == "rt_mutex"):
+        lock_t, path = RT_TYPES[kind]
+        lock = gdb.Value(int(info["address"], 16)).cast(gdb.lookup_type(lock_t).pointer()).dereference()
+        base = member(lock, path)
+        nodes = []
+        rb_in_order(base["waiters"]["rb_root"]["rb_node"], nodes)
+        waiters = [task_info(w["task"]) for w in nodes]
+        assert all(int(w["lock"]) == int(base.address) for w in nodes)
+        owner = int(base["owner"]) & ~1
+        entry = {"waiters": waiters, "owner": task_info(gdb.Value(owner)) if owner else None, "read_held": False}
+        if kind == "rwsem":
+            readers = int(lock["rwbase"]["readers"]["counter"]) & 0xFFFFFFFF
+            writer_pending = owner and readers != 1 << 30 and not readers & 1 << 31
+            entry["read_held"] = readers & ~(1 << 31) not in (0, 1 << 30)
+            if writer_pending:  # it waits for the readers without a waiter, in front of the queue
+                entry["waiters"].insert(0, entry.pop("owner"))
+                entry["owner"] = None
     else:
-        owner = int(lock["owner"]["counter"]) & (2**64 - 1)
-        entry["owner_flags"] = owner & 7
-        entry["owner"] = task_info(gdb.Value(owner & ~7)) if owner & ~7 else None
+        lock_t, waiter_t = (gdb.lookup_type(n) for n in LIST_TYPES[kind])
+        lock = gdb.Value(int(info["address"], 16)).cast(lock_t.pointer()).dereference()
+        head = lock["wait_list"]
+        list_offset = [f.bitpos // 8 for f in waiter_t.fields() if f.name == "list"][0]
+        waiters, node = [], head["next"]
+        while int(node) != int(head.address) and len(waiters) < 64:
+            waiter = gdb.Value(int(node) - list_offset).cast(waiter_t.pointer()).dereference()
+            waiters.append(task_info(waiter["task"]))
+            node = node["next"]
+        entry = {"waiters": waiters}
+        if kind == "semaphore":
+            entry["count"] = int(lock["count"])
+        else:
+            owner = int(lock["owner"]["counter"]) & (2**64 - 1)
+            entry["read_held"] = bool(owner & 1)  # RWSEM_READER_OWNED
+            entry["owner"] = task_info(gdb.Value(owner & ~7)) if owner & ~7 else None
     result[sym] = entry
 print("KDL-RESULT " + json.dumps(result))
 '''
@@ -341,10 +386,10 @@ def test_dump_locks_hold_the_expected_waiters_and_owners(real_kernel, scenario, 
         mode = exp["hold_modes"][holders[0]][sym]
         if kind == "semaphore":
             assert got["count"] == 0, (sym, got)
-        elif kind == "mutex" or mode == "write":  # the kernel records the owner
+        elif kind in ("mutex", "rt_mutex") or mode == "write":  # the kernel records the owner
             assert got["owner"] == [holders[0], pids[holders[0]]], (sym, got)
-        else:  # read-held rwsem: RWSEM_READER_OWNED (bit 0) set, owner is only a hint
-            assert got["owner_flags"] & 1, (sym, got)
+        else:  # read-held rwsem: RWSEM_READER_OWNED (bit 0) set, owner is only a hint; on RT a readers count
+            assert got["read_held"], (sym, got)
 
 
 @pytest.mark.realkernel

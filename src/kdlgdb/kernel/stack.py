@@ -29,6 +29,10 @@ _TREE_ROOT = re.compile(
     r"net|rust|samples|security|sound|tools|usr|virt)/)"
 )
 
+# Debian builds a flavour with its own patches (PREEMPT_RT) from a copy of the tree: its debug info
+# names C files relative to the build directory as debian/build/source_rt/kernel/locking/rtmutex.c.
+_FLAVOUR_TREE = re.compile(r"^debian/build/source[^/]*/")
+
 
 @dataclass
 class Stack:
@@ -132,10 +136,11 @@ def source_name(filename: str, line: int) -> str:
 
     C files are named relative to the build directory already; assembler files may carry the
     build's absolute path (``/build/reproducible-path/linux-6.1.192/arch/x86/entry/entry_64.S``),
-    cut at a ``linux``/``linux-*`` directory that holds the tree. Other absolute names stay.
+    cut at a ``linux``/``linux-*`` directory that holds the tree; a Debian flavour's copy of the tree
+    (``debian/build/source_rt/``) is cut too. Other absolute names stay.
     """
     name = filename[2:] if filename.startswith("./") else filename
-    return f"{_TREE_ROOT.sub('', name)}:{line}"
+    return f"{_TREE_ROOT.sub('', _FLAVOUR_TREE.sub('', name))}:{line}"
 
 
 def _is_call_end(code: bytes) -> bool:
