@@ -1,0 +1,240 @@
+"""rt_mutex decoding on hand-made memory: the waiter tree walk, owners, the lock type from the stack.
+
+Offsets are the 6.12 kernels' (``ptype/o struct rt_mutex_waiter`` / ``struct rw_semaphore`` on
+6.12.117+deb12-rt-amd64): rt_mutex_base {wait_lock 0, waiters 8, owner 24}; rt_mutex_waiter
+{tree.entry 0, task 80, lock 88}; rw_semaphore {rwbase.readers 0, rwbase.rtmutex 8}.
+The real-kernel tests (test_gdb_dumps on kdl_rtmutex, and on every scenario on the RT kernel) are
+the proof on real dumps; these cover what the dumps do not show: corrupt trees, spinlock_t, rwlock_t.
+"""
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from kdlgdb.errors import CorruptError, ReadError
+from kdlgdb.kernel.rtmutex import (
+    READER_BIAS, WRITER_BIAS, RtKind, RtLayout, decode_rt_lock, find_rt_waits, rt_kind_of, walk_waiter_tree,
+)
+from kdlgdb.kernel.stack import Stack
+from kdlgdb.model import Frame, Problem, Task
+
+KINDS = {
+    "rt_mutex": RtKind("rt_mutex", "struct rt_mutex", "rtmutex", 0),
+    "mutex": RtKind("mutex", "struct mutex", "rtmutex", 0),
+    "rwsem": RtKind("rwsem", "struct rw_semaphore", "rwbase.rtmutex", 8, 0),
+    "spinlock": RtKind("spinlock", "struct spinlock", "lock", 0),
+    "rwlock": RtKind("rwlock", "rwlock_t", "rwbase.rtmutex", 8, 0),
+}
+RT = RtLayout(owner=24, root=8, node=0, task=80, lock=88, pi_blocked_on=0xD20, kinds=KINDS)
+LOCK = 0xFFFFFFFFC0001000  # a static lock in a module
+TASKS = [0xFFFF888000100000 + 0x4000 * i for i in range(4)]
+WAITERS = [0xFFFFC90000013E00 + 0x4000 * i for i in range(4)]  # one on each task's stack
+
+
+class Memory:
+    """Kernel memory made of little-endian words; anything not written is unreadable."""
+
+    def __init__(self) -> None:
+        self.words: dict[int, int] = {}
+
+    def put(self, address: int, *values: int) -> None:
+        for i, v in enumerate(values):
+            self.words[address + 8 * i] = v
+
+    def read(self, address: int, size: int) -> bytes:
+        out = b""
+        for at in range(address & ~7, address + size, 8):
+            if at not in self.words:
+                raise ReadError(address, size, "not in dump")
+            out += struct.pack("<Q", self.words[at])
+        return out[address & 7 : (address & 7) + size]
+
+    def u64(self, address: int) -> int:
+        return int.from_bytes(self.read(address, 8), "little")
+
+    def u32(self, address: int) -> int:
+        return int.from_bytes(self.read(address, 4), "little")
+
+
+def waiter(mem: Memory, i: int, parent: int, right: int, left: int, lock: int = LOCK) -> int:
+    """rt_mutex_waiter i: its tree node's (parent, right, left), its task, its lock."""
+    mem.put(WAITERS[i], parent, right, left)
+    mem.put(WAITERS[i] + RT.task, TASKS[i], lock)
+    return WAITERS[i]
+
+
+def three_waiters(owner: int = TASKS[3] | 1, base: int = LOCK) -> Memory:
+    """A tree of three waiters: 0 at the root, 1 its left child (the top waiter), 2 its right child."""
+    mem = Memory()
+    w0, w1, w2 = WAITERS[:3]
+    mem.put(base, 0, w0, w1, owner)  # wait_lock, waiters.rb_root.rb_node, waiters.rb_leftmost, owner
+    waiter(mem, 0, 0 | 1, w2, w1, base)  # root: black (colour bit 0 set)
+    waiter(mem, 1, w0, 0, 0, base)
+    waiter(mem, 2, w0, 0, 0, base)
+    return mem
+
+
+def test_walk_is_in_priority_order() -> None:
+    assert walk_waiter_tree(three_waiters(), RT, LOCK) == [(WAITERS[1], TASKS[1]), (WAITERS[0], TASKS[0]), (WAITERS[2], TASKS[2])]
+
+
+def test_empty_tree() -> None:
+    mem = Memory()
+    mem.put(LOCK, 0, 0, 0, TASKS[0])
+    assert walk_waiter_tree(mem, RT, LOCK) == []
+
+
+def test_a_tree_that_loops_is_corrupt_not_a_hang() -> None:
+    mem = three_waiters()
+    mem.put(WAITERS[1] + 16, WAITERS[0])  # waiter 1's left child is the root again
+    with pytest.raises(CorruptError):
+        walk_waiter_tree(mem, RT, LOCK)
+    mem = three_waiters()
+    mem.put(WAITERS[1], WAITERS[2])  # a parent pointer that does not point back
+    with pytest.raises(CorruptError, match="parent"):
+        walk_waiter_tree(mem, RT, LOCK)
+    mem = three_waiters()
+    mem.put(WAITERS[2] + RT.lock, LOCK + 0x100)  # a waiter of another lock in this one's tree
+    with pytest.raises(CorruptError, match="is for lock"):
+        walk_waiter_tree(mem, RT, LOCK)
+    mem = three_waiters()
+    mem.put(WAITERS[2] + 8, 0x1234)  # a node pointer into user space
+    with pytest.raises(CorruptError, match="bad node pointer"):
+        walk_waiter_tree(mem, RT, LOCK)
+
+
+def test_an_unreadable_node_is_a_read_error() -> None:
+    mem = three_waiters()
+    del mem.words[WAITERS[2] + 16]
+    with pytest.raises(ReadError):
+        walk_waiter_tree(mem, RT, LOCK)
+
+
+def test_owner_and_has_waiters_bit() -> None:
+    owners, details = decode_rt_lock(three_waiters(), RT, KINDS["mutex"], LOCK)
+    assert [(o.task, o.confidence, o.evidence) for o in owners] == [(TASKS[3], "certain", "struct mutex.rtmutex.owner")]
+    assert details["flags"] == ["HAS_WAITERS"] and details["owner"] == f"{TASKS[3] | 1:#x}"
+    owners, details = decode_rt_lock(three_waiters(owner=0), RT, KINDS["spinlock"], LOCK)
+    assert owners == [] and details["flags"] == []
+
+
+@pytest.mark.parametrize("readers,owners,details", [
+    (WRITER_BIAS, [(TASKS[3], "write")], {"readers": 0}),  # write-locked
+    (2, [], {"readers": 2, "writer_pending": f"{TASKS[3]:#x}"}),  # the writer waits for two readers
+    (READER_BIAS + 3, [], {"readers": 3}),  # three readers, no writer
+])
+def test_rwsem_readers_count(readers: int, owners: list, details: dict) -> None:
+    rwsem = LOCK - 8  # rw_semaphore.rwbase.rtmutex is at offset 8: the tree hangs off rwsem + 8
+    mem = three_waiters(base=LOCK)
+    mem.put(rwsem, readers)
+    got, info = decode_rt_lock(mem, RT, KINDS["rwsem"], rwsem)
+    assert [(o.task, o.mode) for o in got] == owners
+    assert all(o.confidence == "certain" for o in got)
+    assert {k: info[k] for k in details} == details and info["rt_mutex_base"] == f"{LOCK:#x}"
+
+
+def frames(*names: str, module_caller: str = "kdl_fn") -> list[Frame]:
+    out = [Frame(0xFFFFFFFF81000000 + 0x100 * i, n, 0x20, None, 0xFFFFC90000013D00 + 8 * i) for i, n in enumerate(names)]
+    return out + [Frame(0xFFFFFFFFC0000040, module_caller, 0x2B, "kdl_mod", 0xFFFFC90000013EF0)]
+
+
+class Calls:
+    """What the call before a return address calls (CodeReader.call_target)."""
+
+    def __init__(self, target: str = "") -> None:
+        self.target = target
+
+    def call_target(self, pc: int) -> str:
+        return self.target
+
+
+@pytest.mark.parametrize("names,called,kind", [
+    (("__schedule", "schedule_rtlock", "rtlock_slowlock_locked", "rt_spin_lock"), "", "spinlock"),
+    (("__schedule", "schedule_rtlock", "rtlock_slowlock_locked"), "rt_spin_lock", "spinlock"),  # tail call
+    (("__schedule", "schedule_rtlock", "rtlock_slowlock_locked", "__rwbase_read_lock"), "", "rwlock"),
+    (("__schedule", "schedule_rtlock", "rtlock_slowlock_locked", "rt_write_lock"), "", "rwlock"),
+    (("__schedule", "rt_mutex_schedule", "rt_mutex_slowlock_block", "__rt_mutex_slowlock_locked", "rt_mutex_slowlock"),
+     "mutex_lock", "mutex"),  # kdl_mutex on 6.12-rt: mutex_lock tail-calls rt_mutex_slowlock
+    (("__schedule", "rt_mutex_schedule", "__rt_mutex_slowlock_locked", "rt_mutex_lock"), "", "rt_mutex"),
+    (("__schedule", "rt_mutex_schedule", "rwbase_write_lock"), "down_write", "rwsem"),
+    (("__schedule", "rt_mutex_schedule", "rwbase_write_lock"), "", "rwsem"),
+])
+def test_lock_type_from_the_stack(names: tuple, called: str, kind: str) -> None:
+    found = rt_kind_of(frames(*names), Calls(called), KINDS)  # type: ignore[arg-type]
+    assert found is not None and found[0].name == kind and found[1] == 1
+
+
+def test_not_an_rt_mutex_wait() -> None:
+    assert rt_kind_of(frames("__schedule", "schedule", "schedule_timeout", "__down_common", "down"), Calls(), KINDS) is None  # type: ignore[arg-type]
+    assert rt_kind_of(frames("__schedule", "schedule", "msleep"), Calls("mutex_lock"), KINDS) is None  # type: ignore[arg-type]
+
+
+def _task(i: int, names: tuple) -> Task:
+    return Task(TASKS[i], 100 + i, 100 + i, f"kdl_{i}", "D", 0, stack_base=WAITERS[i] & ~0x3FFF, frames=frames(*names))
+
+
+SPIN = ("__schedule", "schedule_rtlock", "rtlock_slowlock_locked", "rt_spin_lock")
+
+
+def test_spinlock_waits_through_pi_blocked_on() -> None:
+    """spinlock_t on PREEMPT_RT: three tasks asleep in the rtlock slow path, task 3 owns it."""
+    mem = three_waiters()
+    tasks = {TASKS[i]: _task(i, SPIN) for i in range(3)}
+    live = {}
+    for i in range(3):
+        mem.put(TASKS[i] + RT.pi_blocked_on, WAITERS[i])  # type: ignore[operator]
+        live[TASKS[i]] = Stack(WAITERS[i] - 0x100, bytes(0x200))
+    problems: list[Problem] = []
+    locks = find_rt_waits(mem, RT, Calls(), tasks, live, problems)  # type: ignore[arg-type]
+    assert problems == []
+    (lock,) = locks.values()
+    assert (lock.address, lock.type, lock.waiters) == (LOCK, "spinlock", [TASKS[1], TASKS[0], TASKS[2]])
+    assert [(o.task, o.confidence) for o in lock.owners] == [(TASKS[3], "certain")]
+    assert all(t.waits_on == LOCK for t in tasks.values())
+    assert tasks[TASKS[0]].wait_evidence == (f"task->pi_blocked_on: struct rt_mutex_waiter {WAITERS[0]:#x}, "
+                                             f"in struct spinlock {LOCK:#x}'s lock.waiters tree")
+
+
+def test_waiter_found_on_the_stack_without_pi_blocked_on() -> None:
+    mem = three_waiters()
+    stack = bytearray(0x200)
+    struct.pack_into("<Q", stack, 0x100 + RT.task, TASKS[0])  # the waiter at sp + 0x100 names its task
+    tasks = {TASKS[0]: _task(0, SPIN)}
+    mem.put(TASKS[0] + RT.pi_blocked_on, 0)  # type: ignore[operator]
+    problems: list[Problem] = []
+    locks = find_rt_waits(mem, RT, Calls(), tasks, {TASKS[0]: Stack(WAITERS[0] - 0x100, bytes(stack))}, problems)  # type: ignore[arg-type]
+    assert problems == [] and list(locks) == [LOCK]
+    assert tasks[TASKS[0]].wait_evidence.startswith(f"struct rt_mutex_waiter at {WAITERS[0]:#x} on its stack")
+
+
+def test_a_corrupt_tree_is_a_problem_and_the_rest_goes_on() -> None:
+    mem = three_waiters()
+    mem.put(WAITERS[1] + 16, WAITERS[0])  # loops
+    tasks = {TASKS[0]: _task(0, SPIN)}
+    mem.put(TASKS[0] + RT.pi_blocked_on, WAITERS[0])  # type: ignore[operator]
+    problems: list[Problem] = []
+    locks = find_rt_waits(mem, RT, Calls(), tasks, {TASKS[0]: Stack(WAITERS[0] - 0x100, bytes(0x200))}, problems)  # type: ignore[arg-type]
+    assert locks == {} and tasks[TASKS[0]].waits_on is None
+    assert [(p.what, p.where) for p in problems] == [("wait", "task 100 (kdl_0)")] and "loops" in problems[0].why
+
+
+def test_rt_writer_waiting_for_readers() -> None:
+    """An RT down_write that owns the rt_mutex and sleeps until the readers leave: no waiter at all."""
+    rwsem = LOCK - 8
+    mem = three_waiters(owner=TASKS[0] | 1)
+    mem.put(rwsem, 1)  # one reader; READER_BIAS taken away by the writer
+    stack = bytearray(0x200)
+    struct.pack_into("<Q", stack, 0x18, rwsem)  # the scheduler saved the register holding the lock
+    sp = WAITERS[0] - 0x100
+    names = ("__schedule", "rt_mutex_schedule", "rwbase_write_lock")
+    task = _task(0, names)
+    task.frames = [Frame(f.pc, f.symbol, f.offset, f.module, sp + 0x40 + 8 * i) for i, f in enumerate(task.frames)]
+    mem.put(TASKS[0] + RT.pi_blocked_on, 0)  # type: ignore[operator]
+    problems: list[Problem] = []
+    locks = find_rt_waits(mem, RT, Calls("down_write"), {TASKS[0]: task}, {TASKS[0]: Stack(sp, bytes(stack))}, problems)  # type: ignore[arg-type]
+    assert problems == []
+    lock = locks[rwsem]
+    assert (lock.type, lock.owners, lock.waiters[0]) == ("rwsem", [], TASKS[0])
+    assert lock.details["writer_pending"] == f"{TASKS[0]:#x}" and lock.details["readers"] == 1
+    assert "is this task, asleep until its 1 reader(s) leave" in task.wait_evidence
