@@ -238,3 +238,78 @@ def test_rt_writer_waiting_for_readers() -> None:
     assert (lock.type, lock.owners, lock.waiters[0]) == ("rwsem", [], TASKS[0])
     assert lock.details["writer_pending"] == f"{TASKS[0]:#x}" and lock.details["readers"] == 1
     assert "is this task, asleep until its 1 reader(s) leave" in task.wait_evidence
+
+
+SPINLOCK_ON_REAL_DATA = r'''
+import json
+from dataclasses import replace
+from kdlgdb.kernel.collect import collect
+from kdlgdb.kernel.held import CodeReader
+from kdlgdb.kernel.layout import Kernel
+from kdlgdb.kernel.rtmutex import RtLayout, find_rt_waits
+from kdlgdb.kernel.stack import StackReader
+from kdlgdb.kernel.symbols import Symbols
+from kdlgdb.target.gdb import GdbTarget
+from kdlgdb.model import Frame
+k = Kernel(GdbTarget())
+snap = collect(k, source_lines=False)
+rt = RtLayout.detect(k)
+tasks = {t.address: t for t in snap.tasks if t.waits_on}
+stacks = StackReader(k, Symbols(k, []))
+live = {}
+for t in tasks.values():
+    live[t.address] = stacks.read(t.stack_base, t.frames[0].sp - 8)
+    # the same wait as spinlock_t's rtlock slow path would leave it: only the function names differ
+    rtlock = [Frame(f.pc, n, f.offset, None, f.sp) for f, n in zip(t.frames, ("__schedule", "schedule_rtlock", "rtlock_slowlock_locked", "rt_spin_lock"))]
+    t.frames = rtlock + [f for f in t.frames if f.module is not None]
+    t.waits_on = None
+problems = []
+locks = find_rt_waits(k, rt, CodeReader(k, Symbols(k, [])), tasks, live, problems)
+print("KDL-RESULT " + json.dumps({
+    "kinds": {name: [kind.struct, kind.path, kind.base, kind.readers] for name, kind in rt.kinds.items()},
+    "before": {f"{lk.address:#x}": [lk.type, [o.task for o in lk.owners], lk.waiters] for lk in snap.locks},
+    "after": {f"{lk.address:#x}": [lk.type, [(o.task, o.confidence) for o in lk.owners], lk.waiters] for lk in locks.values()},
+    "evidence": [t.wait_evidence for t in tasks.values()], "problems": [str(p) for p in problems]}))
+'''
+
+
+@pytest.mark.realkernel
+def test_spinlock_decode_on_the_rt_kernels_own_rt_mutexes(tmp_path) -> None:
+    """No spinlock scenario sleeps here yet: the 6.12-rt kdl_mutex waits, with their stacks renamed to the
+    rtlock slow path, must decode as spinlock_t (whose rt_mutex_base, per the RT vmlinux, is at offset 0
+    as in struct mutex) with the same addresses, owners and waiters."""
+    import json
+    import re
+    import samples
+    from realgdb import gdb
+
+    kernel = next((k for k in samples.KERNELS if samples.preempt_rt(k)), None)
+    if kernel is None:
+        pytest.skip("no PREEMPT_RT kernel among the test kernels")
+    dump = samples.ensure_dump("kdl_mutex", True, kernel)
+    script = tmp_path / "spin.py"
+    script.write_text(SPINLOCK_ON_REAL_DATA)
+    done = gdb(dump.vmlinux, dump.path, f"source {script}")
+    match = re.search(r"^KDL-RESULT (.*)$", done.stdout, re.M)
+    assert match, done.stdout + done.stderr
+    got = json.loads(match.group(1))
+    assert got["kinds"]["spinlock"] == ["struct spinlock", "lock", 0, None]
+    assert got["kinds"]["rwsem"] == ["struct rw_semaphore", "rwbase.rtmutex", 8, 0]
+    assert got["kinds"]["rwlock"] == ["rwlock_t", "rwbase.rtmutex", 8, 0]
+    assert got["problems"] == []
+    m1, m2 = (dump.truth["locks"][m]["address"] for m in ("m1", "m2"))
+    assert sorted(got["after"]) == sorted(got["before"]) == sorted([m1, m2])
+    for address, (kind, owners, waiters) in got["after"].items():
+        before = got["before"][address]
+        assert (kind, [t for t, _ in owners], waiters) == ("spinlock", before[1], before[2])
+        assert {c for _, c in owners} == {"certain"}
+    assert all(e.startswith("task->pi_blocked_on: struct rt_mutex_waiter") and "struct spinlock" in e for e in got["evidence"])
+
+
+def test_rtlock_wait_and_frozen_tasks_are_d() -> None:
+    """As the kernel's __task_state_index() reports them: TASK_RTLOCK_WAIT (a PREEMPT_RT spinlock_t
+    sleeper) and TASK_FROZEN show as D, not R."""
+    from kdlgdb.kernel.tasks import state_letter
+    letters = ["R", "S", "D", "T", "t", "X", "Z", "P", "I"]  # 6.12's task_state_array
+    assert [state_letter(letters, s, 0) for s in (0, 0x1, 0x2, 0x402, 0x1000, 0x8000, 0x8001)] == [
+        "R", "S", "D", "I", "D", "D", "D"]

@@ -225,11 +225,6 @@ RT_SLOW_PATH = {**SLOW_PATH, "mutex_lock": "__rt_mutex_slowlock_locked", "down_r
                 "down_write": "rwbase_write_lock"}
 
 
-def preempt_rt(kernel: str) -> bool:
-    """Whether ``kernel`` was built with CONFIG_PREEMPT_RT (its config file says)."""
-    return "CONFIG_PREEMPT_RT=y" in Path(f"/boot/config-{kernel}").read_text().splitlines()
-
-
 def blocking_call(scenario: str, comm: str, lock: str) -> str:
     """The function ``comm`` calls to take ``lock``, read from the module source."""
     source = (SCENARIO_DIR / scenario / f"{scenario}.c").read_text()
@@ -254,7 +249,7 @@ def test_hung_task_detector_saw_every_thread(real_kernel, scenario, kaslr):
         if lock is None:  # the control's owner, asleep with mc held
             assert "msleep" in frames, frames
         else:
-            slow = (RT_SLOW_PATH if preempt_rt(real_kernel) else SLOW_PATH)[blocking_call(scenario, comm, lock)]
+            slow = (RT_SLOW_PATH if samples.preempt_rt(real_kernel) else SLOW_PATH)[blocking_call(scenario, comm, lock)]
             assert any(f.split(".")[0] == slow for f in frames), (slow, frames)
 
 

@@ -70,6 +70,12 @@ kernel_available = builder.kernel_available
 cache_root = builder.cache_root
 
 
+def preempt_rt(kernel: str) -> bool:
+    """Whether ``kernel`` was built with CONFIG_PREEMPT_RT (as its installed config says): the tests
+    then expect its mutex and rw_semaphore slow paths, the analysis must find the same answers."""
+    return "CONFIG_PREEMPT_RT=y" in Path(f"/boot/config-{kernel}").read_text().splitlines()
+
+
 def missing_message(kernel: str = DEFAULT_KERNEL) -> str:
     """Why real-kernel samples cannot be made here ('' when they can)."""
     missing = builder.missing_kernel_parts(kernel) + builder.missing_tools()

@@ -3,7 +3,8 @@
 Release and machine from ``init_uts_ns``, CPUs and uptime from the per-CPU
 runqueues, the KASLR offset, how the dump was made, the crash time (VMCOREINFO
 CRASHTIME, written by a kernel that crashed into kdump), the panic message from
-the kernel log, and which lock data sources this kernel's types offer.
+the kernel log, whether the kernel is PREEMPT_RT, and which lock data sources
+this kernel's types offer.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ class SystemInfo:
     panic: Optional[str]
     sources: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    preempt_rt: bool = False  # mutex, rw_semaphore and spinlock_t are built on rt_mutex
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,6 +56,8 @@ class SystemInfo:
             ("dump", self.dump),
             ("crash time", crashed),
             ("panic", self.panic or "none in the kernel log"),
+            ("PREEMPT_RT", "yes (struct mutex is built on rt_mutex: mutex, rw_semaphore, spinlock_t and rwlock_t "
+                           "sleep on an rt_mutex_base)" if self.preempt_rt else "no"),
             ("lock data", ", ".join(self.sources)),
             ("not offered", ", ".join(label for label, _, _ in LOCK_SOURCES if label not in self.sources)),
         ] + [("skipped", p) for p in self.problems]
@@ -87,4 +91,6 @@ def system_info(k: Kernel) -> SystemInfo:
         panic=panic,
         sources=lock_sources(k),
         problems=[str(p) for p in problems],
+        # PREEMPT_RT (v5.15, "locking/rtmutex: Add mutex variant for RT") builds struct mutex on rt_mutex.
+        preempt_rt=k.has_member("struct mutex", "rtmutex"),
     )

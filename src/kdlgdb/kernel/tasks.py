@@ -22,6 +22,11 @@ MAX_TASKS = 4_000_000
 # to hex"); TASK_IDLE is TASK_UNINTERRUPTIBLE | TASK_NOLOAD and reports as 'I'.
 TASK_UNINTERRUPTIBLE = 0x2
 TASK_NOLOAD = 0x400
+# PREEMPT_RT's spinlock_t/rwlock_t sleep in TASK_RTLOCK_WAIT, 0x1000 since v5.15 ("sched: Introduce
+# TASK_RTLOCK_WAIT"), and a frozen task is TASK_FROZEN, 0x8000 since v6.1 (f5d39b020809, "freezer,sched:
+# Rewrite core freezer logic"); __task_state_index() reports both as TASK_UNINTERRUPTIBLE ('D'). Both
+# bits were unused before (TASK_STATE_MAX was 0x1000).
+TASK_REPORTED_AS_D = 0x1000 | 0x8000
 
 
 @dataclass
@@ -97,6 +102,8 @@ def state_letter(letters: list[str], state: int, exit_state: int) -> str:
     """The ps letter of a task, the way the kernel's task_state_index() computes it."""
     if state == TASK_UNINTERRUPTIBLE | TASK_NOLOAD and letters:
         return letters[-1]
+    if state & TASK_REPORTED_AS_D:
+        state = TASK_UNINTERRUPTIBLE
     report = (1 << max(len(letters) - 2, 0)) - 1
     index = ((state | exit_state) & report).bit_length()
     return letters[index] if index < len(letters) else "?"
