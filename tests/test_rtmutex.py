@@ -219,13 +219,18 @@ def test_a_corrupt_tree_is_a_problem_and_the_rest_goes_on() -> None:
     assert [(p.what, p.where) for p in problems] == [("wait", "task 100 (kdl_0)")] and "loops" in problems[0].why
 
 
-def test_rt_writer_waiting_for_readers() -> None:
+@pytest.mark.parametrize("saved", ["rw_semaphore", "its rt_mutex"])
+@pytest.mark.parametrize("before", [True, False], ids=["word-before-readable", "word-before-unreadable"])
+def test_rt_writer_waiting_for_readers(saved: str, before: bool) -> None:
     """An RT down_write that owns the rt_mutex and sleeps until the readers leave: no waiter at all."""
     rwsem = LOCK - 8
     mem = three_waiters(owner=TASKS[0] | 1)
     mem.put(rwsem, 1)  # one reader; READER_BIAS taken away by the writer
+    if before:
+        mem.put(rwsem - 8, 0)
     stack = bytearray(0x200)
-    struct.pack_into("<Q", stack, 0x18, rwsem)  # the scheduler saved the register holding the lock
+    struct.pack_into("<Q", stack, 0x8, TASKS[0] + 0x40)  # a pointer into the task: no lock there
+    struct.pack_into("<Q", stack, 0x18, rwsem if saved == "rw_semaphore" else LOCK)  # a register the scheduler saved
     sp = WAITERS[0] - 0x100
     names = ("__schedule", "rt_mutex_schedule", "rwbase_write_lock")
     task = _task(0, names)

@@ -127,7 +127,7 @@ def collect(source: Target | Kernel, progress: Optional[Progress] = None, source
     kinds = lock_kinds(k)
     ranges = StackRanges([t.stack_base for t in tasks.values()], stacks.thread_size)
     rt = RtLayout.detect(k)
-    locks = find_rt_waits(k, rt, CodeReader(k, symbols), tasks, live, problems) if rt is not None else {}
+    locks = find_rt_waits(k, rt, CodeReader(k, symbols), tasks, live, problems, ranges) if rt is not None else {}
     locks.update(_find_waits(k, kinds, tasks, live, ranges, problems))
     _infer_holders(k, symbols, locks, tasks, live)
     k.forget_kept()

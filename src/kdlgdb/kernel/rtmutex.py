@@ -26,9 +26,9 @@ from typing import Any, Optional
 from ..errors import CorruptError, ReadError
 from ..model import CERTAIN, Frame, Lock, Owner, Problem, Task
 from .held import CodeReader
-from .layout import KERNEL_SPACE, Kernel, le64
+from .layout import KERNEL_SPACE, Kernel, le32, le64
 from .stack import Stack
-from .waiters import SCHEDULER, base_name
+from .waiters import SCHEDULER, StackRanges, base_name
 
 __all__ = ["RtKind", "RtLayout", "find_rt_waits", "walk_waiter_tree", "decode_rt_lock", "rt_kind_of"]
 
@@ -253,8 +253,12 @@ class _RtWait:
 
 
 def find_rt_waits(k: Kernel, rt: RtLayout, code: CodeReader, tasks: dict[int, Task], live: dict[int, Stack],
-                  problems: list[Problem]) -> dict[int, Lock]:
-    """Set ``waits_on`` of every task asleep on an rt_mutex_base; return those locks with owners and waiters."""
+                  problems: list[Problem], stacks: Optional[StackRanges] = None) -> dict[int, Lock]:
+    """Set ``waits_on`` of every task asleep on an rt_mutex_base; return those locks with owners and waiters.
+
+    ``stacks``: the tasks' stacks, whose addresses are not taken for a lock's. The waiters and tree
+    nodes are on the stacks of the waiting tasks: a Kernel that keeps those (collect) reads them free.
+    """
     trees: dict[int, list[tuple[int, int]]] = {}  # rt_mutex_base -> its waiters
     waits: list[_RtWait] = []
     for address, task in tasks.items():
@@ -266,7 +270,7 @@ def find_rt_waits(k: Kernel, rt: RtLayout, code: CodeReader, tasks: dict[int, Ta
         kind, start = found
         where = f"task {task.pid} ({task.comm})"
         try:
-            wait = _find_one(k, rt, kind, address, live[address], task.frames[start:], trees)
+            wait = _find_one(k, rt, kind, address, live[address], task.frames[start:], trees, stacks)
         except (ReadError, CorruptError) as e:
             problems.append(Problem("wait", where, str(e)))
             continue
@@ -293,7 +297,7 @@ def find_rt_waits(k: Kernel, rt: RtLayout, code: CodeReader, tasks: dict[int, Ta
 
 
 def _find_one(k: Kernel, rt: RtLayout, kind: RtKind, task: int, stack: Stack, frames: list[Frame],
-              trees: dict[int, list[tuple[int, int]]]) -> Optional[_RtWait]:
+              trees: dict[int, list[tuple[int, int]]], stacks: Optional[StackRanges]) -> Optional[_RtWait]:
     """The wait of one task: its waiter from task->pi_blocked_on, else from its stack; else, for an
     rw lock, the writer that owns the lock's rt_mutex and waits for its readers."""
     waiter, source = 0, ""
@@ -319,7 +323,7 @@ def _find_one(k: Kernel, rt: RtLayout, kind: RtKind, task: int, stack: Stack, fr
         what = f"{source}: struct rt_mutex_waiter {waiter:#x}" if source.startswith("task") else source
         return _RtWait(task, kind, outer, f"{what}, in {tree}")
     if kind.readers is not None:
-        return _pending_writer(k, rt, kind, task, stack, frames)
+        return _pending_writer(k, rt, kind, task, stack, frames, stacks)
     return None
 
 
@@ -336,30 +340,42 @@ def _in_tree(k: Kernel, rt: RtLayout, waiter: int, trees: dict[int, list[tuple[i
     return waiter in (w for w, _ in trees[base])
 
 
-def _pending_writer(k: Kernel, rt: RtLayout, kind: RtKind, task: int, stack: Stack, frames: list[Frame]) -> Optional[_RtWait]:
+def _pending_writer(k: Kernel, rt: RtLayout, kind: RtKind, task: int, stack: Stack, frames: list[Frame],
+                    stacks: Optional[StackRanges]) -> Optional[_RtWait]:
     """An RT writer asleep until the readers leave: it owns the lock's rt_mutex, the readers count has
-    no READER_BIAS and is not WRITER_BIAS. The lock's address is on the stack below the caller's frame
-    (kept in a register the scheduler saved, or in the slow path's frame)."""
-    assert kind.readers is not None
-    end = frames[-1].sp if frames else stack.top
+    no READER_BIAS and is not WRITER_BIAS. The lock's address (or its rt_mutex's) is on the stack below
+    the caller's frame (in a register the scheduler saved, or in the slow path's frame); one read a
+    candidate covers both readings of it."""
+    if kind.readers is None:
+        return None
+    end = stack.top
     for frame in frames:
         if frame.module is not None or base_name(frame.symbol) not in RT_PATH:
             end = frame.sp  # the first frame of the code that called the lock function
             break
+    owner_at = kind.base + rt.owner
+    size = max(owner_at + 8, kind.readers + 4)  # of the lock, as far as the owner and readers
     tried: set[int] = set()
     for value in stack.values[: max(0, (end - stack.sp) // 8)]:
-        for outer in (value, value - kind.base):
-            if outer < KERNEL_SPACE or outer & 0x3 or outer in tried:
-                continue
-            tried.add(outer)
-            try:
-                owner = k.u64(outer + kind.base + rt.owner) & ~RT_MUTEX_HAS_WAITERS
-                readers = k.u32(outer + kind.readers)
-            except ReadError:
-                continue
+        if value < KERNEL_SPACE or value & 0x3 or value in tried or value == task or (stacks is not None and value in stacks):
+            continue
+        tried.add(value)
+        outers = (value - kind.base, value) if kind.base else (value,)  # value is the lock's rt_mutex, or the lock
+        try:  # one read for both
+            data = k.read(outers[0], outers[-1] - outers[0] + size)
+            found = [(outer, data[outer - outers[0] :]) for outer in outers]
+        except ReadError:  # a page next to it is not in the dump: each on its own
+            found = []
+            for outer in outers:
+                try:
+                    found.append((outer, k.read(outer, size)))
+                except ReadError:
+                    continue
+        for outer, lock in found:
+            owner = le64(lock, owner_at) & ~RT_MUTEX_HAS_WAITERS
+            readers = le32(lock, kind.readers)
             if owner == task and readers != WRITER_BIAS and not readers & READER_BIAS:
                 return _RtWait(task, kind, outer,
                                f"{kind.member('owner')} of {kind.struct} {outer:#x} is this task, asleep until its "
                                f"{readers} reader(s) leave (readers count without READER_BIAS: writer pending)", True)
     return None
-
