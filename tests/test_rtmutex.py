@@ -140,13 +140,21 @@ def frames(*names: str, module_caller: str = "kdl_fn") -> list[Frame]:
 
 
 class Calls:
-    """What the call before a return address calls (CodeReader.call_target)."""
+    """What the call before a return address calls (CodeReader.callee, call_target), and which lock
+    functions that callee calls or jumps to itself (CodeReader.reached)."""
 
-    def __init__(self, target: str = "") -> None:
+    def __init__(self, target: str = "", reaches: tuple[str, ...] = ()) -> None:
         self.target = target
+        self.reaches = set(reaches)
+
+    def callee(self, pc: int) -> int | None:
+        return 0xFFFFFFFFC0000400 if self.target else None
 
     def call_target(self, pc: int) -> str:
         return self.target
+
+    def reached(self, function: int, names: set[str]) -> set[str]:
+        return self.reaches & names
 
 
 @pytest.mark.parametrize("names,called,kind", [
@@ -163,6 +171,23 @@ class Calls:
 def test_lock_type_from_the_stack(names: tuple, called: str, kind: str) -> None:
     found = rt_kind_of(frames(*names), Calls(called), KINDS)  # type: ignore[arg-type]
     assert found is not None and found[0].name == kind and found[1] == 1
+
+
+MUTEX_PATH = ("__schedule", "rt_mutex_schedule", "rt_mutex_slowlock_block", "__rt_mutex_slowlock_locked", "rt_mutex_slowlock")
+
+
+@pytest.mark.parametrize("names,reaches,kind", [
+    # kdl_scale on 6.12-rt: kdl_then calls kdl_take, which tail-calls mutex_lock (or down, down_write, ...)
+    (MUTEX_PATH, ("mutex_lock", "down", "down_read", "down_write"), "mutex"),
+    (MUTEX_PATH, ("mutex_lock", "rt_mutex_lock"), "rt_mutex"),  # cannot tell: the bare rt_mutex it is
+    (MUTEX_PATH, (), "rt_mutex"),
+    (("__schedule", "rt_mutex_schedule", "__rt_mutex_slowlock_locked", "__rwbase_read_lock"), ("mutex_lock", "down_read"), "rwsem"),
+    (("__schedule", "schedule_rtlock", "rtlock_slowlock_locked"), ("rt_read_lock", "mutex_lock"), "rwlock"),
+    (("__schedule", "schedule_rtlock", "rtlock_slowlock_locked"), ("rt_spin_lock", "rt_read_lock"), "spinlock"),
+])
+def test_lock_type_through_a_function_that_tail_called(names: tuple, reaches: tuple, kind: str) -> None:
+    found = rt_kind_of(frames(*names), Calls("kdl_take", reaches), KINDS)  # type: ignore[arg-type]
+    assert found is not None and found[0].name == kind
 
 
 def test_not_an_rt_mutex_wait() -> None:

@@ -33,6 +33,7 @@ ACQUIRE = {
 }
 RELEASE = {"up", "up_read", "up_write", "mutex_unlock", "downgrade_write"}
 MAX_FUNCTION = 64 * 1024
+REACH_LIMIT = 2048  # bytes of a tail-calling function searched for the lock functions it reaches
 
 
 @dataclass
@@ -101,16 +102,41 @@ class CodeReader:
                 held.pop(lock, None)
         return list(held.values())
 
-    def call_target(self, pc: int) -> str:
-        """Name of the function that the ``call rel32`` ending at return address ``pc`` calls, else ""
-        (for a caller whose callee tail-called on, so that the callee's own frame is not on the stack)."""
+    def callee(self, pc: int) -> Optional[int]:
+        """The address that the ``call rel32`` ending at return address ``pc`` calls, else None."""
         try:
             code = self.k.read(pc - 5, 5)
         except ReadError:
-            return ""
-        if code[0] != 0xE8:
-            return ""
-        return self._function_at(pc + struct.unpack_from("<i", code, 1)[0])
+            return None
+        return pc + struct.unpack_from("<i", code, 1)[0] if code[0] == 0xE8 else None
+
+    def call_target(self, pc: int) -> str:
+        """Name of the function that the call ending at return address ``pc`` calls, else "" (for a
+        caller whose callee tail-called on, so that the callee's own frame is not on the stack)."""
+        target = self.callee(pc)
+        return self._function_at(target) if target is not None else ""
+
+    def reached(self, function: int, names: set[str], limit: int = REACH_LIMIT) -> set[str]:
+        """Which of ``names`` the function starting at ``function`` calls or jumps to (``call``/``jmp
+        rel32``): for a callee that tail-called a lock function, the lock functions it can reach."""
+        own = self.symbols.lookup(function)
+        if own[0] is None or own[1] != 0:
+            return set()
+        code = b""
+        while len(code) < limit:  # page by page: a module's text may end at any page
+            at = function + len(code)
+            try:
+                code += self.k.read(at, min(limit - len(code), 4096 - (at & 0xFFF)))
+            except ReadError:
+                break
+        found: set[str] = set()
+        for pos in range(len(code) - 4):
+            if code[pos] not in (0xE8, 0xE9):
+                continue
+            name = self._function_at(function + pos + 5 + struct.unpack_from("<i", code, pos + 1)[0])
+            if name in names and name not in found and self.symbols.lookup(function + pos)[0] == own[0]:
+                found.add(name)  # an instruction of this function, not of the next one
+        return found
 
     def _function_at(self, address: int) -> str:
         """Name of the function that starts exactly at ``address``, else ""."""

@@ -208,9 +208,10 @@ def rt_kind_of(frames: list[Frame], code: Optional[CodeReader], kinds: dict[str,
     """(kind, index of its first lock frame) when the task sleeps on an rt_mutex_base, else None.
 
     The first frame past the scheduler must be on the rt_mutex path. The lock's type is the
-    first API function outward (``mutex_lock``, ``down_write``, ``rt_spin_lock``); when the caller
-    reached the slow path by a tail call, the function its call instruction names; else the
-    slow path itself (rtlock: spinlock_t, or rwlock_t with rwbase; rwbase alone: rw_semaphore).
+    first API function outward (``mutex_lock``, ``down_write``, ``rt_spin_lock``). When the caller
+    reached the slow path by a tail call: the API function its call instruction names, or the one
+    (of those that fit the slow path) that the function it calls can reach. Else the slow path
+    itself: rtlock is spinlock_t (rwlock_t with rwbase), rwbase alone rw_semaphore, else rt_mutex.
     """
     start = None
     seen: set[str] = set()
@@ -227,15 +228,28 @@ def rt_kind_of(frames: list[Frame], code: Optional[CodeReader], kinds: dict[str,
         if frame.module is None and name in RT_SLEEP | RTLOCK_SLEEP:
             seen.add(name)
             continue
-        called = code.call_target(frame.pc) if code is not None else ""
-        if called in _API_KIND:
-            return _kind(kinds, _API_KIND[called]), start
+        fitting = _fitting(seen)
+        target = code.callee(frame.pc) if code is not None else None
+        if code is not None and target is not None:
+            called = code.call_target(frame.pc)
+            if called in _API_KIND:
+                return _kind(kinds, _API_KIND[called]), start
+            if len(fitting) > 1:
+                reached = {_API_KIND[n] for n in code.reached(target, set(_API_KIND))} & fitting
+                if len(reached) == 1:
+                    return _kind(kinds, reached.pop()), start
         break
     if start is None:
         return None
+    fitting = _fitting(seen)
+    return _kind(kinds, "spinlock" if "spinlock" in fitting else "rt_mutex" if "rt_mutex" in fitting else fitting.pop()), start
+
+
+def _fitting(seen: set[str]) -> set[str]:
+    """The lock types whose slow path goes through the functions ``seen``."""
     if seen & RTLOCK_SLEEP:
-        return _kind(kinds, "rwlock" if seen & RWBASE else "spinlock"), start
-    return _kind(kinds, "rwsem" if seen & RWBASE else "rt_mutex"), start
+        return {"rwlock"} if seen & RWBASE else {"spinlock", "rwlock"}
+    return {"rwsem"} if seen & RWBASE else {"mutex", "rt_mutex"}
 
 
 def _kind(kinds: dict[str, RtKind], name: str) -> RtKind:
