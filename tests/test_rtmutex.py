@@ -343,3 +343,20 @@ def test_rtlock_wait_and_frozen_tasks_are_d() -> None:
     letters = ["R", "S", "D", "T", "t", "X", "Z", "P", "I"]  # 6.12's task_state_array
     assert [state_letter(letters, s, 0) for s in (0, 0x1, 0x2, 0x402, 0x1000, 0x8000, 0x8001)] == [
         "R", "S", "D", "I", "D", "D", "D"]
+
+
+def test_an_unreadable_lock_still_has_its_waits() -> None:
+    """The lock's page is not in the dump: each task's pi_blocked_on still names it; the lock is a problem."""
+    mem = three_waiters()
+    for address in [a for a in mem.words if LOCK <= a < LOCK + 32]:
+        del mem.words[address]
+    tasks = {TASKS[i]: _task(i, SPIN) for i in range(2)}
+    live = {}
+    for i in range(2):
+        mem.put(TASKS[i] + RT.pi_blocked_on, WAITERS[i])  # type: ignore[operator]
+        live[TASKS[i]] = Stack(WAITERS[i] - 0x100, bytes(0x200))
+    problems: list[Problem] = []
+    locks = find_rt_waits(mem, RT, Calls(), tasks, live, problems)  # type: ignore[arg-type]
+    assert [(lk.address, lk.waiters, lk.owners) for lk in locks.values()] == [(LOCK, TASKS[:2], [])]
+    assert [(p.what, p.where) for p in problems] == [("lock", f"struct spinlock {LOCK:#x}")] and "cannot read" in problems[0].why
+    assert tasks[TASKS[1]].wait_evidence.endswith(f"for struct spinlock {LOCK:#x} (its waiter tree cannot be read)")

@@ -40,6 +40,8 @@ __all__ = [
 _PLUMBING = {
     "__schedule",
     "schedule",
+    "rt_mutex_schedule",  # the scheduler entry of rt_mutex waits (v6.6); PREEMPT_RT's spinlock_t: schedule_rtlock
+    "schedule_rtlock",
     "schedule_timeout",
     "schedule_preempt_disabled",
     "schedule_idle",

@@ -273,7 +273,7 @@ def find_rt_waits(k: Kernel, rt: RtLayout, code: CodeReader, tasks: dict[int, Ta
     ``stacks``: the tasks' stacks, whose addresses are not taken for a lock's. The waiters and tree
     nodes are on the stacks of the waiting tasks: a Kernel that keeps those (collect) reads them free.
     """
-    trees: dict[int, list[tuple[int, int]]] = {}  # rt_mutex_base -> its waiters
+    trees: dict[int, Optional[list[tuple[int, int]]]] = {}  # rt_mutex_base -> its waiters (None: unreadable)
     waits: list[_RtWait] = []
     for address, task in tasks.items():
         if address not in live:
@@ -301,7 +301,11 @@ def find_rt_waits(k: Kernel, rt: RtLayout, code: CodeReader, tasks: dict[int, Ta
             continue
         lock = Lock(wait.lock, wait.kind.name)
         lock.waiters = [w.task for w in waits if w.lock == wait.lock and w.pending_writer]
-        lock.waiters += [t for _, t in trees.get(wait.lock + wait.kind.base, [])]
+        tree = trees.get(wait.lock + wait.kind.base)
+        if tree is not None:
+            lock.waiters += [t for _, t in tree]
+        else:  # the tree is not in the dump: in task order
+            lock.waiters += [w.task for w in waits if w.lock == wait.lock and not w.pending_writer]
         try:
             lock.owners, lock.details = decode_rt_lock(k, rt, wait.kind, wait.lock)
         except ReadError as e:
@@ -311,7 +315,7 @@ def find_rt_waits(k: Kernel, rt: RtLayout, code: CodeReader, tasks: dict[int, Ta
 
 
 def _find_one(k: Kernel, rt: RtLayout, kind: RtKind, task: int, stack: Stack, frames: list[Frame],
-              trees: dict[int, list[tuple[int, int]]], stacks: Optional[StackRanges]) -> Optional[_RtWait]:
+              trees: dict[int, Optional[list[tuple[int, int]]]], stacks: Optional[StackRanges]) -> Optional[_RtWait]:
     """The wait of one task: its waiter from task->pi_blocked_on, else from its stack; else, for an
     rw lock, the writer that owns the lock's rt_mutex and waits for its readers."""
     waiter, source = 0, ""
@@ -328,20 +332,30 @@ def _find_one(k: Kernel, rt: RtLayout, kind: RtKind, task: int, stack: Stack, fr
         base = k.u64(waiter + rt.lock)
         if base < KERNEL_SPACE:
             raise CorruptError(f"{source} {waiter:#x} has lock {base:#x}")
-        if base not in trees:
-            trees[base] = walk_waiter_tree(k, rt, base)
-        if waiter not in (w for w, _ in trees[base]):
-            raise CorruptError(f"{source} is waiter {waiter:#x}, which is not in the waiter tree of rt_mutex {base:#x}")
         outer = base - kind.base
         tree = f"{kind.struct} {outer:#x}'s {kind.path + '.' if kind.path else ''}waiters tree"
         what = f"{source}: struct rt_mutex_waiter {waiter:#x}" if source.startswith("task") else source
+        if base not in trees:
+            try:
+                trees[base] = walk_waiter_tree(k, rt, base)
+            except ReadError:
+                if source.startswith("struct"):
+                    raise
+                # The lock is not in the dump (a filtered page): the task's own pi_blocked_on still names it,
+                # its waiters are the tasks whose waiters name it; the lock itself becomes a problem.
+                trees[base] = None
+        found = trees[base]
+        if found is None:
+            return _RtWait(task, kind, outer, f"{what}, for {kind.struct} {outer:#x} (its waiter tree cannot be read)")
+        if waiter not in (w for w, _ in found):
+            raise CorruptError(f"{source} is waiter {waiter:#x}, which is not in the waiter tree of rt_mutex {base:#x}")
         return _RtWait(task, kind, outer, f"{what}, in {tree}")
     if kind.readers is not None:
         return _pending_writer(k, rt, kind, task, stack, frames, stacks)
     return None
 
 
-def _in_tree(k: Kernel, rt: RtLayout, waiter: int, trees: dict[int, list[tuple[int, int]]]) -> bool:
+def _in_tree(k: Kernel, rt: RtLayout, waiter: int, trees: dict[int, Optional[list[tuple[int, int]]]]) -> bool:
     """Whether ``waiter`` (a candidate on a stack) is in the tree of the lock it names."""
     try:
         base = k.u64(waiter + rt.lock)
@@ -351,7 +365,8 @@ def _in_tree(k: Kernel, rt: RtLayout, waiter: int, trees: dict[int, list[tuple[i
             trees[base] = walk_waiter_tree(k, rt, base)
     except (ReadError, CorruptError):
         return False
-    return waiter in (w for w, _ in trees[base])
+    tree = trees[base]
+    return tree is not None and waiter in (w for w, _ in tree)
 
 
 def _pending_writer(k: Kernel, rt: RtLayout, kind: RtKind, task: int, stack: Stack, frames: list[Frame],
