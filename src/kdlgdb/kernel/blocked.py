@@ -67,6 +67,20 @@ class _Queue:
     done: Optional[int]  # offset of completion.done, for the evidence
 
 
+class _Queues:
+    """The waiter layouts this kernel has, detected from its types when first needed
+    (a dump whose blocked tasks all wait on locks or sleep is asked nothing about them)."""
+
+    def __init__(self, k: Kernel) -> None:
+        self.k = k
+        self._found: Optional[dict[str, _Queue]] = None
+
+    def get(self, what: str) -> Optional[_Queue]:
+        if self._found is None:
+            self._found = _queues(self.k)
+        return self._found.get(what)
+
+
 def _queues(k: Kernel) -> dict[str, _Queue]:
     """The waiter layouts this kernel has, detected from its types."""
     found: dict[str, _Queue] = {}
@@ -129,7 +143,7 @@ def _innermost(frames: list[Frame], start: int) -> Optional[Frame]:
     return None
 
 
-def blocked_in(k: Kernel, queues: dict[str, _Queue], symbols: Symbols, task: Task, stack: Optional[Stack],
+def blocked_in(k: Kernel, queues: _Queues, symbols: Symbols, task: Task, stack: Optional[Stack],
                stacks: StackRanges, known: dict[str, dict[int, Wait]]) -> Optional[BlockedIn]:
     """What ``task`` (not on a CPU, waiting on no lock) is blocked in, from its frames and stack.
 
@@ -146,16 +160,18 @@ def blocked_in(k: Kernel, queues: dict[str, _Queue], symbols: Symbols, task: Tas
     io = next((base_name(f.symbol) for f in frames[:first] if base_name(f.symbol) in IO_WAITS), None)
     if name in COMPLETION_WAITS:
         found = BlockedIn("completion", name, where)
-        if "completion" in queues and stack is not None:
-            _link(k, queues["completion"], symbols, task, stack, stacks, known, found)
+        queue = queues.get("completion") if stack is not None else None
+        if queue is not None and stack is not None:
+            _link(k, queue, symbols, task, stack, stacks, known, found)
         return found
     if io is not None:
         return BlockedIn("io", io, where, evidence=f"{io} is on its stack")
     if name in SLEEPS:
         return BlockedIn("sleep", name, where, evidence=f"{name} is on its stack")
-    if "waitqueue" in queues and stack is not None:
+    queue = queues.get("waitqueue") if stack is not None else None
+    if queue is not None and stack is not None:
         found = BlockedIn("waitqueue", base_name(inner.symbol) if inner is not None else None, where)
-        if _link(k, queues["waitqueue"], symbols, task, stack, stacks, known, found):
+        if _link(k, queue, symbols, task, stack, stacks, known, found):
             return found
     if any(base_name(f.symbol) == "schedule_timeout" for f in frames[:first]):
         return BlockedIn("sleep", "schedule_timeout", where, evidence="schedule_timeout is on its stack")
@@ -195,7 +211,7 @@ def find_blocked_in(k: Kernel, symbols: Symbols, tasks: dict[int, Task], live: d
     """Set ``blocked_in`` of every task that is blocked (D), or holds a lock while asleep (S),
     and waits on no lock: the roots of wait chains that end somewhere else."""
     owners = {o.task for lock in locks.values() for o in lock.owners}
-    queues = _queues(k)
+    queues = _Queues(k)
     known: dict[str, dict[int, Wait]] = {}
     for address, task in tasks.items():
         if task.on_cpu or task.waits_on is not None or slow_path(task.frames) is not None:
