@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-
 import samples
 from expectations import check_waitfor
+
 from kdlgdb.analysis.graph import WaitForGraph, describe_activity
 from kdlgdb.kernel.collect import collect
 from kdlgdb.model import BlockedIn, Frame, Lock, Owner, Snapshot, Task

@@ -37,7 +37,7 @@ from .stack import Stack
 from .symbols import Symbols
 from .waiters import SCHEDULER, StackRanges, Wait, base_name, find_wait, slow_path
 
-__all__ = ["COMPLETION_WAITS", "IO_WAITS", "SLEEPS", "find_blocked_in", "blocked_in"]
+__all__ = ["COMPLETION_WAITS", "IO_WAITS", "SLEEPS", "blocked_in", "find_blocked_in"]
 
 # The functions a completion waiter sleeps in (wait_for_completion tail-calls
 # __wait_for_common on 6.1 and 6.12, so often only that one is on the stack).
