@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,33 @@ def test_check_waitfor_catches_a_wrong_root(recorded_chain: tuple[dict, dict], c
     check_waitfor(doc, samples.expected("kdl_chain"), truth)
     with pytest.raises(AssertionError):
         check_waitfor(bad, samples.expected("kdl_chain"), truth)
+
+
+@pytest.mark.realkernel
+def test_gdb_names_each_chain_root(real_kernel: str) -> None:
+    """Real gdb on the KASLR kdl_chain dump: each waiter, the mutex it waits on, its holder, and what the
+    holder waits for instead of a lock (the completion and wait queue at the addresses the guest printed)."""
+    from realgdb import gdb
+
+    dump = samples.ensure_dump("kdl_chain", True, real_kernel)
+    pid, where = dump.truth["tasks"], {name: lock["address"] for name, lock in dump.truth["locks"].items()}
+    done = gdb(dump.vmlinux, dump.path, "kd-waitfor", "kd-waitfor --json")
+    text, _, doc_text = done.stdout.partition("\n{")
+    doc = json.loads("{" + doc_text)
+    assert "Traceback" not in done.stdout + done.stderr
+    roots = {"kdl_c1": r"waits \(D\) for completion c_done \[kdl_chain\] in __wait_for_common\+0x[0-9a-f]+",
+             "kdl_s1": r"sleeps \(D\) in msleep\+0x[0-9a-f]+",
+             "kdl_io1": r"is in I/O wait \(io_schedule_timeout\) in kdl_io1_fn\+0x[0-9a-f]+ \[kdl_chain\]",
+             "kdl_w1": r"waits \(D\) on wait queue w_wq \[kdl_chain\] in kdl_w1_fn\+0x[0-9a-f]+ \[kdl_chain\]"}
+    for (root, waiter, lock) in (("kdl_c1", "kdl_c2", "m_c"), ("kdl_s1", "kdl_s2", "m_s"), ("kdl_io1", "kdl_io2", "m_io"),
+                                 ("kdl_w1", "kdl_w2", "m_w")):
+        r, w = pid[root], pid[waiter]
+        assert f"CHAIN: 1 task blocked behind {root} ({r})\n  {waiter} ({w}) --waits on--> {lock} [kdl_chain] --held by--> {root} ({r})\n" in text
+        assert re.search(rf"^  root: {root} \({r}\) {roots[root]} for \d+\.\ds while holding {lock} \[kdl_chain\]$", text, re.M), text
+    assert text.rstrip().endswith("no deadlock; 4 blocked tasks in 4 chains")
+    tasks = {t["pid"]: t for t in doc["tasks"]}
+    c1, w1 = tasks[pid["kdl_c1"]], tasks[pid["kdl_w1"]]
+    assert (c1["waits_on"], c1["holds"], c1["blocked_in"]["kind"], c1["blocked_in"]["address"], c1["blocked_in"]["symbol"]) == (
+        None, [where["m_c"]], "completion", where["c_done"], "c_done")
+    assert (w1["blocked_in"]["kind"], w1["blocked_in"]["address"], w1["blocked_in"]["symbol"]) == ("waitqueue", where["w_wq"], "w_wq")
+    assert tasks[pid["kdl_c2"]]["waits_on"] == where["m_c"] and tasks[pid["kdl_c2"]]["blocked_in"] is None
