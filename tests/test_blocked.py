@@ -153,3 +153,47 @@ def test_gdb_names_each_chain_root(real_kernel: str) -> None:
         None, [where["m_c"]], "completion", where["c_done"], "c_done")
     assert (w1["blocked_in"]["kind"], w1["blocked_in"]["address"], w1["blocked_in"]["symbol"]) == ("waitqueue", where["w_wq"], "w_wq")
     assert tasks[pid["kdl_c2"]]["waits_on"] == where["m_c"] and tasks[pid["kdl_c2"]]["blocked_in"] is None
+
+
+def test_completion_on_the_waiters_own_stack() -> None:
+    """DECLARE_COMPLETION_ONSTACK: the completion's list head is on the same stack as the waiter's
+    swait_queue; it is still the one node of the ring that is not a waiter of the task (hand-made memory,
+    6.1's layout: swait_queue {task, task_list}, completion.wait.task_list at 16)."""
+    import struct
+
+    from kdlgdb.kernel.blocked import _Queue, _Queues, blocked_in
+    from kdlgdb.kernel.locks import LockKind
+    from kdlgdb.kernel.stack import Stack
+    from kdlgdb.kernel.waiters import StackRanges
+
+    base, sp, task_address = 0xFFFFC90000120000, 0xFFFFC90000123E00, 0xFFFF888004000000
+    waiter, completion = sp + 0x40, sp + 0x80  # struct swait_queue, struct completion, both on the stack
+    node, head = waiter + 8, completion + 16
+    data = bytearray(0x200)
+    for address, value in ((waiter, task_address), (node, head), (node + 8, head), (head, node), (head + 8, node)):
+        struct.pack_into("<Q", data, address - sp, value)
+    stack = Stack(sp, bytes(data))
+
+    class Memory:  # what the ring walk reads, from the stack bytes
+        def read(self, address: int, size: int) -> bytes:
+            assert sp <= address and address + size <= stack.top, hex(address)
+            return stack.data[address - sp: address - sp + size]
+
+        def u64(self, address: int) -> int:
+            return int.from_bytes(self.read(address, 8), "little")
+
+        def u32(self, address: int) -> int:
+            return int.from_bytes(self.read(address, 4), "little")
+
+    class NoSymbols:
+        def name(self, address: int) -> tuple[None, None]:
+            return None, None
+
+    kind = LockKind("completion", "struct completion", "struct swait_queue", 16, 8, 0, lambda k, a: ([], {}))
+    queues = _Queues(Memory())  # type: ignore[arg-type]
+    queues._found = {"completion": _Queue("completion", kind, 0)}
+    task = Task(task_address, 94, 94, "kdl_c1", "D", 0, stack_base=base, frames=FRAMES)
+    found = blocked_in(Memory(), queues, NoSymbols(), task, stack, StackRanges([base], 16384), {})  # type: ignore[arg-type]
+    assert found is not None
+    assert (found.kind, found.address, found.symbol, found.object_name()) == ("completion", completion, None, f"{completion:#x}")
+    assert found.evidence == f"struct swait_queue at {node:#x} on its stack, linked into completion {completion:#x} (done=0)"
