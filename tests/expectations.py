@@ -63,6 +63,38 @@ def check_waitfor(doc: dict[str, Any], expected: dict[str, Any], truth: dict[str
             assert found["locks"][k] == address[cyc["locks"][i]], "cycle lock order"
     d_state = {t["pid"] for t in doc["tasks"] if t["state"] == "D"}
     assert {pid[c] for c in expected["waits"]} <= d_state
+    for comm in expected["waits"]:
+        assert tasks[pid[comm]].get("blocked_in") is None, f"{comm} waits on a lock: no blocked_in"
+    _check_blocked_in(doc, expected, truth)
+
+
+# How a chain's root_reason names each kind of blocked_in (name: "c_done [kdl_chain]").
+ROOT_WORDS = {"completion": "waits (D) for completion {name} in ", "waitqueue": "waits (D) on wait queue {name} in ",
+              "io": "is in I/O wait ({function}) in ", "sleep": "sleeps (D) in {function}+"}
+
+
+def _check_blocked_in(doc: dict[str, Any], expected: dict[str, Any], truth: dict[str, Any]) -> None:
+    """Each task of ``expected["blocked_in"]`` waits on no lock but on what the guest said (a completion
+    or wait queue head at the address it printed, I/O, a sleep), and it is the root of the chain of
+    the tasks waiting on the locks it holds, named so in the chain's root_reason."""
+    pid = truth["tasks"]
+    module = expected["module"]
+    tasks = {t["pid"]: t for t in doc["tasks"]}
+    for comm, want in expected.get("blocked_in", {}).items():
+        task = tasks[pid[comm]]
+        got = task["blocked_in"]
+        assert task["waits_on"] is None and got is not None, f"{comm}: waits_on {task['waits_on']}, blocked_in {got}"
+        assert (got["kind"], got["function"]) == (want["kind"], want["function"]), f"{comm}: {got}"
+        if "object" in want:
+            where = truth["locks"][want["object"]]["address"]
+            assert (got["address"], got["symbol"], got["module"]) == (where, want["object"], module), f"{comm}: {got}"
+        else:
+            assert got["address"] is None, f"{comm}: {got}"
+        waiters = sorted(pid[c] for c, lock in expected["waits"].items() if lock in expected["holds"][comm])
+        (chain,) = [c for c in doc["chains"] if c["root"] == pid[comm]]
+        assert sorted(chain["pids"][:-1] + chain["joined"]) == waiters, f"chain of {comm}: {chain}"
+        name = f"{want.get('object')} [{module}]"
+        assert ROOT_WORDS[want["kind"]].format(name=name, function=want["function"]) in chain["root_reason"], chain
 
 
 def _comm(pid: dict[str, int], p: int) -> str:

@@ -85,10 +85,12 @@ def expected_summary(scenario: str, truth: Optional[dict[str, Any]] = None) -> d
     pid = truth["tasks"]
     module = exp["module"]
     if not exp["cycles"]:
-        blocked = sorted(exp["waits"])
-        root = next(c for c, held in exp["holds"].items() if held)
+        # The sentence names the largest chain (ties: the one whose first blocked task has the lowest pid).
+        behind = {root: sorted(c for c, lock in exp["waits"].items() if lock in held)
+                  for root, held in exp["holds"].items() if held}
+        root = min(behind, key=lambda r: (-len(behind[r]), min(pid[c] for c in behind[r])))
         return {"verdict": "none", "headline": "NO DEADLOCK",
-                "names": [f"{c} (pid {pid[c]})" for c in blocked + [root]],
+                "names": [f"{c} (pid {pid[c]})" for c in behind[root] + [root]],
                 "locks": [f"{lk} [{module}]" for lk in exp["holds"][root]], "verb": "No deadlock"}
     (cycle,) = exp["cycles"]
     certain = cycle["verdict"] == "deadlock"
@@ -102,6 +104,13 @@ def expected_summary(scenario: str, truth: Optional[dict[str, Any]] = None) -> d
         "verb": f"{a} (pid {pid[a]}) and {b} (pid {pid[b]}) {'deadlock' if certain else 'probably deadlock'} on "
                 f"{locks[0]} and {locks[1]} [{module}]: ABBA order",
     }
+
+
+def _last_ran(scenario: str, pid: int) -> str:
+    """How long the task ``pid`` of the recorded dump had not run, as the sentences say it ("8.1s")."""
+    (task,) = [t for t in bundle_of(scenario).snapshot.tasks if t.pid == pid]
+    assert task.last_ran_ns and task.last_ran_ns > 5e9  # the builder waits for the hung-task report (5 s)
+    return f"{task.last_ran_ns / 1e9:.1f}s"
 
 
 # -- the summary sentence and the verdict ---------------------------------------------------------
@@ -133,9 +142,15 @@ def test_summary_sentences_word_for_word() -> None:
         f"PROBABLE DEADLOCK: kdl_a (pid {a['kdl_a']}) and kdl_b (pid {a['kdl_b']}) probably deadlock on sem1 and "
         "sem2 [kdl_abba]: ABBA order (inferred, not recorded by the kernel: kdl_b holds sem2, kdl_a holds sem1).")
     c = t["kdl_control"]
+    slept = _last_ran("kdl_control", c["kdl_c_owner"])
     assert line["kdl_control"] == (
         f"NO DEADLOCK: kdl_c_w1 (pid {c['kdl_c_w1']}) and kdl_c_w2 (pid {c['kdl_c_w2']}) are blocked behind "
-        f"kdl_c_owner (pid {c['kdl_c_owner']}), which sleeps (D) in msleep+0x29 while holding mc [kdl_control].")
+        f"kdl_c_owner (pid {c['kdl_c_owner']}), which sleeps (D) in msleep+0x29 for {slept} while holding mc [kdl_control].")
+    w = t["kdl_chain"]
+    assert line["kdl_chain"] == (
+        f"NO DEADLOCK: 4 blocked tasks in 4 chains; the largest: kdl_c2 (pid {w['kdl_c2']}) is blocked behind "
+        f"kdl_c1 (pid {w['kdl_c1']}), which waits (D) for completion c_done [kdl_chain] in __wait_for_common+0x94 "
+        f"for {_last_ran('kdl_chain', w['kdl_c1'])} while holding m_c [kdl_chain].")
     r = t["kdl_rwsem"]
     assert line["kdl_rwsem"].startswith(
         f"PROBABLE DEADLOCK: kdl_r_reader (pid {r['kdl_r_reader']}) and kdl_r_writer (pid {r['kdl_r_writer']}) "
@@ -257,10 +272,17 @@ def test_dot_parses_and_draws_the_cycle_in_red(scenario: str) -> None:
     for comm in exp["tasks"]:
         task = by_pid[truth["tasks"][comm]]
         assert render_dot.task_node(task.pid, task.address) in nodes, comm
-    if not exp["cycles"]:  # the chain's root is marked
-        root = by_pid[truth["tasks"]["kdl_c_owner"]]
-        fields = nodes[render_dot.task_node(root.pid, root.address)]  # ... style shape color fillcolor
-        assert "ROOT" in source and fields[-2] == "#8e44ad"
+    for comm, held in exp["holds"].items():  # every chain's root is marked
+        if held and not exp["cycles"]:
+            root = by_pid[truth["tasks"][comm]]
+            fields = nodes[render_dot.task_node(root.pid, root.address)]  # ... style shape color fillcolor
+            assert "ROOT" in source and fields[-2] == "#8e44ad"
+    for comm, blocked in exp.get("blocked_in", {}).items():  # what a root waits for that is no lock: a node
+        if "object" in blocked:
+            root = by_pid[truth["tasks"][comm]]
+            node = "wait_" + truth["locks"][blocked["object"]]["address"][2:]
+            assert node in nodes and f'{node} [shape="octagon", label="{blocked["object"]} [{exp["module"]}]\\n' in source
+            assert edges[render_dot.task_node(root.pid, root.address), node] == "#8e44ad"
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)

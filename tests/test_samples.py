@@ -179,9 +179,11 @@ def test_truth_names_every_thread_and_lock(real_kernel, scenario, kaslr):
     assert truth["kernel"] == dump.kernel == truth["osrelease"]
     assert truth["kaslr"] is kaslr and truth["module"] == scenario
     assert Path(truth["vmlinux"]) == dump.vmlinux
-    assert set(truth["locks"]) == set(exp["lock_types"])
+    # Besides the locks, the objects the roots of kdl_chain wait on (a completion, a wait queue head).
+    waited = {b["object"]: b["kind"] for b in exp.get("blocked_in", {}).values() if "object" in b}
+    assert set(truth["locks"]) == set(exp["lock_types"]) | set(waited)
     for sym, info in truth["locks"].items():
-        assert info["type"] == exp["lock_types"][sym]
+        assert info["type"] == {**exp["lock_types"], **waited}[sym]
         assert re.fullmatch(r"0xffff[0-9a-f]{12}", info["address"]), info
         base, size = address(truth["module_base"]), truth["module_size"]
         assert base <= address(info["address"]) < base + size, f"{sym} outside the module"
@@ -246,8 +248,8 @@ def test_hung_task_detector_saw_every_thread(real_kernel, scenario, kaslr):
         assert frames[0] == "__schedule" and frames[-1] in ("ret_from_fork", "ret_from_fork_asm"), frames
         assert f"{comm}_fn" in frames, frames
         lock = exp["waits"].get(comm)
-        if lock is None:  # the control's owner, asleep with mc held
-            assert "msleep" in frames, frames
+        if lock is None:  # an owner asleep with its lock held: in msleep, or what expected.json says
+            assert exp.get("blocked_in", {}).get(comm, {"function": "msleep"})["function"] in frames, frames
         else:
             slow = (RT_SLOW_PATH if samples.preempt_rt(real_kernel) else SLOW_PATH)[blocking_call(scenario, comm, lock)]
             assert any(f.split(".")[0] == slow for f in frames), (slow, frames)
@@ -313,8 +315,26 @@ def rb_in_order(node, out):
         rb_in_order(node["rb_right"], out)
 
 result = {}
+# The objects kdl_chain's roots wait on: (type, list head member, waiter type, its list and task members).
+QUEUES = {"completion": ("struct completion", "wait.task_list", "struct swait_queue", "task_list", "task"),
+          "waitqueue": ("struct wait_queue_head", "head", "struct wait_queue_entry", "entry", "private")}
 for sym, info in truth["locks"].items():
     kind = info["type"]
+    if kind in QUEUES:
+        obj_t, head_path, entry_t, list_name, task_name = QUEUES[kind]
+        obj = gdb.Value(int(info["address"], 16)).cast(gdb.lookup_type(obj_t).pointer()).dereference()
+        head = obj
+        for part in head_path.split("."):
+            head = head[part]
+        entry_t = gdb.lookup_type(entry_t)
+        list_offset = [f.bitpos // 8 for f in entry_t.fields() if f.name == list_name][0]
+        waiters, node = [], head["next"]
+        while int(node) != int(head.address) and len(waiters) < 64:
+            entry = gdb.Value(int(node) - list_offset).cast(entry_t.pointer()).dereference()
+            waiters.append(task_info(entry[task_name]))
+            node = node["next"]
+        result[sym] = {"waiters": waiters}
+        continue
     if kind in RT_TYPES and (RT or kind == "rt_mutex"):
         lock_t, path = RT_TYPES[kind]
         lock = gdb.Value(int(info["address"], 16)).cast(gdb.lookup_type(lock_t).pointer()).dereference()
@@ -385,6 +405,9 @@ def test_dump_locks_hold_the_expected_waiters_and_owners(real_kernel, scenario, 
             assert got["owner"] == [holders[0], pids[holders[0]]], (sym, got)
         else:  # read-held rwsem: RWSEM_READER_OWNED (bit 0) set, owner is only a hint; on RT a readers count
             assert got["read_held"], (sym, got)
+    for comm, blocked in exp.get("blocked_in", {}).items():  # the completion or wait queue has its root queued
+        if "object" in blocked:
+            assert locks[blocked["object"]]["waiters"] == [[comm, pids[comm]]], (blocked, locks[blocked["object"]])
 
 
 @pytest.mark.realkernel

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-__all__ = ["Frame", "Task", "Owner", "Lock", "Problem", "Snapshot"]
+__all__ = ["Frame", "BlockedIn", "Task", "Owner", "Lock", "Problem", "Snapshot"]
 
 CERTAIN = "certain"
 INFERRED = "inferred"
@@ -34,6 +34,27 @@ class Frame:
 
 
 @dataclass
+class BlockedIn:
+    """What a blocked task waits for when it is not a lock (``Task.waits_on`` is None)."""
+
+    kind: str  # completion | waitqueue | io | sleep | unknown
+    function: Optional[str] = None  # the wait it sleeps in: "__wait_for_common", "msleep", "io_schedule_timeout", ...
+    frame: Optional[str] = None  # the frame that says where: "msleep+0x29", "kdl_w1_fn+0x64 [kdl_chain]"
+    address: Optional[int] = None  # struct completion * / wait_queue_head_t *, when found
+    symbol: Optional[str] = None  # its name, "c_done" (or "sym+0x10" inside a bigger object)
+    module: Optional[str] = None  # the module it is in; None for vmlinux
+    evidence: str = ""
+
+    def object_name(self) -> Optional[str]:
+        """``c_done [kdl_chain]``, or the bare address when it has no symbol, or None when not found."""
+        if self.address is None:
+            return None
+        if self.symbol is None:
+            return f"{self.address:#x}"
+        return f"{self.symbol} [{self.module}]" if self.module else self.symbol
+
+
+@dataclass
 class Task:
     """A ``struct task_struct`` as the analysis needs it."""
 
@@ -49,6 +70,7 @@ class Task:
     frames: list[Frame] = field(default_factory=list)
     waits_on: Optional[int] = None  # address of the lock it waits on
     wait_evidence: str = ""
+    blocked_in: Optional[BlockedIn] = None  # what it waits for when blocked but not on a lock
 
 
 @dataclass
@@ -113,7 +135,8 @@ class Snapshot:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Snapshot":
         tasks = [
-            Task(**{**t, "frames": [Frame(**f) for f in t.get("frames", [])]})
+            Task(**{**t, "frames": [Frame(**f) for f in t.get("frames", [])],
+                    "blocked_in": BlockedIn(**t["blocked_in"]) if t.get("blocked_in") else None})
             for t in data.get("tasks", [])
         ]
         locks = [

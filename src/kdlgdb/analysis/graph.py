@@ -33,6 +33,8 @@ __all__ = [
     "shortest_cycle",
     "interesting_frame",
     "describe_activity",
+    "describe_blocked_in",
+    "format_duration",
 ]
 
 # Scheduler plumbing that sits on top of every sleeping task's stack; the
@@ -215,7 +217,10 @@ def describe_activity(task: Task, held: list[str]) -> str:
     """
     frame = interesting_frame(task.frames)
     where = f" in {frame.describe()}" if frame is not None else ""
-    if task.on_cpu:
+    blocked = describe_blocked_in(task)
+    if blocked is not None:
+        text = blocked
+    elif task.on_cpu:
         text = f"is running on CPU {task.cpu} (on_cpu)"
     elif any(f.symbol and f.symbol.startswith("io_schedule") for f in task.frames):
         text = f"in I/O wait (io_schedule){where}"
@@ -228,6 +233,37 @@ def describe_activity(task: Task, held: list[str]) -> str:
     else:
         text = f"sleeps ({task.state}){where}"
     return f"{text} while holding {', '.join(held)}" if held else text
+
+
+def describe_blocked_in(task: Task) -> Optional[str]:
+    """What ``task`` waits for when that is not a lock (its ``blocked_in``), and for how long; None if unknown.
+
+    ``"waits (D) for completion c_done [kdl_chain] in __wait_for_common+0x94 for 8.1s"``,
+    ``"waits (D) on wait queue w_wq [kdl_chain] in kdl_w1_fn+0x64 [kdl_chain] for 8.1s"``,
+    ``"is in I/O wait (io_schedule_timeout) in kdl_io1_fn+0x2d [kdl_chain] for 8.1s"``,
+    ``"sleeps (D) in msleep+0x29 for 8.1s"``.
+    """
+    blocked = task.blocked_in
+    if blocked is None or task.on_cpu:
+        return None
+    where = f" in {blocked.frame}" if blocked.frame else ""
+    name = blocked.object_name()
+    if blocked.kind == "completion":
+        text = f"waits ({task.state}) for completion {name or '(not found)'}{where}"
+    elif blocked.kind == "waitqueue":
+        text = f"waits ({task.state}) on wait queue {name or '(not found)'}{where}"
+    elif blocked.kind == "io":
+        text = f"is in I/O wait ({blocked.function}){where}"
+    else:  # sleep, unknown
+        text = f"sleeps ({task.state}){where}"
+    if task.last_ran_ns:
+        text += f" for {format_duration(task.last_ran_ns)}"
+    return text
+
+
+def format_duration(ns: int) -> str:
+    """``"350ms"`` or ``"12.3s"``."""
+    return f"{ns // 1_000_000}ms" if ns < 1_000_000_000 else f"{ns / 1e9:.1f}s"
 
 
 class WaitForGraph:

@@ -7,6 +7,7 @@ from typing import Callable, Optional
 from ..errors import CorruptError, ReadError
 from ..model import INFERRED, Lock, Owner, Problem, Snapshot, Task
 from ..target.base import Target
+from .blocked import find_blocked_in
 from .held import CodeReader
 from .layout import Kernel, le64
 from .locks import LockKind, lock_kinds, last_reader
@@ -130,6 +131,7 @@ def collect(source: Target | Kernel, progress: Optional[Progress] = None, source
     locks = find_rt_waits(k, rt, CodeReader(k, symbols), tasks, live, problems, ranges) if rt is not None else {}
     locks.update(_find_waits(k, kinds, tasks, live, ranges, problems))
     _infer_holders(k, symbols, locks, tasks, live)
+    find_blocked_in(k, symbols, tasks, live, ranges, locks, problems)
     k.forget_kept()
     snap.locks = sorted(locks.values(), key=lambda lk: lk.address)
     for lock in snap.locks:

@@ -8,7 +8,9 @@ deadlock reads task → lock → task → lock → back to the first task.
 - Cycle edges and cycle tasks are red (``color="red"``; inferred cycle edges red
   and dashed); tasks blocked behind a cycle are orange.
 - The root of a wait chain (the task everybody in the chain waits for) has a
-  double purple border and ``ROOT`` in its label.
+  double purple border and ``ROOT`` in its label, which says what it waits for
+  (its ``blocked_in``); a completion or wait queue it waits for is an octagon
+  (``wait_<address>``) with a dashed *waits for* edge from the root.
 - A lock with many waiters that block nobody else draws the first few and one
   ``N more tasks wait here`` node, and the whole picture is capped at
   ``max_tasks`` tasks (cycles always drawn first), so a dump with a thousand
@@ -36,6 +38,7 @@ _ROOT = "#8e44ad"  # purple: the root of a chain
 _EDGE = "#555555"
 _FILL = {"cycle": "#ffe0e0", "behind": "#fdebd0", "chain": "#eaf0fb", "root": "#f4e6fa", "other": "#f2f2f2"}
 _LOCK_FILL = "#e0f4f7"
+_WAIT_FILL = "#fcf3cf"  # a completion or wait queue a chain's root waits for
 
 MAX_TASKS = 150
 MAX_LEAF_WAITERS = 6  # per lock; beyond this, one "N more" node
@@ -200,6 +203,7 @@ def render_dot(snapshot: Snapshot, graph: WaitForGraph, max_tasks: int = MAX_TAS
                          penwidth="2.2" if in_cycle else None,
                          id=f"hold_{lock:x}_{owner.task:x}", class_="cycle" if in_cycle else "hold")
             )
+    lines += _waited_for(graph, [t for t in drawn_tasks if pic.role.get(t, "root") == "root"])
     if pic.left_out:
         lines.append("  left_out " + _attrs(
             shape="note", fillcolor=_FILL["other"], color="#999999",
@@ -232,6 +236,26 @@ def _task_line(snapshot: Snapshot, graph: WaitForGraph, address: int, role: str)
     return f"{task_node(task.pid, address)} " + _attrs(
         shape="box", label=label, fillcolor=_FILL[role], style="rounded,filled",
         id=task_node(task.pid, address), class_=f"task {role}", URL=f"#task-{task.pid}", **extra)
+
+
+def _waited_for(graph: WaitForGraph, roots: list[int]) -> list[str]:
+    """A node for each completion or wait queue a chain's root waits for (``wait_<address>``), and its edge."""
+    lines: list[str] = []
+    drawn: set[int] = set()
+    for address in sorted(roots):
+        task = graph.task(address)
+        blocked = task.blocked_in if task is not None else None
+        if task is None or blocked is None or blocked.address is None:
+            continue
+        node = f"wait_{blocked.address:x}"
+        if blocked.address not in drawn:
+            drawn.add(blocked.address)
+            kind = "wait queue" if blocked.kind == "waitqueue" else blocked.kind
+            lines.append(f"  {node} " + _attrs(shape="octagon", label=f"{blocked.object_name()}\n{kind} {blocked.address:#x}",
+                                               fillcolor=_WAIT_FILL, color=_ROOT, id=node, class_=f"waited {blocked.kind}"))
+        lines.append(f"  {task_node(task.pid, address)} -> {node} " + _attrs(
+            label="waits for", style="dashed", color=_ROOT, id=f"waitsfor_{task.pid}_{address:x}", class_="waitsfor"))
+    return lines
 
 
 def _lock_name(graph: WaitForGraph, address: int) -> str:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ..analysis.graph import Chain, Cycle, Edge, WaitForGraph
-from ..model import Lock, Snapshot, Task
+from ..model import BlockedIn, Lock, Snapshot, Task
 
-__all__ = ["waitfor_json", "tasks_json", "task_json", "lock_json", "cycle_json", "chain_json", "edge_json"]
+__all__ = ["waitfor_json", "tasks_json", "task_json", "blocked_in_json", "lock_json", "cycle_json", "chain_json", "edge_json"]
 
 
 def _hex(address: Optional[int]) -> Optional[str]:
@@ -61,6 +61,24 @@ def task_json(task: Task, holds: list[int]) -> dict[str, Any]:
         "wait_evidence": task.wait_evidence,
         "stack": [frame.describe() for frame in task.frames],
         "sources": [frame.source for frame in task.frames],  # stack[i]'s file:line, or None
+        "blocked_in": blocked_in_json(task.blocked_in),
+    }
+
+
+def blocked_in_json(blocked: Optional[BlockedIn]) -> Optional[dict[str, Any]]:
+    """What a task waits for when it is not a lock: ``kind`` (completion, waitqueue, io, sleep, unknown),
+    ``address``/``symbol``/``module`` of the completion or wait queue head (null for the others, or
+    when not found), ``function`` it sleeps in, ``frame`` and ``evidence``; None for other tasks."""
+    if blocked is None:
+        return None
+    return {
+        "kind": blocked.kind,
+        "address": _hex(blocked.address),
+        "symbol": blocked.symbol,
+        "module": blocked.module,
+        "function": blocked.function,
+        "frame": blocked.frame,
+        "evidence": blocked.evidence,
     }
 
 
@@ -145,7 +163,8 @@ def waitfor_json(snapshot: Snapshot, graph: WaitForGraph) -> dict[str, Any]:
     """The wait-for report as a dict with this stable schema::
 
         {"tasks":  [{"pid", "comm", "state", "waits_on", "address", "tgid", "cpu",
-                     "holds", "last_ran_ns", "stack", "sources", ...}],  # D-state tasks, tasks in a lock
+                     "holds", "last_ran_ns", "stack", "sources",
+                     "blocked_in": {"kind", "address", "symbol", "module", "function", ...} or None, ...}],  # D-state tasks, tasks in a lock
          "locks":  [{"address", "type", "symbol", "module",
                      "owners": [{"pid", "confidence", "evidence", "mode", ...}],
                      "waiters": [pid, ...], "details": {...}, ...}],

@@ -37,7 +37,7 @@ from pygments.lexers import GraphvizLexer
 from pygments.token import Comment, Name, Number, Text, Whitespace
 from tabulate import tabulate
 
-from ..analysis.graph import Chain, Cycle, Edge, WaitForGraph, interesting_frame
+from ..analysis.graph import Chain, Cycle, Edge, WaitForGraph, describe_blocked_in, interesting_frame
 from ..errors import KdlError
 from ..model import CERTAIN, Snapshot, Task
 from .dot import dot_to_svg, render_dot, svg_for_html
@@ -603,6 +603,9 @@ def _task_head(graph: WaitForGraph, task: Task) -> str:
 def _holds_wants(graph: WaitForGraph, task: Task) -> str:
     held = ", ".join(_lock(graph, lk) for lk in graph.holds(task.address)) or "nothing known"
     wanted = _lock(graph, task.waits_on) if task.waits_on is not None else "no lock"
+    blocked = describe_blocked_in(task) if task.waits_on is None else None
+    if blocked is not None and task.blocked_in is not None:  # what it waits for instead, and how we know
+        wanted += f"; {blocked}" + (f" ({task.blocked_in.evidence})" if task.blocked_in.evidence else "")
     return f"holds {held}; wants {wanted}"
 
 

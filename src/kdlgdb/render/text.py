@@ -9,7 +9,7 @@ from typing import Any, Optional, Sequence, Union
 
 from tabulate import tabulate
 
-from ..analysis.graph import Chain, Cycle, Edge, WaitForGraph
+from ..analysis.graph import Chain, Cycle, Edge, WaitForGraph, format_duration
 from ..model import CERTAIN, Lock, Snapshot, Task
 from .color import paint
 
@@ -30,11 +30,7 @@ def _plural(count: int, word: str) -> str:
 
 def format_last_ran(ns: Optional[int]) -> str:
     """Time since a task last ran: ``"350ms"``, ``"12.3s"``, or ``"-"`` when unknown."""
-    if ns is None:
-        return "-"
-    if ns < 1_000_000_000:
-        return f"{ns // 1_000_000}ms"
-    return f"{ns / 1e9:.1f}s"
+    return "-" if ns is None else format_duration(ns)
 
 
 def render_tasks(snapshot: Snapshot, tasks: list[Task]) -> str:
