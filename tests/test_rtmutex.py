@@ -191,6 +191,8 @@ def test_lock_type_through_a_function_that_tail_called(names: tuple, reaches: tu
 
 
 def test_not_an_rt_mutex_wait() -> None:
+    cloud = {"rt_mutex": KINDS["rt_mutex"]}  # a kernel without PREEMPT_RT: only rt_mutex is built on rt_mutex_base
+    assert rt_kind_of(frames("__schedule", "schedule", "down_read"), Calls(), cloud) is None  # type: ignore[arg-type]
     assert rt_kind_of(frames("__schedule", "schedule", "schedule_timeout", "__down_common", "down"), Calls(), KINDS) is None  # type: ignore[arg-type]
     assert rt_kind_of(frames("__schedule", "schedule", "msleep"), Calls("mutex_lock"), KINDS) is None  # type: ignore[arg-type]
 

@@ -224,6 +224,8 @@ def rt_kind_of(frames: list[Frame], code: Optional[CodeReader], kinds: dict[str,
                 return None
             start = i
         if frame.module is None and name in _API_KIND:
+            if _API_KIND[name] not in kinds:
+                return None  # e.g. down_read on a kernel whose rw_semaphore has a wait list: not ours
             return _kind(kinds, _API_KIND[name]), start
         if frame.module is None and name in RT_SLEEP | RTLOCK_SLEEP:
             seen.add(name)
