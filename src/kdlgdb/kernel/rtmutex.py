@@ -106,12 +106,13 @@ class RtLayout:
         # had them itself.
         base = "struct rt_mutex_base" if k.has_member("struct rt_mutex_base", "owner") else "struct rt_mutex"
         owner = k.member(base, "owner")
-        # v4.16 (a23ba907d5e6, "locking/rtmutex: replace top-waiter and pi_waiters leftmost caching")
+        # v4.14 (a23ba907d5e6, "locking/rtmutex: replace top-waiter and pi_waiters leftmost caching")
         # made waiters an rb_root_cached; before it was a plain rb_root.
         root = k.member(base, "waiters.rb_root.rb_node") or k.member(base, "waiters.rb_node")
         w = "struct rt_mutex_waiter"
-        # v6.6 ("locking/rtmutex: Add a separate wait-tree for pi", struct rt_waiter_node) put the node
-        # in tree.entry; before it was tree_entry.
+        # v6.6 added struct rt_waiter_node (f7853c342418, "locking/rtmutex: Fix task->pi_waiters integrity";
+        # hash and title unverified) and put the node in tree.entry; before it was tree_entry. Stable
+        # backported it: Debian's 6.1.0-56 has tree.entry.
         node = k.member(w, "tree.entry") or k.member(w, "tree_entry")
         task, lock = k.member(w, "task"), k.member(w, "lock")
         if owner is None or root is None or node is None or task is None or lock is None:
