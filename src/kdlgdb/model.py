@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-__all__ = ["Frame", "Task", "Owner", "Lock", "Problem", "Snapshot"]
+__all__ = ["Frame", "CpuContext", "Task", "Owner", "Lock", "Problem", "Snapshot"]
 
 CERTAIN = "certain"
 INFERRED = "inferred"
@@ -34,6 +34,21 @@ class Frame:
 
 
 @dataclass
+class CpuContext:
+    """What the CPU a task is current on was doing when its registers were saved."""
+
+    cpu: int
+    context: str  # "task", "softirq", "hardirq" or "user": of the spinning frame when it spins, else of pc
+    pc: int  # the CPU's instruction pointer
+    symbol: Optional[str]  # pc as function+offset [module]
+    evidence: str  # how the register set was matched to this Linux CPU
+    now: str = ""  # the context of pc itself (an interrupt may have come on top of the spin)
+    # When an interrupt handler spins on a lock that the code it interrupted on this CPU holds:
+    interrupt_acquire: Optional[str] = None  # where the interrupted code took it: "f+0x1b [mod] called _raw_spin_lock() at 0x…"
+    fix: Optional[str] = None  # "spin_lock_bh" (softirq handler) or "spin_lock_irqsave" (hardirq)
+
+
+@dataclass
 class Task:
     """A ``struct task_struct`` as the analysis needs it."""
 
@@ -49,6 +64,7 @@ class Task:
     frames: list[Frame] = field(default_factory=list)
     waits_on: Optional[int] = None  # address of the lock it waits on
     wait_evidence: str = ""
+    cpu_context: Optional[CpuContext] = None  # for the task current on a CPU whose registers are known
 
 
 @dataclass
@@ -113,7 +129,8 @@ class Snapshot:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Snapshot":
         tasks = [
-            Task(**{**t, "frames": [Frame(**f) for f in t.get("frames", [])]})
+            Task(**{**t, "frames": [Frame(**f) for f in t.get("frames", [])],
+                    "cpu_context": CpuContext(**t["cpu_context"]) if t.get("cpu_context") else None})
             for t in data.get("tasks", [])
         ]
         locks = [

@@ -22,7 +22,15 @@ from .layout import Kernel
 from .symbols import Symbols
 from .waiters import SCHEDULER, SLOW_PATHS, base_name
 
-__all__ = ["Acquisition", "CodeReader"]
+__all__ = ["Acquisition", "CodeReader", "first_argument", "SPIN_ACQUIRE", "SPIN_RELEASE"]
+
+# spin_lock*() and spin_unlock*() on a non-RT kernel: out-of-line _raw_spin_* functions on x86
+# (CONFIG_INLINE_SPIN_* is off). A spinlock records no owner either.
+SPIN_ACQUIRE = {
+    "_raw_spin_lock", "_raw_spin_lock_irqsave", "_raw_spin_lock_irq", "_raw_spin_lock_bh",
+    "_raw_spin_lock_nested", "_raw_spin_lock_irqsave_nested", "_raw_spin_lock_bh_nested",
+}
+SPIN_RELEASE = {"_raw_spin_unlock", "_raw_spin_unlock_irqrestore", "_raw_spin_unlock_irq", "_raw_spin_unlock_bh"}
 
 ACQUIRE = {
     "down", "down_interruptible", "down_killable", "down_timeout", "down_trylock",
@@ -30,8 +38,8 @@ ACQUIRE = {
     "down_write", "down_write_killable", "down_write_trylock", "down_write_nested",
     "mutex_lock", "mutex_lock_interruptible", "mutex_lock_killable", "mutex_lock_io", "mutex_trylock",
     "mutex_lock_nested",
-}
-RELEASE = {"up", "up_read", "up_write", "mutex_unlock", "downgrade_write"}
+} | SPIN_ACQUIRE
+RELEASE = {"up", "up_read", "up_write", "mutex_unlock", "downgrade_write"} | SPIN_RELEASE
 MAX_FUNCTION = 64 * 1024
 
 
@@ -89,10 +97,10 @@ class CodeReader:
             if site + 5 == pc:
                 continue  # the call this task is inside right now has not returned: not held
             target = site + 5 + struct.unpack_from("<i", code, pos + 1)[0]
-            fn = self._function_at(target)
+            fn = self.function_at(target)
             if fn not in ACQUIRE and fn not in RELEASE:
                 continue
-            lock = _first_argument(code, pos, start)
+            lock = first_argument(code, pos, start)
             if lock is None:
                 continue
             if fn in ACQUIRE:
@@ -101,7 +109,7 @@ class CodeReader:
                 held.pop(lock, None)
         return list(held.values())
 
-    def _function_at(self, address: int) -> str:
+    def function_at(self, address: int) -> str:
         """Name of the function that starts exactly at ``address``, else ""."""
         if address not in self._targets:
             name = ""
@@ -113,7 +121,7 @@ class CodeReader:
         return self._targets[address]
 
 
-def _first_argument(code: bytes, call: int, start: int) -> Optional[int]:
+def first_argument(code: bytes, call: int, start: int) -> Optional[int]:
     """The constant loaded into %rdi shortly before the call at ``code[call]``, if any.
 
     Recognises ``mov $imm32, %rdi`` (48 c7 c7, sign-extended: kernel and module

@@ -61,7 +61,17 @@ def task_json(task: Task, holds: list[int]) -> dict[str, Any]:
         "wait_evidence": task.wait_evidence,
         "stack": [frame.describe() for frame in task.frames],
         "sources": [frame.source for frame in task.frames],  # stack[i]'s file:line, or None
+        "cpu_context": _cpu_context_json(task),
     }
+
+
+def _cpu_context_json(task: Task) -> Optional[dict[str, Any]]:
+    """What the CPU of an on-CPU task was doing (None for tasks off CPU, or without CPU registers)."""
+    ctx = task.cpu_context
+    if ctx is None:
+        return None
+    return {"cpu": ctx.cpu, "context": ctx.context, "pc": _hex(ctx.pc), "symbol": ctx.symbol, "now": ctx.now,
+            "evidence": ctx.evidence, "interrupt_acquire": ctx.interrupt_acquire, "fix": ctx.fix}
 
 
 def tasks_json(snapshot: Snapshot) -> list[dict[str, Any]]:
@@ -123,6 +133,7 @@ def cycle_json(cycle: Cycle, tasks: dict[int, Task]) -> dict[str, Any]:
         "tasks": [_hex(t) for t in cycle.tasks],
         "edges": [edge_json(e, tasks) for e in cycle.edges],
         "blocked_behind_tasks": [_hex(t) for t in cycle.blocked_behind],
+        "interrupt": cycle.interrupt,  # a self-deadlock through an interrupt: {"context", "fix", "acquire"}
     }
 
 
