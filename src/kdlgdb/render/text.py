@@ -17,7 +17,10 @@ __all__ = ["render_tasks", "render_bt", "render_locks", "render_waitfor", "forma
 
 
 def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str], align: Sequence[str]) -> list[str]:
-    """A plain table, one string per line, trailing blanks stripped."""
+    """A plain table, one string per line, trailing blanks stripped; the header alone when there are no rows
+    (Debian 12's tabulate 0.8.9 fails on an empty table with colalign)."""
+    if not rows:
+        return _table([[""] * len(headers)], headers, align)[:1]
     text = tabulate(
         rows, headers=list(headers), tablefmt="plain", disable_numparse=True, colalign=list(align)
     )
