@@ -17,8 +17,26 @@ def _rotate(seq: list[Any]) -> list[Any]:
     return seq[i:] + seq[:i]
 
 
+def for_kernel(expected: dict[str, Any], kernel: str) -> dict[str, Any]:
+    """``expected`` for one kernel: a scenario whose code behaves differently on PREEMPT_RT (spinlock_t is
+    an rt_mutex there, softirqs run in threads) gives that shape under ``"preempt_rt"``, key by key.
+    The flavour is Debian's package name (``-rt-``): the test knows which kernel it booted."""
+    if "-rt-" in kernel and "preempt_rt" in expected:
+        return {**expected, **expected["preempt_rt"]}
+    return expected
+
+
 def check_waitfor(doc: dict[str, Any], expected: dict[str, Any], truth: dict[str, Any]) -> None:
-    """Assert every fact of ``expected`` (names) holds in ``doc`` (kdlgdb's JSON), via ``truth``."""
+    """Assert every fact of ``expected`` (names) holds in ``doc`` (kdlgdb's JSON), via ``truth``.
+
+    Waiting tasks are in D unless ``expected["states"]`` says otherwise (a CPU spinning on a spinlock
+    is R); ``expected["cpus"]`` names the CPU and context (``task``, ``softirq``, ``hardirq``) of tasks
+    kdlgdb must find current on a CPU; a cycle's ``"interrupt"`` is a self-deadlock through an interrupt
+    whose advice names the fix and the function that took the lock.
+    """
+    expected = for_kernel(expected, truth.get("kernel", ""))
+    certain_types = set(expected.get("certain_types", CERTAIN_TYPES))
+    states = expected.get("states", {})
     pid = truth["tasks"]
     address = {name: lock["address"] for name, lock in truth["locks"].items()}
     module = expected["module"]
@@ -30,7 +48,7 @@ def check_waitfor(doc: dict[str, Any], expected: dict[str, Any], truth: dict[str
         assert tasks[pid[comm]]["comm"] == comm
     for comm, lock in expected["waits"].items():
         task = tasks[pid[comm]]
-        assert task["state"] == "D", f"{comm} is {task['state']}, not D"
+        assert task["state"] == states.get(comm, "D"), f"{comm} is {task['state']}, not {states.get(comm, 'D')}"
         assert task["waits_on"] == address[lock], f"{comm} waits on {task['waits_on']}, not {lock} {address[lock]}"
     for name, kind in expected["lock_types"].items():
         lock = locks.get(address[name])
@@ -48,7 +66,7 @@ def check_waitfor(doc: dict[str, Any], expected: dict[str, Any], truth: dict[str
         for owner in lock["owners"]:
             if owner["pid"] in holders:
                 mode = expected.get("hold_modes", {}).get(_comm(pid, owner["pid"]), {}).get(name)
-                certain = kind in CERTAIN_TYPES or mode == "write"
+                certain = kind in certain_types or mode == "write"
                 assert owner["confidence"] == ("certain" if certain else "inferred"), owner
     want = sorted(
         (_rotate([pid[c] for c in cyc["tasks"]]), cyc["verdict"]) for cyc in expected["cycles"]
@@ -61,8 +79,21 @@ def check_waitfor(doc: dict[str, Any], expected: dict[str, Any], truth: dict[str
         for k, p in enumerate(found["pids"]):
             i = pids.index(p)
             assert found["locks"][k] == address[cyc["locks"][i]], "cycle lock order"
+        if "interrupt" in cyc:
+            want = cyc["interrupt"]
+            assert found["interrupt"]["context"] == want["context"], found["interrupt"]
+            assert found["interrupt"]["fix"] == want["fix"], found["interrupt"]
+            assert found["interrupt"]["acquire"].startswith(want["caller"] + "+0x"), found["interrupt"]
+            assert f"{want['fix']}()" in found["advice"] and want["caller"] + "+0x" in found["advice"], found["advice"]
+        else:
+            assert found.get("interrupt") is None, found
+    for comm, where in expected.get("cpus", {}).items():
+        ctx = tasks[pid[comm]].get("cpu_context")
+        assert ctx is not None, f"{comm} has no cpu_context"
+        assert (ctx["cpu"], ctx["context"]) == (where["cpu"], where["context"]), f"{comm}: {ctx}"
+        assert tasks[pid[comm]]["on_cpu"] and tasks[pid[comm]]["stack"], f"{comm}: no frames on its CPU"
     d_state = {t["pid"] for t in doc["tasks"] if t["state"] == "D"}
-    assert {pid[c] for c in expected["waits"]} <= d_state
+    assert {pid[c] for c in expected["waits"] if states.get(c, "D") == "D"} <= d_state
     for comm in expected["waits"]:
         assert tasks[pid[comm]].get("blocked_in") is None, f"{comm} waits on a lock: no blocked_in"
     _check_blocked_in(doc, expected, truth)

@@ -78,3 +78,42 @@ def test_colour_and_pid_filter(real_kernel: str) -> None:
     assert "\x1b[" in coloured and "DEADLOCK" in coloured
     nothing = gdb(dump.vmlinux, dump.path, "kd-waitfor -p 1").stdout
     assert "DEADLOCK" not in nothing
+
+
+def test_spinning_cpus_in_gdb(real_kernel: str) -> None:
+    """kdl_spin: each CPU's line names what it spins on, who holds that, and what it holds; kd-bt shows
+    the on-CPU stacks from the CPUs' registers (GS base = the CPU's per-cpu offset)."""
+    dump = samples.ensure_dump("kdl_spin", True, real_kernel)
+    a, b = dump.truth["tasks"]["kdl_spin_a"], dump.truth["tasks"]["kdl_spin_b"]
+    done = gdb(dump.vmlinux, dump.path, "kd-waitfor", "kd-tasks -s R", "kd-bt kdl_spin_a")
+    out = done.stdout
+    assert "Traceback" not in out + done.stderr
+    assert (f"CPU 0: kdl_spin_a ({a}) spins on lock_b [kdl_spin] (held by kdl_spin_b ({b}), the task on CPU 1) "
+            "while holding lock_a [kdl_spin]") in out
+    assert (f"CPU 1: kdl_spin_b ({b}) spins on lock_a [kdl_spin] (held by kdl_spin_a ({a}), the task on CPU 0) "
+            "while holding lock_b [kdl_spin]") in out
+    assert f"PROBABLE DEADLOCK: kdl_spin_a ({a}) and kdl_spin_b ({b})" in out
+    assert re.search(rf"^>\s+{a}\s+{a}\s+R\s+0\s", out, re.M) and re.search(rf"^>\s+{b}\s+{b}\s+R\s+1\s", out, re.M)
+    frames = re.findall(r"^ *#\d+ \[\w+\] (\S+)", out.split(f"PID: {a} ")[1], re.M)
+    assert frames[0].startswith("native_queued_spin_lock_slowpath+") and frames[1].startswith("_raw_spin_lock+")
+    assert frames[2].startswith("kdl_spin_a_fn+") and frames[-1].startswith(("ret_from_fork", "ret_from_fork_asm"))
+
+
+def test_irq_self_deadlock_names_the_call(real_kernel: str) -> None:
+    """kdl_irq: the advice names the spin_lock() call of kdl_irq_fn; gdb's own disassembly of that
+    address in the dump is a call to _raw_spin_lock with l's address loaded before it."""
+    dump = samples.ensure_dump("kdl_irq", False, real_kernel)
+    _, doc = waitfor_json(dump.vmlinux, dump.path)
+    (cycle,) = doc["cycles"]
+    site = re.match(r"kdl_irq_fn\+(0x[0-9a-f]+) \[kdl_irq\] \((0x[0-9a-f]+)\) took it with _raw_spin_lock\(\)",
+                    cycle["interrupt"]["acquire"])
+    assert site, cycle["interrupt"]
+    call = int(site.group(2), 16)
+    base = int(dump.truth["module_base"], 16)
+    assert base < call < base + dump.truth["module_size"]
+    start = call - int(site.group(1), 16)  # kdl_irq_fn itself
+    code = gdb(dump.vmlinux, dump.path, f"x/{int(site.group(1), 16)}i {start:#x}", f"x/i {call:#x}").stdout
+    assert re.search(rf"^\s*{call:#x}:\s+call\s+0x[0-9a-f]+ <_raw_spin_lock>", code, re.M), code
+    lock = int(dump.truth["locks"]["l"]["address"], 16)
+    assert re.search(rf"(mov\s+\${lock:#x},%rdi|lea\s+.*\(%rip\),%rdi\s+# {lock:#x})$", code, re.M), code
+    assert "spin_lock_bh()" in cycle["advice"] and "softirq handler on CPU 0" in cycle["advice"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 import samples
-from expectations import check_waitfor
+from expectations import check_waitfor, for_kernel
 from realgdb import gdb, waitfor_json
 
 pytestmark = pytest.mark.realkernel
@@ -21,8 +21,11 @@ def test_kdlgdb_waitfor_live(real_kernel: str, scenario: str) -> None:
         assert int(doc["kaslr_offset"], 16) == live.kernel_offset  # found by probing, not told
         # kdlgdb detached: the guest still runs and answers a second session.
         assert live.guest.qmp("query-status")["status"] == "running"
-        again = gdb(live.vmlinux, None, "kd-tasks -s D", remote=remote)
+        states = for_kernel(expected, real_kernel).get("states", {})
+        letters = "".join(sorted({states.get(comm, "D") for comm in expected["waits"]}))
+        again = gdb(live.vmlinux, None, f"kd-tasks -s {letters}", f"kd-bt {next(iter(expected['waits']))}", remote=remote)
         assert all(comm in again.stdout for comm in expected["waits"])
+        assert "(no stack frames)" not in again.stdout  # on-CPU tasks too: from their vCPU's registers
 
 
 def test_dropped_gdbstub_is_one_line(real_kernel: str) -> None:

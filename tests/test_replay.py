@@ -62,7 +62,9 @@ def test_replay_system_facts(path: Path) -> None:
     assert snap.cpus == 2  # the sample guests boot with -smp 2
     # The largest runqueue clock is the guest's uptime: just after the console's last line (the dump follows it).
     end = _console_end(path)
-    assert snap.uptime_ns is not None and end - 3 <= snap.uptime_ns / 1e9 <= end + 3, (snap.uptime_ns, end)
+    # Spinning CPUs print nothing more (user space starves) while the builder waits for a hung-task report.
+    quiet = samples.builder.HUNG_TASK_WAIT if samples.expected(_scenario(path)).get("blocked_when_loaded") else 0
+    assert snap.uptime_ns is not None and end - 3 <= snap.uptime_ns / 1e9 <= end + 3 + quiet, (snap.uptime_ns, end)
     kaslr = path.name.split("-")[-1].split(".")[0]
     assert re.fullmatch(rf"ELF vmcore \(QEMU dump-guest-memory with paging\) /\S+/vmcore-{kaslr}\.elf", snap.dump)
     assert snap.crash_time is None  # QEMU's dump-guest-memory: the guest did not crash, no CRASHTIME
@@ -81,7 +83,7 @@ def test_vmlinux_frames_carry_their_source_line() -> None:
     # An assembler file's absolute build path is cut to the tree's own.
     assert re.fullmatch(r"arch/x86/entry/entry_64\.S:\d+", frames["ret_from_fork"].source or "")
     assert frames["kdl_a_fn"].module == "kdl_abba" and frames["kdl_a_fn"].source is None  # no module debug info
-    assert all(f.source for t in snap.tasks for f in t.frames if f.module is None)
+    assert all(f.source for t in snap.tasks for f in t.frames if f.module is None and f.symbol is not None)
     assert all(f.source is None for t in snap.tasks for f in t.frames if f.module is not None)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-__all__ = ["Frame", "BlockedIn", "Task", "Owner", "Lock", "Problem", "Snapshot"]
+__all__ = ["Frame", "BlockedIn", "CpuContext", "Task", "Owner", "Lock", "Problem", "Snapshot"]
 
 CERTAIN = "certain"
 INFERRED = "inferred"
@@ -55,6 +55,21 @@ class BlockedIn:
 
 
 @dataclass
+class CpuContext:
+    """What the CPU a task is current on was doing when its registers were saved."""
+
+    cpu: int
+    context: str  # "task", "softirq", "hardirq" or "user": of the spinning frame when it spins, else of pc
+    pc: int  # the CPU's instruction pointer
+    symbol: Optional[str]  # pc as function+offset [module]
+    evidence: str  # how the register set was matched to this Linux CPU
+    now: str = ""  # the context of pc itself (an interrupt may have come on top of the spin)
+    # When an interrupt handler spins on a lock that the code it interrupted on this CPU holds:
+    interrupt_acquire: Optional[str] = None  # where the interrupted code took it: "f+0x1b [mod] called _raw_spin_lock() at 0x…"
+    fix: Optional[str] = None  # "spin_lock_bh" (softirq handler) or "spin_lock_irqsave" (hardirq)
+
+
+@dataclass
 class Task:
     """A ``struct task_struct`` as the analysis needs it."""
 
@@ -71,6 +86,7 @@ class Task:
     waits_on: Optional[int] = None  # address of the lock it waits on
     wait_evidence: str = ""
     blocked_in: Optional[BlockedIn] = None  # what it waits for when blocked but not on a lock
+    cpu_context: Optional[CpuContext] = None  # for the task current on a CPU whose registers are known
 
 
 @dataclass
@@ -136,7 +152,8 @@ class Snapshot:
     def from_dict(cls, data: dict[str, Any]) -> "Snapshot":
         tasks = [
             Task(**{**t, "frames": [Frame(**f) for f in t.get("frames", [])],
-                    "blocked_in": BlockedIn(**t["blocked_in"]) if t.get("blocked_in") else None})
+                    "blocked_in": BlockedIn(**t["blocked_in"]) if t.get("blocked_in") else None,
+                    "cpu_context": CpuContext(**t["cpu_context"]) if t.get("cpu_context") else None})
             for t in data.get("tasks", [])
         ]
         locks = [

@@ -78,6 +78,9 @@ class Cycle:
     inferred: list[Edge]  # the inferred edges (what makes it probable)
     blocked_behind: list[int]  # tasks not in the cycle whose wait chain leads into it
     advice: str  # one lock order that would have prevented it
+    # A cycle of one task through an interrupt: an interrupt handler spins on a lock the code it interrupted
+    # on the same CPU holds. {"context": "softirq"|"hardirq", "fix": "spin_lock_bh", "acquire": where taken}
+    interrupt: Optional[dict[str, str]] = None
 
 
 @dataclass
@@ -397,7 +400,22 @@ class WaitForGraph:
         inferred = [e for e in edges if e.confidence != CERTAIN]
         locks = [e.lock for e in edges]
         verdict = "probable" if inferred else "deadlock"
+        ctx = self._tasks[tasks[0]].cpu_context
+        if len(tasks) == 1 and ctx is not None and ctx.fix and ctx.interrupt_acquire:
+            interrupt = {"context": ctx.context, "fix": ctx.fix, "acquire": ctx.interrupt_acquire}
+            return Cycle(tasks, locks, edges, verdict, inferred, [], self._interrupt_advice(tasks[0], locks[0]), interrupt)
         return Cycle(tasks, locks, edges, verdict, inferred, [], self._advice(tasks, locks))
+
+    def _interrupt_advice(self, task: int, lock: int) -> str:
+        """Which acquisition must keep the interrupt away, for a self-deadlock through an interrupt."""
+        ctx = self._tasks[task].cpu_context
+        assert ctx is not None and ctx.fix is not None
+        masked = "softirqs" if ctx.fix == "spin_lock_bh" else "interrupts"
+        return (
+            f"a {ctx.context} handler on CPU {ctx.cpu} interrupted {self._label(task)} while it held "
+            f"{self._lock_name(lock)} and spins on it: {ctx.interrupt_acquire} without disabling {masked}; "
+            f"take it there with {ctx.fix}() (or spin_lock_irqsave())"
+        )
 
     def _advice(self, tasks: list[int], locks: list[int]) -> str:
         """One lock order that breaks the cycle. Task k holds locks[k-1] and wants locks[k]."""

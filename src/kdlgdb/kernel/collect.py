@@ -8,10 +8,12 @@ from ..errors import CorruptError, ReadError
 from ..model import INFERRED, Lock, Owner, Problem, Snapshot, Task
 from ..target.base import Target
 from .blocked import find_blocked_in
+from .cpus import apply_cpu_states, cpu_states
 from .held import CodeReader
 from .layout import Kernel, le64
 from .locks import LockKind, lock_kinds, last_reader
 from .rtmutex import RtLayout, find_rt_waits
+from .spinlock import find_spin_waits, interrupt_deadlocks
 from .stack import Stack, StackReader, add_source_lines
 from .symbols import Symbols
 from .tasks import TaskLayout, for_each_task, per_cpu_runqueues, read_task, task_state_letters
@@ -122,15 +124,23 @@ def collect(source: Target | Kernel, progress: Optional[Progress] = None, source
         except ReadError as e:
             problems.append(Problem("stack", f"task {task.pid} ({task.comm}) {task.stack_base:#x}", str(e)))
 
+    # Tasks current on a CPU: their frames start at the CPU's saved registers.
+    on_cpu = cpu_states(k, runqueues, tasks, symbols, stacks, problems)
+    apply_cpu_states(on_cpu, tasks)
+
     if source_lines:
         add_source_lines(k, tasks.values())
     snap.tasks = sorted(tasks.values(), key=lambda t: (t.pid, t.address))
     kinds = lock_kinds(k)
     ranges = StackRanges([t.stack_base for t in tasks.values()], stacks.thread_size)
+    code = CodeReader(k, symbols)
     rt = RtLayout.detect(k)
-    locks = find_rt_waits(k, rt, CodeReader(k, symbols), tasks, live, problems, ranges) if rt is not None else {}
+    locks = find_rt_waits(k, rt, code, tasks, live, problems, ranges) if rt is not None else {}
     locks.update(_find_waits(k, kinds, tasks, live, ranges, problems))
-    _infer_holders(k, symbols, locks, tasks, live)
+    spin_locks, spins = find_spin_waits(k, code, on_cpu, tasks, problems)
+    locks.update(spin_locks)
+    _infer_holders(k, code, locks, tasks, live)
+    interrupt_deadlocks(k, code, on_cpu, spins, tasks)
     find_blocked_in(k, symbols, tasks, live, ranges, locks, problems)
     k.forget_kept()
     snap.locks = sorted(locks.values(), key=lambda lk: lk.address)
@@ -180,17 +190,16 @@ def _find_waits(
     return locks
 
 
-def _infer_holders(k: Kernel, symbols: Symbols, locks: dict[int, Lock], tasks: dict[int, Task], live: dict[int, Stack]) -> None:
+def _infer_holders(k: Kernel, code: CodeReader, locks: dict[int, Lock], tasks: dict[int, Task], live: dict[int, Stack]) -> None:
     """Add inferred owners to locks whose owner the kernel does not record."""
     ownerless = {a for a, lk in locks.items() if not lk.owners}
     if not ownerless:
         return
-    code = CodeReader(k, symbols)
     for address, task in tasks.items():
-        if task.state not in ("D", "S") and not task.waits_on:
+        if task.state not in ("D", "S") and not task.waits_on and task.cpu_context is None:
             continue
         found: dict[int, str] = {}
-        if task.frames and (task.waits_on or task.state == "D"):
+        if task.frames and (task.waits_on or task.state == "D" or task.cpu_context is not None):
             for acq in code.held_by_frames(task.frames):
                 if acq.lock in ownerless and acq.lock not in found:
                     found[acq.lock] = f"{acq.frame.describe()} called {acq.function}() on it at {acq.call_site:#x} and has not released it"

@@ -22,7 +22,15 @@ from .layout import Kernel
 from .symbols import Symbols
 from .waiters import SCHEDULER, SLOW_PATHS, base_name
 
-__all__ = ["Acquisition", "CodeReader"]
+__all__ = ["Acquisition", "CodeReader", "first_argument", "SPIN_ACQUIRE", "SPIN_RELEASE"]
+
+# spin_lock*() and spin_unlock*() on a non-RT kernel: out-of-line _raw_spin_* functions on x86
+# (CONFIG_INLINE_SPIN_* is off). A spinlock records no owner either.
+SPIN_ACQUIRE = {
+    "_raw_spin_lock", "_raw_spin_lock_irqsave", "_raw_spin_lock_irq", "_raw_spin_lock_bh",
+    "_raw_spin_lock_nested", "_raw_spin_lock_irqsave_nested", "_raw_spin_lock_bh_nested",
+}
+SPIN_RELEASE = {"_raw_spin_unlock", "_raw_spin_unlock_irqrestore", "_raw_spin_unlock_irq", "_raw_spin_unlock_bh"}
 
 ACQUIRE = {
     "down", "down_interruptible", "down_killable", "down_timeout", "down_trylock",
@@ -30,8 +38,8 @@ ACQUIRE = {
     "down_write", "down_write_killable", "down_write_trylock", "down_write_nested",
     "mutex_lock", "mutex_lock_interruptible", "mutex_lock_killable", "mutex_lock_io", "mutex_trylock",
     "mutex_lock_nested",
-}
-RELEASE = {"up", "up_read", "up_write", "mutex_unlock", "downgrade_write"}
+} | SPIN_ACQUIRE
+RELEASE = {"up", "up_read", "up_write", "mutex_unlock", "downgrade_write"} | SPIN_RELEASE
 MAX_FUNCTION = 64 * 1024
 REACH_LIMIT = 2048  # bytes of a tail-calling function searched for the lock functions it reaches
 
@@ -90,10 +98,10 @@ class CodeReader:
             if site + 5 == pc:
                 continue  # the call this task is inside right now has not returned: not held
             target = site + 5 + struct.unpack_from("<i", code, pos + 1)[0]
-            fn = self._function_at(target)
+            fn = self.function_at(target)
             if fn not in ACQUIRE and fn not in RELEASE:
                 continue
-            lock = _first_argument(code, pos, start)
+            lock = first_argument(code, pos, start)
             if lock is None:
                 continue
             if fn in ACQUIRE:
@@ -114,7 +122,7 @@ class CodeReader:
         """Name of the function that the call ending at return address ``pc`` calls, else "" (for a
         caller whose callee tail-called on, so that the callee's own frame is not on the stack)."""
         target = self.callee(pc)
-        return self._function_at(target) if target is not None else ""
+        return self.function_at(target) if target is not None else ""
 
     def reached(self, function: int, names: set[str], limit: int = REACH_LIMIT) -> set[str]:
         """Which of ``names`` the function starting at ``function`` calls or jumps to (``call``/``jmp
@@ -133,12 +141,12 @@ class CodeReader:
         for pos in range(len(code) - 4):
             if code[pos] not in (0xE8, 0xE9):
                 continue
-            name = self._function_at(function + pos + 5 + struct.unpack_from("<i", code, pos + 1)[0])
+            name = self.function_at(function + pos + 5 + struct.unpack_from("<i", code, pos + 1)[0])
             if name in names and name not in found and self.symbols.lookup(function + pos)[0] == own[0]:
                 found.add(name)  # an instruction of this function, not of the next one
         return found
 
-    def _function_at(self, address: int) -> str:
+    def function_at(self, address: int) -> str:
         """Name of the function that starts exactly at ``address``, else ""."""
         if address not in self._targets:
             name = ""
@@ -150,7 +158,7 @@ class CodeReader:
         return self._targets[address]
 
 
-def _first_argument(code: bytes, call: int, start: int) -> Optional[int]:
+def first_argument(code: bytes, call: int, start: int) -> Optional[int]:
     """The constant loaded into %rdi shortly before the call at ``code[call]``, if any.
 
     Recognises ``mov $imm32, %rdi`` (48 c7 c7, sign-extended: kernel and module

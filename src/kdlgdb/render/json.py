@@ -61,6 +61,7 @@ def task_json(task: Task, holds: list[int]) -> dict[str, Any]:
         "wait_evidence": task.wait_evidence,
         "stack": [frame.describe() for frame in task.frames],
         "sources": [frame.source for frame in task.frames],  # stack[i]'s file:line, or None
+        "cpu_context": _cpu_context_json(task),
         "blocked_in": blocked_in_json(task.blocked_in),
     }
 
@@ -80,6 +81,15 @@ def blocked_in_json(blocked: Optional[BlockedIn]) -> Optional[dict[str, Any]]:
         "frame": blocked.frame,
         "evidence": blocked.evidence,
     }
+
+
+def _cpu_context_json(task: Task) -> Optional[dict[str, Any]]:
+    """What the CPU of an on-CPU task was doing (None for tasks off CPU, or without CPU registers)."""
+    ctx = task.cpu_context
+    if ctx is None:
+        return None
+    return {"cpu": ctx.cpu, "context": ctx.context, "pc": _hex(ctx.pc), "symbol": ctx.symbol, "now": ctx.now,
+            "evidence": ctx.evidence, "interrupt_acquire": ctx.interrupt_acquire, "fix": ctx.fix}
 
 
 def tasks_json(snapshot: Snapshot) -> list[dict[str, Any]]:
@@ -141,6 +151,7 @@ def cycle_json(cycle: Cycle, tasks: dict[int, Task]) -> dict[str, Any]:
         "tasks": [_hex(t) for t in cycle.tasks],
         "edges": [edge_json(e, tasks) for e in cycle.edges],
         "blocked_behind_tasks": [_hex(t) for t in cycle.blocked_behind],
+        "interrupt": cycle.interrupt,  # a self-deadlock through an interrupt: {"context", "fix", "acquire"}
     }
 
 

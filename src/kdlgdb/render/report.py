@@ -178,7 +178,11 @@ def cycle_sentence(cycle: Cycle, graph: WaitForGraph) -> str:
     who = _and([_task(graph, t) for t in cycle.tasks])
     locks = _lock_set(graph, cycle.locks)
     certain = cycle.verdict == "deadlock"
-    if len(cycle.tasks) == 1:
+    if cycle.interrupt is not None:
+        verb = "deadlocks" if certain else "probably deadlocks"
+        text = (f"{who} {verb} on itself through an interrupt: a {cycle.interrupt['context']} handler on its CPU "
+                f"spins on {locks}, which the code it interrupted holds (take it with {cycle.interrupt['fix']}())")
+    elif len(cycle.tasks) == 1:
         verb = "deadlocks" if certain else "probably deadlocks"
         text = f"{who} {verb} on itself: it waits for {locks}, which it already holds"
     else:

@@ -17,7 +17,10 @@ __all__ = ["render_tasks", "render_bt", "render_locks", "render_waitfor", "forma
 
 
 def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str], align: Sequence[str]) -> list[str]:
-    """A plain table, one string per line, trailing blanks stripped."""
+    """A plain table, one string per line, trailing blanks stripped; the header alone when there are no rows
+    (Debian 12's tabulate 0.8.9 fails on an empty table with colalign)."""
+    if not rows:
+        return _table([[""] * len(headers)], headers, align)[:1]
     text = tabulate(
         rows, headers=list(headers), tablefmt="plain", disable_numparse=True, colalign=list(align)
     )
@@ -137,7 +140,9 @@ def _cycle_lines(cycle: Cycle, graph: WaitForGraph, names: _Names) -> list[str]:
     lock_names = sorted({names.lock(lk) for lk in cycle.locks})
     who = _and([names.task(t) for t in cycle.tasks])
     head = f"{who} on {', '.join(lock_names)}"
-    if len(cycle.tasks) == 1:
+    if cycle.interrupt is not None:
+        head += f" (self-deadlock through an interrupt: a {cycle.interrupt['context']} handler)"
+    elif len(cycle.tasks) == 1:
         head += " (self-deadlock)"
     if cycle.verdict == "deadlock":
         head = paint("DEADLOCK:", "deadlock", names.color) + " " + head
@@ -146,14 +151,33 @@ def _cycle_lines(cycle: Cycle, graph: WaitForGraph, names: _Names) -> list[str]:
         head = paint("PROBABLE DEADLOCK:", "probable", names.color) + f" {head} (inferred: {why})"
     lines = [head]
     lines += ["  " + names.path(e.waiter, [e]) for e in cycle.edges]
-    for task, wanted in zip(cycle.tasks, cycle.locks):
+    for task, wanted, edge in zip(cycle.tasks, cycle.locks, cycle.edges):
         held = ", ".join(names.lock(lk) for lk in graph.holds(task)) or "nothing known"
-        lines.append(f"  {names.task(task)}: holds {held}; wants {names.lock(wanted)}")
+        spinning = _spin_line(graph, names, task, wanted, edge.owner, held)
+        lines.append(spinning or f"  {names.task(task)}: holds {held}; wants {names.lock(wanted)}")
     if cycle.blocked_behind:
         lines.append(f"  blocked behind it: {_plural(len(cycle.blocked_behind), 'task')}")
         lines += ["    " + names.path(t, graph.path(t)) for t in cycle.blocked_behind]
     lines.append(f"  advice: {cycle.advice}")
     return lines
+
+
+def _spin_line(graph: WaitForGraph, names: _Names, task: int, wanted: int, owner: int, held: str) -> Optional[str]:
+    """``CPU 0: kdl_spin_a (93) spins on lock_b (held by kdl_spin_b (94), the task on CPU 1) while holding
+    lock_a`` for a task whose CPU spins on a spinlock; None for other tasks."""
+    t, lock = graph.task(task), graph.lock(wanted)
+    if t is None or t.cpu_context is None or lock is None or lock.type not in ("spinlock", "raw_spinlock"):
+        return None
+    ctx = t.cpu_context
+    holder = graph.task(owner)
+    if owner == task:
+        by = "held by the code it interrupted" if ctx.context != "task" else "held by itself"
+    elif holder is not None and holder.cpu_context is not None:
+        by = f"held by {names.task(owner)}, the task on CPU {holder.cpu_context.cpu}"
+    else:
+        by = f"held by {names.task(owner)}"
+    where = f" in a {ctx.context} handler" if ctx.context in ("softirq", "hardirq") else ""
+    return f"  CPU {ctx.cpu}: {names.task(task)}{where} spins on {names.lock(wanted)} ({by}) while holding {held}"
 
 
 def _chain_lines(chain: Chain, graph: WaitForGraph, names: _Names) -> list[str]:

@@ -55,6 +55,16 @@ class Target:
         """The dump's VMCOREINFO note as key -> value, or None (live targets)."""
         raise NotImplementedError
 
+    def cpu_registers(self) -> Optional[list[dict[str, int]]]:
+        """Each CPU's saved registers, or None when the target has none.
+
+        One dict per CPU as the debugger knows them (a dump's per-CPU ``NT_PRSTATUS`` notes in
+        note order, a gdbstub's threads in thread order): register name -> value, at least
+        ``rip``, ``rsp``, ``rbp``, and ``gs_base`` / ``kernel_gs_base`` where known. Which
+        Linux CPU a set belongs to is for the kernel model to work out (``kernel/cpus.py``).
+        """
+        return None
+
     def describe(self) -> str:
         """One line naming what is being read: ``"ELF vmcore (QEMU dump-guest-memory with paging) /x/y"``,
         ``"live gdbstub localhost:1234"``."""

@@ -43,6 +43,7 @@ from collections.abc import Iterator, Mapping
 
 from ..errors import KdlError, ReadError
 from .base import Target
+from .cpustate import dump_cpu_registers
 
 __all__ = ["Channel", "CrashTarget", "crash_socket"]
 
@@ -148,6 +149,12 @@ class CrashTarget(Target):
     def vmcoreinfo(self) -> Mapping[str, str] | None:
         info = CrashVmcoreinfo(self)
         return info if "OSRELEASE" in info else None
+
+    def cpu_registers(self) -> list[dict[str, int]] | None:
+        """The per-CPU notes of the dump file crash opened (read from the file: crash's own
+        per-CPU register data has no extension interface); None on a live system."""
+        dump = self.described()[1]
+        return dump_cpu_registers(dump) if self.kind == "dump" and dump else None
 
     def describe(self) -> str:
         fmt, dump, _, _ = self.described()

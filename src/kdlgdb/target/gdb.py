@@ -17,12 +17,16 @@ import gdb  # type: ignore[import-not-found]
 
 from ..errors import KdlError, ReadError
 from .base import Target
+from .cpustate import registers_from_notes
 from .dumpfile import DumpFile, open_dump
 from .elfmemory import ElfMemory
 from .vmcore import ElfDump, open_elf_dump
 
 __all__ = ["GdbTarget", "core_file_path"]
 
+# Registers read from each vCPU of a gdbstub (QEMU names the GS bases gs_base and k_gs_base).
+_LIVE_REGISTERS = ("rip", "rsp", "rbp", "rdi", "gs_base")
+_LIVE_OPTIONAL = {"kernel_gs_base": "k_gs_base"}
 _INFO_SYMBOL = re.compile(r"^(\S+)(?: \+ (\d+))? in section (\S+)")
 
 
@@ -172,6 +176,16 @@ class GdbTarget(Target):
             return self._memory.kind
         return self._dump.kind if self._dump is not None else "core file"
 
+    def cpu_registers(self) -> Optional[list[dict[str, int]]]:
+        """A dump's per-CPU notes; live, the registers of each gdb thread (QEMU: one per vCPU)."""
+        if self._memory is not None:
+            return registers_from_notes(self._memory.notes)
+        if self._dump is not None:
+            return registers_from_notes(self._dump.notes)
+        if self.kind != "live":
+            return None
+        return _thread_registers(self._inferior)
+
     def describe(self) -> str:
         if self.kind == "live":
             return f"live gdbstub {self._where}"
@@ -192,6 +206,41 @@ class GdbTarget(Target):
             except gdb.error:
                 self._types[type_name] = None
         return self._types[type_name]
+
+
+def _thread_registers(inferior) -> Optional[list[dict[str, int]]]:
+    """The registers of every thread of ``inferior``, by thread number; the selected thread is restored."""
+    try:
+        threads = sorted(inferior.threads(), key=lambda t: t.num)
+    except gdb.error:
+        return None
+    if not threads:
+        return None
+    selected = gdb.selected_thread()
+    out: list[dict[str, int]] = []
+    try:
+        for thread in threads:
+            thread.switch()
+            frame = gdb.newest_frame()
+            regs: dict[str, int] = {}
+            for name in _LIVE_REGISTERS:
+                try:
+                    regs[name] = int(frame.read_register(name)) & 0xFFFFFFFFFFFFFFFF
+                except (gdb.error, ValueError):
+                    pass
+            for name, gdb_name in _LIVE_OPTIONAL.items():
+                try:
+                    regs[name] = int(frame.read_register(gdb_name)) & 0xFFFFFFFFFFFFFFFF
+                except (gdb.error, ValueError):
+                    pass
+            if "rip" in regs and "rsp" in regs:
+                out.append(regs)
+    except gdb.error as e:
+        raise KdlError(f"cannot read the CPUs' registers: {e}") from None
+    finally:
+        if selected is not None and selected.is_valid():
+            selected.switch()
+    return out or None
 
 
 def _find_field(t, name: str):

@@ -71,6 +71,9 @@ class RecordingTarget(Target):
     def describe(self) -> str:
         return self._ask("describe", self.inner.describe())
 
+    def cpu_registers(self) -> Optional[list[dict[str, int]]]:
+        return self._ask("cpu_registers", self.inner.cpu_registers())
+
     def save(self, path: str) -> None:
         """Write the recording: memory as merged ranges, answers as they were given."""
         ranges: list[list[Any]] = []
@@ -147,3 +150,7 @@ class ReplayTarget(Target):
 
     def describe(self) -> str:
         return self._answer("describe")
+
+    def cpu_registers(self) -> Optional[list[dict[str, int]]]:
+        value = self._answer("cpu_registers")
+        return [dict(regs) for regs in value] if value is not None else None

@@ -1,0 +1,271 @@
+"""Each CPU at the moment its registers were saved: which CPU, what it runs, its stack.
+
+A task that is current on a CPU has no saved stack pointer in ``thread.sp``;
+its frames start at the CPU's own registers (``Target.cpu_registers``: the
+dump's per-CPU notes, or a gdbstub's vCPU threads). For each register set this
+module
+
+* maps it to a Linux CPU: its GS base is that CPU's ``__per_cpu_offset[cpu]``
+  (in kernel mode GS points at the CPU's per-cpu area; in user mode the kernel's
+  value is in ``kernel_gs_base``), and/or its ``rsp`` lies in the stack of that
+  CPU's current task (``rq->curr``) or in that CPU's IRQ stack;
+* lists its frames: ``rip`` first, then the return addresses from ``rsp`` up.
+  On the IRQ stack (``hardirq_stack_ptr``: its top word holds the stack pointer
+  of the code it interrupted, which ``call_on_irqstack`` pushed there) the walk
+  goes on from that pointer on the task's stack. An interrupt frame (``struct
+  pt_regs`` the entry code saved: ``ip``, ``cs`` = ``__KERNEL_CS``, ``flags``,
+  ``sp``, ``ss``) adds the interrupted ``ip`` as a frame: the point the
+  interrupted function had reached;
+* says in which context each frame runs: ``hardirq`` / ``softirq`` / ``task``,
+  from the interrupt entry and softirq functions between it and the next
+  interrupt frame, and, for the innermost code, from the CPU's ``preempt_count``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ..errors import ReadError
+from ..model import CpuContext, Frame, Problem, Task
+from .layout import Kernel, le64
+from .stack import Stack, StackReader
+from .symbols import Symbols
+from .tasks import Runqueue
+from .waiters import base_name
+
+__all__ = ["CpuState", "cpu_states", "apply_cpu_states", "frame_context", "map_registers", "CONTEXTS"]
+
+CONTEXTS = ("task", "softirq", "hardirq")
+KERNEL_CS = 0x10  # __KERNEL_CS on x86_64 (GDT entry 2)
+KERNEL_SS = (0x18, 0x0)  # __KERNEL_DS, or a NULL selector (allowed in 64-bit ring 0)
+EFLAGS_FIXED = 0x2  # bit 1 of RFLAGS is always set
+# struct pt_regs (arch/x86/include/asm/ptrace.h), in 8-byte slots: r15 ... di at 14, orig_ax 15, ip 16,
+# cs 17, flags 18, sp 19, ss 20.
+PT_REGS_IP = 16
+PT_REGS_DI = 14
+PT_REGS_SLOTS = 21
+# preempt_count bits (include/linux/preempt.h): SOFTIRQ_OFFSET is set while softirqs are served,
+# the HARDIRQ bits while a hard interrupt is; x86 keeps PREEMPT_NEED_RESCHED inverted in bit 31.
+SOFTIRQ_OFFSET = 0x100
+HARDIRQ_MASK = 0xF0000
+NMI_MASK = 0xF00000
+
+# Functions that mark the context of the frames inside them.
+SOFTIRQ_FUNCTIONS = {"__do_softirq", "handle_softirqs", "do_softirq", "__irq_exit_rcu", "irq_exit_rcu",
+                     "irq_exit", "run_ksoftirqd", "do_softirq_own_stack", "__local_bh_enable_ip"}
+HARDIRQ_PREFIXES = ("__sysvec_", "sysvec_", "asm_sysvec_", "common_interrupt", "asm_common_interrupt",
+                    "__common_interrupt", "handle_irq_event", "__handle_irq_event_percpu",
+                    "handle_edge_irq", "handle_level_irq", "handle_fasteoi_irq", "hrtimer_interrupt",
+                    "__hrtimer_run_queues", "exc_nmi", "asm_exc_nmi")
+
+
+@dataclass
+class CpuState:
+    """One CPU: its registers, the task current on it, its frames and their contexts."""
+
+    cpu: int
+    registers: dict[str, int]
+    task: int  # struct task_struct * of rq->curr
+    evidence: str  # how the register set was matched to this CPU
+    frames: list[Frame] = field(default_factory=list)
+    contexts: list[str] = field(default_factory=list)  # contexts[i]: context of frames[i]
+    interrupted: set[int] = field(default_factory=set)  # indexes of frames that are an interrupted ip
+    interrupted_di: dict[int, int] = field(default_factory=dict)  # frame index -> saved %rdi of its pt_regs
+    preempt_count: Optional[int] = None
+    user: bool = False  # the CPU was in user mode
+
+    @property
+    def context(self) -> str:
+        """What the CPU ran when it stopped: ``task``, ``softirq``, ``hardirq`` or ``user``."""
+        if self.user:
+            return "user"
+        return self.contexts[0] if self.contexts else "task"
+
+
+@dataclass
+class _CpuArea:
+    cpu: int
+    per_cpu_offset: int
+    task: int
+    task_stack: tuple[int, int]  # [base, top) of rq->curr's stack
+    irq_stack: Optional[tuple[int, int]]  # [bottom, top) of the hardirq stack; top - 8 holds the saved rsp
+    preempt_count: Optional[int]
+
+
+def map_registers(registers: dict[str, int], areas: list[_CpuArea]) -> tuple[Optional[_CpuArea], str]:
+    """The CPU a register set belongs to, and the evidence; (None, why not) when nothing matches.
+
+    The GS base (kernel mode) or the kernel GS base (user mode) naming a CPU's per-cpu offset is
+    the CPU's own record; ``rsp`` inside a CPU's current task stack or IRQ stack confirms it, or
+    decides alone when the GS bases are unknown.
+    """
+    by_gs: Optional[_CpuArea] = None
+    gs_text = ""
+    for key, label in (("gs_base", "GS base"), ("kernel_gs_base", "kernel GS base")):
+        value = registers.get(key)
+        found = [a for a in areas if value and a.per_cpu_offset == value]
+        if len(found) == 1:
+            by_gs, gs_text = found[0], f"{label} {value:#x} is __per_cpu_offset[{found[0].cpu}]"
+            break
+    rsp = registers.get("rsp", 0)
+    by_stack = [(a, "its current task's stack") for a in areas if a.task_stack[0] <= rsp < a.task_stack[1]]
+    by_stack += [(a, "its IRQ stack") for a in areas if a.irq_stack and a.irq_stack[0] <= rsp < a.irq_stack[1]]
+    if by_gs is not None:
+        confirm = [what for a, what in by_stack if a is by_gs]
+        if confirm:
+            return by_gs, f"{gs_text}; rsp {rsp:#x} is in {confirm[0]}"
+        return by_gs, gs_text
+    if len(by_stack) == 1:
+        area, what = by_stack[0]
+        return area, f"rsp {rsp:#x} is in CPU {area.cpu}'s {what.removeprefix('its ')}"
+    return None, f"rsp {rsp:#x} is in no CPU's current-task or IRQ stack and no GS base names a CPU"
+
+
+def frame_context(frames: list[Frame], interrupted: set[int], start: int) -> str:
+    """The context of ``frames[start]``: the first interrupt or softirq function from it outwards,
+    before the next interrupted frame (which runs in the context below the interrupt); else ``task``."""
+    for i in range(start + 1, len(frames)):
+        if i in interrupted:
+            break
+        name = base_name(frames[i].symbol)
+        if frames[i].module is not None:
+            continue
+        if name in SOFTIRQ_FUNCTIONS:
+            return "softirq"
+        if name.startswith(HARDIRQ_PREFIXES):
+            return "hardirq"
+    return "task"
+
+
+class _CpuReader:
+    def __init__(self, k: Kernel, symbols: Symbols, stacks: StackReader) -> None:
+        self.k = k
+        self.symbols = symbols
+        self.stacks = stacks
+        self.thread_size = stacks.thread_size
+        # v6.2 moved hardirq_stack_ptr and preempt_count from per-cpu variables of their own into
+        # struct pcpu_hot (Peter Zijlstra's "x86/percpu: Move current_task to pcpu_hot" series).
+        self.hot = k.symbol("pcpu_hot") if k.has_member("struct pcpu_hot", "preempt_count") else None
+        self.irq_stack_size = k.target.type_size("struct irq_stack") or self.thread_size
+
+    def _percpu(self, name: str, hot_member: str, offset: int) -> Optional[int]:
+        """Address of a per-cpu variable (or pcpu_hot member) for the CPU at ``offset``."""
+        if self.hot is not None:
+            member = self.k.member("struct pcpu_hot", hot_member)
+            return self.hot + offset + member[0] if member is not None else None
+        address = self.k.symbol(name)
+        return address + offset if address is not None else None
+
+    def area(self, rq: Runqueue, offset: int, stack_base: int) -> _CpuArea:
+        irq_stack = None
+        tos_at = self._percpu("hardirq_stack_ptr", "hardirq_stack_ptr", offset)
+        if tos_at is not None:
+            try:
+                tos = self.k.u64(tos_at)
+                if tos:  # the top-of-stack word (IRQ stack top - 8): where call_on_irqstack saves rsp
+                    irq_stack = (tos + 8 - self.irq_stack_size, tos + 8)
+            except ReadError:
+                pass
+        count = None
+        count_at = self._percpu("__preempt_count", "preempt_count", offset)
+        if count_at is not None:
+            try:
+                count = self.k.u32(count_at) & 0x7FFFFFFF
+            except ReadError:
+                pass
+        return _CpuArea(rq.cpu, offset, rq.curr, (stack_base, stack_base + self.thread_size), irq_stack, count)
+
+    def state(self, area: _CpuArea, registers: dict[str, int], evidence: str) -> CpuState:
+        state = CpuState(area.cpu, registers, area.task, evidence, preempt_count=area.preempt_count)
+        rip, rsp = registers.get("rip", 0), registers.get("rsp", 0)
+        if not self.symbols.is_text(rip):
+            state.user = rip < 0xFFFF800000000000
+            return state
+        state.frames.append(self._frame(rip, rsp))
+        segments: list[Stack] = []
+        if area.irq_stack and area.irq_stack[0] <= rsp < area.irq_stack[1]:
+            bottom, top = area.irq_stack
+            segments.append(Stack(rsp, self.k.read(rsp, top - 8 - rsp)))
+            rsp = self.k.u64(top - 8)  # the interrupted code's stack pointer
+        base, top = area.task_stack
+        if base <= rsp < top:
+            segments.append(Stack(rsp, self.k.read(rsp, top - rsp)))
+        for stack in segments:
+            self._scan(stack, state)
+        count = area.preempt_count
+        for i in range(len(state.frames)):
+            context = frame_context(state.frames, state.interrupted, i)
+            if i == 0 and count is not None:  # the CPU's own record of where it is now
+                context = "hardirq" if count & (HARDIRQ_MASK | NMI_MASK) else "softirq" if count & SOFTIRQ_OFFSET else "task"
+            state.contexts.append(context)
+        return state
+
+    def _frame(self, pc: int, sp: int) -> Frame:
+        symbol, offset, module = self.symbols.lookup(pc)
+        return Frame(pc, symbol, offset, module, sp)
+
+    def _scan(self, stack: Stack, state: CpuState) -> None:
+        """Return addresses and interrupted ips on ``stack``, appended to ``state.frames`` in stack order."""
+        found = {f.sp: f for f in self.stacks.frames(stack)}
+        saved_di: dict[int, int] = {}
+        values = stack.values
+        for i in range(PT_REGS_IP, len(values) - 4):
+            ip = values[i]
+            if values[i + 1] != KERNEL_CS or values[i + 4] not in KERNEL_SS or not values[i + 2] & EFLAGS_FIXED:
+                continue
+            if not stack.sp <= values[i + 3] <= stack.top or not self.symbols.is_text(ip):
+                continue
+            slot = stack.sp + 8 * i
+            found[slot] = self._frame(ip, slot)
+            saved_di[slot] = values[i - PT_REGS_IP + PT_REGS_DI]
+        for slot in sorted(found):
+            if slot in saved_di:
+                state.interrupted.add(len(state.frames))
+                state.interrupted_di[len(state.frames)] = saved_di[slot]
+            state.frames.append(found[slot])
+
+
+def cpu_states(k: Kernel, runqueues: list[Runqueue], tasks: dict[int, Task], symbols: Symbols,
+               stacks: StackReader, problems: list[Problem]) -> list[CpuState]:
+    """Every CPU whose registers the target has, mapped to its Linux CPU, with frames (empty when the
+    target has no per-CPU registers)."""
+    registers = k.target.cpu_registers()
+    if not registers or not runqueues:
+        return []
+    reader = _CpuReader(k, symbols, stacks)
+    try:
+        offsets = k.read(k.need_symbol("__per_cpu_offset"), 8 * (max(rq.cpu for rq in runqueues) + 1))
+    except ReadError as e:
+        problems.append(Problem("cpus", "__per_cpu_offset", str(e)))
+        return []
+    areas = []
+    for rq in runqueues:
+        task = tasks.get(rq.curr)
+        areas.append(reader.area(rq, le64(offsets, 8 * rq.cpu), task.stack_base if task else 0))
+    states: dict[int, CpuState] = {}
+    for n, regs in enumerate(registers):
+        area, evidence = map_registers(regs, areas)
+        if area is None:
+            problems.append(Problem("cpu registers", f"register set {n} (rip {regs.get('rip', 0):#x})", evidence))
+            continue
+        if area.cpu in states:
+            problems.append(Problem("cpu registers", f"register set {n}", f"CPU {area.cpu} already has register set "
+                                    f"{list(states).index(area.cpu)}: {evidence}"))
+            continue
+        try:
+            states[area.cpu] = reader.state(area, regs, evidence)
+        except ReadError as e:
+            problems.append(Problem("cpu stack", f"CPU {area.cpu}", str(e)))
+    return [states[cpu] for cpu in sorted(states)]
+
+
+def apply_cpu_states(states: list[CpuState], tasks: dict[int, Task]) -> None:
+    """Give each on-CPU task its CPU's frames and a ``cpu_context``."""
+    for state in states:
+        task = tasks.get(state.task)
+        if task is None:
+            continue
+        task.frames = state.frames
+        rip = state.registers.get("rip", 0)
+        symbol = state.frames[0].describe() if state.frames else None
+        task.cpu_context = CpuContext(state.cpu, state.context, rip, symbol, state.evidence, now=state.context)
