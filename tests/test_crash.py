@@ -48,7 +48,7 @@ def test_crash_prints_what_gdb_prints(crash_kernel: str, scenario: str, kaslr: b
     """Every command and option, text and JSON, in crash byte for byte as in gdb on the same file; and the
     wait-for graph is what the guest kernel said."""
     dump = samples.ensure_dump(scenario, kaslr, crash_kernel, kind=kind)
-    first = dump.truth["tasks"][next(iter(samples.expected(scenario)["waits"]))]
+    first = dump.truth["tasks"][next(iter(samples.expected(scenario, crash_kernel)["waits"]))]
     commands = ["kd-waitfor --json", "kd-waitfor", f"kd-waitfor -p {first}", "kd-tasks", "kd-tasks -s D",
                 f"kd-tasks -p {first}", "kd-tasks kdl_", f"kd-bt {first}", "kd-locks", "kd-locks --json",
                 "kd-dmesg --notable", "kd-dmesg --grep blocked", "kd-info"]
@@ -68,7 +68,7 @@ def test_crash_prints_what_gdb_prints(crash_kernel: str, scenario: str, kaslr: b
     assert "(read by crash)" in in_crash[12]
     doc = json.loads(in_crash[0])
     assert json.loads(in_crash[9]) == doc["locks"]
-    check_waitfor(doc, samples.expected(scenario), dump.truth)
+    check_waitfor(doc, samples.expected(scenario, crash_kernel), dump.truth)
     assert doc["release"] == crash_kernel
     assert int(doc["kaslr_offset"], 16) == dump.kernel_offset
     assert doc["problems"] == []

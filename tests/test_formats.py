@@ -36,7 +36,7 @@ def _reference(scenario: str, kaslr: bool, kernel: str) -> dict[str, Any]:
 def _same_answer(scenario: str, kaslr: bool, kind: str, kernel: str) -> dict[str, Any]:
     dump = samples.ensure_dump(scenario, kaslr, kernel, kind=kind)
     _, doc = waitfor_json(dump.vmlinux, dump.path)
-    check_waitfor(doc, samples.expected(scenario), dump.truth)
+    check_waitfor(doc, samples.expected(scenario, kernel), dump.truth)
     assert doc == _reference(scenario, kaslr, kernel)
     return doc
 

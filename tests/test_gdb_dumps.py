@@ -19,7 +19,7 @@ CASES = [(s, k) for s in samples.SCENARIOS for k in (False, True)]
 def test_kdlgdb_waitfor_on_dump(real_kernel: str, scenario: str, kaslr: bool) -> None:
     dump = samples.ensure_dump(scenario, kaslr, real_kernel)
     status, doc = waitfor_json(dump.vmlinux, dump.path)
-    expected = samples.expected(scenario)
+    expected = samples.expected(scenario, real_kernel)
     check_waitfor(doc, expected, dump.truth)
     assert status == (1 if expected["cycles"] else 0)
     assert doc["release"] == real_kernel

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 import samples
-from expectations import check_waitfor, for_kernel
+from expectations import check_waitfor
 from realgdb import gdb, waitfor_json
 
 pytestmark = pytest.mark.realkernel
@@ -15,13 +15,13 @@ def test_kdlgdb_waitfor_live(real_kernel: str, scenario: str) -> None:
     with samples.boot_live(scenario, kaslr=True, kernel=real_kernel) as live:
         remote = f"127.0.0.1:{live.gdb_port}"
         status, doc = waitfor_json(live.vmlinux, remote=remote)
-        expected = samples.expected(scenario)
+        expected = samples.expected(scenario, real_kernel)
         check_waitfor(doc, expected, live.truth)
         assert status == (1 if expected["cycles"] else 0)
         assert int(doc["kaslr_offset"], 16) == live.kernel_offset  # found by probing, not told
         # kdlgdb detached: the guest still runs and answers a second session.
         assert live.guest.qmp("query-status")["status"] == "running"
-        states = for_kernel(expected, real_kernel).get("states", {})
+        states = expected.get("states", {})
         letters = "".join(sorted({states.get(comm, "D") for comm in expected["waits"]}))
         again = gdb(live.vmlinux, None, f"kd-tasks -s {letters}", f"kd-bt {next(iter(expected['waits']))}", remote=remote)
         assert all(comm in again.stdout for comm in expected["waits"])

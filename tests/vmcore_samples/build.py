@@ -469,7 +469,10 @@ class Guest:
     def command(self) -> list[str]:
         # A bare "hung_task_timeout_secs=5" is no boot parameter on 6.1 (the
         # kernel hands it to /init as unknown); the sysctl. form works.
-        append = ["console=ttyS0", "panic=-1", "sysctl.kernel.hung_task_timeout_secs=5"]
+        # hung_task_warnings=-1: the detector's default of 10 reports runs out before every thread of a
+        # scenario with many is reported (kdl_chain's 8 on the slower PREEMPT_RT boots).
+        append = ["console=ttyS0", "panic=-1", "sysctl.kernel.hung_task_timeout_secs=5",
+                  "sysctl.kernel.hung_task_warnings=-1"]
         if not self.kaslr:
             append.insert(1, "nokaslr")  # KASLR is on by default in Debian's kernels
         return [
@@ -546,6 +549,16 @@ class Guest:
                     raise self.failure(f"no {what} on the console after {timeout:.0f} s")
                 return False
             time.sleep(0.2)
+
+    def settle(self, quiet: float = 1.0, timeout: float = 6.0) -> None:
+        """Wait until the console has been quiet for ``quiet`` seconds (at most ``timeout``): a report's
+        first line can come well before the rest of it (the PREEMPT_RT kernel prints late)."""
+        deadline, last, since = time.monotonic() + timeout, self.console(), time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - since < quiet:
+            time.sleep(0.2)
+            text = self.console()
+            if text != last:
+                last, since = text, time.monotonic()
 
     def wait_for(self, needle: str, timeout: float, required: bool = True) -> bool:
         """Wait until the console shows ``needle`` (see :meth:`wait_until`)."""
@@ -671,16 +684,17 @@ def parse_console(text: str) -> dict[str, Any]:
     cycles: dict[str, dict[str, Any]] = {}
     chains: list[dict[str, int]] = []
     counts: dict[str, int] = {}
-    for raw in text.splitlines():
-        for tag in ("kdl-truth ", "kdl-info ", "kdl-state ", "kdl-stack "):
-            at = raw.find(tag)
-            if at >= 0:
-                break
-        else:
+    # The kernel's own console output can land right after our text, on the same line (it prints
+    # asynchronously): a line is cut where each "[   2.228081]" time stamp begins, and every piece
+    # is read ("kdl-info module ...[ 4.1] kdl-truth task ..." holds two facts).
+    pieces = (piece for raw in text.splitlines() for piece in _STAMP_ANYWHERE.split(raw))
+    for piece in pieces:
+        found = [(piece.find(tag), tag) for tag in ("kdl-truth ", "kdl-info ", "kdl-state ", "kdl-stack ")]
+        found = [(at, tag) for at, tag in found if at >= 0]
+        if not found:
             continue
-        # The kernel's own console output can land right after our text, on the same line (it prints
-        # asynchronously): the line ends where a "[   2.228081]" time stamp begins.
-        words = _STAMP_ANYWHERE.split(raw[at + len(tag):])[0].strip().split()
+        at, tag = min(found)
+        words = piece[at + len(tag):].strip().split()
         try:
             if tag == "kdl-truth " and words[0] == "lock" and len(words) >= 4:
                 locks[words[1]] = {"address": f"{int(words[3], 16):#018x}", "type": words[2]}
@@ -876,6 +890,7 @@ def build_variant(scenario: str, kaslr: bool, kernel: str = DEFAULT_KERNEL,
             report["hung_task"] = guest.wait_until(
                 lambda text: all(t in hung_task_reports(text) for t in tasks),
                 "hung-task report for every thread", HUNG_TASK_WAIT, required=False)
+            guest.settle()  # the rest of the last report's call trace
             guest.qmp("stop")  # all dumps of one boot show the same instant
             report["dump_s"] = round(guest.dump(part["elf"], paging=True), 1)
             if "phys" in part:
