@@ -27,7 +27,7 @@ from typing import Optional
 
 from ..errors import ReadError
 from ..model import CpuContext, Frame, Problem, Task
-from .layout import Kernel, le64
+from .layout import KERNEL_SPACE, Kernel, le64
 from .stack import Stack, StackReader
 from .symbols import Symbols
 from .tasks import Runqueue
@@ -179,7 +179,7 @@ class _CpuReader:
         state = CpuState(area.cpu, registers, area.task, evidence, preempt_count=area.preempt_count)
         rip, rsp = registers.get("rip", 0), registers.get("rsp", 0)
         if not self.symbols.is_text(rip):
-            state.user = rip < 0xFFFF800000000000
+            state.user = rip < KERNEL_SPACE
             return state
         state.frames.append(self._frame(rip, rsp))
         segments: list[Stack] = []

@@ -22,7 +22,7 @@ from ..errors import ReadError
 from ..model import Frame, Lock, Problem, Task
 from .cpus import CpuState
 from .held import SPIN_ACQUIRE, CodeReader, first_argument
-from .layout import Kernel
+from .layout import KERNEL_SPACE, Kernel
 from .stack import source_name
 from .waiters import base_name
 
@@ -71,7 +71,7 @@ def spin_wait(k: Kernel, code: CodeReader, state: CpuState) -> Optional[SpinWait
                     evidence = f"{caller.describe()} passes it to {acquire}() (the call before {caller.pc:#x})"
                     if rdi == lock:
                         evidence += f"; {where} in {frame.describe()} holds it too"
-                elif rdi is not None and rdi >= 0xFFFF800000000000:
+                elif rdi is not None and rdi >= KERNEL_SPACE:
                     lock, evidence = rdi, f"{where} in {frame.describe()} (the slow path's first argument)"
                 else:
                     return None
