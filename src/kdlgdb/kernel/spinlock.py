@@ -14,14 +14,13 @@ interrupted ``ip`` of a frame counting as the point its function has reached.
 """
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from typing import Optional
 
 from ..errors import ReadError
 from ..model import Frame, Lock, Problem, Task
 from .cpus import CpuState
-from .held import SPIN_ACQUIRE, CodeReader, first_argument
+from .held import MAX_FUNCTION, SPIN_ACQUIRE, CodeReader, first_argument
 from .layout import KERNEL_SPACE, Kernel
 from .stack import source_name
 from .waiters import base_name
@@ -83,19 +82,16 @@ def spin_wait(k: Kernel, code: CodeReader, state: CpuState) -> Optional[SpinWait
 
 def _lock_argument(k: Kernel, code: CodeReader, caller: Frame, acquire: str) -> Optional[int]:
     """The constant first argument of the call that ``caller``'s return address follows, if it calls ``acquire``."""
-    if caller.symbol is None or not 5 <= caller.offset:
+    if caller.symbol is None or not 5 <= caller.offset <= MAX_FUNCTION:
         return None
+    start = caller.pc - caller.offset
     try:
-        text = k.read(caller.pc - caller.offset, caller.offset)
+        text = k.read(start, caller.offset)
     except ReadError:
         return None
-    call = len(text) - 5
-    if text[call] != 0xE8:
+    if code.call_target(caller.pc) != acquire:  # its last 5 bytes, already read
         return None
-    target = caller.pc + struct.unpack_from("<i", text, call + 1)[0]
-    if code.function_at(target) != acquire:
-        return None
-    return first_argument(text, call, caller.pc - caller.offset)
+    return first_argument(text, len(text) - 5, start)
 
 
 def decode_spinlock(k: Kernel, address: int) -> dict[str, object]:
