@@ -27,7 +27,7 @@ from typing import Optional
 
 from ..errors import ReadError
 from ..model import CpuContext, Frame, Problem, Task
-from .layout import KERNEL_SPACE, Kernel, le64
+from .layout import KERNEL_SPACE, Kernel
 from .stack import Stack, StackReader
 from .symbols import Symbols
 from .tasks import Runqueue
@@ -156,7 +156,8 @@ class _CpuReader:
         address = self.k.symbol(name)
         return address + offset if address is not None else None
 
-    def area(self, rq: Runqueue, offset: int, stack_base: int) -> _CpuArea:
+    def area(self, rq: Runqueue, stack_base: int) -> _CpuArea:
+        offset = rq.per_cpu_offset
         irq_stack = None
         tos_at = self._percpu("hardirq_stack_ptr", "hardirq_stack_ptr", offset)
         if tos_at is not None:
@@ -233,25 +234,22 @@ def cpu_states(k: Kernel, runqueues: list[Runqueue], tasks: dict[int, Task], sym
     if not registers or not runqueues:
         return []
     reader = _CpuReader(k, symbols, stacks)
-    try:
-        offsets = k.read(k.need_symbol("__per_cpu_offset"), 8 * (max(rq.cpu for rq in runqueues) + 1))
-    except ReadError as e:
-        problems.append(Problem("cpus", "__per_cpu_offset", str(e)))
-        return []
     areas = []
     for rq in runqueues:
         task = tasks.get(rq.curr)
-        areas.append(reader.area(rq, le64(offsets, 8 * rq.cpu), task.stack_base if task else 0))
+        areas.append(reader.area(rq, task.stack_base if task else 0))
     states: dict[int, CpuState] = {}
+    mapped: dict[int, int] = {}  # CPU -> the register set mapped to it
     for n, regs in enumerate(registers):
         area, evidence = map_registers(regs, areas)
         if area is None:
             problems.append(Problem("cpu registers", f"register set {n} (rip {regs.get('rip', 0):#x})", evidence))
             continue
-        if area.cpu in states:
+        if area.cpu in mapped:
             problems.append(Problem("cpu registers", f"register set {n}", f"CPU {area.cpu} already has register set "
-                                    f"{list(states).index(area.cpu)}: {evidence}"))
+                                    f"{mapped[area.cpu]}: {evidence}"))
             continue
+        mapped[area.cpu] = n
         try:
             states[area.cpu] = reader.state(area, regs, evidence)
         except ReadError as e:

@@ -116,6 +116,7 @@ class Runqueue:
     curr: int
     idle: int
     clock: int
+    per_cpu_offset: int = 0  # __per_cpu_offset[cpu]: this CPU's per-cpu area minus the per-cpu section's link address
 
 
 def per_cpu_runqueues(k: Kernel) -> list[Runqueue]:
@@ -133,7 +134,7 @@ def per_cpu_runqueues(k: Kernel) -> list[Runqueue]:
             data = k.read(address, span)
         except ReadError:
             continue  # CPU possible but never brought up: its per-cpu area may be absent
-        out.append(Runqueue(cpu, address, le64(data, curr), le64(data, idle), le64(data, clock)))
+        out.append(Runqueue(cpu, address, le64(data, curr), le64(data, idle), le64(data, clock), le64(offsets, 8 * cpu)))
     return out
 
 
