@@ -49,6 +49,7 @@ PT_REGS_SLOTS = 21
 SOFTIRQ_OFFSET = 0x100
 HARDIRQ_MASK = 0xF0000
 NMI_MASK = 0xF00000
+PREEMPT_NEED_RESCHED = 0x80000000  # arch/x86/include/asm/preempt.h
 
 # Functions that mark the context of the frames inside them.
 SOFTIRQ_FUNCTIONS = {"__do_softirq", "handle_softirqs", "do_softirq", "__irq_exit_rcu", "irq_exit_rcu",
@@ -150,9 +151,10 @@ class _CpuReader:
 
     def _percpu(self, name: str, hot_member: str, offset: int) -> Optional[int]:
         """Address of a per-cpu variable (or pcpu_hot member) for the CPU at ``offset``."""
-        if self.hot is not None:
-            member = self.k.member("struct pcpu_hot", hot_member)
-            return self.hot + offset + member[0] if member is not None else None
+        member = self.k.member("struct pcpu_hot", hot_member) if self.hot is not None else None
+        if self.hot is not None and member is not None:
+            return self.hot + offset + member[0]
+        # Before v6.2, or a member that a kernel's pcpu_hot does not have: a per-cpu variable of its own.
         address = self.k.symbol(name)
         return address + offset if address is not None else None
 
@@ -171,7 +173,7 @@ class _CpuReader:
         count_at = self._percpu("__preempt_count", "preempt_count", offset)
         if count_at is not None:
             try:
-                count = self.k.u32(count_at) & 0x7FFFFFFF
+                count = self.k.u32(count_at) & ~PREEMPT_NEED_RESCHED
             except ReadError:
                 pass
         return _CpuArea(rq.cpu, offset, rq.curr, (stack_base, stack_base + self.thread_size), irq_stack, count)
@@ -184,9 +186,10 @@ class _CpuReader:
             return state
         state.frames.append(self._frame(rip, rsp))
         segments: list[Stack] = []
-        if area.irq_stack and area.irq_stack[0] <= rsp < area.irq_stack[1]:
-            bottom, top = area.irq_stack
-            segments.append(Stack(rsp, self.k.read(rsp, top - 8 - rsp)))
+        if area.irq_stack and area.irq_stack[0] <= rsp <= area.irq_stack[1] - 8:  # at or below the saved-rsp word
+            top = area.irq_stack[1]
+            if rsp < top - 8:
+                segments.append(Stack(rsp, self.k.read(rsp, top - 8 - rsp)))
             rsp = self.k.u64(top - 8)  # the interrupted code's stack pointer
         base, top = area.task_stack
         if base <= rsp < top:
