@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import struct
 
+import pytest
+
 from kdlgdb.kernel.cpus import _CpuArea, frame_context, map_registers
 from kdlgdb.model import Frame
 from kdlgdb.target.cpustate import PRSTATUS_REG_OFFSET, USER_REGS, registers_from_notes
@@ -101,3 +103,28 @@ def test_frame_contexts() -> None:
     hard = [Frame(0, n, 0x10) for n in ("native_queued_spin_lock_slowpath", "_raw_spin_lock", "my_hrtimer_fn",
                                          "__hrtimer_run_queues", "hrtimer_interrupt")]
     assert frame_context(hard, set(), 0) == "hardirq"
+
+
+def test_cut_files_give_no_registers_or_one_line(tmp_path) -> None:
+    """A kdump whose sub-header is cut off has no registers (crash's target asks for them first);
+    an ELF core whose e_phnum is PN_XNUM without a section header is a one-line error."""
+    from kdlgdb.errors import KdlError
+    from kdlgdb.target.cpustate import dump_cpu_registers
+    from kdlgdb.target.vmcore import open_elf_dump
+
+    head = bytearray(4096)
+    head[:8] = b"KDUMP   "
+    struct.pack_into("<i", head, 8, 6)  # header version
+    struct.pack_into("<iiII", head, 428, 4096, 1, 1, 100)  # block_size, sub_hdr_size, bitmap_blocks, max_mapnr
+    cut = tmp_path / "cut.kdump"
+    cut.write_bytes(bytes(head) + bytes(20))  # the sub-header needs 104 bytes at block_size
+    assert dump_cpu_registers(str(cut)) is None
+    ehdr = bytearray(64)
+    ehdr[:6] = b"\x7fELF\x02\x01"
+    struct.pack_into("<H", ehdr, 16, 4)  # ET_CORE
+    struct.pack_into("<QQ", ehdr, 32, 64, 0)  # e_phoff, e_shoff: none
+    struct.pack_into("<HH", ehdr, 54, 56, 0xFFFF)  # e_phentsize, e_phnum = PN_XNUM
+    xnum = tmp_path / "xnum"
+    xnum.write_bytes(bytes(ehdr))
+    with pytest.raises(KdlError, match="PN_XNUM"):
+        open_elf_dump(str(xnum))

@@ -70,9 +70,7 @@ def dump_cpu_registers(path: str) -> Optional[list[dict[str, int]]]:
             kdump = open_kdump(f, path)
             if kdump is not None:
                 return registers_from_notes(kdump.notes)
-    except OSError:
-        return None
-    except KdlError:
+    except (OSError, KdlError, struct.error):  # struct.error: a kdump header cut short (kdump.py does not check)
         return None
     try:
         return registers_from_notes(open_elf_dump(path).notes)

@@ -92,6 +92,8 @@ def _parse(path: str, f: BinaryIO) -> ElfDump:
     if phnum == PN_XNUM:
         # More than 65534 program headers (a paging dump of a kernel with many vmapped ranges:
         # 6.12-rt makes ~65,700): the real count is section header 0's sh_info (ELF gABI).
+        if not shoff:
+            raise KdlError(f"{path}: e_phnum is PN_XNUM but there is no section header with the real count")
         f.seek(shoff)
         phnum, = struct.unpack_from("<I", f.read(64), 44)
     f.seek(phoff)
