@@ -321,7 +321,7 @@ def _find_one(k: Kernel, rt: RtLayout, kind: RtKind, task: int, stack: Stack, fr
               trees: dict[int, Optional[list[tuple[int, int]]]], stacks: Optional[StackRanges]) -> Optional[_RtWait]:
     """The wait of one task: its waiter from task->pi_blocked_on, else from its stack; else, for an
     rw lock, the writer that owns the lock's rt_mutex and waits for its readers."""
-    waiter, source = 0, ""
+    waiter, source, on_stack = 0, "", False
     if rt.pi_blocked_on is not None:
         waiter = k.u64(task + rt.pi_blocked_on)
         source = "task->pi_blocked_on"
@@ -329,7 +329,7 @@ def _find_one(k: Kernel, rt: RtLayout, kind: RtKind, task: int, stack: Stack, fr
         for slot in stack.slots_holding(task):
             candidate = slot - rt.task
             if candidate >= stack.sp and _in_tree(k, rt, candidate, trees):
-                waiter, source = candidate, f"struct rt_mutex_waiter at {candidate:#x} on its stack"
+                waiter, source, on_stack = candidate, f"struct rt_mutex_waiter at {candidate:#x} on its stack", True
                 break
     if waiter:
         base = k.u64(waiter + rt.lock)
@@ -337,12 +337,12 @@ def _find_one(k: Kernel, rt: RtLayout, kind: RtKind, task: int, stack: Stack, fr
             raise CorruptError(f"{source} {waiter:#x} has lock {base:#x}")
         outer = base - kind.base
         tree = f"{kind.struct} {outer:#x}'s {kind.path + '.' if kind.path else ''}waiters tree"
-        what = f"{source}: struct rt_mutex_waiter {waiter:#x}" if source.startswith("task") else source
+        what = source if on_stack else f"{source}: struct rt_mutex_waiter {waiter:#x}"
         if base not in trees:
             try:
                 trees[base] = walk_waiter_tree(k, rt, base)
             except ReadError:
-                if source.startswith("struct"):
+                if on_stack:
                     raise
                 # The lock is not in the dump (a filtered page): the task's own pi_blocked_on still names it,
                 # its waiters are the tasks whose waiters name it; the lock itself becomes a problem.
