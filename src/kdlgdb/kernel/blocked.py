@@ -84,12 +84,13 @@ class _Queues:
 def _queues(k: Kernel) -> dict[str, _Queue]:
     """The waiter layouts this kernel has, detected from its types."""
     found: dict[str, _Queue] = {}
-    entry = ("struct wait_queue_entry", "entry", "private")
-    waiter: Optional[tuple[str, str, str]] = None  # the waiter struct, its list node and task members
+    wq_entry = "struct wait_queue_entry"
+    entry = (wq_entry, "entry", "private")  # the waiter struct, its list node and its task member
+    waiter: Optional[tuple[str, str, str]] = None
     if k.has_member("struct completion", "wait.task_list") and k.has_member("struct swait_queue", "task"):
         # Completions sleep on a simple wait queue since v5.7 (a5c6234e1028, "completion: Use simple wait queues").
         head, waiter = k.offset("struct completion", "wait.task_list"), ("struct swait_queue", "task_list", "task")
-    elif k.has_member("struct completion", "wait.head") and k.has_member(*entry[::2]):
+    elif k.has_member("struct completion", "wait.head") and k.has_member(wq_entry, "private"):
         head, waiter = k.offset("struct completion", "wait.head"), entry  # before v5.7: a wait_queue_head_t
     if waiter is not None:
         kind = LockKind("completion", "struct completion", waiter[0], head, k.offset(waiter[0], waiter[1]),
@@ -98,9 +99,10 @@ def _queues(k: Kernel) -> dict[str, _Queue]:
     # struct wait_queue_head { spinlock_t lock; struct list_head head; } since v4.13 (2055da97389a and
     # ac6424b981bc renamed struct __wait_queue_head and its task_list); older kernels are not read here.
     # The offset of head comes from DWARF: spinlock_t is bigger with PREEMPT_RT or lock debugging.
-    if k.has_member("struct wait_queue_head", "head") and k.has_member(entry[0], entry[1]) and k.has_member(*entry[::2]):
-        kind = LockKind("waitqueue", "struct wait_queue_head", entry[0], k.offset("struct wait_queue_head", "head"),
-                        k.offset(entry[0], entry[1]), k.offset(entry[0], entry[2]), _no_decode)
+    if (k.has_member("struct wait_queue_head", "head") and k.has_member(wq_entry, "entry")
+            and k.has_member(wq_entry, "private")):
+        kind = LockKind("waitqueue", "struct wait_queue_head", wq_entry, k.offset("struct wait_queue_head", "head"),
+                        k.offset(wq_entry, "entry"), k.offset(wq_entry, "private"), _no_decode)
         found["waitqueue"] = _Queue("waitqueue", kind, None)
     return found
 
