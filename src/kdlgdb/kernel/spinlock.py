@@ -35,8 +35,9 @@ SPIN_SLOW_PATHS = {
 # Acquisitions that keep the interrupt handlers of a context off the CPU while the lock is held.
 _MASKS = {"softirq": ("_raw_spin_lock_bh", "_raw_spin_lock_irq", "_raw_spin_lock_irqsave", "_raw_spin_lock_irqsave_nested"),
           "hardirq": ("_raw_spin_lock_irq", "_raw_spin_lock_irqsave", "_raw_spin_lock_irqsave_nested")}
-# qspinlock.val (include/asm-generic/qspinlock_types.h, NR_CPUS >= 16K: 8-bit locked, 8-bit pending,
-# 2-bit tail index, 14-bit tail CPU + 1).
+# qspinlock.val (include/asm-generic/qspinlock_types.h) when CONFIG_NR_CPUS < 16K (Debian: 8192): 8-bit
+# locked, 8-bit pending, 2-bit tail index, 14-bit tail CPU + 1. With NR_CPUS >= 16K pending is one bit
+# and the tail CPU starts at bit 11: not detected here (no type says which), so queue_tail_cpu would be wrong.
 _Q_LOCKED_MASK = 0xFF
 _Q_PENDING = 0x100
 _Q_TAIL_CPU_SHIFT = 18
