@@ -342,3 +342,21 @@ def test_tarjan_and_shortest_cycle_helpers():
     figure8 = {1: [2, 3], 2: [1], 3: [4], 4: [1]}
     assert shortest_cycle([1, 2, 3, 4], figure8) == [1, 2]
     assert shortest_cycle([3, 4, 1, 2], figure8) == [1, 2]
+
+
+def test_self_deadlock_through_an_interrupt_advice() -> None:
+    """A handler spinning on a spinlock the code it interrupted holds: the advice names the handler's
+    context, what the interrupted acquisition failed to mask, and the acquire that masks it."""
+    from kdlgdb.model import CpuContext
+
+    for context, fix, masked, also in (("softirq", "spin_lock_bh", "softirqs", " (or spin_lock_irqsave())"),
+                                       ("hardirq", "spin_lock_irqsave", "interrupts", "")):
+        ctx = CpuContext(0, context, 0xFFFFFFFF81000000, "native_queued_spin_lock_slowpath+0x1c", "GS base",
+                         interrupt_acquire="f+0xc [kdl] took it with _raw_spin_lock()", fix=fix)
+        spinner = task(1, waits_on=L(1), state="R", cpu_context=ctx, comm="kdl_irq")
+        held = lock(1, owner(1, "inferred", "f+0xc [kdl] called _raw_spin_lock()"), type="spinlock", waiters=[1])
+        (cycle,) = WaitForGraph(Snapshot(tasks=[spinner], locks=[held])).cycles
+        assert cycle.interrupt == {"context": context, "fix": fix, "acquire": ctx.interrupt_acquire}
+        assert cycle.advice == (f"a {context} handler on CPU 0 interrupted kdl_irq (pid 1) while it held l1 [mod] and "
+                                f"spins on it: {ctx.interrupt_acquire} without disabling {masked}; take it there with "
+                                f"{fix}(){also}")

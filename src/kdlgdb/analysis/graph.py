@@ -410,11 +410,12 @@ class WaitForGraph:
         """Which acquisition must keep the interrupt away, for a self-deadlock through an interrupt."""
         ctx = self._tasks[task].cpu_context
         assert ctx is not None and ctx.fix is not None
-        masked = "softirqs" if ctx.fix == "spin_lock_bh" else "interrupts"
+        masked = "softirqs" if ctx.context == "softirq" else "interrupts"
+        also = " (or spin_lock_irqsave())" if ctx.fix != "spin_lock_irqsave" else ""  # irqsave masks softirqs too
         return (
             f"a {ctx.context} handler on CPU {ctx.cpu} interrupted {self._label(task)} while it held "
             f"{self._lock_name(lock)} and spins on it: {ctx.interrupt_acquire} without disabling {masked}; "
-            f"take it there with {ctx.fix}() (or spin_lock_irqsave())"
+            f"take it there with {ctx.fix}(){also}"
         )
 
     def _advice(self, tasks: list[int], locks: list[int]) -> str:
