@@ -35,7 +35,7 @@ from .layout import Kernel
 from .locks import LockKind
 from .stack import Stack
 from .symbols import Symbols
-from .waiters import SCHEDULER, StackRanges, Wait, base_name, find_wait, slow_path
+from .waiters import StackRanges, Wait, base_name, find_wait, past_scheduler, slow_path
 
 __all__ = ["COMPLETION_WAITS", "IO_WAITS", "SLEEPS", "blocked_in", "find_blocked_in"]
 
@@ -128,14 +128,6 @@ class _OwnStackAware:
         return slot % 8 == 0 and 0 <= i < len(self.stack.values) and self.stack.values[i] == self.task
 
 
-def _scheduler_prefix(frames: list[Frame]) -> int:
-    """Index of the first frame past the scheduler (len(frames) if none)."""
-    for i, frame in enumerate(frames):
-        if not (frame.module is None and base_name(frame.symbol) in SCHEDULER):
-            return i
-    return len(frames)
-
-
 def _innermost(frames: list[Frame], start: int) -> Optional[Frame]:
     for frame in frames[start:]:
         if frame.symbol is not None and not base_name(frame.symbol).startswith(_DEFER):
@@ -153,7 +145,7 @@ def blocked_in(k: Kernel, queues: _Queues, symbols: Symbols, task: Task, stack: 
     frames = task.frames
     if not frames:
         return None
-    first = _scheduler_prefix(frames)
+    first = past_scheduler(frames)
     inner = _innermost(frames, first)
     name = base_name(inner.symbol) if inner is not None and inner.module is None else ""
     where = inner.describe() if inner is not None else None

@@ -19,7 +19,7 @@ from .layout import KERNEL_SPACE, Kernel, le64
 from .locks import LockKind
 from .stack import Stack
 
-__all__ = ["SLOW_PATHS", "slow_path", "StackRanges", "find_wait", "Wait"]
+__all__ = ["SLOW_PATHS", "slow_path", "past_scheduler", "StackRanges", "find_wait", "Wait"]
 
 MAX_WAITERS = 1_000_000
 
@@ -66,13 +66,19 @@ def slow_path(frames: list[Frame]) -> Optional[tuple[str, int]]:
     finds stale return addresses deeper down (an old ``down_write`` of a task now
     in nanosleep), and those must not count.
     """
+    i = past_scheduler(frames)
+    if i == len(frames):
+        return None
+    kind = _BY_NAME.get(base_name(frames[i].symbol))
+    return (kind, i) if kind is not None and frames[i].module is None else None
+
+
+def past_scheduler(frames: list[Frame]) -> int:
+    """Index of the first frame that is not scheduler plumbing (``SCHEDULER``), len(frames) if none."""
     for i, frame in enumerate(frames):
-        name = base_name(frame.symbol)
-        if name in SCHEDULER and frame.module is None:
-            continue
-        kind = _BY_NAME.get(name)
-        return (kind, i) if kind is not None and frame.module is None else None
-    return None
+        if not (frame.module is None and base_name(frame.symbol) in SCHEDULER):
+            return i
+    return len(frames)
 
 
 class StackRanges:
