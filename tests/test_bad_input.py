@@ -72,6 +72,15 @@ def test_truncated_kdump_files(real_kernel: str, tmp_path: Path) -> None:
         head.write_bytes(dump.path.read_bytes()[:100])
         line = _one_error(kdlgdb("waitfor", str(dump.vmlinux), str(head)))
         assert "cut off" in line or "truncated" in line
+    # A normal kdump file cut inside its sub-header (block 1), then inside its VMCOREINFO: each one line.
+    dump = samples.ensure_dump("kdl_abba", False, real_kernel, kind="kdump")
+    data = dump.path.read_bytes()
+    info_at = data.index(b"OSRELEASE=")
+    for cut, what in ((4096 + 20, "sub-header is cut off"), (info_at + 8, "VMCOREINFO")):
+        short = tmp_path / f"cut-{cut}"
+        short.write_bytes(data[:cut])
+        line = _one_error(kdlgdb("waitfor", str(dump.vmlinux), str(short)))
+        assert "is truncated" in line and what in line, line
 
 
 @pytest.mark.realkernel

@@ -88,6 +88,15 @@ def test_spinning_cpus_in_gdb(real_kernel: str) -> None:
     done = gdb(dump.vmlinux, dump.path, "kd-waitfor", "kd-tasks -s R", "kd-bt kdl_spin_a")
     out = done.stdout
     assert "Traceback" not in out + done.stderr
+    if samples.preempt_rt(real_kernel):
+        # spinlock_t is an rt_mutex on PREEMPT_RT: both tasks sleep, and each lock records its owner.
+        assert f"DEADLOCK: kdl_spin_a ({a}) and kdl_spin_b ({b}) on lock_a [kdl_spin], lock_b [kdl_spin]" in out
+        assert f"kdl_spin_a ({a}) --waits on--> lock_b [kdl_spin] --held by--> kdl_spin_b ({b})" in out
+        assert f"kdl_spin_b ({b}) --waits on--> lock_a [kdl_spin] --held by--> kdl_spin_a ({a})" in out
+        assert "spins on" not in out and "PROBABLE" not in out
+        frames = re.findall(r"^ *#\d+ \[\w+\] (\S+)", out.split(f"PID: {a} ")[1], re.M)
+        assert any(f.startswith("rt_spin_lock+") for f in frames) and any(f.startswith("kdl_spin_a_fn+") for f in frames)
+        return
     assert (f"CPU 0: kdl_spin_a ({a}) spins on lock_b [kdl_spin] (held by kdl_spin_b ({b}), the task on CPU 1) "
             "while holding lock_a [kdl_spin]") in out
     assert (f"CPU 1: kdl_spin_b ({b}) spins on lock_a [kdl_spin] (held by kdl_spin_a ({a}), the task on CPU 0) "
@@ -103,6 +112,15 @@ def test_irq_self_deadlock_names_the_call(real_kernel: str) -> None:
     """kdl_irq: the advice names the spin_lock() call of kdl_irq_fn; gdb's own disassembly of that
     address in the dump is a call to _raw_spin_lock with l's address loaded before it."""
     dump = samples.ensure_dump("kdl_irq", False, real_kernel)
+    if samples.preempt_rt(real_kernel):
+        # The timer callback runs in the ktimers/0 thread on PREEMPT_RT, and sleeps on l behind the running
+        # kdl_irq: a chain whose root runs, no cycle and no interrupt advice.
+        irq, timer = dump.truth["tasks"]["kdl_irq"], dump.truth["tasks"]["ktimers/0"]
+        out = gdb(dump.vmlinux, dump.path, "kd-waitfor").stdout
+        assert f"ktimers/0 ({timer}) --waits on--> l [kdl_irq] --held by--> kdl_irq ({irq})" in out
+        assert re.search(rf"root: kdl_irq \({irq}\) is running on CPU 0 .*while holding .*l \[kdl_irq\]", out), out
+        assert "DEADLOCK" not in out and "spin_lock_bh" not in out
+        return
     _, doc = waitfor_json(dump.vmlinux, dump.path)
     (cycle,) = doc["cycles"]
     site = re.match(r"kdl_irq_fn\+(0x[0-9a-f]+) \[kdl_irq\] \((0x[0-9a-f]+)\) took it with _raw_spin_lock\(\)",

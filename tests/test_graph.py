@@ -308,7 +308,7 @@ def test_undecoded_lock_ends_chain():
 
 def test_root_activity_descriptions():
     io = [Frame(1, "__schedule", 0x10), Frame(2, "io_schedule", 0x12), Frame(3, "folio_wait_bit", 0x1D2)]
-    assert describe_activity(task(1, state="D", frames=io), []) == "in I/O wait (io_schedule) in folio_wait_bit+0x1d2"
+    assert describe_activity(task(1, state="D", frames=io), []) == "is in I/O wait (io_schedule) in folio_wait_bit+0x1d2"
     assert describe_activity(task(1, state="R", cpu=1, on_cpu=True, frames=SLEEP), ["m [x]"]) == (
         "is running on CPU 1 (on_cpu) while holding m [x]")
     assert describe_activity(task(1, state="R", cpu=2), []) == "is runnable (R) on CPU 2 but not running"

@@ -170,7 +170,8 @@ class Calls:
 ])
 def test_lock_type_from_the_stack(names: tuple, called: str, kind: str) -> None:
     found = rt_kind_of(frames(*names), Calls(called), KINDS)  # type: ignore[arg-type]
-    assert found is not None and found[0].name == kind and found[1] == 1
+    # the first lock frame: past __schedule and the rt scheduler entry (rt_mutex_schedule, schedule_rtlock)
+    assert found is not None and found[0].name == kind and found[1] == 2
 
 
 MUTEX_PATH = ("__schedule", "rt_mutex_schedule", "rt_mutex_slowlock_block", "__rt_mutex_slowlock_locked", "rt_mutex_slowlock")

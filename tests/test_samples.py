@@ -155,6 +155,38 @@ def test_console_parsing():
     assert builder.hung_task_reports(log) == {"kdl_a": ["__schedule+0x34d/0xa00", "down+0x43/0x60"]}
 
 
+def test_a_kernel_that_dies_before_init_is_booted_again(monkeypatch, tmp_path):
+    """A TCG boot that oopses before /init ran (nothing of the scenario yet) is retried; a panic after
+    /init started is the scenario's failure and is raised at once."""
+    consoles = iter(["[ 2.19] Oops: int3\n[ 2.19] Kernel panic - not syncing: Fatal exception in interrupt\n",
+                     "kdl-info text ffffffff81000000\nKDL-BLOCKED\n"])
+    booted = []
+
+    class FakeGuest(builder.Guest):
+        def __enter__(self):
+            self.text = next(consoles)
+            booted.append(self.text)
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def console(self):
+            return self.text
+
+    monkeypatch.setattr(builder, "Guest", FakeGuest)
+    logged = []
+    with builder.blocked_guest("kdl_abba", False, "k", tmp_path / "initrd", tmp_path / "console", logged.append) as guest:
+        assert "KDL-BLOCKED" in guest.console()
+    assert len(booted) == 2 and "panicked before /init" in logged[0]
+
+    consoles = iter(["kdl-info text ffffffff81000000\n[ 9.1] Kernel panic - not syncing: hung_task: blocked tasks\n"] * 3)
+    with pytest.raises(builder.BuildError, match="Kernel panic"):
+        with builder.blocked_guest("kdl_abba", False, "k", tmp_path / "initrd", tmp_path / "console", logged.append):
+            pass
+    assert len(booted) == 3  # no second boot
+
+
 # --------------------------------------------------------------------------
 # Real dumps (QEMU, gdb)
 # --------------------------------------------------------------------------

@@ -24,7 +24,7 @@ def test_scale_samples_load_one_module_with_their_thread_count() -> None:
     assert samples.builder.scenario_key("kdl_scale_1k", "k") != samples.builder.scenario_key("kdl_scale_5k", "k")
     init = samples.builder.init_script("kdl_scale_5k")
     assert "insmod /lib/modules/kdl_scale.ko n=5000;" in init
-    assert "if [ yes = yes ]; then\n    echo \"KDL-BLOCKED\"" in init  # the module says when it is done
+    assert "if [ yes = yes ]; then\n    say \"KDL-BLOCKED\"" in init  # the module says when it is done
     assert "if [ no = yes ]" in samples.builder.init_script("kdl_abba")
 
 

@@ -22,6 +22,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Optional
 
+from ..kernel.waiters import IO_WAITS, is_scheduler
 from ..model import CERTAIN, Frame, Lock, Snapshot, Task
 
 __all__ = [
@@ -36,25 +37,6 @@ __all__ = [
     "describe_blocked_in",
     "format_duration",
 ]
-
-# Scheduler plumbing that sits on top of every sleeping task's stack; the
-# first frame below these says what the task is doing.
-_PLUMBING = {
-    "__schedule",
-    "schedule",
-    "rt_mutex_schedule",  # the scheduler entry of rt_mutex waits (v6.6); PREEMPT_RT's spinlock_t: schedule_rtlock
-    "schedule_rtlock",
-    "schedule_timeout",
-    "schedule_preempt_disabled",
-    "schedule_idle",
-    "io_schedule",
-    "io_schedule_timeout",
-    "context_switch",
-    "finish_task_switch",
-    "preempt_schedule_common",
-}
-_PLUMBING_PREFIXES = ("__switch_to", "ret_from_fork", "schedule_hrtimeout")
-
 
 @dataclass
 class Edge:
@@ -202,10 +184,7 @@ def interesting_frame(frames: list[Frame]) -> Optional[Frame]:
     None when the stack has nothing else (or no frames at all).
     """
     for frame in frames:
-        if frame.symbol is None:
-            continue
-        name = frame.symbol.split(".", 1)[0]  # foo.isra.0, foo.constprop.0
-        if name in _PLUMBING or name.startswith(_PLUMBING_PREFIXES):
+        if frame.symbol is None or is_scheduler(frame) or frame.symbol.startswith(("__switch_to", "ret_from_fork")):
             continue
         return frame
     return None
@@ -216,17 +195,18 @@ def describe_activity(task: Task, held: list[str]) -> str:
 
     ``held`` names the locks it is believed to hold. Examples:
     ``"sleeps (D) in msleep+0x2d while holding mc [kdl_control]"``,
-    ``"is running on CPU 1 (on_cpu)"``, ``"in I/O wait (io_schedule) in folio_wait_bit+0x1d2"``.
+    ``"is running on CPU 1 (on_cpu)"``, ``"is in I/O wait (io_schedule) in folio_wait_bit+0x1d2"``.
     """
     frame = interesting_frame(task.frames)
     where = f" in {frame.describe()}" if frame is not None else ""
     blocked = describe_blocked_in(task)
+    io = next((f.symbol for f in task.frames if f.module is None and f.symbol in IO_WAITS), None)
     if blocked is not None:
         text = blocked
     elif task.on_cpu:
         text = f"is running on CPU {task.cpu} (on_cpu)"
-    elif any(f.symbol and f.symbol.startswith("io_schedule") for f in task.frames):
-        text = f"in I/O wait (io_schedule){where}"
+    elif io is not None:
+        text = f"is in I/O wait ({io}){where}"
     elif task.state == "R":
         text = f"is runnable (R) on CPU {task.cpu} but not running{where}"
     elif task.state in ("Z", "X"):

@@ -35,7 +35,7 @@ from .layout import Kernel
 from .locks import LockKind
 from .stack import Stack
 from .symbols import Symbols
-from .waiters import StackRanges, Wait, base_name, find_wait, past_scheduler, slow_path
+from .waiters import IO_WAITS, StackRanges, Wait, base_name, find_wait, past_scheduler, slow_path
 
 __all__ = ["COMPLETION_WAITS", "IO_WAITS", "SLEEPS", "blocked_in", "find_blocked_in"]
 
@@ -48,7 +48,6 @@ COMPLETION_WAITS = {
     "wait_for_completion_killable_timeout", "wait_for_completion_state", "__wait_for_common",
     "wait_for_common", "wait_for_common_io", "do_wait_for_common",
 }
-IO_WAITS = {"io_schedule", "io_schedule_timeout"}
 # Sleeps that wait for time, not for an event (ssleep is msleep inlined; usleep_range is usleep_range_state).
 SLEEPS = {
     "msleep", "msleep_interruptible", "usleep_range_state", "usleep_range", "schedule_timeout_uninterruptible",

@@ -18,6 +18,7 @@ from ..model import Problem
 from .collect import LOCK_SOURCES, crash_time, lock_sources
 from .layout import Kernel
 from .printk import kernel_log
+from .rtmutex import preempt_rt
 from .tasks import per_cpu_runqueues
 
 __all__ = ["SystemInfo", "system_info"]
@@ -91,6 +92,5 @@ def system_info(k: Kernel) -> SystemInfo:
         panic=panic,
         sources=lock_sources(k),
         problems=[str(p) for p in problems],
-        # PREEMPT_RT (v5.15, "locking/rtmutex: Add mutex variant for RT") builds struct mutex on rt_mutex.
-        preempt_rt=k.has_member("struct mutex", "rtmutex"),
+        preempt_rt=preempt_rt(k),
     )

@@ -28,9 +28,9 @@ from ..model import CERTAIN, Frame, Lock, Owner, Problem, Task
 from .held import CodeReader
 from .layout import KERNEL_SPACE, Kernel, le32, le64
 from .stack import Stack
-from .waiters import SCHEDULER, StackRanges, base_name
+from .waiters import StackRanges, base_name, is_scheduler
 
-__all__ = ["RtKind", "RtLayout", "find_rt_waits", "walk_waiter_tree", "decode_rt_lock", "rt_kind_of"]
+__all__ = ["RtKind", "RtLayout", "preempt_rt", "find_rt_waits", "walk_waiter_tree", "decode_rt_lock", "rt_kind_of"]
 
 RT_MUTEX_HAS_WAITERS = 0x1  # rt_mutex_base.owner bit 0 (kernel/locking/rtmutex.c)
 # rwbase_rt.readers (include/linux/rwbase_rt.h, v5.15): READER_BIAS set while no writer is
@@ -93,11 +93,6 @@ class RtLayout:
     pi_blocked_on: Optional[int]  # task_struct.pi_blocked_on
     kinds: dict[str, RtKind] = field(default_factory=dict)
 
-    @property
-    def preempt_rt(self) -> bool:
-        """PREEMPT_RT: struct mutex is built on rt_mutex."""
-        return "mutex" in self.kinds
-
     @classmethod
     def detect(cls, k: Kernel) -> Optional["RtLayout"]:
         """The layout, or None when the kernel has no rt_mutex (CONFIG_RT_MUTEXES off)."""
@@ -110,9 +105,9 @@ class RtLayout:
         # made waiters an rb_root_cached; before it was a plain rb_root.
         root = k.member(base, "waiters.rb_root.rb_node") or k.member(base, "waiters.rb_node")
         w = "struct rt_mutex_waiter"
-        # v6.6 added struct rt_waiter_node (f7853c342418, "locking/rtmutex: Fix task->pi_waiters integrity";
-        # hash and title unverified) and put the node in tree.entry; before it was tree_entry. Stable
-        # backported it: Debian's 6.1.0-56 has tree.entry.
+        # v6.5-rc4 added struct rt_waiter_node (f7853c342418, "locking/rtmutex: Fix task->pi_waiters
+        # integrity") and put the node in tree.entry; before it was tree_entry. Stable backported it:
+        # Debian's 6.1.0-56 has tree.entry.
         node = k.member(w, "tree.entry") or k.member(w, "tree_entry")
         task, lock = k.member(w, "task"), k.member(w, "lock")
         if owner is None or root is None or node is None or task is None or lock is None:
@@ -138,6 +133,12 @@ class RtLayout:
         if "rt_mutex" not in layout.kinds:  # before v5.15 struct rt_mutex is the base itself
             layout.kinds["rt_mutex"] = RtKind("rt_mutex", base, "", 0)
         return layout
+
+
+def preempt_rt(k: Kernel) -> bool:
+    """Whether the kernel is PREEMPT_RT: its struct mutex is built on rt_mutex (v5.15, "locking/rtmutex:
+    Add mutex variant for RT"); so are rw_semaphore, spinlock_t and rwlock_t there."""
+    return k.has_member("struct mutex", "rtmutex")
 
 
 def walk_waiter_tree(k: Kernel, rt: RtLayout, base: int) -> list[tuple[int, int]]:
@@ -218,7 +219,7 @@ def rt_kind_of(frames: list[Frame], code: Optional[CodeReader], kinds: dict[str,
     seen: set[str] = set()
     for i, frame in enumerate(frames):
         name = base_name(frame.symbol)
-        if frame.module is None and name in SCHEDULER and start is None:
+        if start is None and is_scheduler(frame):
             continue
         if start is None:
             if frame.module is not None or name not in RT_PATH:

@@ -19,7 +19,7 @@ from .layout import KERNEL_SPACE, Kernel, le64
 from .locks import LockKind
 from .stack import Stack
 
-__all__ = ["SLOW_PATHS", "slow_path", "past_scheduler", "StackRanges", "find_wait", "Wait"]
+__all__ = ["SCHEDULER", "IO_WAITS", "is_scheduler", "SLOW_PATHS", "slow_path", "past_scheduler", "StackRanges", "find_wait", "Wait"]
 
 MAX_WAITERS = 1_000_000
 
@@ -51,12 +51,26 @@ def base_name(symbol: Optional[str]) -> str:
     return (symbol or "").split(".", 1)[0]
 
 
-# What a sleeping task's stack starts with before the function that chose to sleep.
+# What a sleeping task's stack starts with before the function that chose to sleep. The one set of
+# scheduler plumbing: the lock slow paths, the non-lock waits (blocked.py), the held-lock scan and a
+# chain root's description (analysis/graph.py) all look past it.
 SCHEDULER = {
-    "__schedule", "schedule", "schedule_timeout", "schedule_preempt_disabled", "io_schedule",
-    "io_schedule_timeout", "preempt_schedule", "preempt_schedule_common", "__switch_to",
-    "__switch_to_asm", "schedule_hrtimeout_range_clock", "schedule_hrtimeout_range",
+    "__schedule", "schedule", "schedule_timeout", "schedule_preempt_disabled", "schedule_idle",
+    "preempt_schedule", "preempt_schedule_common", "context_switch", "finish_task_switch",
+    "__switch_to", "__switch_to_asm", "schedule_hrtimeout_range_clock", "schedule_hrtimeout_range",
+    "io_schedule", "io_schedule_timeout",
+    # rt_mutex waits call the scheduler through rt_mutex_schedule (v6.6, "locking/rtmutex: Use
+    # rt_mutex specific scheduler helpers"); PREEMPT_RT's spinlock_t/rwlock_t through schedule_rtlock
+    # (v5.15, "sched: Provide schedule point for RT locks").
+    "rt_mutex_schedule", "schedule_rtlock",
 }
+# The scheduler entries of an I/O wait (a task in one is "in I/O wait", as the kernel's iowait accounting says).
+IO_WAITS = {"io_schedule", "io_schedule_timeout"}
+
+
+def is_scheduler(frame: Frame) -> bool:
+    """Whether ``frame`` is scheduler plumbing (``SCHEDULER``), not where the task chose to sleep."""
+    return frame.module is None and base_name(frame.symbol) in SCHEDULER
 
 
 def slow_path(frames: list[Frame]) -> Optional[tuple[str, int]]:
@@ -76,7 +90,7 @@ def slow_path(frames: list[Frame]) -> Optional[tuple[str, int]]:
 def past_scheduler(frames: list[Frame]) -> int:
     """Index of the first frame that is not scheduler plumbing (``SCHEDULER``), len(frames) if none."""
     for i, frame in enumerate(frames):
-        if not (frame.module is None and base_name(frame.symbol) in SCHEDULER):
+        if not is_scheduler(frame):
             return i
     return len(frames)
 

@@ -109,11 +109,14 @@ class KdumpFile:
         if self.block_size not in (4096, 8192, 16384, 65536) or sub_hdr_size < 1:
             raise KdlError(f"{path}: corrupt kdump header (block size {self.block_size})")
         sub = self._file.pread(self.block_size, 104)
+        if len(sub) < (104 if self.version >= 6 else 64):
+            raise KdlError(f"{path} is truncated: its kdump sub-header is cut off")
         self.phys_base, self.dump_level = struct.unpack_from("<Qi", sub, 0)
         off_info, size_info, off_note, size_note = struct.unpack_from("<qQqQ", sub, 32)
-        self.max_mapnr = struct.unpack_from("<Q", sub, 96)[0] if self.version >= 6 and len(sub) >= 104 else max_mapnr32
-        self._vmcoreinfo = parse_vmcoreinfo(self._file.pread(off_info, size_info)) if self.version >= 3 and size_info else {}
-        self.notes = parse_notes(self._file.pread(off_note, size_note)) if self.version >= 4 and size_note else []
+        self.max_mapnr = struct.unpack_from("<Q", sub, 96)[0] if self.version >= 6 else max_mapnr32
+        self._vmcoreinfo = parse_vmcoreinfo(self._region(off_info, size_info, "VMCOREINFO")) \
+            if self.version >= 3 and size_info else {}
+        self.notes = parse_notes(self._region(off_note, size_note, "ELF notes")) if self.version >= 4 and size_note else []
 
         half = bitmap_blocks * self.block_size // 2
         bitmap_at = (1 + sub_hdr_size) * self.block_size
@@ -128,6 +131,13 @@ class KdumpFile:
             self._rank.append(self._rank[-1] + int.from_bytes(self._dumped[i : i + step], "little").bit_count())
         self._descs_at = bitmap_at + 2 * half
         self._check_complete()
+
+    def _region(self, offset: int, size: int, what: str) -> bytes:
+        """``size`` bytes at ``offset`` of the sub-header's data; KdlError when the file ends first."""
+        data = self._file.pread(offset, size) if offset >= 0 and 0 < size < 1 << 30 else b""
+        if len(data) != size:
+            raise KdlError(f"{self.path} is truncated or corrupt: its {what} ({size} bytes at {offset}) are cut off")
+        return data
 
     def _check_complete(self) -> None:
         """KdlError up front when the file ends before its last page's data."""
