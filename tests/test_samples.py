@@ -110,6 +110,16 @@ def test_cache_key_depends_on_sources_and_kernel():
     assert re.fullmatch(r"[0-9a-f]{12}", a)
 
 
+def test_code_digest_ignores_prose_not_code(tmp_path):
+    src = tmp_path / "m.py"
+    src.write_text('"""Doc."""\nX = "echo a"  # why\n\ndef f():\n    """Doc."""\n    return X\n')
+    digest = builder.code_digest(src)
+    src.write_text('"""Other doc."""\n# a comment\nX = "echo a"\n\ndef f():\n    """Other."""\n    return X\n')
+    assert builder.code_digest(src) == digest
+    src.write_text('"""Doc."""\nX = "say a"\n\ndef f():\n    return X\n')  # a string the code uses
+    assert builder.code_digest(src) != digest
+
+
 @pytest.mark.skipif(shutil.which("cpio") is None, reason="cpio(1) not installed")
 def test_cpio_writer_is_readable_by_cpio(tmp_path):
     import stat

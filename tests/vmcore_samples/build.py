@@ -7,9 +7,12 @@ few kthreads on purpose, plus ``expected.json``) this builder
 1. compiles the module against the installed headers of the chosen kernel,
 2. packs a busybox initramfs whose ``/init`` loads ``qemu_fw_cfg`` and the
    module, waits until every ``kdl_*`` thread sits in D state, and prints
-   ``KDL-BLOCKED`` on the console,
-3. boots it in QEMU (TCG, no network, gdbstub on 127.0.0.1 only), waits for the
-   hung-task detector's ``blocked for more than`` report (at most ~25 s), and
+   ``KDL-BLOCKED`` (every line the host reads goes through ``/dev/kmsg``, so
+   the kernel prints it whole and in order with its own messages),
+3. boots it in QEMU (TCG, no network, gdbstub on 127.0.0.1 only; booted again
+   if the kernel dies before ``/init`` runs), waits for the hung-task
+   detector's ``blocked for more than`` report (at most ~25 s; not for
+   ``blocked_when_loaded`` scenarios, whose threads spin), and
 4. stops the guest and dumps its memory over QMP (``dump-guest-memory``) in
    every form people bring (see :data:`KINDS` and ``formats.py``): ELF with
    paging, physical-only ELF, QEMU's flattened kdump-zlib, then with
@@ -25,8 +28,9 @@ land in a cache outside the checkout::
         vmcore-nokaslr-filtered.kdump (-d 31; kdl_abba also -lzo, -snappy, -zstd .kdump)
         ... the same for kaslr
 
-``<key>`` hashes the scenario's files, this file and the kernel version, so a
-change to any of them leads to a fresh directory; an existing one is reused.
+``<key>`` hashes the scenario's files, the code of this file and ``formats.py``
+(not their comments and docstrings) and the kernel version, so a change to any
+of them leads to a fresh directory; an existing one is reused.
 Files are written under ``.*.part`` names and renamed when complete, the truth
 file last: a variant counts as built once its truth file exists.
 Build products (module, initramfs) go to ``<cache>/build/<kernel>/``.
@@ -65,6 +69,7 @@ qemu-system-x86, busybox-static, make/gcc and the kernel's image, headers and
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import fcntl
 import hashlib
@@ -181,12 +186,25 @@ def expected(scenario: str) -> dict[str, Any]:
     return json.loads((SCENARIO_DIR / sample(scenario).scenario / "expected.json").read_text())
 
 
+def code_digest(path: Path) -> bytes:
+    """The code of a Python file without its comments and docstrings (its syntax tree): editing the
+    prose of the builder does not rebuild every dump; any change to code or to a string it uses does."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree).encode()
+
+
 def scenario_key(scenario: str, kernel: str) -> str:
     """Short hash of the scenario's files, this builder and the kernel version."""
     h = hashlib.sha256()
     h.update(f"kernel={kernel}\n{sample(scenario)}\n".encode())
-    h.update(Path(__file__).read_bytes())
-    h.update(Path(__file__).with_name("formats.py").read_bytes())
+    h.update(code_digest(Path(__file__)))
+    h.update(code_digest(Path(__file__).with_name("formats.py")))
     for path in scenario_files(scenario):
         h.update(f"\0{path.name}\0".encode())
         h.update(path.read_bytes())
