@@ -128,8 +128,8 @@ def check(doc_text: str, truth: dict[str, Any]) -> str:
         return f"WRONG: {str(e)[:300]}"
 
 
-def bench_dump(size: str, runs: int, peers: bool) -> dict[str, Any]:
-    dump = samples.ensure_dump(f"kdl_scale_{size}", kaslr=True)
+def bench_dump(size: str, runs: int, peers: bool, kernel: str) -> dict[str, Any]:
+    dump = samples.ensure_dump(f"kdl_scale_{size}", kaslr=True, kernel=kernel)
     base = ["gdb", "-nx", "-q", "-batch", str(dump.vmlinux), str(dump.path)]
     r: dict[str, Any] = {"size": size, "threads": SIZES[size], "dump_mb": dump.path.stat().st_size / 2**20}
     r["gdb_s"], r["gdb_kb"], _ = median_runs(base, runs)
@@ -228,10 +228,10 @@ class PacketCounter:
         return out
 
 
-def bench_live(size: str) -> dict[str, Any]:
+def bench_live(size: str, kernel: str) -> dict[str, Any]:
     r: dict[str, Any] = {"size": size, "threads": SIZES[size]}
     t0 = time.perf_counter()
-    with samples.boot_live(f"kdl_scale_{size}", kaslr=True) as live:
+    with samples.boot_live(f"kdl_scale_{size}", kaslr=True, kernel=kernel) as live:
         r["boot_s"] = time.perf_counter() - t0
         proxy = PacketCounter(("127.0.0.1", live.gdb_port))
         remote = f"127.0.0.1:{proxy.port}"
@@ -296,11 +296,14 @@ def main() -> None:
     p.add_argument("--live", nargs="*", choices=SIZES, default=[], help="also boot guests of these sizes")
     p.add_argument("--no-peers", action="store_true", help="skip drgn and crash")
     p.add_argument("--json", metavar="FILE", help="also write the raw numbers here")
+    p.add_argument("--kernel", default=samples.DEFAULT_KERNEL, choices=samples.KERNELS,
+                   help=f"the kernel of the samples (default {samples.DEFAULT_KERNEL})")
     args = p.parse_args()
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    rows = [bench_dump(size, args.runs, not args.no_peers) for size in args.sizes]
+    print(f"kernel {args.kernel}")
+    rows = [bench_dump(size, args.runs, not args.no_peers, args.kernel) for size in args.sizes]
     print_dumps(rows)
-    live = [bench_live(size) for size in args.live]
+    live = [bench_live(size, args.kernel) for size in args.live]
     if live:
         print_live(live)
     if args.json:

@@ -83,11 +83,14 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--scenario", action="append", choices=samples.SCENARIOS)
     p.add_argument("--kaslr", action="store_true", help="use the KASLR dumps")
+    p.add_argument("--kernel", default=samples.DEFAULT_KERNEL, choices=samples.KERNELS,
+                   help=f"the kernel of the samples (default {samples.DEFAULT_KERNEL})")
     args = p.parse_args()
+    print(f"kernel {args.kernel}")
     print(f"{'dump':<22} {'tasks':>5} {'gdb s':>6} {'+kd-waitfor s':>13} {'collect ms':>10} {'graph ms':>8} "
           f"{'reads':>6} {'KiB read':>8} {'RSS +MiB':>8}")
     for scenario in args.scenario or samples.SCENARIOS:
-        dump = samples.ensure_dump(scenario, args.kaslr)
+        dump = samples.ensure_dump(scenario, args.kaslr, args.kernel)
         r = bench(dump, args.runs)
         name = f"{scenario}-{'kaslr' if args.kaslr else 'nokaslr'}"
         print(f"{name:<22} {r['tasks']:>5} {r['gdb']:>6.2f} {r['waitfor'] - r['gdb']:>13.2f} {r['collect'] * 1000:>10.0f} "

@@ -167,6 +167,11 @@ class Calls:
     (("__schedule", "rt_mutex_schedule", "__rt_mutex_slowlock_locked", "rt_mutex_lock"), "", "rt_mutex"),
     (("__schedule", "rt_mutex_schedule", "rwbase_write_lock"), "down_write", "rwsem"),
     (("__schedule", "rt_mutex_schedule", "rwbase_write_lock"), "", "rwsem"),
+    # a stale return address amid the path (a second writer of a read-held rwsem, 6.12-rt): not the caller
+    (("__schedule", "rt_mutex_schedule", "__rt_mutex_slowlock_locked", "ttwu_do_activate", "rwbase_write_lock"),
+     "", "rwsem"),
+    (("__schedule", "rt_mutex_schedule", "__rt_mutex_slowlock_locked", "ttwu_do_activate", "rwbase_write_lock"),
+     "enqueue_task", "rwsem"),
 ])
 def test_lock_type_from_the_stack(names: tuple, called: str, kind: str) -> None:
     found = rt_kind_of(frames(*names), Calls(called), KINDS)  # type: ignore[arg-type]

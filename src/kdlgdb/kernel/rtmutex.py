@@ -232,6 +232,8 @@ def rt_kind_of(frames: list[Frame], code: Optional[CodeReader], kinds: dict[str,
         if frame.module is None and name in RT_SLEEP | RTLOCK_SLEEP:
             seen.add(name)
             continue
+        if _stale(frame, frames[i + 1:], code):
+            continue
         fitting = _fitting(seen)
         target = code.callee(frame.pc) if code is not None else None
         if code is not None and target is not None:
@@ -247,6 +249,15 @@ def rt_kind_of(frames: list[Frame], code: Optional[CodeReader], kinds: dict[str,
         return None
     fitting = _fitting(seen)
     return _kind(kinds, "spinlock" if "spinlock" in fitting else "rt_mutex" if "rt_mutex" in fitting else fitting.pop()), start
+
+
+def _stale(frame: Frame, outer: list[Frame], code: Optional[CodeReader]) -> bool:
+    """Whether a kernel frame amid the rt_mutex path is a stale return address the stack scan found
+    (``ttwu_do_activate+0x85`` between ``__rt_mutex_slowlock_locked`` and ``rwbase_write_lock``, seen on
+    6.12-rt): the lock path goes on outward, and the call before this address is not to a lock function."""
+    if frame.module is not None or not any(f.module is None and base_name(f.symbol) in RT_PATH for f in outer):
+        return False
+    return code is None or code.call_target(frame.pc) not in RT_PATH
 
 
 def _fitting(seen: set[str]) -> set[str]:
