@@ -196,6 +196,12 @@ def test_a_kernel_that_dies_before_init_is_booted_again(monkeypatch, tmp_path):
             pass
     assert len(booted) == 3  # no second boot
 
+    # kdl_spin's threads spin 2 s after /init's KDL-BLOCKED: the guest is ready at the module's marker.
+    consoles = iter(["kdl-info text ffffffff81000000\nKDL-BLOCKED\n"])
+    with pytest.raises(builder.BuildError, match="QEMU ended while waiting for 'kdl-info spinning'"):
+        with builder.blocked_guest("kdl_spin", False, "k", tmp_path / "initrd", tmp_path / "console", logged.append):
+            pass
+
 
 # --------------------------------------------------------------------------
 # Real dumps (QEMU, gdb)

@@ -895,12 +895,18 @@ def vmcoreinfo(path: Path) -> dict[str, str]:
 @contextlib.contextmanager
 def blocked_guest(scenario: str, kaslr: bool, kernel: str, initrd: Path, console_log: Path,
                   log: Log) -> Iterator[Guest]:
-    """A guest of ``scenario`` booted until ``KDL-BLOCKED``; booted again (up to EARLY_BOOT_ATTEMPTS
+    """A guest of ``scenario`` booted until ``KDL-BLOCKED`` (and its ``ready_marker``, for the modules whose
+    threads spin); booted again (up to EARLY_BOOT_ATTEMPTS
     times) when the kernel died before /init ran. QEMU is stopped on exit."""
     for attempt in range(1, EARLY_BOOT_ATTEMPTS + 1):
         with Guest(kernel, initrd, kaslr, console_log, sample(scenario).memory) as guest:
             try:
                 guest.wait_for("KDL-BLOCKED", sample(scenario).boot_timeout)
+                # A module whose threads lock up their CPUs prints a marker (from a timer: softirqs still
+                # run) once they spin; /init's KDL-BLOCKED came before.
+                marker = expected(scenario).get("ready_marker")
+                if marker:
+                    guest.wait_for(marker, sample(scenario).boot_timeout)
             except BuildError:
                 if attempt < EARLY_BOOT_ATTEMPTS and guest.died_before_init():
                     log(f"{scenario} {variant_name(kaslr)}: the kernel panicked before /init "

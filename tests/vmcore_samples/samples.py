@@ -163,10 +163,5 @@ def boot_live(scenario: str, kaslr: bool = True, kernel: str = DEFAULT_KERNEL) -
     QEMU is stopped when the ``with`` block ends, whatever happened in it.
     """
     with builder.boot(scenario, kaslr, kernel) as (guest, truth):
-        # A module whose threads lock up their CPUs prints a marker (from a timer: softirqs still run)
-        # once they spin; /init's KDL-BLOCKED came before.
-        marker = expected(scenario).get("ready_marker")
-        if marker:
-            guest.wait_for(marker, builder.sample(scenario).boot_timeout)
         yield Live(gdb_port=guest.gdb_port, truth=truth, vmlinux=builder.kernel_paths(kernel)["vmlinux"],
                    console_log=guest.console_log, kernel=kernel, guest=guest)
