@@ -140,7 +140,7 @@ def frames(*names: str, module_caller: str = "kdl_fn") -> list[Frame]:
 
 
 class Calls:
-    """What the call before a return address calls (CodeReader.callee, call_target), and which lock
+    """What the call before a return address calls (CodeReader.callee, function_at), and which lock
     functions that callee calls or jumps to itself (CodeReader.reached)."""
 
     def __init__(self, target: str = "", reaches: tuple[str, ...] = ()) -> None:
@@ -150,7 +150,7 @@ class Calls:
     def callee(self, pc: int) -> int | None:
         return 0xFFFFFFFFC0000400 if self.target else None
 
-    def call_target(self, pc: int) -> str:
+    def function_at(self, address: int) -> str:
         return self.target
 
     def reached(self, function: int, names: set[str]) -> set[str]:

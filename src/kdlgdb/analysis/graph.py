@@ -22,7 +22,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Optional
 
-from ..kernel.waiters import IO_WAITS, is_scheduler
+from ..kernel.waiters import interesting_frame, io_wait
 from ..model import CERTAIN, Frame, Lock, Snapshot, Task
 
 __all__ = [
@@ -178,18 +178,6 @@ def shortest_cycle(component: list[int], successors: dict[int, list[int]]) -> li
     return best
 
 
-def interesting_frame(frames: list[Frame]) -> Optional[Frame]:
-    """The innermost frame that is not scheduler plumbing (``__schedule``, ``schedule_timeout``...).
-
-    None when the stack has nothing else (or no frames at all).
-    """
-    for frame in frames:
-        if frame.symbol is None or is_scheduler(frame) or frame.symbol.startswith(("__switch_to", "ret_from_fork")):
-            continue
-        return frame
-    return None
-
-
 def describe_activity(task: Task, held: list[str]) -> str:
     """What ``task`` is doing, for a chain's root: its state and innermost interesting frame.
 
@@ -200,12 +188,11 @@ def describe_activity(task: Task, held: list[str]) -> str:
     frame = interesting_frame(task.frames)
     where = f" in {frame.describe()}" if frame is not None else ""
     blocked = describe_blocked_in(task)
-    io = next((f.symbol for f in task.frames if f.module is None and f.symbol in IO_WAITS), None)
     if blocked is not None:
         text = blocked
     elif task.on_cpu:
         text = f"is running on CPU {task.cpu} (on_cpu)"
-    elif io is not None:
+    elif (io := io_wait(task.frames)) is not None:
         text = f"is in I/O wait ({io}){where}"
     elif task.state == "R":
         text = f"is runnable (R) on CPU {task.cpu} but not running{where}"

@@ -35,9 +35,9 @@ from .layout import Kernel
 from .locks import LockKind
 from .stack import Stack
 from .symbols import Symbols
-from .waiters import IO_WAITS, StackRanges, Wait, base_name, find_wait, past_scheduler, slow_path
+from .waiters import StackRanges, Wait, base_name, find_wait, interesting_frame, io_wait, past_scheduler, slow_path
 
-__all__ = ["COMPLETION_WAITS", "IO_WAITS", "SLEEPS", "blocked_in", "find_blocked_in"]
+__all__ = ["COMPLETION_WAITS", "SLEEPS", "blocked_in", "find_blocked_in"]
 
 # The functions a completion waiter sleeps in (wait_for_completion tail-calls
 # __wait_for_common on 6.1 and 6.12, so often only that one is on the stack).
@@ -54,7 +54,6 @@ SLEEPS = {
     "schedule_timeout_interruptible", "schedule_timeout_killable", "schedule_timeout_idle", "do_nanosleep",
     "hrtimer_nanosleep", "schedule_hrtimeout", "schedule_hrtimeout_range", "schedule_hrtimeout_range_clock",
 }
-_DEFER = ("__switch_to", "ret_from_fork")  # never where a task chose to sleep
 
 
 @dataclass
@@ -127,13 +126,6 @@ class _OwnStackAware:
         return slot % 8 == 0 and 0 <= i < len(self.stack.values) and self.stack.values[i] == self.task
 
 
-def _innermost(frames: list[Frame], start: int) -> Optional[Frame]:
-    for frame in frames[start:]:
-        if frame.symbol is not None and not base_name(frame.symbol).startswith(_DEFER):
-            return frame
-    return None
-
-
 def blocked_in(k: Kernel, queues: _Queues, symbols: Symbols, task: Task, stack: Optional[Stack],
                stacks: StackRanges, known: dict[str, dict[int, Wait]]) -> Optional[BlockedIn]:
     """What ``task`` (not on a CPU, waiting on no lock) is blocked in, from its frames and stack.
@@ -145,10 +137,10 @@ def blocked_in(k: Kernel, queues: _Queues, symbols: Symbols, task: Task, stack: 
     if not frames:
         return None
     first = past_scheduler(frames)
-    inner = _innermost(frames, first)
+    inner = interesting_frame(frames)
     name = base_name(inner.symbol) if inner is not None and inner.module is None else ""
     where = inner.describe() if inner is not None else None
-    io = next((base_name(f.symbol) for f in frames[:first] if base_name(f.symbol) in IO_WAITS), None)
+    io = io_wait(frames)
     if name in COMPLETION_WAITS:
         found = BlockedIn("completion", name, where)
         queue = queues.get("completion") if stack is not None else None

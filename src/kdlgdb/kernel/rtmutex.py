@@ -232,12 +232,13 @@ def rt_kind_of(frames: list[Frame], code: Optional[CodeReader], kinds: dict[str,
         if frame.module is None and name in RT_SLEEP | RTLOCK_SLEEP:
             seen.add(name)
             continue
-        if _stale(frame, frames[i + 1:], code):
+        # What the call before this return address calls (one read of the code): "" when unknown.
+        target = code.callee(frame.pc) if code is not None else None
+        called = code.function_at(target) if code is not None and target is not None else ""
+        if _stale(frame, frames[i + 1:], called):
             continue
         fitting = _fitting(seen)
-        target = code.callee(frame.pc) if code is not None else None
         if code is not None and target is not None:
-            called = code.call_target(frame.pc)
             if called in _API_KIND:
                 return _kind(kinds, _API_KIND[called]), start
             if len(fitting) > 1:
@@ -251,13 +252,14 @@ def rt_kind_of(frames: list[Frame], code: Optional[CodeReader], kinds: dict[str,
     return _kind(kinds, "spinlock" if "spinlock" in fitting else "rt_mutex" if "rt_mutex" in fitting else fitting.pop()), start
 
 
-def _stale(frame: Frame, outer: list[Frame], code: Optional[CodeReader]) -> bool:
+def _stale(frame: Frame, outer: list[Frame], called: str) -> bool:
     """Whether a kernel frame amid the rt_mutex path is a stale return address the stack scan found
     (``ttwu_do_activate+0x85`` between ``__rt_mutex_slowlock_locked`` and ``rwbase_write_lock``, seen on
-    6.12-rt): the lock path goes on outward, and the call before this address is not to a lock function."""
-    if frame.module is not None or not any(f.module is None and base_name(f.symbol) in RT_PATH for f in outer):
+    6.12-rt): the lock path goes on outward, and the call before this address (``called``) is not to a
+    lock function."""
+    if frame.module is not None or called in RT_PATH:
         return False
-    return code is None or code.call_target(frame.pc) not in RT_PATH
+    return any(f.module is None and base_name(f.symbol) in RT_PATH for f in outer)
 
 
 def _fitting(seen: set[str]) -> set[str]:

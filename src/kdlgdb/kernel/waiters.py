@@ -19,7 +19,7 @@ from .layout import KERNEL_SPACE, Kernel, le64
 from .locks import LockKind
 from .stack import Stack
 
-__all__ = ["SCHEDULER", "IO_WAITS", "is_scheduler", "SLOW_PATHS", "slow_path", "past_scheduler", "StackRanges", "find_wait", "Wait"]
+__all__ = ["SCHEDULER", "IO_WAITS", "is_scheduler", "interesting_frame", "io_wait", "SLOW_PATHS", "slow_path", "past_scheduler", "StackRanges", "find_wait", "Wait"]
 
 MAX_WAITERS = 1_000_000
 
@@ -68,9 +68,27 @@ SCHEDULER = {
 IO_WAITS = {"io_schedule", "io_schedule_timeout"}
 
 
+# Entry code at either end of a stack: never where a task chose to sleep.
+ENTRY_CODE = ("__switch_to", "ret_from_fork")
+
+
 def is_scheduler(frame: Frame) -> bool:
     """Whether ``frame`` is scheduler plumbing (``SCHEDULER``), not where the task chose to sleep."""
     return frame.module is None and base_name(frame.symbol) in SCHEDULER
+
+
+def interesting_frame(frames: list[Frame]) -> Optional[Frame]:
+    """The innermost frame that is neither scheduler plumbing nor entry code: where the task chose to
+    sleep (``msleep+0x2d``, ``kdl_w1_fn+0x64 [kdl_chain]``). None when the stack has nothing else."""
+    for frame in frames:
+        if frame.symbol is not None and not is_scheduler(frame) and not frame.symbol.startswith(ENTRY_CODE):
+            return frame
+    return None
+
+
+def io_wait(frames: list[Frame]) -> Optional[str]:
+    """The I/O-wait entry (``io_schedule``, ``io_schedule_timeout``) among the scheduler frames on top, else None."""
+    return next((base_name(f.symbol) for f in frames[:past_scheduler(frames)] if base_name(f.symbol) in IO_WAITS), None)
 
 
 def slow_path(frames: list[Frame]) -> Optional[tuple[str, int]]:
