@@ -147,7 +147,8 @@ def test_gdb_names_each_chain_root(real_kernel: str) -> None:
         r, w = pid[root], pid[waiter]
         assert f"CHAIN: 1 task blocked behind {root} ({r})\n  {waiter} ({w}) --waits on--> {lock} [kdl_chain] --held by--> {root} ({r})\n" in text
         assert re.search(rf"^  root: {root} \({r}\) {roots[root]} for \d+\.\ds while holding {lock} \[kdl_chain\]$", text, re.M), text
-    assert text.rstrip().endswith("no deadlock; 4 blocked tasks in 4 chains")
+    assert "\nno deadlock; 4 blocked tasks in 4 chains\nD tasks: " in text
+    assert text.rstrip().endswith(" not decoded")
     tasks = {t["pid"]: t for t in doc["tasks"]}
     c1, w1 = tasks[pid["kdl_c1"]], tasks[pid["kdl_w1"]]
     assert (c1["waits_on"], c1["holds"], c1["blocked_in"]["kind"], c1["blocked_in"]["address"], c1["blocked_in"]["symbol"]) == (

@@ -136,6 +136,7 @@ CHAIN: 1 task blocked behind kdl_d (94)
   root: kdl_d (94) sleeps (D) in msleep+0x2d while holding mc [kdl_control]
 
 2 tasks in 1 deadlock, 1 blocked behind it; 1 other chain
+D tasks: 5, 5 in the graph above, 0 not decoded
 
 skipped: task at 0xffff888003a00000: unreadable stack"""
 
@@ -154,7 +155,8 @@ def test_render_waitfor_probable_names_inferred_edges():
         "kdl_b (92) holds sem2 [kdl_abba]; kdl_a (91) holds sem1 [kdl_abba])")
     assert lines[1] == ("  kdl_a (91) --waits on--> sem2 [kdl_abba] --held by--> kdl_b (92) "
                         "[inferred: sem2 above down() in kdl_b]")
-    assert lines[-1] == "2 tasks in 1 probable deadlock, 1 blocked behind it; 1 other chain"
+    assert lines[-2:] == ["2 tasks in 1 probable deadlock, 1 blocked behind it; 1 other chain",
+                          "D tasks: 5, 5 in the graph above, 0 not decoded"]
     assert "skipped:" not in text
 
 
@@ -183,8 +185,14 @@ def test_render_waitfor_pid_filter():
 
 def test_render_waitfor_nothing_blocked():
     snap = Snapshot(tasks=[Task(A, 1, 1, "init", "S", 0), Task(B, 2, 2, "kworker", "D", 0)])
-    assert render_waitfor(snap, WaitForGraph(snap)) == (
-        "no blocked tasks: no task waits on a known lock (1 task in D state)")
+    assert render_waitfor(snap, WaitForGraph(snap)).splitlines() == [
+        "no blocked tasks: no task waits on a known lock (1 task in D state)",
+        "",
+        "NOT DECODED: blocked (D) tasks whose wait kdlgdb cannot follow",
+        "  1 task in D in an unknown function: wait not decoded: kworker (2)",
+        "",
+        "D tasks: 1, 0 in the graph above, 1 not decoded",
+    ]
 
 
 def test_render_waitfor_chain_with_no_holder_and_joined_task():
@@ -200,6 +208,7 @@ def test_render_waitfor_chain_with_no_holder_and_joined_task():
         "    b (2) --waits on--> semaphore 0xffffffffc020e020 (no known holder)",
         "",
         "no deadlock; 2 blocked tasks in 1 chain",
+        "D tasks: 2, 2 in the graph above, 0 not decoded",
     ]
 
 

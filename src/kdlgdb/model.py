@@ -110,8 +110,14 @@ class Lock:
     owners: list[Owner] = field(default_factory=list)
     waiters: list[int] = field(default_factory=list)  # task addresses, wait-list order
     details: dict[str, Any] = field(default_factory=dict)
+    # How a user names it when it is more than a symbol says: "work kdl_reset_fn [kdl_flush] on events"
+    label: Optional[str] = None
+    # A holder that is not a task: "the freeze of ext2 /dev/ram0 on /mnt (fsfreeze --unfreeze /mnt thaws it)"
+    holder: Optional[str] = None
 
     def name(self) -> str:
+        if self.label is not None:
+            return self.label
         if self.symbol is None:
             return f"{self.type} {self.address:#x}"
         return f"{self.symbol} [{self.module}]" if self.module else self.symbol

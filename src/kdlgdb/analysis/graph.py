@@ -38,6 +38,10 @@ __all__ = [
     "format_duration",
 ]
 
+# Lock types a task waits for by flushing, not by taking: a work item, a workqueue (kernel/workqueue.py).
+FLUSHED_TYPES = {"work", "workqueue"}
+
+
 @dataclass
 class Edge:
     """``waiter`` waits on ``lock``, which ``owner`` holds (task and lock addresses)."""
@@ -390,6 +394,16 @@ class WaitForGraph:
         if len(tasks) == 1:
             return f"{self._label(tasks[0])} takes {self._lock_name(locks[0])} again while holding it"
         n = len(locks)
+        flushed = [k for k in range(n) if self._locks.get(locks[k]) is not None
+                   and self._locks[locks[k]].type in FLUSHED_TYPES]
+        if flushed:  # not an order of two acquisitions: a flush under a lock that the work itself takes
+            k = flushed[0]
+            held, work = self._lock_name(locks[k - 1]), self._lock_name(locks[k])
+            return (
+                f"{self._label(tasks[k])} waits for {work} while holding {held}, and "
+                f"{self._label(tasks[(k + 1) % n])}, running it, needs {held}: flush after releasing {held} "
+                f"(or do not take {held} in the work)"
+            )
         first = min(range(n), key=lambda k: (self._lock_name(locks[k]), locks[k]))
         order = " before ".join(self._lock_name(locks[(first + i) % n]) for i in range(n))
         held, wanted = self._lock_name(locks[first - 1]), self._lock_name(locks[first])
@@ -479,6 +493,8 @@ class WaitForGraph:
         return Chain(tasks, locks, root, reason, joined)
 
     def _no_owner_reason(self, lock: int) -> str:
+        if lock in self._locks and self._locks[lock].holder:
+            return f"waits on {self._locks[lock].name()}, held by {self._locks[lock].holder}"
         if lock in self._locks:
             return f"waits on {self._locks[lock].name()} with no known holder"
         return f"waits on {lock:#x}, a lock that was not decoded"

@@ -18,6 +18,7 @@ from .stack import Stack, StackReader, add_source_lines
 from .symbols import Symbols
 from .tasks import TaskLayout, for_each_task, per_cpu_runqueues, read_task, task_state_letters
 from .waiters import StackRanges, Wait, find_wait, slow_path
+from .workqueue import find_work_waits
 
 __all__ = ["collect", "lock_sources", "crash_time", "LOCK_SOURCES"]
 
@@ -142,6 +143,8 @@ def collect(source: Target | Kernel, progress: Optional[Progress] = None, source
     _infer_holders(k, code, locks, tasks, live)
     interrupt_deadlocks(k, code, on_cpu, spins, tasks)
     find_blocked_in(k, symbols, tasks, live, ranges, locks, problems)
+    # After find_blocked_in: a flush waits on a completion, which names the work item or workqueue.
+    find_work_waits(k, symbols, tasks, locks, problems)
     k.forget_kept()
     snap.locks = sorted(locks.values(), key=lambda lk: lk.address)
     for lock in snap.locks:

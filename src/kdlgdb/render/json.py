@@ -134,6 +134,7 @@ def lock_json(lock: Lock, graph: WaitForGraph, tasks: dict[int, Task]) -> dict[s
         "waiters": [_pid(tasks, t) for t in waiters],
         "details": _plain(lock.details),
         "name": lock.name(),
+        "holder": lock.holder,
         "waiter_tasks": [_hex(t) for t in waiters],
     }
 

@@ -9,7 +9,7 @@ from typing import Any, Optional, Sequence, Union
 
 from tabulate import tabulate
 
-from ..analysis.graph import Chain, Cycle, Edge, WaitForGraph, format_duration
+from ..analysis.graph import Chain, Cycle, Edge, WaitForGraph, format_duration, interesting_frame
 from ..model import CERTAIN, Lock, Snapshot, Task
 from .color import paint
 
@@ -237,6 +237,28 @@ def _summary(graph: WaitForGraph) -> str:
             f"{chains} other chain{'' if chains == 1 else 's'}")
 
 
+def _undecoded(snapshot: Snapshot, graph: WaitForGraph) -> list[list[Task]]:
+    """D tasks in no cycle or chain (their wait was not decoded), grouped by the function they sleep in."""
+    groups: dict[str, list[Task]] = {}
+    for task in snapshot.tasks:
+        if task.state != "D" or graph.membership(task.address) is not None:
+            continue
+        frame = interesting_frame(task.frames)
+        where = "?" if frame is None or frame.symbol is None else frame.symbol + (f" [{frame.module}]" if frame.module else "")
+        groups.setdefault(where, []).append(task)
+    return sorted(groups.values(), key=lambda g: (-len(g), g[0].pid))
+
+
+def _undecoded_lines(groups: list[list[Task]], color: bool) -> list[str]:
+    lines = [paint("NOT DECODED:", "heading", color) + " blocked (D) tasks whose wait kdlgdb cannot follow"]
+    for group in groups:
+        frame = interesting_frame(group[0].frames)
+        where = "an unknown function" if frame is None or frame.symbol is None else frame.symbol + (f" [{frame.module}]" if frame.module else "")
+        shown = ", ".join(f"{t.comm} ({t.pid})" for t in group[:8]) + (", ..." if len(group) > 8 else "")
+        lines.append(f"  {_plural(len(group), 'task')} in D in {where}: wait not decoded: {shown}")
+    return lines
+
+
 def render_waitfor(
     snapshot: Snapshot, graph: WaitForGraph, color: bool = False, pid: Optional[int] = None
 ) -> str:
@@ -267,8 +289,16 @@ def render_waitfor(
             blocks.append(_cycle_lines(item, graph, names))
         else:
             blocks.append(_chain_lines(item, graph, names))
-    if pid is None and items:
-        blocks.append([paint(_summary(graph), "heading", color)])
+    undecoded = _undecoded(snapshot, graph) if pid is None else []
+    if undecoded:
+        blocks.append(_undecoded_lines(undecoded, color))
+    summary = [paint(_summary(graph), "heading", color)] if pid is None and items else []
+    d_state = sum(t.state == "D" for t in snapshot.tasks) if pid is None else 0
+    if d_state:
+        missing = sum(len(group) for group in undecoded)
+        summary.append(f"D tasks: {d_state}, {d_state - missing} in the graph above, {missing} not decoded")
+    if summary:
+        blocks.append(summary)
     if snapshot.problems:
         blocks.append([paint(f"skipped: {p}", "problem", color) for p in snapshot.problems])
     return "\n\n".join("\n".join(block) for block in blocks)
