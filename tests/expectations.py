@@ -134,11 +134,22 @@ def _check_blocked_in(doc: dict[str, Any], expected: dict[str, Any], truth: dict
             assert (got["address"], got["symbol"], got["module"]) == (where, want["object"], module), f"{comm}: {got}"
         else:
             assert got["address"] is None, f"{comm}: {got}"
-        waiters = sorted(pid[c] for c, lock in expected["waits"].items() if lock in expected["holds"][comm])
+        waiters = sorted(pid[c] for c in _behind(expected, comm))
         (chain,) = [c for c in doc["chains"] if c["root"] == pid[comm]]
         assert sorted(chain["pids"][:-1] + chain["joined"]) == waiters, f"chain of {comm}: {chain}"
         name = f"{want.get('object')} [{module}]"
         assert ROOT_WORDS[want["kind"]].format(name=name, function=got["function"]) in chain["root_reason"], chain
+
+
+def _behind(expected: dict[str, Any], root: str) -> set[str]:
+    """Every task whose waits lead to ``root`` through the locks (and work items) each holder holds."""
+    found: set[str] = set()
+    frontier = {root}
+    while frontier:
+        held = {lock for c in frontier for lock in expected["holds"].get(c, [])}
+        frontier = {c for c, lock in expected["waits"].items() if lock in held} - found - {root}
+        found |= frontier
+    return found
 
 
 def _comm(pid: dict[str, int], p: int) -> str:

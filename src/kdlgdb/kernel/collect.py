@@ -12,6 +12,7 @@ from .cpus import apply_cpu_states, cpu_states
 from .held import CodeReader
 from .layout import Kernel, le64
 from .locks import LockKind, lock_kinds, last_reader
+from .percpu_rwsem import find_writer_waits, percpu_rwsem_kind
 from .rtmutex import RtLayout, find_rt_waits
 from .spinlock import find_spin_waits, interrupt_deadlocks
 from .stack import Stack, StackReader, add_source_lines
@@ -133,11 +134,16 @@ def collect(source: Target | Kernel, progress: Optional[Progress] = None, source
         add_source_lines(k, tasks.values())
     snap.tasks = sorted(tasks.values(), key=lambda t: (t.pid, t.address))
     kinds = lock_kinds(k)
+    percpu = percpu_rwsem_kind(k)
+    if percpu is not None:
+        kinds[percpu.name] = percpu
     ranges = StackRanges([t.stack_base for t in tasks.values()], stacks.thread_size)
     code = CodeReader(k, symbols)
     rt = RtLayout.detect(k)
     locks = find_rt_waits(k, rt, code, tasks, live, problems, ranges) if rt is not None else {}
     locks.update(_find_waits(k, kinds, tasks, live, ranges, problems))
+    # After the wait-list scan: a reader queued on a percpu rw-semaphore is not one of its readers.
+    find_writer_waits(k, symbols, tasks, live, ranges, locks, problems)
     spin_locks, spins = find_spin_waits(k, code, on_cpu, tasks, problems)
     locks.update(spin_locks)
     _infer_holders(k, code, locks, tasks, live)

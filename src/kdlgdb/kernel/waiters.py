@@ -42,6 +42,9 @@ SLOW_PATHS = {
         "__down_read", "__down_write", "__down_read_common", "__down_write_common",
         "down_read_nested", "down_write_nested",
     },
+    # Queued behind a writer's block (percpu-rwsem.c); a writer waiting for readers sleeps in
+    # percpu_down_write itself, which percpu_rwsem.find_writer_waits decodes.
+    "percpu_rwsem": {"percpu_rwsem_wait", "__percpu_down_read"},
 }
 _BY_NAME = {fn: kind for kind, fns in SLOW_PATHS.items() for fn in fns}
 
