@@ -296,17 +296,57 @@ def build_module(scenario: str, kernel: str, force: bool = False, log: Log = _lo
 def fw_cfg_module(kernel: str) -> bytes:
     """The kernel's qemu_fw_cfg module, decompressed (6.1 ships .ko, 6.12 .ko.xz)."""
     base = kernel_paths(kernel)["modules"] / "kernel" / "drivers" / "firmware"
-    plain, xz, zst = base / "qemu_fw_cfg.ko", base / "qemu_fw_cfg.ko.xz", base / "qemu_fw_cfg.ko.zst"
-    if plain.is_file():
-        return plain.read_bytes()
-    if xz.is_file():
-        return lzma.decompress(xz.read_bytes())
-    if zst.is_file():
-        if shutil.which("zstd") is None:
-            raise BuildError(f"{zst} needs zstd to decompress (apt-get install zstd)")
-        return subprocess.run(["zstd", "-dc", str(zst)], check=True, stdout=subprocess.PIPE,
-                              timeout=60).stdout
+    for path in (base / "qemu_fw_cfg.ko", base / "qemu_fw_cfg.ko.xz", base / "qemu_fw_cfg.ko.zst"):
+        if path.is_file():
+            return _module_bytes(path)
     raise BuildError(f"no qemu_fw_cfg module under {base}: without it -device vmcoreinfo stays empty")
+
+
+def _module_bytes(path: Path) -> bytes:
+    """A kernel module file's contents, decompressed (.ko, .ko.xz, .ko.zst)."""
+    if path.suffix == ".xz":
+        return lzma.decompress(path.read_bytes())
+    if path.suffix == ".zst":
+        if shutil.which("zstd") is None:
+            raise BuildError(f"{path} needs zstd to decompress (apt-get install zstd)")
+        return subprocess.run(["zstd", "-dc", str(path)], check=True, stdout=subprocess.PIPE,
+                              timeout=60).stdout
+    return path.read_bytes()
+
+
+def guest_modules(scenario: str, kernel: str) -> list[tuple[str, bytes]]:
+    """The kernel's own modules a scenario's guest script needs (``expected.json`` ``guest_modules``,
+    e.g. brd, ext4), with what they depend on, in load order: ``[(name, contents)]``. A module
+    built into this kernel (``modules.builtin``) is left out."""
+    wanted = expected(scenario).get("guest_modules", [])
+    if not wanted:
+        return []
+    root = kernel_paths(kernel)["modules"]
+    deps: dict[str, list[str]] = {}
+    for line in (root / "modules.dep").read_text().splitlines():
+        path, _, rest = line.partition(":")
+        deps[path] = rest.split()
+    by_name = {_ko_name(path): path for path in deps}
+    builtin = {_ko_name(line) for line in (root / "modules.builtin").read_text().split()}
+    order: list[str] = []
+
+    def add(path: str) -> None:
+        for dep in deps.get(path, []):
+            add(dep)
+        if path not in order:
+            order.append(path)
+
+    for name in wanted:
+        if name in by_name:
+            add(by_name[name])
+        elif name not in builtin:
+            raise BuildError(f"{scenario} needs module {name}, which {kernel} neither has nor builds in")
+    return [(_ko_name(path), _module_bytes(root / path)) for path in order]
+
+
+def _ko_name(path: str) -> str:
+    """``kernel/fs/ext4/ext4.ko.xz`` -> ``ext4``."""
+    return Path(path).name.split(".ko", 1)[0]
 
 
 INIT_TEMPLATE = r"""#!/bin/busybox sh
@@ -332,6 +372,14 @@ say() { echo "$*" > /dev/kmsg; }
 insmod /lib/modules/qemu_fw_cfg.ko || say "kdl-init: insmod qemu_fw_cfg failed, vmcoreinfo will be empty"
 set -- $(grep -m1 ' _text$' /proc/kallsyms)
 say "kdl-info text $1"
+# A scenario may need the kernel's own modules (a RAM disk, a filesystem) and a script of its own
+# (user processes, mounts) that runs before its module is loaded.
+for m in @GUEST_MODULES@; do
+    insmod /lib/modules/guest/$m.ko || say "KDL-ERROR insmod $m failed"
+done
+if [ -f /guest.sh ]; then
+    . /guest.sh
+fi
 if ! insmod /lib/modules/@MODULE@.ko @ARGS@; then
     say "KDL-ERROR insmod @MODULE@ failed"
     park
@@ -405,6 +453,12 @@ def init_script(scenario: str) -> str:
             .replace("@BLOCKED_WHEN_LOADED@", "yes" if exp.get("blocked_when_loaded") else "no"))
 
 
+def init_script_for(scenario: str, kernel: str) -> str:
+    """The guest's /init for ``scenario`` on ``kernel`` (which of its modules the guest loads)."""
+    names = " ".join(name for name, _ in guest_modules(scenario, kernel))
+    return init_script(scenario).replace("@GUEST_MODULES@", names)
+
+
 def cpio_newc(entries: list[tuple[str, int, bytes, tuple[int, int]]]) -> bytes:
     """An uncompressed cpio archive in the kernel's ``newc`` format.
 
@@ -448,11 +502,16 @@ def build_initramfs(scenario: str, kernel: str, force: bool = False, log: Log = 
         ("proc", d, b"", (0, 0)),
         ("sys", d, b"", (0, 0)),
         ("tmp", d, b"", (0, 0)),
-        ("init", x, init_script(scenario).encode(), (0, 0)),
+        ("init", x, init_script_for(scenario, kernel).encode(), (0, 0)),
         ("bin/busybox", x, BUSYBOX.read_bytes(), (0, 0)),
         ("lib/modules/qemu_fw_cfg.ko", f, fw_cfg_module(kernel), (0, 0)),
         (f"lib/modules/{ko.name}", f, ko.read_bytes(), (0, 0)),
+        ("lib/modules/guest", d, b"", (0, 0)),
     ]
+    entries += [(f"lib/modules/guest/{name}.ko", f, data, (0, 0)) for name, data in guest_modules(scenario, kernel)]
+    guest = SCENARIO_DIR / sample(scenario).scenario / "guest.sh"
+    if guest.is_file():
+        entries.append(("guest.sh", f, guest.read_bytes(), (0, 0)))
     tmp = path.with_name(path.name + ".part")
     tmp.write_bytes(cpio_newc(entries))
     tmp.rename(path)

@@ -16,7 +16,7 @@ KERNELS = (DEFAULT_KERNEL, "6.12.117+deb12-cloud-amd64", "6.12.117+deb12-rt-amd6
 
 # The scenario modules under scenarios/ that the tests use (each is also a sample of its own name).
 SCENARIOS = ("kdl_abba", "kdl_mutex", "kdl_rwsem", "kdl_control", "kdl_rtmutex", "kdl_chain", "kdl_spin", "kdl_irq",
-             "kdl_flush", "kdl_pcpu")
+             "kdl_flush", "kdl_pcpu", "kdl_freeze")
 
 # Dump forms: kind -> file name suffix. "elf" is QEMU's paging ELF (gdb reads it
 # directly); the others need kdlgdb's own reader (or crash).
@@ -72,6 +72,7 @@ SCENARIO_SAMPLES = {
     # Waits that are not locks (work items, percpu rw-semaphores, frozen filesystems).
     "kdl_flush": Sample("kdl_flush", kinds=ANALYSIS_KINDS),
     "kdl_pcpu": Sample("kdl_pcpu", kinds=ANALYSIS_KINDS),
+    "kdl_freeze": Sample("kdl_freeze", kinds=ANALYSIS_KINDS),
 }
 DEFAULT_SAMPLES = SCENARIOS + ("kdl_scale_1k",)
 

@@ -12,6 +12,7 @@ from .cpus import apply_cpu_states, cpu_states
 from .held import CodeReader
 from .layout import Kernel, le64
 from .locks import LockKind, lock_kinds, last_reader
+from .freeze import name_freezes
 from .percpu_rwsem import find_writer_waits, percpu_rwsem_kind
 from .rtmutex import RtLayout, find_rt_waits
 from .spinlock import find_spin_waits, interrupt_deadlocks
@@ -144,6 +145,8 @@ def collect(source: Target | Kernel, progress: Optional[Progress] = None, source
     locks.update(_find_waits(k, kinds, tasks, live, ranges, problems))
     # After the wait-list scan: a reader queued on a percpu rw-semaphore is not one of its readers.
     find_writer_waits(k, symbols, tasks, live, ranges, locks, problems)
+    # Before holders are inferred: a frozen superblock's sb_writers is held by the freeze, not a task.
+    name_freezes(k, locks, problems)
     spin_locks, spins = find_spin_waits(k, code, on_cpu, tasks, problems)
     locks.update(spin_locks)
     _infer_holders(k, code, locks, tasks, live)
@@ -201,7 +204,7 @@ def _find_waits(
 
 def _infer_holders(k: Kernel, code: CodeReader, locks: dict[int, Lock], tasks: dict[int, Task], live: dict[int, Stack]) -> None:
     """Add inferred owners to locks whose owner the kernel does not record."""
-    ownerless = {a for a, lk in locks.items() if not lk.owners}
+    ownerless = {a for a, lk in locks.items() if not lk.owners and lk.holder is None}
     if not ownerless:
         return
     for address, task in tasks.items():
