@@ -71,6 +71,11 @@ def check_waitfor(doc: dict[str, Any], expected: dict[str, Any], truth: dict[str
                 mode = expected.get("hold_modes", {}).get(_comm(pid, owner["pid"]), {}).get(name)
                 certain = kind in certain_types or mode == "write"
                 assert owner["confidence"] == ("certain" if certain else "inferred"), owner
+    for name, holder in expected.get("held_by", {}).items():  # a holder that is not a task: a freeze
+        lock = locks[address[name]]
+        assert not lock["owners"] and (lock["holder"] or "").startswith(holder), f"{name}: {lock}"
+        (chain,) = [c for c in doc["chains"] if c["locks"][-1] == address[name]]
+        assert chain["root"] is None and holder in chain["root_reason"], chain
     want = sorted(
         (_rotate([pid[c] for c in cyc["tasks"]]), cyc["verdict"]) for cyc in expected["cycles"]
     )

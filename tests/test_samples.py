@@ -25,7 +25,10 @@ from expectations import functions  # noqa: E402
 
 builder = samples.builder
 SCENARIO_DIR = Path(__file__).resolve().parent / "vmcore_samples" / "scenarios"
-LOCK_TYPES = {"mutex", "semaphore", "rwsem", "rt_mutex", "spinlock"}
+LOCK_TYPES = {"mutex", "semaphore", "rwsem", "rt_mutex", "spinlock", "work", "workqueue", "percpu_rwsem",
+              "percpu_rwsem_readers"}
+# Lock types whose holder the kernel records (besides expected.json's own "certain_types").
+RECORDED = ("mutex", "rt_mutex")
 # Scenarios whose threads spin on CPUs (running, R) instead of sleeping in D: no /proc scan, no hung-task report.
 SPINNING = tuple(s for s in samples.SCENARIOS if samples.expected(s).get("blocked_when_loaded"))
 SLEEPING = tuple(s for s in samples.SCENARIOS if s not in SPINNING)
@@ -62,8 +65,9 @@ def find_cycles(exp: dict) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
 def test_expected_json_is_consistent(scenario):
     exp = samples.expected(scenario)
     assert exp["module"] == scenario
-    tasks = set(exp["tasks"])
+    tasks = set(exp["tasks"]) | set(exp.get("workers", []))  # workers: kworkers the module names from its work
     assert set(exp["waits"]) <= tasks and set(exp["holds"]) <= tasks
+    assert set(exp.get("user_tasks", [])) <= set(exp["tasks"]) and set(exp.get("blocking_calls", {})) <= tasks
     assert set(exp["lock_types"].values()) <= LOCK_TYPES
     used = set(exp["waits"].values()) | {lock for locks in exp["holds"].values() for lock in locks}
     assert used == set(exp["lock_types"])
@@ -79,7 +83,7 @@ def test_expected_json_is_consistent(scenario):
             assert lock in exp["holds"][holder], f"{lock} should be held by {holder}"
             mode = exp["hold_modes"][holder][lock]
             kind = exp["lock_types"][lock]
-            recorded &= kind in ("mutex", "rt_mutex") or (kind == "rwsem" and mode == "write")
+            recorded &= kind in (*RECORDED, *exp.get("certain_types", ())) or (kind == "rwsem" and mode == "write")
         assert cycle["verdict"] == ("deadlock" if recorded else "probable")
     listed = sorted(
         (tuple(c["tasks"][k:] + c["tasks"][:k]), tuple(c["locks"][k:] + c["locks"][:k]))
@@ -95,11 +99,20 @@ def test_module_source_matches_expected(scenario):
     source = (folder / f"{scenario}.c").read_text()
     assert "module_exit(" not in source
     for lock, kind in exp["lock_types"].items():
+        if lock in exp.get("heap_locks", ()):  # a field of a kmalloc'd object: printed by name
+            assert f'"kdl-truth lock {lock} {kind} %px\\n"' in source, lock
+            continue
         assert re.search(rf"^static .*\b{lock}\b", source, re.M), f"{lock} is not a static"
         assert (f"KDL_TRUTH_LOCK({lock}, \"{kind}\")" in source
                 or f'"kdl-truth lock {lock} {kind} %px\\n", &{lock})' in source)
-    comms = re.findall(r'kthread_(?:run|create)\(\w+, NULL, "(\w+)"\)|kdl_start_on\(\w+, "(\w+)"', source)
-    assert sorted("".join(c) for c in comms) == sorted(exp["tasks"])
+    comms = re.findall(r'kthread_(?:run|create)\(\w+, NULL, "(\w+)"\)|kdl_start_on\(\w+, "(\w+)"'
+                       r'|kdl_start\(\w+, \w+, "(\w+)"\)', source)
+    guest = folder / "guest.sh"  # user processes the guest script starts
+    users = re.findall(r'^say "kdl-truth task (\w+) \$!"$', guest.read_text(), re.M) if guest.is_file() else []
+    assert sorted(users) == sorted(exp.get("user_tasks", []))
+    assert sorted(["".join(c) for c in comms] + users) == sorted(exp["tasks"])
+    for worker in exp.get("workers", []):
+        assert f'"kdl-truth task {worker} %d\\n", current->pid' in source, worker
 
 
 def test_cache_key_depends_on_sources_and_kernel():
@@ -241,14 +254,17 @@ def test_truth_names_every_thread_and_lock(real_kernel, scenario, kaslr):
         assert info["type"] == {**exp["lock_types"], **waited}[sym]
         assert re.fullmatch(r"0xffff[0-9a-f]{12}", info["address"]), info
         base, size = address(truth["module_base"]), truth["module_size"]
-        assert base <= address(info["address"]) < base + size, f"{sym} outside the module"
-    assert set(truth["tasks"]) == set(exp["tasks"])
+        inside = base <= address(info["address"]) < base + size
+        assert inside != (sym in exp.get("heap_locks", ())), f"{sym}: in the module {inside}, heap {sym in exp.get('heap_locks', ())}"
+    assert set(truth["tasks"]) == set(exp["tasks"]) | set(exp.get("workers", []))
     assert all(isinstance(pid, int) and pid > 1 for pid in truth["tasks"].values())
     assert len(set(truth["tasks"].values())) == len(truth["tasks"])
     if scenario in SPINNING:  # /init does not scan /proc: the CPUs spin, user space starves
         assert truth["threads"] == {}
         return
     for comm, pid in truth["tasks"].items():
+        if comm in exp.get("workers", []):  # a kworker: /init reports kdl_* tasks only
+            continue
         assert truth["threads"][comm]["pid"] == pid
         assert truth["threads"][comm]["state"] == "D"
 
@@ -268,8 +284,11 @@ def test_kaslr_moves_the_module(real_kernel, scenario):
     plain = samples.ensure_dump(scenario, kaslr=False, kernel=real_kernel).truth
     moved = samples.ensure_dump(scenario, kaslr=True, kernel=real_kernel).truth
     assert plain["module_base"] != moved["module_base"]
+    heap = samples.expected(scenario).get("heap_locks", ())
     for sym in plain["locks"]:
         assert plain["locks"][sym]["address"] != moved["locks"][sym]["address"]
+        if sym in heap:  # kmalloc'd: its place has nothing to do with the module's
+            continue
         # same module layout, so the offset inside the module is the same
         assert (address(plain["locks"][sym]["address"]) - address(plain["module_base"])
                 == address(moved["locks"][sym]["address"]) - address(moved["module_base"]))
@@ -278,7 +297,11 @@ def test_kaslr_moves_the_module(real_kernel, scenario):
 # The slow-path function each blocking call ends up in on 6.1 (mutex_lock and
 # down_write tail-call theirs, so they do not show up in the trace themselves).
 SLOW_PATH = {"down": "__down_common", "mutex_lock": "__mutex_lock", "rt_mutex_lock": "__rt_mutex_slowlock_locked",
-             "down_read": "rwsem_down_read_slowpath", "down_write": "rwsem_down_write_slowpath"}
+             "down_read": "rwsem_down_read_slowpath", "down_write": "rwsem_down_write_slowpath",
+             # a flush waits for its wq_barrier's (or wq_flusher's) completion
+             "flush_work": "__wait_for_common", "cancel_work_sync": "__wait_for_common",
+             "flush_workqueue": "__wait_for_common",
+             "percpu_down_read": "percpu_rwsem_wait", "percpu_down_write": "percpu_down_write"}
 # PREEMPT_RT builds mutex and rw_semaphore on rt_mutex: readers block on its rt_mutex, a writer
 # waits for the readers in rwbase_write_lock.
 RT_SLOW_PATH = {**SLOW_PATH, "mutex_lock": "__rt_mutex_slowlock_locked", "down_read": "__rt_mutex_slowlock_locked",
@@ -286,7 +309,11 @@ RT_SLOW_PATH = {**SLOW_PATH, "mutex_lock": "__rt_mutex_slowlock_locked", "down_r
 
 
 def blocking_call(scenario: str, comm: str, lock: str) -> str:
-    """The function ``comm`` calls to take ``lock``, read from the module source."""
+    """The function ``comm`` calls to take ``lock``, read from the module source (or, for locks in
+    kmalloc'd structs and user processes, from expected.json's ``blocking_calls``)."""
+    given = samples.expected(scenario).get("blocking_calls", {})
+    if comm in given:
+        return str(given[comm])
     source = (SCENARIO_DIR / scenario / f"{scenario}.c").read_text()
     body = source.split(f"static int {comm}_fn(", 1)[1].split("\n}\n", 1)[0]
     return re.search(rf"\b(\w+)\(&{lock}\)", body).group(1)
@@ -303,14 +330,18 @@ def test_hung_task_detector_saw_every_thread(real_kernel, scenario, kaslr):
     for comm in exp["tasks"]:
         frames = [f.split("+")[0] for f in truth["hung_task_stacks"][comm]]
         # ret_from_fork_asm: the entry code's name on newer kernels (6.12 here), ret_from_fork on 6.1
-        assert frames[0] == "__schedule" and frames[-1] in ("ret_from_fork", "ret_from_fork_asm"), frames
-        assert f"{comm}_fn" in frames, frames
+        if comm in exp.get("user_tasks", ()):  # a process blocked in a system call: the trace ends at the entry
+            frames = [f for f in frames if not f.startswith(("RIP:", "RSP:", "RAX:", "RDX:", "RBP:", "R08:", "R10:", "R13:"))]
+            assert frames[0] == "__schedule" and frames[-1].startswith("entry_SYSCALL_64"), frames
+        else:
+            assert frames[0] == "__schedule" and frames[-1] in ("ret_from_fork", "ret_from_fork_asm"), frames
+            assert f"{comm}_fn" in frames, frames
         lock = exp["waits"].get(comm)
         if lock is None:  # an owner asleep with its lock held: in msleep, or what expected.json says
             assert functions(exp.get("blocked_in", {}).get(comm, {"function": "msleep"})) & set(frames), frames
         else:
             slow = (RT_SLOW_PATH if samples.preempt_rt(real_kernel) else SLOW_PATH)[blocking_call(scenario, comm, lock)]
-            assert any(f.split(".")[0] == slow for f in frames), (slow, frames)
+            assert functions({"function": slow}) & {f.split(".")[0] for f in frames}, (slow, frames)
 
 
 @pytest.mark.realkernel
@@ -376,8 +407,23 @@ result = {}
 # The objects kdl_chain's roots wait on: (type, list head member, waiter type, its list and task members).
 QUEUES = {"completion": ("struct completion", "wait.task_list", "struct swait_queue", "task_list", "task"),
           "waitqueue": ("struct wait_queue_head", "head", "struct wait_queue_entry", "entry", "private")}
+PCPU = gdb.lookup_type("struct percpu_rw_semaphore")
 for sym, info in truth["locks"].items():
     kind = info["type"]
+    if kind == "percpu_rwsem_readers":  # &sem->writer: the writer waits there for the readers to leave
+        sem = int(info["address"], 16) - [f.bitpos // 8 for f in PCPU.fields() if f.name == "writer"][0]
+        sem = gdb.Value(sem).cast(PCPU.pointer()).dereference()
+        cpus = int(gdb.parse_and_eval("nr_cpu_ids"))
+        count = sum(int(gdb.parse_and_eval(f"*(unsigned int *)((unsigned long){int(sem['read_count'])} + __per_cpu_offset[{c}])"))
+                    for c in range(cpus)) & 0xFFFFFFFF
+        writer = sem["writer"]["task"]
+        result[sym] = {"waiters": [task_info(writer)] if int(writer) else [], "read_held": count > 0}
+        continue
+    if kind in ("work", "workqueue"):  # who runs them is in the kworkers' struct worker, not in the object
+        result[sym] = {}
+        continue
+    if kind == "percpu_rwsem":  # waiters queued behind the writer's block; the writer in writer.task
+        QUEUES[kind] = ("struct percpu_rw_semaphore", "waiters.head", "struct wait_queue_entry", "entry", "private")
     if kind in QUEUES:
         obj_t, head_path, entry_t, list_name, task_name = QUEUES[kind]
         obj = gdb.Value(int(info["address"], 16)).cast(gdb.lookup_type(obj_t).pointer()).dereference()
@@ -392,6 +438,9 @@ for sym, info in truth["locks"].items():
             waiters.append(task_info(entry[task_name]))
             node = node["next"]
         result[sym] = {"waiters": waiters}
+        if kind == "percpu_rwsem":
+            writer = obj["writer"]["task"]
+            result[sym].update(owner=task_info(writer) if int(writer) else None, block=int(obj["block"]["counter"]))
         continue
     if kind == "spinlock" and not RT:  # qspinlock: the locked byte (1 while held, also under virt_spin_lock)
         result[sym] = {"locked": int(gdb.parse_and_eval(f"*(unsigned char *){info['address']}"))}
@@ -458,8 +507,15 @@ def test_dump_locks_hold_the_expected_waiters_and_owners(real_kernel, scenario, 
             assert got == {"locked": 1}, (sym, got)
             continue
         want_waiters = {t for t, lock in exp["waits"].items() if lock == sym}
-        assert {comm for comm, _ in got["waiters"]} == want_waiters, (sym, got)
-        assert all(pids[comm] == pid for comm, pid in got["waiters"]), (sym, got)
+        assert {pid for _, pid in got["waiters"]} == {pids[comm] for comm in want_waiters}, (sym, got)
+        workers = set(exp.get("workers", []))  # a kworker's comm is kworker/N:M: the truth names it by role
+        assert all(comm == name for comm, pid in got["waiters"] for name in want_waiters
+                   if pids[name] == pid and name not in workers), (sym, got)
+        if sym in exp.get("held_by", {}):  # held by a freeze, not a task: blocked, no writer recorded
+            assert got["owner"] is None and got["block"] == 1, (sym, got)
+            continue
+        if kind in ("work", "workqueue"):  # recorded in the kworkers' struct worker: kdlgdb's own tests read them
+            continue
         holders = [t for t, held in exp["holds"].items() if sym in held]
         assert len(holders) == 1
         mode = exp["hold_modes"][holders[0]][sym]

@@ -16,7 +16,7 @@ So there are two waits with different holders, and two graph nodes:
 - the semaphore itself (type ``percpu_rwsem``): its waiters are the queued tasks, its
   owner the writer that set ``block`` (``writer.task``, certain, while it waits for
   readers; a writer that got the lock is not recorded and is inferred like any holder);
-- its readers (type ``percpu_rwsem``, at ``&sem->writer``, named "readers of ..."): the
+- its readers (type ``percpu_rwsem_readers``, at ``&sem->writer``, named "readers of ..."): the
   waiting writer waits on it, its owners are the readers, inferred from the semaphore's
   address on their stacks, with the per-CPU count as a check.
 """
@@ -36,6 +36,7 @@ __all__ = ["STRUCT", "percpu_rwsem_kind", "decode_percpu_rwsem", "readers", "fin
 
 STRUCT = "struct percpu_rw_semaphore"
 MAX_CPUS = 8192
+READERS = "percpu_rwsem_readers"  # the type of the node a waiting writer waits on
 WRITER_WAIT = "percpu_down_write"  # where a writer sleeps until the readers are gone (rcuwait inlined)
 
 
@@ -106,7 +107,7 @@ def find_writer_waits(k: Kernel, symbols: Symbols, tasks: dict[int, Task], live:
                 count = readers(k, sem)
                 sym, module = symbols.name(sem)
                 name = (f"{sym} [{module}]" if module else sym) if sym else f"percpu_rwsem {sem:#x}"
-                lock = locks[node] = Lock(node, "percpu_rwsem", label=f"readers of {name}",
+                lock = locks[node] = Lock(node, READERS, label=f"readers of {name}",
                                           details={"semaphore": f"{sem:#x}", "readers": count, "waits_for": "readers"})
                 lock.owners = _readers_by_stack(tasks, live, sem, address, count)
             lock.waiters.append(address)

@@ -7,7 +7,7 @@
  * taken in small helpers that return with the lock held.
  *
  *   kdl_reset:   kdl_dev_lock(dev); schedule_work(reset_work); flush_work(reset_work)
- *                reset_work's function takes dev->lock: the flusher waits for the kworker running
+ *                reset_work's function (kdl_reset_work) takes dev->lock: the flusher waits for the kworker running
  *                it, the kworker waits for the flusher's mutex. The classic flush_work deadlock.
  *   kdl_holder:  takes dev->stats_lock, then waits for kdl_never (nobody completes it): a root.
  *   kdl_flusher: queues stats_work on kdl_wq and flush_work()s it; stats_work's function blocks on
@@ -53,7 +53,7 @@ static void kdl_dev_unlock(struct kdl_dev *dev)
 	mutex_unlock(&dev->lock);
 }
 
-static void kdl_reset_fn(struct work_struct *work)
+static void kdl_reset_work(struct work_struct *work)
 {
 	struct kdl_dev *dev = container_of(work, struct kdl_dev, reset_work);
 
@@ -63,7 +63,7 @@ static void kdl_reset_fn(struct work_struct *work)
 	kdl_dev_unlock(dev);
 }
 
-static void kdl_stats_fn(struct work_struct *work)
+static void kdl_stats_work(struct work_struct *work)
 {
 	struct kdl_dev *dev = container_of(work, struct kdl_dev, stats_work);
 
@@ -72,7 +72,7 @@ static void kdl_stats_fn(struct work_struct *work)
 	mutex_unlock(&dev->stats_lock);
 }
 
-static void kdl_poll_fn(struct work_struct *work)
+static void kdl_poll_work(struct work_struct *work)
 {
 	struct kdl_dev *dev = container_of(work, struct kdl_dev, poll_work);
 
@@ -88,20 +88,20 @@ static void kdl_idle_forever(void)
 		msleep_interruptible(60 * 1000);
 }
 
-static int kdl_reset_thread(void *data)
+static int kdl_reset_fn(void *data)
 {
 	struct kdl_dev *dev = data;
 
 	kdl_dev_lock(dev);
 	schedule_work(&dev->reset_work);
-	msleep(400);			/* the kworker is in kdl_reset_fn, blocked on dev->lock */
+	msleep(400);			/* the kworker is in kdl_reset_work, blocked on dev->lock */
 	flush_work(&dev->reset_work);
 	kdl_dev_unlock(dev);
 	kdl_idle_forever();
 	return 0;
 }
 
-static int kdl_holder_thread(void *data)
+static int kdl_holder_fn(void *data)
 {
 	struct kdl_dev *dev = data;
 
@@ -112,7 +112,7 @@ static int kdl_holder_thread(void *data)
 	return 0;
 }
 
-static int kdl_flusher_thread(void *data)
+static int kdl_flusher_fn(void *data)
 {
 	struct kdl_dev *dev = data;
 
@@ -124,7 +124,7 @@ static int kdl_flusher_thread(void *data)
 	return 0;
 }
 
-static int kdl_cancel_thread(void *data)
+static int kdl_cancel_fn(void *data)
 {
 	struct kdl_dev *dev = data;
 
@@ -136,7 +136,7 @@ static int kdl_cancel_thread(void *data)
 	return 0;
 }
 
-static int kdl_drain_thread(void *data)
+static int kdl_drain_fn(void *data)
 {
 	struct kdl_dev *dev = data;
 
@@ -169,9 +169,9 @@ static int __init kdl_flush_init(void)
 	}
 	mutex_init(&dev->lock);
 	mutex_init(&dev->stats_lock);
-	INIT_WORK(&dev->reset_work, kdl_reset_fn);
-	INIT_WORK(&dev->stats_work, kdl_stats_fn);
-	INIT_WORK(&dev->poll_work, kdl_poll_fn);
+	INIT_WORK(&dev->reset_work, kdl_reset_work);
+	INIT_WORK(&dev->stats_work, kdl_stats_work);
+	INIT_WORK(&dev->poll_work, kdl_poll_work);
 	kdl_the_dev = dev;
 
 	pr_info("kdl-truth lock dev_lock mutex %px\n", &dev->lock);
@@ -181,11 +181,11 @@ static int __init kdl_flush_init(void)
 	pr_info("kdl-truth lock poll_work work %px\n", &dev->poll_work);
 	pr_info("kdl-truth lock kdl_wq workqueue %px\n", dev->wq);
 	pr_info("kdl-truth lock kdl_never completion %px\n", &kdl_never);
-	kdl_start(kdl_holder_thread, dev, "kdl_holder");
-	kdl_start(kdl_reset_thread, dev, "kdl_reset");
-	kdl_start(kdl_flusher_thread, dev, "kdl_flusher");
-	kdl_start(kdl_cancel_thread, dev, "kdl_cancel");
-	kdl_start(kdl_drain_thread, dev, "kdl_drain");
+	kdl_start(kdl_holder_fn, dev, "kdl_holder");
+	kdl_start(kdl_reset_fn, dev, "kdl_reset");
+	kdl_start(kdl_flusher_fn, dev, "kdl_flusher");
+	kdl_start(kdl_cancel_fn, dev, "kdl_cancel");
+	kdl_start(kdl_drain_fn, dev, "kdl_drain");
 	return 0;
 }
 module_init(kdl_flush_init);

@@ -48,7 +48,7 @@ static noinline void kdl_cfg_update_end(struct kdl_cfg *cfg)
 	mutex_unlock(&cfg->lock);
 }
 
-static int kdl_upd_fn(void *data)
+static int kdl_pcpu_upd_fn(void *data)
 {
 	struct kdl_cfg *cfg = data;
 
@@ -60,7 +60,7 @@ static int kdl_upd_fn(void *data)
 	return 0;
 }
 
-static int kdl_rd_fn(void *data)
+static int kdl_pcpu_rd_fn(void *data)
 {
 	struct kdl_cfg *cfg = data;
 	int seen;
@@ -76,7 +76,7 @@ static int kdl_rd_fn(void *data)
 	return 0;
 }
 
-static int kdl_rd2_fn(void *data)
+static int kdl_pcpu_rd2_fn(void *data)
 {
 	struct kdl_cfg *cfg = data;
 
@@ -110,10 +110,10 @@ static int __init kdl_pcpu_init(void)
 	}
 	pr_info("kdl-truth lock cfg_lock mutex %px\n", &cfg->lock);
 	pr_info("kdl-truth lock cfg_rwsem percpu_rwsem %px\n", &cfg->rwsem);
-	pr_info("kdl-truth lock cfg_readers percpu_rwsem %px\n", &cfg->rwsem.writer);
-	kdl_start(kdl_rd_fn, cfg, "kdl_pcpu_rd");
-	kdl_start(kdl_upd_fn, cfg, "kdl_pcpu_upd");
-	kdl_start(kdl_rd2_fn, cfg, "kdl_pcpu_rd2");
+	pr_info("kdl-truth lock cfg_readers percpu_rwsem_readers %px\n", &cfg->rwsem.writer);
+	kdl_start(kdl_pcpu_rd_fn, cfg, "kdl_pcpu_rd");
+	kdl_start(kdl_pcpu_upd_fn, cfg, "kdl_pcpu_upd");
+	kdl_start(kdl_pcpu_rd2_fn, cfg, "kdl_pcpu_rd2");
 	return 0;
 }
 module_init(kdl_pcpu_init);
