@@ -360,3 +360,29 @@ def test_self_deadlock_through_an_interrupt_advice() -> None:
         assert cycle.advice == (f"a {context} handler on CPU 0 interrupted kdl_irq (pid 1) while it held l1 [mod] and "
                                 f"spins on it: {ctx.interrupt_acquire} without disabling {masked}; take it there with "
                                 f"{fix}(){also}")
+
+
+# -- waits that are not two acquisitions: work items, frozen filesystems -----------------------
+
+def test_flush_under_a_lock_the_work_takes_is_a_deadlock_with_flush_advice():
+    """kdl_flush's shape: t1 holds l1 and flushes the work kworker t2 runs; t2 waits on l1."""
+    work = Lock(L(2), "work", owners=[owner(2, evidence="worker->current_work")], waiters=[T(1)],
+                label="work reset_fn [mod] on events")
+    snap = Snapshot(tasks=[task(1, waits_on=L(2)), task(2, waits_on=L(1), comm="kworker/0:1")],
+                    locks=[lock(1, owner(1)), work])
+    (cycle,) = WaitForGraph(snap).cycles
+    assert pids(WaitForGraph(snap), cycle.tasks) == [1, 2] and cycle.verdict == "deadlock"
+    assert cycle.advice == ("t1 (pid 1) waits for work reset_fn [mod] on events while holding l1 [mod], and "
+                            "kworker/0:1 (pid 2), running it, needs l1 [mod]: flush after releasing l1 [mod] "
+                            "(or do not take l1 [mod] in the work)")
+
+
+def test_a_lock_held_by_no_task_roots_its_chain_in_the_holder():
+    """Writers of a frozen filesystem: the semaphore has no owner task, its holder is the freeze."""
+    frozen = Lock(L(1), "percpu_rwsem", holder="the freeze of ext2 ram0 on /mnt (frozen)")
+    snap = Snapshot(tasks=[task(1, waits_on=L(1)), task(2, waits_on=L(1))], locks=[frozen])
+    graph = WaitForGraph(snap)
+    (chain,) = graph.chains
+    assert chain.root is None and not graph.cycles
+    assert chain.root_reason == "waits on percpu_rwsem 0xffffffffc0200020, held by the freeze of ext2 ram0 on /mnt (frozen)"
+    assert sorted(pids(graph, chain.tasks + chain.joined)) == [1, 2]

@@ -270,3 +270,28 @@ def test_tasks_json_lists_every_task_sorted():
     assert [t["pid"] for t in data] == [91, 92, 93, 94, 95, 100]
     assert data[-1]["on_cpu"] is True
     assert data[1]["holds"] == ["0xffffffffc020e060"]
+
+
+def test_render_waitfor_accounts_for_every_d_task():
+    """D tasks whose wait is not decoded are listed, grouped by where they sleep, and counted."""
+    frames = [Frame(0xFFFFFFFF81000001, "__schedule", 0x10), Frame(0xFFFFFFFF81000002, "schedule", 0x5),
+              Frame(0xFFFFFFFF81000003, "nfs_wait_bit", 0x22)]
+    snap = Snapshot(
+        tasks=[Task(A, 1, 1, "a", "D", 0, waits_on=SEM1), Task(B, 2, 2, "b", "S", 0),
+               Task(A + 0x4000, 3, 3, "c", "D", 0, frames=frames), Task(A + 0x8000, 4, 4, "d", "D", 0, frames=frames),
+               Task(A + 0xC000, 5, 5, "e", "D", 0)],
+        locks=[Lock(SEM1, "semaphore", holder="the freeze of ext2 ram0 on /mnt/data (frozen; `fsfreeze --unfreeze /mnt/data` thaws it)")],
+    )
+    lines = render_waitfor(snap, WaitForGraph(snap)).splitlines()
+    assert lines[:3] == [
+        "CHAIN: 1 task blocked on semaphore 0xffffffffc020e020, held by the freeze of ext2 ram0 on /mnt/data "
+        "(frozen; `fsfreeze --unfreeze /mnt/data` thaws it)",
+        "  a (1) --waits on--> semaphore 0xffffffffc020e020 (held by the freeze of ext2 ram0 on /mnt/data)",
+        "  root: the freeze of ext2 ram0 on /mnt/data (frozen; `fsfreeze --unfreeze /mnt/data` thaws it)",
+    ]
+    assert lines[4:7] == [
+        "NOT DECODED: blocked (D) tasks whose wait kdlgdb cannot follow",
+        "  2 tasks in D in nfs_wait_bit: wait not decoded: c (3), d (4)",
+        "  1 task in D in an unknown function: wait not decoded: e (5)",
+    ]
+    assert lines[-1] == "D tasks: 4, 1 in the graph above, 3 not decoded"
