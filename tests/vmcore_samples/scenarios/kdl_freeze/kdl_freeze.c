@@ -12,7 +12,8 @@
 #include <linux/namei.h>
 #include <linux/path.h>
 
-static int __init kdl_freeze_init(void)
+/* Not __init: the module keeps text of its own (6.12's /proc/modules shows 0 for a module without). */
+static noinline int kdl_freeze_truth(void)
 {
 	struct path path;
 	int err = kern_path("/mnt/data", LOOKUP_FOLLOW, &path);
@@ -25,6 +26,11 @@ static int __init kdl_freeze_init(void)
 		&path.dentry->d_sb->s_writers.rw_sem[SB_FREEZE_WRITE - 1]);
 	path_put(&path);
 	return 0;
+}
+
+static int __init kdl_freeze_init(void)
+{
+	return kdl_freeze_truth();
 }
 module_init(kdl_freeze_init);
 
