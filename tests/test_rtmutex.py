@@ -353,6 +353,14 @@ def test_rtlock_wait_and_frozen_tasks_are_d() -> None:
         "R", "S", "D", "I", "D", "D", "D"]
 
 
+def test_a_freezable_idle_kthread_is_idle_not_d() -> None:
+    """TASK_IDLE | TASK_FREEZABLE (0x2000 since v6.1): the kernel masks the TASK_IDLE test, so nfsd-like
+    kthreads are 'I'; a frozen one (TASK_FROZEN) is 'D'."""
+    from kdlgdb.kernel.tasks import state_letter
+    letters = ["R", "S", "D", "T", "t", "X", "Z", "P", "I"]
+    assert [state_letter(letters, s, 0) for s in (0x402 | 0x2000, 0x402 | 0x8000, 0x2 | 0x2000)] == ["I", "D", "D"]
+
+
 def test_an_unreadable_lock_still_has_its_waits() -> None:
     """The lock's page is not in the dump: each task's pi_blocked_on still names it; the lock is a problem."""
     mem = three_waiters()

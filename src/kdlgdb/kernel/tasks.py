@@ -100,10 +100,13 @@ def task_state_letters(k: Kernel) -> list[str]:
 
 def state_letter(letters: list[str], state: int, exit_state: int) -> str:
     """The ps letter of a task, the way the kernel's task_state_index() computes it."""
-    if state == TASK_UNINTERRUPTIBLE | TASK_NOLOAD and letters:
-        return letters[-1]
+    # Masked since "sched/core: Report correct state for TASK_IDLE | TASK_FREEZABLE" (v6.2, in 6.1.y):
+    # a freezable idle kthread (TASK_IDLE | TASK_FREEZABLE: nfsd, sunrpc, ...) is 'I', not 'D'.
+    # The kernel then reports TASK_RTLOCK_WAIT and TASK_FROZEN as D, idle or not.
     if state & TASK_REPORTED_AS_D:
         state = TASK_UNINTERRUPTIBLE
+    elif state & (TASK_UNINTERRUPTIBLE | TASK_NOLOAD) == TASK_UNINTERRUPTIBLE | TASK_NOLOAD and letters:
+        return letters[-1]
     report = (1 << max(len(letters) - 2, 0)) - 1
     index = ((state | exit_state) & report).bit_length()
     return letters[index] if index < len(letters) else "?"
