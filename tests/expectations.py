@@ -69,7 +69,7 @@ def check_waitfor(doc: dict[str, Any], expected: dict[str, Any], truth: dict[str
         for owner in lock["owners"]:
             if owner["pid"] in holders:
                 mode = expected.get("hold_modes", {}).get(_comm(pid, owner["pid"]), {}).get(name)
-                certain = kind in certain_types or mode == "write"
+                certain = (kind in certain_types or mode == "write") and name not in expected.get("inferred_locks", ())
                 assert owner["confidence"] == ("certain" if certain else "inferred"), owner
     for name, holder in expected.get("held_by", {}).items():  # a holder that is not a task: a freeze
         lock = locks[address[name]]

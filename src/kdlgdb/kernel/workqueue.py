@@ -9,7 +9,9 @@ kernel queued that barrier right behind the work waited for (``insert_wq_barrier
   executing it, so the barrier runs next; that worker's ``current_work`` is the
   work, and ``worker->task`` the kworker: the flusher waits for it (certain);
 - when the work is still pending, right behind it on a pool's worklist:
-  ``barr->work.entry.prev`` is the work's own list node. Nobody runs it yet.
+  ``barr->work.entry.prev`` is the work's own list node. Nobody runs it yet; the kworkers
+  running works of its pool_workqueue (``work->data``) keep it waiting on an ordered workqueue
+  or one at ``max_active`` (inferred).
 
 A task in ``flush_workqueue()``, ``drain_workqueue()`` or ``destroy_workqueue()``
 waits on the completion of a ``struct wq_flusher`` on its stack, which is the
@@ -37,6 +39,7 @@ __all__ = ["find_work_waits", "PF_WQ_WORKER"]
 
 # task->flags bit of a workqueue worker (include/linux/sched.h, unchanged since v2.6.36).
 PF_WQ_WORKER = 0x00000020
+WORK_STRUCT_PWQ = 1 << 2  # work->data holds a pool_workqueue pointer (include/linux/workqueue.h)
 MAX_SCHEDULED = 10_000  # works and barriers on one worker's scheduled list
 MAX_WORKQUEUES = 100_000
 
@@ -237,10 +240,33 @@ def _wait_on_work(wqs: Workqueues, task: Task, barrier: int, locks: dict[int, Lo
             owners.append(Owner(running.task, CERTAIN, f"worker->current_work of struct worker {running.address:#x}: it runs the work", "exclusive"))
         else:
             details["state"] = "pending (queued, not started)"
+            owners = _queued_behind(wqs, work, details)
         label = f"work {details['function']}" + (f" on {details['workqueue']}" if "workqueue" in details else "")
         lock = locks[work] = Lock(work, "work", owners=owners, details=details, label=label)
     lock.waiters.append(task.address)
     task.waits_on, task.wait_evidence, task.blocked_in = work, evidence, None
+
+
+def _queued_behind(wqs: Workqueues, work: int, details: dict) -> list[Owner]:
+    """The kworkers running works of the same pool_workqueue as a pending ``work``: on an ordered
+    workqueue, or one at its max_active, the pending work waits for them (inferred).
+
+    A queued work's ``data`` is its ``pool_workqueue *`` with WORK_STRUCT_PWQ (bit 2) set; the flag
+    bits below the pointer are 8 (9 with CONFIG_DEBUG_OBJECTS_WORK), and pwqs are aligned past them."""
+    data = wqs.k.u64(work)
+    if not data & WORK_STRUCT_PWQ:
+        return []
+    candidates = {data & ~0xFF, data & ~0x1FF}
+    owners = []
+    for worker in wqs.workers():
+        if worker.current_work and worker.current_pwq in candidates:
+            wq, name = wqs.workqueue_name(worker.current_pwq)
+            details.setdefault("workqueue", name)
+            owners.append(Owner(worker.task, INFERRED,
+                                f"it runs {wqs.function(worker.current_func)} (work {worker.current_work:#x}) of the same "
+                                f"pool_workqueue of {name}, ahead of this pending work (ordered, or at max_active)",
+                                "exclusive"))
+    return owners
 
 
 def _wait_on_workqueue(wqs: Workqueues, task: Task, wq: int, completion: int, locks: dict[int, Lock]) -> None:

@@ -15,6 +15,8 @@
  *   kdl_cancel:  queues poll_work on kdl_wq and cancel_work_sync()s it while it runs (it blocks on
  *                dev->stats_lock too).
  *   kdl_drain:   flush_workqueue(kdl_wq) while stats_work and poll_work run.
+ *   kdl_ordflush: queues ord_a then ord_b on an ordered workqueue ("kdl_ordered") and flush_work()s
+ *                ord_b, which cannot start: ord_a runs first and blocks on dev->stats_lock.
  *
  * The kworkers print "kdl-truth task kworker_<work> PID" when their work starts. Ground truth goes
  * to the console as "kdl-truth ..." lines. No module_exit on purpose.
@@ -37,7 +39,10 @@ struct kdl_dev {
 	struct work_struct reset_work;	/* on system_wq ("events") */
 	struct work_struct stats_work;	/* on dev->wq */
 	struct work_struct poll_work;	/* on dev->wq */
+	struct work_struct ord_a;	/* on dev->ordered, one at a time */
+	struct work_struct ord_b;
 	struct workqueue_struct *wq;
+	struct workqueue_struct *ordered;
 };
 
 static DECLARE_COMPLETION(kdl_never);
@@ -79,6 +84,22 @@ static void kdl_poll_work(struct work_struct *work)
 	pr_info("kdl-truth task kworker_poll %d\n", current->pid);
 	mutex_lock(&dev->stats_lock);
 	mutex_unlock(&dev->stats_lock);
+}
+
+static void kdl_ord_a_work(struct work_struct *work)
+{
+	struct kdl_dev *dev = container_of(work, struct kdl_dev, ord_a);
+
+	pr_info("kdl-truth task kworker_ord %d\n", current->pid);
+	mutex_lock(&dev->stats_lock);
+	mutex_unlock(&dev->stats_lock);
+}
+
+static void kdl_ord_b_work(struct work_struct *work)
+{
+	struct kdl_dev *dev = container_of(work, struct kdl_dev, ord_b);
+
+	dev->resets++;
 }
 
 /* Where a thread goes once it is done (never reached while the waits stand). */
@@ -146,6 +167,20 @@ static int kdl_drain_fn(void *data)
 	return 0;
 }
 
+static int kdl_ordflush_fn(void *data)
+{
+	struct kdl_dev *dev = data;
+
+	msleep(300);
+	queue_work(dev->ordered, &dev->ord_a);
+	msleep(300);
+	queue_work(dev->ordered, &dev->ord_b);
+	msleep(100);
+	flush_work(&dev->ord_b);
+	kdl_idle_forever();
+	return 0;
+}
+
 static void kdl_start(int (*fn)(void *), struct kdl_dev *dev, const char *comm)
 {
 	struct task_struct *t = kthread_run(fn, dev, "%s", comm);
@@ -163,15 +198,16 @@ static int __init kdl_flush_init(void)
 	if (!dev)
 		return -ENOMEM;
 	dev->wq = alloc_workqueue("kdl_wq", 0, 0);
-	if (!dev->wq) {
-		kfree(dev);
-		return -ENOMEM;
-	}
+	dev->ordered = alloc_ordered_workqueue("kdl_ordered", 0);
+	if (!dev->wq || !dev->ordered)
+		return -ENOMEM;		/* a test module: what was allocated stays */
 	mutex_init(&dev->lock);
 	mutex_init(&dev->stats_lock);
 	INIT_WORK(&dev->reset_work, kdl_reset_work);
 	INIT_WORK(&dev->stats_work, kdl_stats_work);
 	INIT_WORK(&dev->poll_work, kdl_poll_work);
+	INIT_WORK(&dev->ord_a, kdl_ord_a_work);
+	INIT_WORK(&dev->ord_b, kdl_ord_b_work);
 	kdl_the_dev = dev;
 
 	pr_info("kdl-truth lock dev_lock mutex %px\n", &dev->lock);
@@ -180,12 +216,14 @@ static int __init kdl_flush_init(void)
 	pr_info("kdl-truth lock stats_work work %px\n", &dev->stats_work);
 	pr_info("kdl-truth lock poll_work work %px\n", &dev->poll_work);
 	pr_info("kdl-truth lock kdl_wq workqueue %px\n", dev->wq);
+	pr_info("kdl-truth lock ord_b work %px\n", &dev->ord_b);
 	pr_info("kdl-truth lock kdl_never completion %px\n", &kdl_never);
 	kdl_start(kdl_holder_fn, dev, "kdl_holder");
 	kdl_start(kdl_reset_fn, dev, "kdl_reset");
 	kdl_start(kdl_flusher_fn, dev, "kdl_flusher");
 	kdl_start(kdl_cancel_fn, dev, "kdl_cancel");
 	kdl_start(kdl_drain_fn, dev, "kdl_drain");
+	kdl_start(kdl_ordflush_fn, dev, "kdl_ordflush");
 	return 0;
 }
 module_init(kdl_flush_init);
