@@ -96,6 +96,7 @@ class Workqueues:
         self._layout: Optional[_Layout] = None
         self._workers: Optional[list[Worker]] = None
         self._barrier_func: Optional[int] = None
+        self._flushers: Optional[dict[int, int]] = None
 
     @property
     def layout(self) -> _Layout:
@@ -160,27 +161,37 @@ class Workqueues:
         """The ``struct wq_barrier *`` whose ``done`` is ``completion``, queued by ``flusher``; else None."""
         lay, func = self.layout, self.barrier_func()
         barrier = completion - lay.barrier_done
-        if func is None or self.k.u64(barrier + lay.barrier_work + lay.func) != func:
-            return None
-        if lay.barrier_task is not None and self.k.u64(barrier + lay.barrier_task[0]) != flusher:
+        try:
+            if func is None or self.k.u64(barrier + lay.barrier_work + lay.func) != func:
+                return None
+            if lay.barrier_task is not None and self.k.u64(barrier + lay.barrier_task[0]) != flusher:
+                return None
+        except ReadError:  # a completion at the start of a page: what lies before it is not a barrier
             return None
         return barrier
 
     def flushed_workqueue(self, completion: int) -> Optional[int]:
         """The workqueue whose flush ``completion`` (``&wq_flusher->done``) belongs to, else None."""
+        if self._flushers is None:
+            self._flushers = self._all_flushers()
+        return self._flushers.get(completion - self.layout.flusher_done)
+
+    def _all_flushers(self) -> dict[int, int]:
+        """``{struct wq_flusher *: struct workqueue_struct *}`` of every workqueue being flushed."""
         k, lay = self.k, self.layout
-        flusher = completion - lay.flusher_done
         head = k.symbol("workqueues")
+        found: dict[int, int] = {}
         if head is None:
-            return None
+            return found
         for node in list_for_each(k, head, MAX_WORKQUEUES):
             wq = node - lay.wq_list
-            if k.u64(wq + lay.first_flusher) == flusher:
-                return wq
+            first = k.u64(wq + lay.first_flusher)
+            if first:
+                found[first] = wq
             for offset in lay.flusher_lists:
-                if flusher + lay.flusher_list in set(list_for_each(k, wq + offset, MAX_SCHEDULED)):
-                    return wq
-        return None
+                for flusher in list_for_each(k, wq + offset, MAX_SCHEDULED):
+                    found[flusher - lay.flusher_list] = wq
+        return found
 
 
 def find_work_waits(k: Kernel, symbols: Symbols, tasks: dict[int, Task], locks: dict[int, Lock],
