@@ -15,7 +15,8 @@ DEFAULT_KERNEL = "6.1.0-56-cloud-amd64"
 KERNELS = (DEFAULT_KERNEL, "6.12.117+deb12-cloud-amd64", "6.12.117+deb12-rt-amd64")
 
 # The scenario modules under scenarios/ that the tests use (each is also a sample of its own name).
-SCENARIOS = ("kdl_abba", "kdl_mutex", "kdl_rwsem", "kdl_control", "kdl_rtmutex", "kdl_chain", "kdl_spin", "kdl_irq")
+SCENARIOS = ("kdl_abba", "kdl_mutex", "kdl_rwsem", "kdl_control", "kdl_rtmutex", "kdl_chain", "kdl_spin", "kdl_irq",
+             "kdl_exit", "kdl_rtdeadlk")
 
 # Dump forms: kind -> file name suffix. "elf" is QEMU's paging ELF (gdb reads it
 # directly); the others need kdlgdb's own reader (or crash).
@@ -68,6 +69,9 @@ SCENARIO_SAMPLES = {
     # CPUs spinning on spinlocks: the per-CPU register notes of the ELF and kdump forms.
     "kdl_spin": Sample("kdl_spin", kinds=ANALYSIS_KINDS),
     "kdl_irq": Sample("kdl_irq", kinds=ANALYSIS_KINDS),
+    # Owners that cannot be: one that exited (its task_struct slot perhaps reused), a recursive mutex_lock.
+    "kdl_exit": Sample("kdl_exit", kinds=ANALYSIS_KINDS),
+    "kdl_rtdeadlk": Sample("kdl_rtdeadlk", kinds=ANALYSIS_KINDS),
 }
 DEFAULT_SAMPLES = SCENARIOS + ("kdl_scale_1k",)
 

@@ -12,11 +12,12 @@ from .cpus import apply_cpu_states, cpu_states
 from .held import CodeReader
 from .layout import Kernel, le64
 from .locks import LockKind, lock_kinds, last_reader
+from .owners import Timing, check_owners
 from .rtmutex import RtLayout, find_rt_waits
 from .spinlock import find_spin_waits, interrupt_deadlocks
 from .stack import Stack, StackReader, add_source_lines
 from .symbols import Symbols
-from .tasks import TaskLayout, for_each_task, per_cpu_runqueues, read_task, task_state_letters
+from .tasks import Runqueue, TaskLayout, for_each_task, per_cpu_runqueues, read_task, task_state_letters
 from .waiters import StackRanges, Wait, find_wait, slow_path
 
 __all__ = ["collect", "lock_sources", "crash_time", "LOCK_SOURCES"]
@@ -72,6 +73,8 @@ def collect(source: Target | Kernel, progress: Optional[Progress] = None, source
     tasks: dict[int, Task] = {}
     saved_sp: dict[int, int] = {}  # thread.sp: where a sleeping task's stack begins
     arrival: dict[int, int] = {}  # sched_info.last_arrival: when it last got a CPU
+    started: dict[int, int] = {}  # start_time: when it was forked (CLOCK_MONOTONIC)
+    exec_start: dict[int, int] = {}  # se.exec_start: when it last ran (its runqueue's clock_task; 0: unknown)
 
     def add(address: int, data: Optional[bytes] = None) -> None:
         if address in tasks or not address:
@@ -82,6 +85,10 @@ def collect(source: Target | Kernel, progress: Optional[Progress] = None, source
             saved_sp[address] = le64(data, layout.sp)
             if layout.last_arrival is not None:
                 arrival[address] = le64(data, layout.last_arrival)
+            if layout.start_time is not None:
+                started[address] = le64(data, layout.start_time)
+            if layout.exec_start is not None:
+                exec_start[address] = le64(data, layout.exec_start)
         except ReadError as e:
             problems.append(Problem("task", f"{address:#x}", str(e)))
 
@@ -139,6 +146,8 @@ def collect(source: Target | Kernel, progress: Optional[Progress] = None, source
     locks.update(_find_waits(k, kinds, tasks, live, ranges, problems))
     spin_locks, spins = find_spin_waits(k, code, on_cpu, tasks, problems)
     locks.update(spin_locks)
+    check_owners(locks.values(), tasks, _timing(tasks, started, exec_start, runqueues),
+                 lambda task, lock: _took_before(code, task, lock.address))
     _infer_holders(k, code, locks, tasks, live)
     interrupt_deadlocks(k, code, on_cpu, spins, tasks)
     find_blocked_in(k, symbols, tasks, live, ranges, locks, problems)
@@ -192,7 +201,7 @@ def _find_waits(
 
 def _infer_holders(k: Kernel, code: CodeReader, locks: dict[int, Lock], tasks: dict[int, Task], live: dict[int, Stack]) -> None:
     """Add inferred owners to locks whose owner the kernel does not record."""
-    ownerless = {a for a, lk in locks.items() if not lk.owners}
+    ownerless = {a for a, lk in locks.items() if not lk.holders()}
     if not ownerless:
         return
     for address, task in tasks.items():
@@ -202,7 +211,7 @@ def _infer_holders(k: Kernel, code: CodeReader, locks: dict[int, Lock], tasks: d
         if task.frames and (task.waits_on or task.state == "D" or task.cpu_context is not None):
             for acq in code.held_by_frames(task.frames):
                 if acq.lock in ownerless and acq.lock not in found:
-                    found[acq.lock] = f"{acq.frame.describe()} called {acq.function}() on it at {acq.call_site:#x} and has not released it"
+                    found[acq.lock] = f"{acq.describe()} and has not released it"
         stack = live.get(address)
         if stack is not None:
             for value in sorted(ownerless.intersection(stack.values), key=stack.values.index):
@@ -214,8 +223,29 @@ def _infer_holders(k: Kernel, code: CodeReader, locks: dict[int, Lock], tasks: d
             lock.owners.append(Owner(address, INFERRED, evidence, mode))
     for lock in locks.values():
         hint = last_reader(lock.details) if lock.address in ownerless else None
-        if hint is not None and not lock.owners and hint in tasks:
+        if hint is not None and not lock.holders() and hint in tasks:
             lock.owners.append(Owner(hint, INFERRED, "rw_semaphore.owner names it as the last reader (may be stale)", "read"))
         for owner in lock.owners:
             if owner.task == hint:
                 owner.evidence += "; also the last reader in rw_semaphore.owner"
+
+
+def _timing(tasks: dict[int, Task], started: dict[int, int], exec_start: dict[int, int],
+            runqueues: list[Runqueue]) -> dict[int, Timing]:
+    """Each task's :class:`~kdlgdb.kernel.owners.Timing`: start_time, and se.exec_start moved onto its
+    runqueue's clock by how far that runqueue's clock_task is behind its clock now (an upper bound)."""
+    lag = {rq.cpu: rq.clock - rq.clock_task for rq in runqueues if rq.clock_task is not None and rq.clock >= rq.clock_task}
+    timing = {}
+    for address, task in tasks.items():
+        last = exec_start.get(address)
+        behind = lag.get(task.cpu)
+        timing[address] = Timing(started.get(address) or None, last + behind if last and behind is not None else None)
+    return timing
+
+
+def _took_before(code: CodeReader, task: Task, lock: int) -> Optional[str]:
+    """Evidence that ``task`` acquired ``lock`` in a frame outside the call it is in now, else None."""
+    for acq in code.held_by_frames(task.frames):
+        if acq.lock == lock:
+            return acq.describe()
+    return None

@@ -51,6 +51,10 @@ class Acquisition:
     call_site: int  # address of the call instruction
     frame: Frame  # the frame whose function made the call
 
+    def describe(self) -> str:
+        """``kdl_a_fn+0x27 [kdl_abba] called down() on it at 0xffffffffc04f300c``."""
+        return f"{self.frame.describe()} called {self.function}() on it at {self.call_site:#x}"
+
 
 class CodeReader:
     """Finds the acquire calls a function made before a given return address."""

@@ -183,7 +183,9 @@ def _spin_line(graph: WaitForGraph, names: _Names, task: int, wanted: int, owner
 def _chain_lines(chain: Chain, graph: WaitForGraph, names: _Names) -> list[str]:
     blocked = len(chain.tasks) - (chain.root is not None) + len(chain.joined)
     if chain.root is None:
-        target = f"{names.lock(chain.locks[-1])}, which has no known holder"
+        note = graph.holder_note(chain.locks[-1])
+        target = f"{names.lock(chain.locks[-1])}, which has no known holder" if note == "no known holder" else \
+            f"{names.lock(chain.locks[-1])}, whose owner exited"
         head = f"{_plural(blocked, 'task')} blocked on {target}"
     else:
         head = f"{_plural(blocked, 'task')} blocked behind {names.task(chain.root)}"
@@ -191,10 +193,11 @@ def _chain_lines(chain: Chain, graph: WaitForGraph, names: _Names) -> list[str]:
     lines += ["  " + names.path(e.waiter, [e]) for e in graph.path(chain.tasks[0])]
     if chain.root is None:
         last = f"{names.task(chain.tasks[-1])} --waits on--> {names.lock(chain.locks[-1])}"
-        lines.append(f"  {last} (no known holder)")
+        lines.append(f"  {last} ({graph.holder_note(chain.locks[-1])})")
     marker = paint("root:", "root", names.color)
     if chain.root is None:
-        lines.append(f"  {marker} none known: {names.task(chain.tasks[-1])} {chain.root_reason}")
+        known = "owner exited" if graph.holder_note(chain.locks[-1]) == "owner exited" else "none known"
+        lines.append(f"  {marker} {known}: {names.task(chain.tasks[-1])} {chain.root_reason}")
     elif graph.task(chain.root) is None:
         lines.append(f"  {marker} {chain.root_reason}")
     else:
@@ -212,7 +215,7 @@ def _chain_lines(chain: Chain, graph: WaitForGraph, names: _Names) -> list[str]:
             if not edges or edges[-1].owner not in on_path:  # ends at the lock with no holder
                 last = graph.task(edges[-1].owner if edges else task)
                 if last is not None and last.waits_on is not None:
-                    line += f" --waits on--> {names.lock(last.waits_on)} (no known holder)"
+                    line += f" --waits on--> {names.lock(last.waits_on)} ({graph.holder_note(last.waits_on)})"
             lines.append("    " + line)
     return lines
 
