@@ -85,6 +85,11 @@ def expected_summary(scenario: str, truth: Optional[dict[str, Any]] = None) -> d
     exp = samples.expected(scenario, truth.get("kernel", ""))  # PREEMPT_RT: the shape the code takes there
     pid = truth["tasks"]
     module = exp["module"]
+    if not exp["cycles"] and exp.get("owner_exited"):  # the waiters of a lock whose owner exited
+        (lock,) = exp["owner_exited"]
+        waiters = sorted((c for c, lk in exp["waits"].items() if lk == lock), key=lambda c: pid[c])
+        return {"verdict": "none", "headline": "NO DEADLOCK", "names": [f"{c} (pid {pid[c]})" for c in waiters],
+                "locks": [], "verb": "whose owner exited without releasing it"}
     if not exp["cycles"]:
         # The sentence names the largest chain (ties: the one whose first blocked task has the lowest pid).
         behind = {root: sorted(c for c, lock in exp["waits"].items() if lock in held)
@@ -103,6 +108,11 @@ def expected_summary(scenario: str, truth: Optional[dict[str, Any]] = None) -> d
                 "verb": f"{a} (pid {pid[a]}) {'deadlocks' if certain else 'probably deadlocks'} on itself through an "
                         f"interrupt: a {cycle['interrupt']['context']} handler on its CPU spins on {lock} [{module}], "
                         f"which the code it interrupted holds (take it with {cycle['interrupt']['fix']}())"}
+    if len(cycle["tasks"]) == 1:  # a recursive lock
+        (a,), (lock,) = cycle["tasks"], cycle["locks"]
+        return {"verdict": "deadlock", "headline": "DEADLOCK", "names": [f"{a} (pid {pid[a]})"],
+                "locks": [f"{lock} [{module}]"],
+                "verb": f"{a} (pid {pid[a]}) deadlocks on itself: it waits for {lock} [{module}], which it already holds"}
     a, b = cycle["tasks"]
     locks = sorted(cycle["locks"])
     return {

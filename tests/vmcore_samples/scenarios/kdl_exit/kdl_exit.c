@@ -15,8 +15,15 @@
  * likely lands in the freed task_struct slot: the mutex's owner field then
  * names a live task that never took it. A debugger must not call any of them
  * the owner. Ground truth goes to the console as "kdl-truth ..." lines; the
- * exited owner's pid and task_struct as "kdl-info owner ...". No module_exit
- * on purpose.
+ * exited owner's pid and task_struct as "kdl-info owner ...".
+ *
+ * On PREEMPT_RT the mutex is an rt_mutex: a waiter that landed in the freed
+ * slot asks for a lock whose owner field names itself, and rt_mutex's own
+ * deadlock check parks it (S) with "rtmutex deadlock detected": the kernel
+ * is fooled too. That waiter is not in D, so /init does not wait for D
+ * states (expected.json says "blocked_when_loaded"): init returns once the
+ * waiters have been stuck for a second, after printing "kdl-info blocked".
+ * No module_exit on purpose.
  */
 #include <linux/module.h>
 #include <linux/kthread.h>
@@ -157,6 +164,8 @@ static int __init kdl_exit_init(void)
 		if (!IS_ERR(t))
 			pr_info("kdl-info idle %s %d %px\n", t->comm, t->pid, t);
 	}
+	msleep(1000);
+	pr_info("kdl-info blocked\n");
 	return 0;
 }
 module_init(kdl_exit_init);
