@@ -137,4 +137,4 @@ def test_inferred_owners_are_not_checked_and_stale_ones_leave_room_for_them() ->
     gone = lock(2, owner(0xFFFF888007770000), waiters=[129])
     checked(tasks, [sem, gone], {})
     assert sem.owners[0].confidence == "inferred"
-    assert gone.holders() == [] and gone.owner_exited() and not sem.owner_exited()
+    assert gone.current_owners() == [] and gone.owner_exited() and not sem.owner_exited()

@@ -115,13 +115,13 @@ class Lock:
     waiters: list[int] = field(default_factory=list)  # task addresses, wait-list order
     details: dict[str, Any] = field(default_factory=dict)
 
-    def holders(self) -> list[Owner]:
+    def current_owners(self) -> list[Owner]:
         """The owners believed to hold it: all but the STALE ones (an owner field that cannot be true)."""
         return [o for o in self.owners if o.confidence != STALE]
 
     def owner_exited(self) -> bool:
         """Whether its only recorded owner is STALE: the owner exited (or its task_struct slot was reused)."""
-        return not self.holders() and any(o.confidence == STALE for o in self.owners)
+        return not self.current_owners() and any(o.confidence == STALE for o in self.owners)
 
     def name(self) -> str:
         if self.symbol is None:

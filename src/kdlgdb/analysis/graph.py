@@ -256,7 +256,7 @@ class WaitForGraph:
         self._holds: dict[int, list[int]] = {}
         self._via: dict[int, Optional[Edge]] = {}  # next hop of a non-cycle blocked task
         for lock in sorted(snapshot.locks, key=lambda lk: lk.address):
-            for owner in lock.holders():  # a STALE owner holds nothing: no edge, no cycle, no self-deadlock
+            for owner in lock.current_owners():  # a STALE owner holds nothing: no edge, no cycle, no self-deadlock
                 held = self._holds.setdefault(owner.task, [])
                 if lock.address not in held:
                     held.append(lock.address)
@@ -268,7 +268,7 @@ class WaitForGraph:
             lock = self._locks.get(wanted)
             if lock is None:
                 continue
-            edges = [Edge(waiter, lock.address, o.task, o.confidence, o.evidence) for o in lock.holders()]
+            edges = [Edge(waiter, lock.address, o.task, o.confidence, o.evidence) for o in lock.current_owners()]
             self._edges[waiter] = edges
             best = self._best.setdefault(waiter, {})
             for edge in edges:

@@ -201,7 +201,7 @@ def _find_waits(
 
 def _infer_holders(k: Kernel, code: CodeReader, locks: dict[int, Lock], tasks: dict[int, Task], live: dict[int, Stack]) -> None:
     """Add inferred owners to locks whose owner the kernel does not record."""
-    ownerless = {a for a, lk in locks.items() if not lk.holders()}
+    ownerless = {a for a, lk in locks.items() if not lk.current_owners()}
     if not ownerless:
         return
     for address, task in tasks.items():
@@ -223,7 +223,7 @@ def _infer_holders(k: Kernel, code: CodeReader, locks: dict[int, Lock], tasks: d
             lock.owners.append(Owner(address, INFERRED, evidence, mode))
     for lock in locks.values():
         hint = last_reader(lock.details) if lock.address in ownerless else None
-        if hint is not None and not lock.holders() and hint in tasks:
+        if hint is not None and not lock.current_owners() and hint in tasks:
             lock.owners.append(Owner(hint, INFERRED, "rw_semaphore.owner names it as the last reader (may be stale)", "read"))
         for owner in lock.owners:
             if owner.task == hint:

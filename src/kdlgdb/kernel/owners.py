@@ -16,7 +16,7 @@ self-deadlock. So before an owner stays ``certain`` (:data:`~kdlgdb.model.CERTAI
    woken), and only while it sleeps (a woken waiter that has not run yet proves nothing).
 
 An owner that fails one of them becomes :data:`~kdlgdb.model.STALE`, with the reason in its
-evidence; a stale owner holds nothing (``Lock.holders()``), so it makes no wait-for edge,
+evidence; a stale owner holds nothing (``Lock.current_owners()``), so it makes no wait-for edge,
 no cycle and no self-deadlock, and the chain of the lock's waiters ends at "owner exited".
 
 Pure: the caller (``collect``) hands over the tasks, their :class:`Timing` and a function
