@@ -142,7 +142,10 @@ def collect(source: Target | Kernel, progress: Optional[Progress] = None, source
     ranges = StackRanges([t.stack_base for t in tasks.values()], stacks.thread_size)
     code = CodeReader(k, symbols)
     rt = RtLayout.detect(k)
-    locks = find_rt_waits(k, rt, code, tasks, live, problems, ranges) if rt is not None else {}
+    # PREEMPT_RT's adaptive spin: an rt_mutex waiter spins on its CPU while the owner runs (rtmutex_spin_on_owner),
+    # queued in the waiter tree all the same; its stack is the one its CPU's registers point into.
+    spinning = {s.task: s.task_stack for s in on_cpu if s.task_stack is not None and s.task in tasks}
+    locks = find_rt_waits(k, rt, code, tasks, {**spinning, **live}, problems, ranges) if rt is not None else {}
     locks.update(_find_waits(k, kinds, tasks, live, ranges, problems))
     spin_locks, spins = find_spin_waits(k, code, on_cpu, tasks, problems)
     locks.update(spin_locks)
