@@ -101,7 +101,7 @@ def test_module_source_matches_expected(scenario):
         assert re.search(rf"^static .*\b{lock}\b", source, re.M), f"{lock} is not a static"
         assert (f"KDL_TRUTH_LOCK({lock}, \"{kind}\")" in source
                 or f'"kdl-truth lock {lock} {kind} %px\\n", &{lock})' in source)
-    comms = re.findall(r'kthread_(?:run|create)\(\w+, \w+, "(\w+)"\)|kdl_start_on\(\w+, "(\w+)"', source)
+    comms = re.findall(r'kthread_(?:run|create)\(\w+, \w+, "(\w+)"\)|kdl_start_on\(\w+, (?:\w+, )?"(\w+)"', source)
     # "exits": threads that exit during the scenario (an owner that leaves its lock held): not in the dump.
     assert sorted("".join(c) for c in comms) == sorted(exp["tasks"] + exp.get("exits", []))
 

@@ -8,7 +8,7 @@ from ..errors import CorruptError, ReadError
 from ..model import INFERRED, Lock, Owner, Problem, Snapshot, Task
 from ..target.base import Target
 from .blocked import find_blocked_in
-from .cpus import apply_cpu_states, cpu_states
+from .cpus import CpuState, apply_cpu_states, cpu_states
 from .held import CodeReader
 from .layout import Kernel, le64
 from .locks import LockKind, lock_kinds, last_reader
@@ -151,7 +151,7 @@ def collect(source: Target | Kernel, progress: Optional[Progress] = None, source
     locks.update(spin_locks)
     check_owners(locks.values(), tasks, _timing(tasks, started, exec_start, runqueues),
                  lambda task, lock: _took_before(code, task, lock.address))
-    _infer_holders(k, code, locks, tasks, live)
+    _infer_holders(k, code, locks, tasks, live, on_cpu)
     interrupt_deadlocks(k, code, on_cpu, spins, tasks)
     find_blocked_in(k, symbols, tasks, live, ranges, locks, problems)
     k.forget_kept()
@@ -202,11 +202,24 @@ def _find_waits(
     return locks
 
 
-def _infer_holders(k: Kernel, code: CodeReader, locks: dict[int, Lock], tasks: dict[int, Task], live: dict[int, Stack]) -> None:
-    """Add inferred owners to locks whose owner the kernel does not record."""
+# The registers a CPU's note saves that can hold a lock's address (not rip, rsp, the segment bases).
+GENERAL_REGISTERS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
+
+
+def _infer_holders(k: Kernel, code: CodeReader, locks: dict[int, Lock], tasks: dict[int, Task], live: dict[int, Stack],
+                   on_cpu: list[CpuState]) -> None:
+    """Add inferred owners to locks whose owner the kernel does not record.
+
+    Evidence, strongest first: a caller on the task's stack that called an acquire function on the lock
+    (a constant operand in its code) and no release; the lock's address in the registers of the CPU the
+    task runs on (a lock reached through a pointer stays in a callee-saved register until it is released);
+    the lock's address on its stack (a saved register, a spill slot). The lock a task waits on is not
+    counted for it.
+    """
     ownerless = {a for a, lk in locks.items() if not lk.current_owners()}
     if not ownerless:
         return
+    cpus = {state.task: state for state in on_cpu}
     for address, task in tasks.items():
         if task.state not in ("D", "S") and not task.waits_on and task.cpu_context is None:
             continue
@@ -215,8 +228,14 @@ def _infer_holders(k: Kernel, code: CodeReader, locks: dict[int, Lock], tasks: d
             for acq in code.held_by_frames(task.frames):
                 if acq.lock in ownerless and acq.lock not in found:
                     found[acq.lock] = f"{acq.describe()} and has not released it"
-        stack = live.get(address)
-        if stack is not None:
+        cpu = cpus.get(address)
+        if cpu is not None:
+            for name in GENERAL_REGISTERS:
+                value = cpu.registers.get(name)
+                if value in ownerless and value != task.waits_on and value not in found:
+                    found[value] = f"its address is in %{name} of CPU {cpu.cpu}, which runs the task"
+        stacks = [live[address]] if address in live else cpu.stacks if cpu is not None else []
+        for stack in stacks:
             for value in sorted(ownerless.intersection(stack.values), key=stack.values.index):
                 if value != task.waits_on and value not in found:
                     found[value] = f"its address is on the task's stack at {stack.slots_holding(value)[0]:#x}"
