@@ -158,13 +158,15 @@ def test_kd_dmesg_on_real_data() -> None:
     assert len(everything) == len(_lines(_log(path)))
     # Multi-line records keep their lines; the console printed each with the record's timestamp.
     multi = [r for r in _log(path) if "\n" in r.text]
-    assert [r.text.split("\n")[0] for r in multi] == [
-        "calibrate_delay_direct() failed to get a good estimate for loops_per_jiffy.",
-        'Unstable clock detected, switching default tracing clock to "global"']
-    first, second = multi[0].text.split("\n")[:2]  # the continuation is printed with its record's stamp
-    (at,) = [i for i, line in enumerate(everything) if line.endswith("] " + first)]
-    assert second == 'Probably due to long platform interrupts. Consider using "lpj=" boot option.'
-    assert everything[at + 1] == everything[at].split("] ", 1)[0] + "] " + second
+    firsts = [r.text.split("\n")[0] for r in multi]
+    assert 'Unstable clock detected, switching default tracing clock to "global"' in firsts
+    # Under TCG the delay loop calibration fails in some boots only: a second multi-line record then.
+    assert set(firsts) <= {'Unstable clock detected, switching default tracing clock to "global"',
+                           "calibrate_delay_direct() failed to get a good estimate for loops_per_jiffy."}
+    for record in multi:
+        assert all(format_record(record).split("\n")[i] in everything for i in range(record.text.count("\n") + 1))
+    if "calibrate_delay_direct() failed to get a good estimate for loops_per_jiffy." in firsts:
+        assert "[    0.000000] Probably due to long platform interrupts. Consider using \"lpj=\" boot option." in everything
     assert run("--notable", "--grep", "kdl_b").splitlines() == [line for line in notable_lines if "kdl_b" in line]
     assert run("--grep", "^ kdl_a_fn").splitlines() == [line for line in console if line.endswith("]  kdl_a_fn+0x27/0x50 [kdl_abba]")]
     with pytest.raises(commands.UsageError, match="bad pattern"):

@@ -85,6 +85,11 @@ def expected_summary(scenario: str, truth: Optional[dict[str, Any]] = None) -> d
     exp = samples.expected(scenario, truth.get("kernel", ""))  # PREEMPT_RT: the shape the code takes there
     pid = truth["tasks"]
     module = exp["module"]
+    if not exp["cycles"] and exp.get("owner_exited"):  # the waiters of a lock whose owner exited
+        (lock,) = exp["owner_exited"]
+        waiters = sorted((c for c, lk in exp["waits"].items() if lk == lock), key=lambda c: pid[c])
+        return {"verdict": "none", "headline": "NO DEADLOCK", "names": [f"{c} (pid {pid[c]})" for c in waiters],
+                "locks": [], "verb": "whose owner exited without releasing it"}
     if not exp["cycles"]:
         # The sentence names the largest chain (ties: the one whose first blocked task has the lowest pid).
         behind = {root: sorted(c for c, lock in exp["waits"].items() if lock in held)
@@ -103,15 +108,24 @@ def expected_summary(scenario: str, truth: Optional[dict[str, Any]] = None) -> d
                 "verb": f"{a} (pid {pid[a]}) {'deadlocks' if certain else 'probably deadlocks'} on itself through an "
                         f"interrupt: a {cycle['interrupt']['context']} handler on its CPU spins on {lock} [{module}], "
                         f"which the code it interrupted holds (take it with {cycle['interrupt']['fix']}())"}
+    if len(cycle["tasks"]) == 1:  # a recursive lock
+        (a,), (lock,) = cycle["tasks"], cycle["locks"]
+        return {"verdict": "deadlock", "headline": "DEADLOCK", "names": [f"{a} (pid {pid[a]})"],
+                "locks": [f"{lock} [{module}]"],
+                "verb": f"{a} (pid {pid[a]}) deadlocks on itself: it waits for {lock} [{module}], which it already holds"}
     a, b = cycle["tasks"]
-    locks = sorted(cycle["locks"])
+    if set(cycle["locks"]) <= set(exp.get("heap_locks", ())):  # no symbol: "spinlock 0xffff…"
+        both = " and ".join(sorted(f"{exp['lock_types'][lk]} {truth['locks'][lk]['address']}" for lk in cycle["locks"]))
+    else:
+        locks = sorted(cycle["locks"])
+        both = f"{locks[0]} and {locks[1]} [{module}]"
     return {
         "verdict": "deadlock" if certain else "probable",
         "headline": "DEADLOCK" if certain else "PROBABLE DEADLOCK",
         "names": [f"{c} (pid {pid[c]})" for c in cycle["tasks"]],
-        "locks": [f"{locks[0]} and {locks[1]} [{module}]"],
+        "locks": [both],
         "verb": f"{a} (pid {pid[a]}) and {b} (pid {pid[b]}) {'deadlock' if certain else 'probably deadlock'} on "
-                f"{locks[0]} and {locks[1]} [{module}]: ABBA order",
+                f"{both}: ABBA order",
     }
 
 
@@ -193,9 +207,12 @@ def test_document_formats_hold_summary_stacks_log_and_facts(scenario: str, fmt: 
         assert re.search(rf"#\d+ {SLOW_PATH}\+0x[0-9a-f]+ +<-- lock slow path", text)
     for cycle in exp["cycles"]:
         # Each edge's evidence and the lock order advice (or, through an interrupt, the acquisition to change).
-        assert ("mutex.owner" in plain) or ("called down" in plain) or ("called _raw_spin_lock" in plain)
+        assert ("mutex.owner" in plain) or ("called down" in plain) or ("called _raw_spin_lock" in plain) or (
+            "its address is in %" in plain)  # a lock reached through a pointer: in its holder's CPU registers
         if "interrupt" in cycle:
             assert f"take it there with {cycle['interrupt']['fix']}()" in plain and len(cycle["tasks"]) == 1
+        elif len(cycle["tasks"]) == 1:  # a recursive lock
+            assert f"takes {cycle['locks'][0]} [{exp['module']}] again while holding it" in plain
         else:
             assert "take " in plain and " before " in plain
             assert len(cycle["tasks"]) == 2

@@ -13,8 +13,10 @@ import struct
 import pytest
 
 from kdlgdb.errors import CorruptError, ReadError
+from kdlgdb.kernel.printk import LogRecord
 from kdlgdb.kernel.rtmutex import (
-    READER_BIAS, WRITER_BIAS, RtKind, RtLayout, decode_rt_lock, find_rt_waits, rt_kind_of, walk_waiter_tree,
+    READER_BIAS, WRITER_BIAS, RtKind, RtLayout, cite_deadlock, decode_rt_lock, find_rt_waits, rt_kind_of,
+    walk_waiter_tree,
 )
 from kdlgdb.kernel.stack import Stack
 from kdlgdb.model import Frame, Problem, Task
@@ -376,3 +378,81 @@ def test_an_unreadable_lock_still_has_its_waits() -> None:
     assert [(lk.address, lk.waiters, lk.owners) for lk in locks.values()] == [(LOCK, TASKS[:2], [])]
     assert [(p.what, p.where) for p in problems] == [("lock", f"struct spinlock {LOCK:#x}")] and "cannot read" in problems[0].why
     assert tasks[TASKS[1]].wait_evidence.endswith(f"for struct spinlock {LOCK:#x} (its waiter tree cannot be read)")
+
+
+class Parked(Calls):
+    """The call the lock's caller makes: mutex_lock, with a constant first argument (or none)."""
+
+    def __init__(self, argument: int | None) -> None:
+        super().__init__("mutex_lock")
+        self.argument = argument
+
+    def argument_of_call(self, frame: Frame) -> int | None:
+        return self.argument
+
+
+class NoLog(Memory):
+    """A kernel whose vmlinux has no printk buffer: the evidence says the log cannot be read."""
+
+    def symbol(self, name: str) -> None:
+        return None
+
+
+PARKED = ("__schedule", "rt_mutex_schedule", "__rt_mutex_slowlock_locked", "rt_mutex_slowlock")
+
+
+@pytest.mark.parametrize("argument", [LOCK, None], ids=["caller's-argument", "on-its-stack"])
+def test_recursive_lock_parked_by_rt_mutex_handle_deadlock(argument: int | None) -> None:
+    """PREEMPT_RT's mutex_lock on a mutex the task owns: -EDEADLK, parked (S) with no waiter. It waits on
+    that mutex (found from the caller's call, or on its stack), and task 1 is queued behind it."""
+    mem = NoLog()
+    mem.put(LOCK, 0, WAITERS[1], WAITERS[1], TASKS[0] | 1)  # owned by task 0; task 1 in the tree
+    waiter(mem, 1, 0 | 1, 0, 0)
+    stack = bytearray(0x200)
+    struct.pack_into("<Q", stack, 0x40, LOCK)  # a register the scheduler saved
+    task = _task(0, PARKED)
+    task.state = "S"
+    other = _task(1, PARKED)
+    mem.put(TASKS[0] + RT.pi_blocked_on, 0)  # type: ignore[operator]
+    mem.put(TASKS[1] + RT.pi_blocked_on, WAITERS[1])  # type: ignore[operator]
+    live = {TASKS[0]: Stack(WAITERS[0] - 0x100, bytes(stack)), TASKS[1]: Stack(WAITERS[1] - 0x100, bytes(0x200))}
+    problems: list[Problem] = []
+    locks = find_rt_waits(mem, RT, Parked(argument), {TASKS[0]: task, TASKS[1]: other}, live, problems)  # type: ignore[arg-type]
+    assert problems == []
+    lock = locks[LOCK]
+    assert (lock.type, lock.waiters, [o.task for o in lock.owners]) == ("mutex", [TASKS[1], TASKS[0]], [TASKS[0]])
+    assert task.waits_on == LOCK
+    how = "the lock kdl_fn+0x2b [kdl_mod] asks for" if argument else "on its stack"
+    assert task.wait_evidence == (
+        f"rt_mutex_handle_deadlock: parked (S) in __rt_mutex_slowlock_locked+0x20, asking for struct mutex {LOCK:#x} "
+        f"({how}), which it owns already (struct mutex.rtmutex.owner): rt_mutex's deadlock check returned -EDEADLK; "
+        "the kernel log cannot be read (the vmlinux has no printk buffer (neither prb nor log_buf): a kernel without "
+        "CONFIG_PRINTK?)")
+
+
+def test_parked_only_when_asleep_and_owning_the_lock() -> None:
+    """A task in D on the rt_mutex path without a waiter (or in S on a lock it does not own) is no deadlock."""
+    for state, owner in (("D", TASKS[0]), ("S", TASKS[2])):
+        mem = NoLog()
+        mem.put(LOCK, 0, 0, 0, owner)
+        task = _task(0, PARKED)
+        task.state = state
+        mem.put(TASKS[0] + RT.pi_blocked_on, 0)  # type: ignore[operator]
+        problems: list[Problem] = []
+        locks = find_rt_waits(mem, RT, Parked(LOCK), {TASKS[0]: task},  # type: ignore[arg-type]
+                              {TASKS[0]: Stack(WAITERS[0] - 0x100, bytes(0x200))}, problems)
+        assert locks == {} and task.waits_on is None
+        assert "neither task->pi_blocked_on nor its stack names an rt_mutex" in problems[0].why
+
+
+def test_the_kernel_log_line_is_cited() -> None:
+    records = [
+        LogRecord(10, 3_841_280_000, 6, "kdl-truth task kdl_rd 158", "T1"),
+        LogRecord(11, 3_841_646_000, 4, "rtmutex deadlock detected", "T158"),
+        LogRecord(12, 3_841_893_000, 4, "WARNING: CPU: 0 PID: 158 at kernel/locking/rtmutex.c:1686 "
+                                        "__rt_mutex_slowlock_locked.constprop.0+0x1c6/0x1e0\nModules linked in: x", "T158"),
+    ]
+    assert cite_deadlock(records, 158) == (
+        "the kernel log says: [    3.841646] rtmutex deadlock detected / [    3.841893] WARNING: CPU: 0 PID: 158 at "
+        "kernel/locking/rtmutex.c:1686 __rt_mutex_slowlock_locked.constprop.0+0x1c6/0x1e0")
+    assert cite_deadlock(records, 159) == 'the kernel log has no "rtmutex deadlock detected" line of pid 159'

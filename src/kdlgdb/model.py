@@ -11,8 +11,12 @@ from typing import Any, Optional
 
 __all__ = ["Frame", "BlockedIn", "CpuContext", "Task", "Owner", "Lock", "Problem", "Snapshot"]
 
-CERTAIN = "certain"
-INFERRED = "inferred"
+CERTAIN = "certain"  # the kernel's own record (mutex.owner, a write-held rw_semaphore's owner, rt_mutex_base.owner)
+INFERRED = "inferred"  # evidence from code or the stack, not a record
+# An owner field that cannot be true: it names no task in the task list, or a task that started after
+# the waiters blocked, or a waiter of the same lock with no earlier acquisition of it (kernel/owners.py).
+# Kept for what it says about the lock, but no holder: it makes no wait-for edge.
+STALE = "stale"
 
 
 @dataclass
@@ -94,7 +98,7 @@ class Owner:
     """Why we believe ``task`` holds a lock."""
 
     task: int  # task_struct address
-    confidence: str  # CERTAIN or INFERRED
+    confidence: str  # CERTAIN, INFERRED or STALE
     evidence: str
     mode: str = "exclusive"  # exclusive | read | write
 
@@ -114,6 +118,14 @@ class Lock:
     label: Optional[str] = None
     # A holder that is not a task: "the freeze of ext2 /dev/ram0 on /mnt (fsfreeze --unfreeze /mnt thaws it)"
     holder: Optional[str] = None
+
+    def current_owners(self) -> list[Owner]:
+        """The owners believed to hold it: all but the STALE ones (an owner field that cannot be true)."""
+        return [o for o in self.owners if o.confidence != STALE]
+
+    def owner_exited(self) -> bool:
+        """Whether its only recorded owner is STALE: the owner exited (or its task_struct slot was reused)."""
+        return not self.current_owners() and any(o.confidence == STALE for o in self.owners)
 
     def name(self) -> str:
         if self.label is not None:

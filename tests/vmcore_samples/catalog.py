@@ -16,7 +16,7 @@ KERNELS = (DEFAULT_KERNEL, "6.12.117+deb12-cloud-amd64", "6.12.117+deb12-rt-amd6
 
 # The scenario modules under scenarios/ that the tests use (each is also a sample of its own name).
 SCENARIOS = ("kdl_abba", "kdl_mutex", "kdl_rwsem", "kdl_control", "kdl_rtmutex", "kdl_chain", "kdl_spin", "kdl_irq",
-             "kdl_flush", "kdl_pcpu", "kdl_freeze")
+             "kdl_flush", "kdl_pcpu", "kdl_freeze", "kdl_exit", "kdl_rtdeadlk", "kdl_spinjob")
 
 # Dump forms: kind -> file name suffix. "elf" is QEMU's paging ELF (gdb reads it
 # directly); the others need kdlgdb's own reader (or crash).
@@ -73,6 +73,10 @@ SCENARIO_SAMPLES = {
     "kdl_flush": Sample("kdl_flush", kinds=ANALYSIS_KINDS),
     "kdl_pcpu": Sample("kdl_pcpu", kinds=ANALYSIS_KINDS),
     "kdl_freeze": Sample("kdl_freeze", kinds=ANALYSIS_KINDS),
+    # Owners that cannot be: one that exited (its task_struct slot perhaps reused), a recursive mutex_lock.
+    "kdl_exit": Sample("kdl_exit", kinds=ANALYSIS_KINDS),
+    "kdl_rtdeadlk": Sample("kdl_rtdeadlk", kinds=ANALYSIS_KINDS),
+    "kdl_spinjob": Sample("kdl_spinjob", kinds=ANALYSIS_KINDS),  # spinlock holders through pointers: CPU notes
 }
 DEFAULT_SAMPLES = SCENARIOS + ("kdl_scale_1k",)
 

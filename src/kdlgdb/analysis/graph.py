@@ -260,7 +260,7 @@ class WaitForGraph:
         self._holds: dict[int, list[int]] = {}
         self._via: dict[int, Optional[Edge]] = {}  # next hop of a non-cycle blocked task
         for lock in sorted(snapshot.locks, key=lambda lk: lk.address):
-            for owner in lock.owners:
+            for owner in lock.current_owners():  # a STALE owner holds nothing: no edge, no cycle, no self-deadlock
                 held = self._holds.setdefault(owner.task, [])
                 if lock.address not in held:
                     held.append(lock.address)
@@ -272,7 +272,7 @@ class WaitForGraph:
             lock = self._locks.get(wanted)
             if lock is None:
                 continue
-            edges = [Edge(waiter, lock.address, o.task, o.confidence, o.evidence) for o in lock.owners]
+            edges = [Edge(waiter, lock.address, o.task, o.confidence, o.evidence) for o in lock.current_owners()]
             self._edges[waiter] = edges
             best = self._best.setdefault(waiter, {})
             for edge in edges:
@@ -492,12 +492,26 @@ class WaitForGraph:
         joined = sorted((t for t in members if t not in on_path), key=self._key)
         return Chain(tasks, locks, root, reason, joined)
 
+    def holder_note(self, lock: int) -> str:
+        """What is known of the holder of a lock that has none: ``"held by the freeze of ..."`` when it
+        is held by something that is not a task, ``"owner exited"`` when its recorded owner cannot be
+        true (a STALE owner: it exited, or its task_struct slot now belongs to another task), else
+        ``"no known holder"``."""
+        known = self._locks.get(lock)
+        if known is not None and known.holder:  # a holder that is no task (a freeze): its short name
+            return "held by " + known.holder.split(" (", 1)[0]
+        return "owner exited" if known is not None and known.owner_exited() else "no known holder"
+
     def _no_owner_reason(self, lock: int) -> str:
-        if lock in self._locks and self._locks[lock].holder:
-            return f"waits on {self._locks[lock].name()}, held by {self._locks[lock].holder}"
-        if lock in self._locks:
-            return f"waits on {self._locks[lock].name()} with no known holder"
-        return f"waits on {lock:#x}, a lock that was not decoded"
+        known = self._locks.get(lock)
+        if known is None:
+            return f"waits on {lock:#x}, a lock that was not decoded"
+        if known.holder:
+            return f"waits on {known.name()}, held by {known.holder}"
+        if known.owner_exited():
+            why = "; ".join(o.evidence for o in known.owners)
+            return f"waits on {known.name()}, whose recorded owner is gone ({why})"
+        return f"waits on {known.name()} with no known holder"
 
     def _root_reason(self, root: int) -> str:
         task = self._tasks.get(root)

@@ -193,7 +193,7 @@ def find_blocked_in(k: Kernel, symbols: Symbols, tasks: dict[int, Task], live: d
                     stacks: StackRanges, locks: dict[int, Lock], problems: list[Problem]) -> None:
     """Set ``blocked_in`` of every task that is blocked (D), or holds a lock while asleep (S),
     and waits on no lock: the roots of wait chains that end somewhere else."""
-    owners = {o.task for lock in locks.values() for o in lock.owners}
+    owners = {o.task for lock in locks.values() for o in lock.current_owners()}
     queues = _Queues(k)
     known: dict[str, dict[int, Wait]] = {}
     for address, task in tasks.items():

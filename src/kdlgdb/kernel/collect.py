@@ -8,17 +8,18 @@ from ..errors import CorruptError, ReadError
 from ..model import INFERRED, Lock, Owner, Problem, Snapshot, Task
 from ..target.base import Target
 from .blocked import find_blocked_in
-from .cpus import apply_cpu_states, cpu_states
+from .cpus import CpuState, apply_cpu_states, cpu_states
 from .held import CodeReader
 from .layout import Kernel, le64
 from .locks import LockKind, lock_kinds, last_reader
 from .freeze import name_freezes
+from .owners import Timing, check_owners
 from .percpu_rwsem import find_writer_waits, percpu_rwsem_kind
 from .rtmutex import RtLayout, find_rt_waits
 from .spinlock import find_spin_waits, interrupt_deadlocks
 from .stack import Stack, StackReader, add_source_lines
 from .symbols import Symbols
-from .tasks import TaskLayout, for_each_task, per_cpu_runqueues, read_task, task_state_letters
+from .tasks import Runqueue, TaskLayout, for_each_task, per_cpu_runqueues, read_task, task_state_letters
 from .waiters import StackRanges, Wait, find_wait, slow_path
 from .workqueue import find_work_waits
 
@@ -75,6 +76,8 @@ def collect(source: Target | Kernel, progress: Optional[Progress] = None, source
     tasks: dict[int, Task] = {}
     saved_sp: dict[int, int] = {}  # thread.sp: where a sleeping task's stack begins
     arrival: dict[int, int] = {}  # sched_info.last_arrival: when it last got a CPU
+    started: dict[int, int] = {}  # start_time: when it was forked (CLOCK_MONOTONIC)
+    exec_start: dict[int, int] = {}  # se.exec_start: when it last ran (its runqueue's clock_task; 0: unknown)
 
     def add(address: int, data: Optional[bytes] = None) -> None:
         if address in tasks or not address:
@@ -85,6 +88,10 @@ def collect(source: Target | Kernel, progress: Optional[Progress] = None, source
             saved_sp[address] = le64(data, layout.sp)
             if layout.last_arrival is not None:
                 arrival[address] = le64(data, layout.last_arrival)
+            if layout.start_time is not None:
+                started[address] = le64(data, layout.start_time)
+            if layout.exec_start is not None:
+                exec_start[address] = le64(data, layout.exec_start)
         except ReadError as e:
             problems.append(Problem("task", f"{address:#x}", str(e)))
 
@@ -141,7 +148,10 @@ def collect(source: Target | Kernel, progress: Optional[Progress] = None, source
     ranges = StackRanges([t.stack_base for t in tasks.values()], stacks.thread_size)
     code = CodeReader(k, symbols)
     rt = RtLayout.detect(k)
-    locks = find_rt_waits(k, rt, code, tasks, live, problems, ranges) if rt is not None else {}
+    # PREEMPT_RT's adaptive spin: an rt_mutex waiter spins on its CPU while the owner runs (rtmutex_spin_on_owner),
+    # queued in the waiter tree all the same; its stack is the one its CPU's registers point into.
+    spinning = {s.task: s.task_stack for s in on_cpu if s.task_stack is not None and s.task in tasks}
+    locks = find_rt_waits(k, rt, code, tasks, {**spinning, **live}, problems, ranges) if rt is not None else {}
     locks.update(_find_waits(k, kinds, tasks, live, ranges, problems))
     # After the wait-list scan: a reader queued on a percpu rw-semaphore is not one of its readers.
     find_writer_waits(k, symbols, tasks, live, ranges, locks, problems)
@@ -149,7 +159,9 @@ def collect(source: Target | Kernel, progress: Optional[Progress] = None, source
     name_freezes(k, locks, problems)
     spin_locks, spins = find_spin_waits(k, code, on_cpu, tasks, problems)
     locks.update(spin_locks)
-    _infer_holders(k, code, locks, tasks, live)
+    check_owners(locks.values(), tasks, _timing(tasks, started, exec_start, runqueues),
+                 lambda task, lock: _took_before(code, task, lock.address))
+    _infer_holders(k, code, locks, tasks, live, on_cpu)
     interrupt_deadlocks(k, code, on_cpu, spins, tasks)
     find_blocked_in(k, symbols, tasks, live, ranges, locks, problems)
     # After find_blocked_in: a flush waits on a completion, which names the work item or workqueue.
@@ -202,11 +214,24 @@ def _find_waits(
     return locks
 
 
-def _infer_holders(k: Kernel, code: CodeReader, locks: dict[int, Lock], tasks: dict[int, Task], live: dict[int, Stack]) -> None:
-    """Add inferred owners to locks whose owner the kernel does not record."""
-    ownerless = {a for a, lk in locks.items() if not lk.owners and lk.holder is None}
+# The registers a CPU's note saves that can hold a lock's address (not rip, rsp, the segment bases).
+GENERAL_REGISTERS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
+
+
+def _infer_holders(k: Kernel, code: CodeReader, locks: dict[int, Lock], tasks: dict[int, Task], live: dict[int, Stack],
+                   on_cpu: list[CpuState]) -> None:
+    """Add inferred owners to locks whose owner the kernel does not record.
+
+    Evidence, strongest first: a caller on the task's stack that called an acquire function on the lock
+    (a constant operand in its code) and no release; the lock's address in the registers of the CPU the
+    task runs on (a lock reached through a pointer stays in a callee-saved register until it is released);
+    the lock's address on its stack (a saved register, a spill slot). The lock a task waits on is not
+    counted for it.
+    """
+    ownerless = {a for a, lk in locks.items() if not lk.current_owners() and lk.holder is None}
     if not ownerless:
         return
+    cpus = {state.task: state for state in on_cpu}
     for address, task in tasks.items():
         if task.state not in ("D", "S") and not task.waits_on and task.cpu_context is None:
             continue
@@ -214,9 +239,15 @@ def _infer_holders(k: Kernel, code: CodeReader, locks: dict[int, Lock], tasks: d
         if task.frames and (task.waits_on or task.state == "D" or task.cpu_context is not None):
             for acq in code.held_by_frames(task.frames):
                 if acq.lock in ownerless and acq.lock not in found:
-                    found[acq.lock] = f"{acq.frame.describe()} called {acq.function}() on it at {acq.call_site:#x} and has not released it"
-        stack = live.get(address)
-        if stack is not None:
+                    found[acq.lock] = f"{acq.describe()} and has not released it"
+        cpu = cpus.get(address)
+        if cpu is not None:
+            for name in GENERAL_REGISTERS:
+                value = cpu.registers.get(name)
+                if value in ownerless and value != task.waits_on and value not in found:
+                    found[value] = f"its address is in %{name} of CPU {cpu.cpu}, which runs the task"
+        stacks = [live[address]] if address in live else cpu.stacks if cpu is not None else []
+        for stack in stacks:
             for value in sorted(ownerless.intersection(stack.values), key=stack.values.index):
                 if value != task.waits_on and value not in found:
                     found[value] = f"its address is on the task's stack at {stack.slots_holding(value)[0]:#x}"
@@ -226,8 +257,29 @@ def _infer_holders(k: Kernel, code: CodeReader, locks: dict[int, Lock], tasks: d
             lock.owners.append(Owner(address, INFERRED, evidence, mode))
     for lock in locks.values():
         hint = last_reader(lock.details) if lock.address in ownerless else None
-        if hint is not None and not lock.owners and hint in tasks:
+        if hint is not None and not lock.current_owners() and hint in tasks:
             lock.owners.append(Owner(hint, INFERRED, "rw_semaphore.owner names it as the last reader (may be stale)", "read"))
         for owner in lock.owners:
             if owner.task == hint:
                 owner.evidence += "; also the last reader in rw_semaphore.owner"
+
+
+def _timing(tasks: dict[int, Task], started: dict[int, int], exec_start: dict[int, int],
+            runqueues: list[Runqueue]) -> dict[int, Timing]:
+    """Each task's :class:`~kdlgdb.kernel.owners.Timing`: start_time, and se.exec_start moved onto its
+    runqueue's clock by how far that runqueue's clock_task is behind its clock now (an upper bound)."""
+    lag = {rq.cpu: rq.clock - rq.clock_task for rq in runqueues if rq.clock_task is not None and rq.clock >= rq.clock_task}
+    timing = {}
+    for address, task in tasks.items():
+        last = exec_start.get(address)
+        behind = lag.get(task.cpu)
+        timing[address] = Timing(started.get(address) or None, last + behind if last and behind is not None else None)
+    return timing
+
+
+def _took_before(code: CodeReader, task: Task, lock: int) -> Optional[str]:
+    """Evidence that ``task`` acquired ``lock`` in a frame outside the call it is in now, else None."""
+    for acq in code.held_by_frames(task.frames):
+        if acq.lock == lock:
+            return acq.describe()
+    return None

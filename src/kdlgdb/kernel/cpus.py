@@ -74,6 +74,8 @@ class CpuState:
     interrupted_di: dict[int, int] = field(default_factory=dict)  # frame index -> saved %rdi of its pt_regs
     preempt_count: Optional[int] = None
     user: bool = False  # the CPU was in user mode
+    stacks: list[Stack] = field(default_factory=list)  # what was read from rsp up: the IRQ stack, then the task's
+    task_stack: Optional[Stack] = None  # the part of them on the task's own stack
 
     @property
     def context(self) -> str:
@@ -193,7 +195,9 @@ class _CpuReader:
             rsp = self.k.u64(top - 8)  # the interrupted code's stack pointer
         base, top = area.task_stack
         if base <= rsp < top:
-            segments.append(Stack(rsp, self.k.read(rsp, top - rsp)))
+            state.task_stack = Stack(rsp, self.k.read(rsp, top - rsp))
+            segments.append(state.task_stack)
+        state.stacks = segments
         for stack in segments:
             self._scan(stack, state)
         count = area.preempt_count

@@ -51,6 +51,10 @@ class Acquisition:
     call_site: int  # address of the call instruction
     frame: Frame  # the frame whose function made the call
 
+    def describe(self) -> str:
+        """``kdl_a_fn+0x27 [kdl_abba] called down() on it at 0xffffffffc04f300c``."""
+        return f"{self.frame.describe()} called {self.function}() on it at {self.call_site:#x}"
+
 
 class CodeReader:
     """Finds the acquire calls a function made before a given return address."""
@@ -109,6 +113,18 @@ class CodeReader:
             else:
                 held.pop(lock, None)
         return list(held.values())
+
+    def argument_of_call(self, frame: Frame) -> Optional[int]:
+        """The constant first argument of the call ``frame`` is inside now (ending at its return address),
+        when its function loads one into %rdi just before (see :func:`first_argument`), else None."""
+        if not 5 <= frame.offset <= MAX_FUNCTION:
+            return None
+        start = frame.pc - frame.offset
+        try:
+            code = self.k.read(start, frame.offset)
+        except ReadError:
+            return None
+        return first_argument(code, len(code) - 5, start) if code[-5] == 0xE8 else None
 
     def callee(self, pc: int) -> Optional[int]:
         """The address that the ``call rel32`` ending at return address ``pc`` calls, else None."""

@@ -17,20 +17,29 @@ address, which is not the rt_mutex_base's when the base is not its first member.
 An RT writer first takes the rw_semaphore's rt_mutex, then sleeps until the
 readers leave, without a waiter: it is found as the owner of the rt_mutex of a
 lock whose readers count says "writer pending".
+
+A task that asks for an rt_mutex it already owns gets -EDEADLK from the early deadlock check of
+task_blocks_on_rt_mutex() (owner == task); a caller that did not ask for deadlock detection
+(mutex_lock() on PREEMPT_RT, rt_mutex_lock()) is then parked forever by rt_mutex_handle_deadlock():
+it warns "rtmutex deadlock detected" and sleeps (S) in the slow path, with no waiter in the tree.
+Such a task is found as the owner of the lock its caller asked for, and its wait names the kernel's
+own verdict and log line: a self-deadlock.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
-from ..errors import CorruptError, ReadError
+from ..errors import CorruptError, KdlError, ReadError
 from ..model import CERTAIN, Frame, Lock, Owner, Problem, Task
 from .held import CodeReader
 from .layout import KERNEL_SPACE, Kernel, le32, le64
+from .printk import LogRecord, kernel_log
 from .stack import Stack
 from .waiters import StackRanges, base_name, is_scheduler
 
-__all__ = ["RtKind", "RtLayout", "preempt_rt", "find_rt_waits", "walk_waiter_tree", "decode_rt_lock", "rt_kind_of"]
+__all__ = ["RtKind", "RtLayout", "preempt_rt", "find_rt_waits", "walk_waiter_tree", "decode_rt_lock", "rt_kind_of",
+           "cite_deadlock", "DEADLOCK_WARNING"]
 
 RT_MUTEX_HAS_WAITERS = 0x1  # rt_mutex_base.owner bit 0 (kernel/locking/rtmutex.c)
 # rwbase_rt.readers (include/linux/rwbase_rt.h, v5.15): READER_BIAS set while no writer is
@@ -50,6 +59,9 @@ RT_SLEEP = {
 # spin/rwlock core lock function") and the scheduler entry it sleeps in.
 RTLOCK_SLEEP = {"schedule_rtlock", "rtlock_slowlock_locked", "rtlock_slowlock", "rtlock_lock"}
 RWBASE = {"rwbase_write_lock", "__rwbase_read_lock", "rwbase_read_lock", "rwbase_rtmutex_lock_state"}
+# rt_mutex_handle_deadlock()'s warning (kernel/locking/rtmutex.c, a WARN(1, ...): seen in 6.12-rt's log). Kernels
+# that do not print it are found all the same (from the lock's owner); the evidence then says the log has no such line.
+DEADLOCK_WARNING = "rtmutex deadlock detected"
 # The entry points the code that declared the lock calls: they name the lock's type.
 API = {
     "rt_mutex": {"rt_mutex_lock", "rt_mutex_lock_nested", "_rt_mutex_lock_nest_lock", "rt_mutex_lock_interruptible",
@@ -281,6 +293,7 @@ class _RtWait:
     lock: int  # the outer lock's address
     evidence: str
     pending_writer: bool = False
+    parked: bool = False  # in rt_mutex_handle_deadlock: asked for a lock it owns, not in the tree
 
 
 def find_rt_waits(k: Kernel, rt: RtLayout, code: CodeReader, tasks: dict[int, Task], live: dict[int, Stack],
@@ -292,6 +305,7 @@ def find_rt_waits(k: Kernel, rt: RtLayout, code: CodeReader, tasks: dict[int, Ta
     """
     trees: dict[int, Optional[list[tuple[int, int]]]] = {}  # rt_mutex_base -> its waiters (None: unreadable)
     waits: list[_RtWait] = []
+    log = _Log(k)
     for address, task in tasks.items():
         if address not in live:
             continue
@@ -305,6 +319,12 @@ def find_rt_waits(k: Kernel, rt: RtLayout, code: CodeReader, tasks: dict[int, Ta
         except (ReadError, CorruptError) as e:
             problems.append(Problem("wait", where, str(e)))
             continue
+        if wait is None and task.state == "S":
+            try:
+                wait = _parked(k, rt, kind, task, live[address], task.frames[start:], code, stacks, log)
+            except ReadError as e:
+                problems.append(Problem("wait", where, str(e)))
+                continue
         if wait is None:
             problems.append(Problem("wait", where, f"in {task.frames[start].describe()} but neither task->pi_blocked_on "
                                     "nor its stack names an rt_mutex it waits on"))
@@ -322,7 +342,8 @@ def find_rt_waits(k: Kernel, rt: RtLayout, code: CodeReader, tasks: dict[int, Ta
         if tree is not None:
             lock.waiters += [t for _, t in tree]
         else:  # the tree is not in the dump: in task order
-            lock.waiters += [w.task for w in waits if w.lock == wait.lock and not w.pending_writer]
+            lock.waiters += [w.task for w in waits if w.lock == wait.lock and not w.pending_writer and not w.parked]
+        lock.waiters += [w.task for w in waits if w.lock == wait.lock and w.parked]  # asked for it again: in no tree
         try:
             lock.owners, lock.details = decode_rt_lock(k, rt, wait.kind, wait.lock)
         except ReadError as e:
@@ -389,18 +410,30 @@ def _in_tree(k: Kernel, rt: RtLayout, waiter: int, trees: dict[int, Optional[lis
 def _pending_writer(k: Kernel, rt: RtLayout, kind: RtKind, task: int, stack: Stack, frames: list[Frame],
                     stacks: Optional[StackRanges]) -> Optional[_RtWait]:
     """An RT writer asleep until the readers leave: it owns the lock's rt_mutex, the readers count has
-    no READER_BIAS and is not WRITER_BIAS. The lock's address (or its rt_mutex's) is on the stack below
-    the caller's frame (in a register the scheduler saved, or in the slow path's frame); one read a
-    candidate covers both readings of it."""
+    no READER_BIAS and is not WRITER_BIAS."""
     if kind.readers is None:
         return None
+    for outer, lock in _owned_on_stack(k, rt, kind, task, stack, frames, stacks):
+        readers = le32(lock, kind.readers)
+        if readers != WRITER_BIAS and not readers & READER_BIAS:
+            return _RtWait(task, kind, outer,
+                           f"{kind.member('owner')} of {kind.struct} {outer:#x} is this task, asleep until its "
+                           f"{readers} reader(s) leave (readers count without READER_BIAS: writer pending)", True)
+    return None
+
+
+def _owned_on_stack(k: Kernel, rt: RtLayout, kind: RtKind, task: int, stack: Stack, frames: list[Frame],
+                    stacks: Optional[StackRanges]) -> Iterator[tuple[int, bytes]]:
+    """(address, bytes as far as its owner and readers) of each ``kind`` lock that ``task`` owns and whose
+    address (or its rt_mutex_base's) is on the stack below the caller's frame (in a register the scheduler
+    saved, or in the slow path's frame), innermost first; one read a candidate covers both readings of it."""
     end = stack.top
     for frame in frames:
         if frame.module is not None or base_name(frame.symbol) not in RT_PATH:
             end = frame.sp  # the first frame of the code that called the lock function
             break
     owner_at = kind.base + rt.owner
-    size = max(owner_at + 8, kind.readers + 4)  # of the lock, as far as the owner and readers
+    size = max(owner_at + 8, kind.readers + 4 if kind.readers is not None else 0)  # as far as the owner and readers
     tried: set[int] = set()
     for value in stack.values[: max(0, (end - stack.sp) // 8)]:
         if value < KERNEL_SPACE or value & 0x3 or value in tried or value == task or (stacks is not None and value in stacks):
@@ -418,10 +451,62 @@ def _pending_writer(k: Kernel, rt: RtLayout, kind: RtKind, task: int, stack: Sta
                 except ReadError:
                     continue
         for outer, lock in found:
-            owner = le64(lock, owner_at) & ~RT_MUTEX_HAS_WAITERS
-            readers = le32(lock, kind.readers)
-            if owner == task and readers != WRITER_BIAS and not readers & READER_BIAS:
-                return _RtWait(task, kind, outer,
-                               f"{kind.member('owner')} of {kind.struct} {outer:#x} is this task, asleep until its "
-                               f"{readers} reader(s) leave (readers count without READER_BIAS: writer pending)", True)
-    return None
+            if le64(lock, owner_at) & ~RT_MUTEX_HAS_WAITERS == task:
+                yield outer, lock
+
+
+def _parked(k: Kernel, rt: RtLayout, kind: RtKind, task: Task, stack: Stack, frames: list[Frame],
+            code: Optional[CodeReader], stacks: Optional[StackRanges], log: "_Log") -> Optional[_RtWait]:
+    """A task parked by rt_mutex_handle_deadlock(): asleep (S) on the rt_mutex path with no waiter, owning
+    the lock its caller asked for. That lock is the constant argument of the caller's call when its code
+    loads one (and the task owns it), else the innermost lock on its stack that it owns. None if neither."""
+    caller = next((f for f in frames if f.module is not None or base_name(f.symbol) not in RT_PATH), None)
+    how = ""
+    lock = None
+    if caller is not None and code is not None:
+        wanted = code.argument_of_call(caller)
+        if wanted is not None and wanted >= KERNEL_SPACE:
+            word = k.u64(wanted + kind.base + rt.owner)
+            if word & ~RT_MUTEX_HAS_WAITERS == task.address:
+                lock, how = wanted, f"the lock {caller.describe()} asks for"
+    if lock is None:
+        lock = next((outer for outer, _ in _owned_on_stack(k, rt, kind, task.address, stack, frames, stacks)), None)
+        how = "on its stack"
+    if lock is None:
+        return None
+    where = frames[0].describe() if frames else "the rt_mutex slow path"
+    return _RtWait(task.address, kind, lock, (
+        f"rt_mutex_handle_deadlock: parked (S) in {where}, asking for {kind.struct} {lock:#x} ({how}), which it "
+        f"owns already ({kind.member('owner')}): rt_mutex's deadlock check returned -EDEADLK; {log.cite(task.pid)}"),
+        parked=True)
+
+
+class _Log:
+    """The kernel log, read once and only when a task is parked by rt_mutex_handle_deadlock()."""
+
+    def __init__(self, k: Kernel) -> None:
+        self.k = k
+        self.records: Optional[list[LogRecord]] = None
+        self.error = ""
+
+    def cite(self, pid: int) -> str:
+        if self.records is None:
+            try:
+                self.records = kernel_log(self.k)
+            except (KdlError, ReadError) as e:
+                self.records, self.error = [], f"the kernel log cannot be read ({e})"
+        return self.error or cite_deadlock(self.records, pid)
+
+
+def cite_deadlock(records: list[LogRecord], pid: int) -> str:
+    """The kernel's own words about the rt_mutex deadlock of ``pid``: its "rtmutex deadlock detected" record
+    (printed by that task, or by an unknown caller) and the ``WARNING: CPU: n PID: pid at ...`` line after it,
+    with their time stamps; or that the log has none."""
+    for i, record in enumerate(records):
+        if DEADLOCK_WARNING in record.text and record.caller in (f"T{pid}", ""):
+            said = [f"[{record.ts_ns / 1e9:12.6f}] {DEADLOCK_WARNING}"]
+            warning = next((r for r in records[i + 1 : i + 4] if f"PID: {pid} " in r.text), None)
+            if warning is not None:
+                said.append(f"[{warning.ts_ns / 1e9:12.6f}] {warning.text.splitlines()[0].strip()}")
+            return "the kernel log says: " + " / ".join(said)
+    return f'the kernel log has no "{DEADLOCK_WARNING}" line of pid {pid}'

@@ -54,6 +54,8 @@ class TaskLayout:
     on_cpu: Optional[int]
     cpu: Optional[int]
     last_arrival: Optional[int]
+    start_time: Optional[int] = None  # u64 ns of CLOCK_MONOTONIC at fork
+    exec_start: Optional[int] = None  # se.exec_start: the runqueue's clock_task when it last ran
 
     @classmethod
     def detect(cls, k: Kernel) -> "TaskLayout":
@@ -64,10 +66,16 @@ class TaskLayout:
         cpu = "thread_info.cpu" if k.has_member(t, "thread_info.cpu") else "cpu"
         comm = (k.offset(t, "comm"), (k.member(t, "comm") or (0, 16))[1])  # offset() raises if it is missing
         last_arrival = k.member(t, "sched_info.last_arrival")
+        # start_time has been u64 ns of CLOCK_MONOTONIC since v3.17 (ccbf62d8a284, "sched: Make
+        # task->start_time nanoseconds based"); before it was a struct timespec: not used then.
+        start_time = k.member(t, "start_time")
+        if start_time is not None and start_time[1] != 8:
+            start_time = None
+        exec_start = k.member(t, "se.exec_start")
         on_cpu = k.member(t, "on_cpu")
         cpu_member = k.member(t, cpu)
         offsets = [k.offset(t, m) + 8 for m in (state, "exit_state", "stack", "pid", "tgid", "tasks", "thread_node", "signal", "thread.sp")]
-        for found in (comm, last_arrival, on_cpu, cpu_member):
+        for found in (comm, last_arrival, on_cpu, cpu_member, start_time, exec_start):
             if found is not None:
                 offsets.append(found[0] + max(found[1], 8))
         return cls(
@@ -87,6 +95,8 @@ class TaskLayout:
             on_cpu=on_cpu[0] if on_cpu else None,
             cpu=cpu_member[0] if cpu_member else None,
             last_arrival=last_arrival[0] if last_arrival else None,
+            start_time=start_time[0] if start_time else None,
+            exec_start=exec_start[0] if exec_start else None,
         )
 
 
@@ -120,6 +130,7 @@ class Runqueue:
     idle: int
     clock: int
     per_cpu_offset: int = 0  # __per_cpu_offset[cpu]: this CPU's per-cpu area minus the per-cpu section's link address
+    clock_task: Optional[int] = None  # rq.clock_task: clock less IRQ and steal time, what se.exec_start counts in
 
 
 def per_cpu_runqueues(k: Kernel) -> list[Runqueue]:
@@ -129,7 +140,8 @@ def per_cpu_runqueues(k: Kernel) -> list[Runqueue]:
     base = k.need_symbol("runqueues")
     rq_t = "struct rq"
     curr, idle, clock = k.offset(rq_t, "curr"), k.offset(rq_t, "idle"), k.offset(rq_t, "clock")
-    span = max(curr, idle, clock) + 8
+    clock_task = k.member(rq_t, "clock_task")  # v2.6.39 (305e6835e055, "sched: Do not account irq time to current task")
+    span = max(curr, idle, clock, clock_task[0] if clock_task else 0) + 8
     out = []
     for cpu in range(nr_cpus):
         address = base + le64(offsets, 8 * cpu)
@@ -137,7 +149,8 @@ def per_cpu_runqueues(k: Kernel) -> list[Runqueue]:
             data = k.read(address, span)
         except ReadError:
             continue  # CPU possible but never brought up: its per-cpu area may be absent
-        out.append(Runqueue(cpu, address, le64(data, curr), le64(data, idle), le64(data, clock), le64(offsets, 8 * cpu)))
+        out.append(Runqueue(cpu, address, le64(data, curr), le64(data, idle), le64(data, clock), le64(offsets, 8 * cpu),
+                            le64(data, clock_task[0]) if clock_task else None))
     return out
 
 

@@ -182,7 +182,7 @@ def render_dot(snapshot: Snapshot, graph: WaitForGraph, max_tasks: int = MAX_TAS
         known = graph.lock(lock)
         if known is None:
             continue
-        for owner in known.owners:
+        for owner in known.current_owners():  # a STALE owner (exited, slot reused) holds nothing: not drawn
             o = graph.task(owner.task)
             if owner.task not in drawn_tasks and o is None:
                 continue

@@ -178,7 +178,7 @@ def waitfor_json(snapshot: Snapshot, graph: WaitForGraph) -> dict[str, Any]:
                      "holds", "last_ran_ns", "stack", "sources",
                      "blocked_in": {"kind", "address", "symbol", "module", "function", ...} or None, ...}],  # D-state tasks, tasks in a lock
          "locks":  [{"address", "type", "symbol", "module",
-                     "owners": [{"pid", "confidence", "evidence", "mode", ...}],
+                     "owners": [{"pid", "confidence", "evidence", "mode", ...}],  # certain | inferred | stale
                      "waiters": [pid, ...], "details": {...}, ...}],
          "cycles": [{"pids", "comms", "locks", "verdict", "inferred", "blocked_behind",
                      "advice", ...}],

@@ -208,6 +208,8 @@ def chain_sentence(chain: Chain, graph: WaitForGraph) -> str:
     who = _some(graph, blocked)
     verb = "is" if len(blocked) == 1 else "are"
     if chain.root is None:
+        if graph.holder_note(chain.locks[-1]) == "owner exited":
+            return f"{who} {verb} blocked on {_lock(graph, chain.locks[-1])}, whose owner exited without releasing it"
         return f"{who} {verb} blocked on {_lock(graph, chain.locks[-1])}, which has no known holder"
     if graph.task(chain.root) is None:
         return f"{who} {verb} blocked behind a task that is not in the dump ({chain.root_reason})"
@@ -262,7 +264,7 @@ def _path(graph: WaitForGraph, task: int) -> str:
     last = graph.task(edges[-1].owner if edges else task)
     if (not edges or graph.membership(edges[-1].owner) is not graph.membership(task)) and last is not None:
         if last.waits_on is not None and not graph.edges_from(last.address):
-            text += f" --waits on--> {_lock(graph, last.waits_on)} (no known holder)"
+            text += f" --waits on--> {_lock(graph, last.waits_on)} ({graph.holder_note(last.waits_on)})"
     return text
 
 
@@ -349,7 +351,7 @@ def explain_hung(snapshot: Snapshot, graph: WaitForGraph, hung: Iterable[HungLik
             elif member.root is not None:
                 text = f"in chain {n}, blocked behind {_task(graph, member.root)}"
             else:
-                text = f"in chain {n}, blocked on {_lock(graph, member.locks[-1])} (no known holder)"
+                text = f"in chain {n}, blocked on {_lock(graph, member.locks[-1])} ({graph.holder_note(member.locks[-1])})"
             entry.update(explained=True, explanation=text, anchor=f"{kind}-{n}")
         elif task.state == "D":
             frame = interesting_frame(task.frames)

@@ -180,31 +180,32 @@ def _spin_line(graph: WaitForGraph, names: _Names, task: int, wanted: int, owner
     return f"  CPU {ctx.cpu}: {names.task(task)}{where} spins on {names.lock(wanted)} ({by}) while holding {held}"
 
 
-def _short(holder: str) -> str:
-    """``the freeze of ext2 ram0 on /mnt/data`` of a holder's whole description (what follows in
-    parentheses is said once, at the chain's root)."""
-    return holder.split(" (", 1)[0]
-
-
 def _chain_lines(chain: Chain, graph: WaitForGraph, names: _Names) -> list[str]:
     blocked = len(chain.tasks) - (chain.root is not None) + len(chain.joined)
     end = graph.lock(chain.locks[-1]) if chain.root is None else None
     holder = end.holder if end is not None else None
     if chain.root is None:
-        target = f"{names.lock(chain.locks[-1])}, " + (f"held by {holder}" if holder else "which has no known holder")
+        note = graph.holder_note(chain.locks[-1])
+        if holder:
+            target = f"{names.lock(chain.locks[-1])}, held by {holder}"
+        elif note == "owner exited":
+            target = f"{names.lock(chain.locks[-1])}, whose owner exited"
+        else:
+            target = f"{names.lock(chain.locks[-1])}, which has no known holder"
         head = f"{_plural(blocked, 'task')} blocked on {target}"
     else:
         head = f"{_plural(blocked, 'task')} blocked behind {names.task(chain.root)}"
     lines = [paint("CHAIN:", "heading", names.color) + " " + head]
     lines += ["  " + names.path(e.waiter, [e]) for e in graph.path(chain.tasks[0])]
     if chain.root is None:
-        wait = f"{names.task(chain.tasks[-1])} --waits on--> {names.lock(chain.locks[-1])}"
-        lines.append(f"  {wait} (held by {_short(holder)})" if holder else f"  {wait} (no known holder)")
+        last = f"{names.task(chain.tasks[-1])} --waits on--> {names.lock(chain.locks[-1])}"
+        lines.append(f"  {last} ({graph.holder_note(chain.locks[-1])})")
     marker = paint("root:", "root", names.color)
     if chain.root is None and holder:
         lines.append(f"  {marker} {holder}")
     elif chain.root is None:
-        lines.append(f"  {marker} none known: {names.task(chain.tasks[-1])} {chain.root_reason}")
+        known = "owner exited" if graph.holder_note(chain.locks[-1]) == "owner exited" else "none known"
+        lines.append(f"  {marker} {known}: {names.task(chain.tasks[-1])} {chain.root_reason}")
     elif graph.task(chain.root) is None:
         lines.append(f"  {marker} {chain.root_reason}")
     else:
@@ -222,7 +223,7 @@ def _chain_lines(chain: Chain, graph: WaitForGraph, names: _Names) -> list[str]:
             if not edges or edges[-1].owner not in on_path:  # ends at the lock with no holder
                 last = graph.task(edges[-1].owner if edges else task)
                 if last is not None and last.waits_on is not None:
-                    line += f" --waits on--> {names.lock(last.waits_on)} " + (f"(held by {_short(holder)})" if holder else "(no known holder)")
+                    line += f" --waits on--> {names.lock(last.waits_on)} ({graph.holder_note(last.waits_on)})"
             lines.append("    " + line)
     return lines
 
