@@ -19,10 +19,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                           "release); by default every dimension on every kernel (tests/matrix.py)")
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "full: a real-kernel case only --full runs (tests/matrix.py)")
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Without --full, leave out the cases marked ``full``."""
     if config.getoption("--full"):

@@ -9,7 +9,9 @@ declares its cases with :func:`over`, which adds the kernel. By default:
   each form, each KASLR setting, ...) in at least one case, the pairs rotated from kernel to kernel.
 
 A test whose every case is costly and whose products another test already runs (crash: ~6 s of CPU to
-start, for each dump) asks for the covering subset on the default kernel too (``default_product=False``).
+start, for each dump) asks for the covering subset on the default kernel too (``default_product=False``);
+one whose cases are boots of a guest (a live kernel: ~15 s each) and whose every value the dump tests
+already run on every kernel asks for ``other_kernels=N`` cases on each other kernel, rotated.
 
 The other cases are marked ``full`` and run only with ``python3 -m pytest --full`` (before a release).
 A scenario added to ``SCENARIOS`` gets its cases on every kernel this way, without a test changing.
@@ -50,27 +52,32 @@ def covering(values: Sequence[tuple[Any, ...]], rotate: int = 0) -> list[tuple[A
     return [case for case in values if case in chosen]
 
 
-def cases(values: Iterable[Any], kernels: Sequence[str] = samples.KERNELS,
-          default_product: bool = True) -> list[tuple[str, tuple[Any, ...], bool]]:
+def cases(values: Iterable[Any], kernels: Sequence[str] = samples.KERNELS, default_product: bool = True,
+          other_kernels: Optional[int] = None) -> list[tuple[str, tuple[Any, ...], bool]]:
     """(kernel, case, in the default run) for every kernel and case; a case that is not a tuple is one value."""
     values = [v if isinstance(v, tuple) else (v,) for v in values]
     out = []
     for k, kernel in enumerate(kernels):
-        product = default_product and kernel == samples.DEFAULT_KERNEL
-        default = set(values) if product else set(covering(values, k))
+        if kernel == samples.DEFAULT_KERNEL and default_product:
+            default = set(values)
+        elif kernel != samples.DEFAULT_KERNEL and other_kernels is not None:
+            n, start = len(values), k * len(values) // len(kernels)  # spread over the values, rotated
+            default = {values[(start + i * n // other_kernels) % n] for i in range(min(other_kernels, n))}
+        else:
+            default = set(covering(values, k))
         out += [(kernel, case, case in default) for case in values]
     return out
 
 
 def over(names: str, values: Iterable[Any], ids: Optional[Callable[[Any], str]] = None,
-         default_product: bool = True) -> pytest.MarkDecorator:
+         default_product: bool = True, other_kernels: Optional[int] = None) -> pytest.MarkDecorator:
     """``@pytest.mark.parametrize`` of ``real_kernel`` and ``names`` (comma-separated, as parametrize takes
     them) over ``values`` on every kernel, the cases beyond the default run marked ``full``.
 
     ``ids`` names a case (the tuple, or the value when ``names`` is one name); by default pytest's own ids.
     """
     params = []
-    for kernel, case, default in cases(values, default_product=default_product):
+    for kernel, case, default in cases(values, default_product=default_product, other_kernels=other_kernels):
         value_id = ids(case if len(case) > 1 else case[0]) if ids else "-".join(_id(v) for v in case)
         params.append(pytest.param(kernel, *case, id=f"{kernel}-{value_id}",
                                    marks=() if default else (pytest.mark.full,)))

@@ -13,7 +13,7 @@ import pytest
 import matrix
 import samples
 from expectations import check_waitfor
-from realgdb import EXTENSION, kd_waitfor_json, shared_gdb, waitfor_json
+from realgdb import EXTENSION, gdb, kd_waitfor_json, shared_gdb, waitfor_json
 
 pytestmark = pytest.mark.realkernel
 
@@ -48,6 +48,28 @@ def test_gdb_session_commands(real_kernel: str) -> None:
     assert f"PROBABLE DEADLOCK: kdl_a ({a}) and kdl_b ({b})" in out
     assert "take sem1 [kdl_abba] before sem2 [kdl_abba]" in out
     assert "usage: kd-waitfor" in out  # help text from the argparse declaration
+
+
+def test_a_shared_gdb_answers_as_a_fresh_gdb(real_kernel: str) -> None:
+    """The helper the other tests use: a gdb kept open gives what a new gdb gives for the same commands (start-up
+    messages, both streams, the exit status), also after another test's commands, settings and kd-open."""
+    dump = samples.ensure_dump("kdl_mutex", False, real_kernel)
+    other = samples.ensure_dump("kdl_abba", True, real_kernel, kind="kdump")
+    commands = ("kd-tasks -s D", "kd-bt 99999", "set kd-color on", "kd-waitfor", "kd-locks --json", "kd-tasks --bogus")
+    fresh = gdb(dump.vmlinux, dump.path, *commands)
+    assert fresh.returncode == 0 and "\x1b[" in fresh.stdout and "kd-bt: no task" in fresh.stderr
+    for _ in range(2):
+        again = shared_gdb(dump.vmlinux, dump.path, *commands)
+        assert (again.stdout, again.stderr, again.returncode) == (fresh.stdout, fresh.stderr, fresh.returncode)
+    failed = gdb(dump.vmlinux, dump.path, "kd-tasks -s D", "print no_such_symbol")  # gdb's own error, last
+    assert failed.returncode == 1 and 'No symbol "no_such_symbol" in current context.' in failed.stderr
+    again = shared_gdb(dump.vmlinux, dump.path, "kd-tasks -s D", "print no_such_symbol")
+    assert (again.stdout, again.stderr, again.returncode) == (failed.stdout, failed.stderr, failed.returncode)
+    opened = shared_gdb(dump.vmlinux, None, f"kd-open {other.path}", "set kd-debug on", "kd-waitfor")
+    assert "kdl_a" in opened.stdout
+    after = shared_gdb(dump.vmlinux, None, "kd-waitfor", "show kd-debug")
+    assert gdb(dump.vmlinux, None, "kd-waitfor", "show kd-debug").stderr == after.stderr
+    assert "kd-waitfor: no kernel to read" in after.stderr and "kdl_a" not in after.stdout  # kd-open's dump is closed
 
 
 def test_usage_error_is_one_line(real_kernel: str) -> None:
