@@ -89,8 +89,7 @@ class SharedGdb:
             assert self.proc.stdout is not None and self.proc.stderr is not None
             sel.register(self.proc.stdout, selectors.EVENT_READ, "stdout")
             sel.register(self.proc.stderr, selectors.EVENT_READ, "stderr")
-            while not (token in self._buffers["stdout"] and self._buffers["stdout"].endswith(b"\n")
-                       and token in self._buffers["stderr"]):
+            while not all(b"\n" in buffer.partition(token)[2] for buffer in self._buffers.values()):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     self.close()
@@ -110,8 +109,12 @@ class SharedGdb:
 
     def run(self, commands: tuple[str, ...], timeout: float) -> subprocess.CompletedProcess:
         mark = f"@@kdlgdb-end-{uuid.uuid4().hex}@@"
-        os.write(self._write_end, (json.dumps({"mark": mark, "commands": list(commands)}) + "\n").encode())
-        out, err, status = self._read_until(mark, timeout)
+        try:
+            os.write(self._write_end, (json.dumps({"mark": mark, "commands": list(commands)}) + "\n").encode())
+            out, err, status = self._read_until(mark, timeout)
+        except BaseException:  # Ctrl-C, a timeout, gdb gone: never read the rest of this answer as the next one's
+            self.close()
+            raise
         args = self.args + [part for c in commands for part in ("-ex", c)]
         return subprocess.CompletedProcess(args, int(status), self.startup_out + out, self.startup_err + err)
 
@@ -141,7 +144,6 @@ class GdbDied(AssertionError):
 
 
 _shared: OrderedDict[tuple[str, Optional[str]], SharedGdb] = OrderedDict()
-started = 0  # shared gdbs started in this process (for the tests of this module)
 
 
 def shared_gdb(vmlinux: Path, core: Optional[Path], *commands: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -151,7 +153,6 @@ def shared_gdb(vmlinux: Path, core: Optional[Path], *commands: str, timeout: int
     Not for commands that load other files or connect (``_LOADERS``; ``kd-open`` only without a core):
     those tests start their own gdb.
     """
-    global started
     for c in commands:
         word = c.split()[0] if c.split() else ""
         if word in _LOADERS or (word == "kd-open" and core is not None):
@@ -162,7 +163,6 @@ def shared_gdb(vmlinux: Path, core: Optional[Path], *commands: str, timeout: int
         while len(_shared) >= MAX_SHARED:
             _shared.popitem(last=False)[1].close()
         session = SharedGdb(vmlinux, core, timeout)
-        started += 1
     _shared[key] = session  # the most recently used, last
     return session.run(commands, timeout)
 

@@ -29,11 +29,18 @@ _by_gdb: dict[tuple[str, bool, str], dict[str, Any]] = {}
 
 
 def _reference(scenario: str, kaslr: bool, kernel: str) -> dict[str, Any]:
-    """kd-waitfor --json on the paging ELF, read by gdb itself."""
+    """kd-waitfor --json on the paging ELF, read by gdb itself, checked as test_gdb_dumps checks the command's."""
     key = (scenario, kaslr, kernel)
     if key not in _by_gdb:
         dump = samples.ensure_dump(scenario, kaslr, kernel)
-        _by_gdb[key] = kd_waitfor_json(dump.vmlinux, dump.path)[1]
+        status, doc = kd_waitfor_json(dump.vmlinux, dump.path)
+        expected = samples.expected(scenario, kernel)
+        check_waitfor(doc, expected, dump.truth)
+        assert status == (1 if expected["cycles"] else 0)
+        assert doc["release"] == kernel
+        assert int(doc["kaslr_offset"], 16) == dump.kernel_offset
+        assert doc["problems"] == []
+        _by_gdb[key] = doc
     return _by_gdb[key]
 
 

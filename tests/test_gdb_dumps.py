@@ -20,7 +20,9 @@ pytestmark = pytest.mark.realkernel
 CASES = [(s, k) for s in samples.SCENARIOS for k in (False, True)]
 
 
-@matrix.over("scenario,kaslr", CASES)
+# The command on each scenario and KASLR setting of every kernel; test_formats checks the same facts on
+# every scenario, KASLR on and off, of the default kernel (its reference answer, the paging ELF in gdb).
+@matrix.over("scenario,kaslr", CASES, default_product=False)
 def test_kdlgdb_waitfor_on_dump(real_kernel: str, scenario: str, kaslr: bool) -> None:
     dump = samples.ensure_dump(scenario, kaslr, real_kernel)
     status, doc = waitfor_json(dump.vmlinux, dump.path)
@@ -50,6 +52,7 @@ def test_gdb_session_commands(real_kernel: str) -> None:
     assert "usage: kd-waitfor" in out  # help text from the argparse declaration
 
 
+@pytest.mark.parametrize("real_kernel", [samples.DEFAULT_KERNEL], indirect=True)  # the test helper: one kernel
 def test_a_shared_gdb_answers_as_a_fresh_gdb(real_kernel: str) -> None:
     """The helper the other tests use: a gdb kept open gives what a new gdb gives for the same commands (start-up
     messages, both streams, the exit status), also after another test's commands, settings and kd-open."""
