@@ -17,7 +17,7 @@ import pytest
 
 import matrix
 import samples
-from expectations import check_waitfor
+from expectations import check_dump_answer, check_waitfor
 from realgdb import gdb, kd_waitfor_json, shared_gdb, waitfor_json
 
 pytestmark = pytest.mark.realkernel
@@ -34,12 +34,7 @@ def _reference(scenario: str, kaslr: bool, kernel: str) -> dict[str, Any]:
     if key not in _by_gdb:
         dump = samples.ensure_dump(scenario, kaslr, kernel)
         status, doc = kd_waitfor_json(dump.vmlinux, dump.path)
-        expected = samples.expected(scenario, kernel)
-        check_waitfor(doc, expected, dump.truth)
-        assert status == (1 if expected["cycles"] else 0)
-        assert doc["release"] == kernel
-        assert int(doc["kaslr_offset"], 16) == dump.kernel_offset
-        assert doc["problems"] == []
+        check_dump_answer(status, doc, samples.expected(scenario, kernel), dump)
         _by_gdb[key] = doc
     return _by_gdb[key]
 
