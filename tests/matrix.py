@@ -18,7 +18,7 @@ A scenario added to ``SCENARIOS`` gets its cases on every kernel this way, witho
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import pytest
 
@@ -69,17 +69,15 @@ def cases(values: Iterable[Any], kernels: Sequence[str] = samples.KERNELS, defau
     return out
 
 
-def over(names: str, values: Iterable[Any], ids: Optional[Callable[[Any], str]] = None,
-         default_product: bool = True, other_kernels: Optional[int] = None) -> pytest.MarkDecorator:
+def over(names: str, values: Iterable[Any], default_product: bool = True,
+         other_kernels: Optional[int] = None) -> pytest.MarkDecorator:
     """``@pytest.mark.parametrize`` of ``real_kernel`` and ``names`` (comma-separated, as parametrize takes
-    them) over ``values`` on every kernel, the cases beyond the default run marked ``full``.
-
-    ``ids`` names a case (the tuple, or the value when ``names`` is one name); by default pytest's own ids.
+    them) over ``values`` on every kernel, the cases beyond the default run marked ``full``; a case's id is
+    the kernel and its values (KASLR as ``kaslr``/``nokaslr``).
     """
     params = []
     for kernel, case, default in cases(values, default_product=default_product, other_kernels=other_kernels):
-        value_id = ids(case if len(case) > 1 else case[0]) if ids else "-".join(_id(v) for v in case)
-        params.append(pytest.param(kernel, *case, id=f"{kernel}-{value_id}",
+        params.append(pytest.param(kernel, *case, id="-".join([kernel, *(_id(v) for v in case)]),
                                    marks=() if default else (pytest.mark.full,)))
     return pytest.mark.parametrize("real_kernel," + names, params, indirect=["real_kernel"])
 
