@@ -13,6 +13,31 @@ sys.path.insert(0, str(HERE))
 import samples  # noqa: E402
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--full", action="store_true",
+                     help="run every real-kernel case: every product of kernel, scenario, KASLR, form (before a "
+                          "release); by default every dimension on every kernel (tests/matrix.py)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without --full, leave out the cases marked ``full``."""
+    if config.getoption("--full"):
+        return
+    left_out = [item for item in items if item.get_closest_marker("full")]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = [item for item in items if not item.get_closest_marker("full")]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_debuggers():
+    """The gdbs (and crash sessions) kept open for many tests end with the test session."""
+    yield
+    import realgdb
+
+    realgdb.close_shared()
+
+
 @pytest.fixture(scope="session", params=samples.KERNELS)
 def real_kernel(request: pytest.FixtureRequest) -> str:
     """Each kernel the real-dump tests run on, in turn; fails (not skips) when one is not installed."""
@@ -23,14 +48,19 @@ def real_kernel(request: pytest.FixtureRequest) -> str:
     return kernel
 
 
+_crash_cannot_open: dict[str, str] = {}
+
+
 @pytest.fixture(scope="session")
 def crash_kernel(real_kernel: str) -> str:
     """``real_kernel`` when the installed crash opens its dumps (with this checkout's extension built);
     a skip naming crash's own error when it does not (Debian 12's crash 8.0.2 stops on 6.4+ kernels)."""
     import realcrash
 
-    realcrash.build_extension()
-    why = realcrash.cannot_open(samples.ensure_dump(samples.SCENARIOS[0], False, real_kernel))
+    if real_kernel not in _crash_cannot_open:  # once a kernel: the fixture comes back when the kernel does
+        realcrash.build_extension()
+        _crash_cannot_open[real_kernel] = realcrash.cannot_open(samples.ensure_dump(samples.SCENARIOS[0], False, real_kernel))
+    why = _crash_cannot_open[real_kernel]
     if why:
         pytest.skip(why)
     return real_kernel

@@ -137,6 +137,16 @@ ROOT_WORDS = {"completion": "waits (D) for completion {name} in ", "waitqueue": 
 INLINED_INTO = {"__wait_for_common": "wait_for_completion"}
 
 
+def check_dump_answer(status: int, doc: dict[str, Any], expected: dict[str, Any], dump: Any) -> None:
+    """``check_waitfor`` of a whole dump's answer (``dump`` a samples.Dump), and the exit status a
+    ``kdlgdb waitfor`` gives it: 1 with a cycle, else 0; the dump's release and KASLR offset; no problem."""
+    check_waitfor(doc, expected, dump.truth)
+    assert status == (1 if expected["cycles"] else 0)
+    assert doc["release"] == dump.kernel
+    assert int(doc["kaslr_offset"], 16) == dump.kernel_offset
+    assert doc["problems"] == []
+
+
 def functions(blocked_in: dict[str, Any]) -> set[str]:
     """The function a root of expected.json's ``blocked_in`` sleeps in, or the one it is inlined into."""
     return {blocked_in["function"], INLINED_INTO.get(blocked_in["function"], blocked_in["function"])}

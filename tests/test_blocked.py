@@ -129,11 +129,11 @@ def test_check_waitfor_catches_a_wrong_root(recorded_chain: tuple[dict, dict], c
 def test_gdb_names_each_chain_root(real_kernel: str) -> None:
     """Real gdb on the KASLR kdl_chain dump: each waiter, the mutex it waits on, its holder, and what the
     holder waits for instead of a lock (the completion and wait queue at the addresses the guest printed)."""
-    from realgdb import gdb
+    from realgdb import shared_gdb
 
     dump = samples.ensure_dump("kdl_chain", True, real_kernel)
     pid, where = dump.truth["tasks"], {name: lock["address"] for name, lock in dump.truth["locks"].items()}
-    done = gdb(dump.vmlinux, dump.path, "kd-waitfor", "kd-waitfor --json")
+    done = shared_gdb(dump.vmlinux, dump.path, "kd-waitfor", "kd-waitfor --json")
     text, _, doc_text = done.stdout.partition("\n{")
     doc = json.loads("{" + doc_text)
     assert "Traceback" not in done.stdout + done.stderr

@@ -11,11 +11,12 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import matrix
 import pytest
 import realcrash
 import samples
 from expectations import check_waitfor
-from realgdb import EXTENSION, gdb
+from realgdb import shared_gdb
 
 pytestmark = pytest.mark.realkernel
 
@@ -23,10 +24,10 @@ MARK = "@@kdlgdb-test@@"
 
 
 def gdb_outputs(dump: samples.Dump, *commands: str) -> list[str]:
-    """What each command printed in one real gdb session on the same file (``kd-open`` reads every form)."""
+    """What each command printed in one real gdb session on the same file (``kd-open`` reads every form), in
+    the gdb of the vmlinux kept open for many tests (it starts each test's commands afresh)."""
     mark = f"echo {MARK}\\n"
-    done = gdb(dump.vmlinux, None, f"source {EXTENSION}", f"kd-open {dump.path}", mark,
-               *(part for c in commands for part in (c, mark)))
+    done = shared_gdb(dump.vmlinux, None, f"kd-open {dump.path}", mark, *(part for c in commands for part in (c, mark)))
     assert "Traceback" not in done.stdout + done.stderr
     return done.stdout.split(MARK + "\n")[1 : len(commands) + 1]  # what gdb says when it opens the dump comes first
 
@@ -42,8 +43,9 @@ def _forms() -> list[tuple[str, bool, str]]:
 FORMS = _forms()
 
 
-@pytest.mark.parametrize("scenario,kaslr,kind", FORMS,
-                         ids=[f"{s}-{'kaslr' if k else 'nokaslr'}-{kind}" for s, k, kind in FORMS])
+# crash takes ~6 s of CPU to open a dump: by default each scenario, form and KASLR setting once (the gdb
+# tests run every form of every scenario); --full runs every case.
+@matrix.over("scenario,kaslr,kind", FORMS, default_product=False)
 def test_crash_prints_what_gdb_prints(crash_kernel: str, scenario: str, kaslr: bool, kind: str) -> None:
     """Every command and option, text and JSON, in crash byte for byte as in gdb on the same file; and the
     wait-for graph is what the guest kernel said."""

@@ -5,6 +5,9 @@ physical ELF and flattened kdump-zlib, makedumpfile's normal and ``-d 31``
 filtered kdump files; for kdl_abba also lzo, snappy and zstd pages). gdb reads
 the paging ELF itself; kdlgdb reads all the others through the dump's page
 tables. The answers must be identical, and right against the guest's truth.
+
+Each dump is opened with ``kd-open`` in one gdb of its vmlinux, kept open for many tests
+(``realgdb.kd_waitfor_json``); the ``kdlgdb`` command itself reads every form once per kernel.
 """
 from __future__ import annotations
 
@@ -12,51 +15,61 @@ from typing import Any
 
 import pytest
 
+import matrix
 import samples
-from expectations import check_waitfor
-from realgdb import gdb, waitfor_json
+from expectations import check_dump_answer, check_waitfor
+from realgdb import gdb, kd_waitfor_json, shared_gdb, waitfor_json
 
 pytestmark = pytest.mark.realkernel
 
 # Each scenario in every form it is built in (the analysis scenarios: a kdump beside the ELF).
-FORMS = [(s, kind) for s in samples.SCENARIOS for kind in samples.builder.variant_kinds(s)
-         if kind != "elf" and kind not in samples.CODEC_KINDS]
+FORMS = [(s, kind, kaslr) for s in samples.SCENARIOS for kind in samples.builder.variant_kinds(s)
+         if kind != "elf" and kind not in samples.CODEC_KINDS for kaslr in (False, True)]
 _by_gdb: dict[tuple[str, bool, str], dict[str, Any]] = {}
 
 
 def _reference(scenario: str, kaslr: bool, kernel: str) -> dict[str, Any]:
-    """kd-waitfor --json on the paging ELF, read by gdb itself."""
+    """kd-waitfor --json on the paging ELF, read by gdb itself, checked as test_gdb_dumps checks the command's."""
     key = (scenario, kaslr, kernel)
     if key not in _by_gdb:
         dump = samples.ensure_dump(scenario, kaslr, kernel)
-        _by_gdb[key] = waitfor_json(dump.vmlinux, dump.path)[1]
+        status, doc = kd_waitfor_json(dump.vmlinux, dump.path)
+        check_dump_answer(status, doc, samples.expected(scenario, kernel), dump)
+        _by_gdb[key] = doc
     return _by_gdb[key]
 
 
 def _same_answer(scenario: str, kaslr: bool, kind: str, kernel: str) -> dict[str, Any]:
     dump = samples.ensure_dump(scenario, kaslr, kernel, kind=kind)
-    _, doc = waitfor_json(dump.vmlinux, dump.path)
+    _, doc = kd_waitfor_json(dump.vmlinux, dump.path)
     check_waitfor(doc, samples.expected(scenario, kernel), dump.truth)
     assert doc == _reference(scenario, kaslr, kernel)
     return doc
 
 
-@pytest.mark.parametrize("kaslr", [False, True], ids=["nokaslr", "kaslr"])
-@pytest.mark.parametrize("scenario, kind", FORMS)
+@matrix.over("scenario, kind, kaslr", FORMS)
 def test_every_format_gives_the_same_answer(scenario: str, kaslr: bool, kind: str, real_kernel: str) -> None:
     _same_answer(scenario, kaslr, kind, real_kernel)
 
 
-@pytest.mark.parametrize("kind", samples.CODEC_KINDS)
-@pytest.mark.parametrize("kaslr", [False, True], ids=["nokaslr", "kaslr"])
+@matrix.over("kaslr, kind", [(kaslr, kind) for kaslr in (False, True) for kind in samples.CODEC_KINDS])
 def test_every_page_compression(kaslr: bool, kind: str, real_kernel: str) -> None:
     _same_answer(samples.PHYS_SCENARIO, kaslr, kind, real_kernel)
+
+
+@matrix.over("kind", [k for k in samples.KINDS if k != "elf"])
+def test_the_kdlgdb_command_reads_every_form(kind: str, real_kernel: str) -> None:
+    """``kdlgdb waitfor`` itself (its own gdb, kdlgdb reading the file) on each form: the same JSON and status."""
+    dump = samples.ensure_dump(samples.PHYS_SCENARIO, True, real_kernel, kind=kind)
+    status, doc = waitfor_json(dump.vmlinux, dump.path)
+    assert (status, doc) == kd_waitfor_json(dump.vmlinux, dump.path)
+    assert doc == _reference(samples.PHYS_SCENARIO, True, real_kernel)
 
 
 def test_kd_open_in_gdb(real_kernel: str) -> None:
     """The user's way: gdb with the vmlinux alone, then kd-open the kdump file, then kd-info and kd-waitfor."""
     dump = samples.ensure_dump("kdl_mutex", True, real_kernel, kind="kdump-filtered")
-    done = gdb(dump.vmlinux, None, f"kd-open {dump.path}", "kd-info", "kd-waitfor")
+    done = shared_gdb(dump.vmlinux, None, f"kd-open {dump.path}", "kd-info", "kd-waitfor")
     assert "Traceback" not in done.stderr, done.stderr
     out = done.stdout
     level = samples.filter_level("kdl_mutex", True, real_kernel)

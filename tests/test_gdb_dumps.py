@@ -1,4 +1,8 @@
-"""Real gdb on real dumps of Debian's kernel: every scenario, KASLR on and off."""
+"""Real gdb on real dumps of Debian's kernel: every scenario, KASLR on and off.
+
+The `kdlgdb` command runs its own gdb; the commands a user types in gdb run in a gdb kept open
+for the dump (``realgdb.shared_gdb``, kdlgdb's caches and settings reset before each test's commands).
+"""
 from __future__ import annotations
 
 import re
@@ -6,32 +10,31 @@ import subprocess
 
 import pytest
 
+import matrix
 import samples
-from expectations import check_waitfor
-from realgdb import EXTENSION, gdb, waitfor_json
+from expectations import check_dump_answer
+from realgdb import EXTENSION, gdb, kd_waitfor_json, shared_gdb, waitfor_json
 
 pytestmark = pytest.mark.realkernel
 
 CASES = [(s, k) for s in samples.SCENARIOS for k in (False, True)]
 
 
-@pytest.mark.parametrize("scenario,kaslr", CASES, ids=[f"{s}-{'kaslr' if k else 'nokaslr'}" for s, k in CASES])
+# The command on each scenario and KASLR setting of every kernel; test_formats checks the same facts on
+# every scenario, KASLR on and off, of the default kernel (its reference answer, the paging ELF in gdb).
+@matrix.over("scenario,kaslr", CASES, default_product=False)
 def test_kdlgdb_waitfor_on_dump(real_kernel: str, scenario: str, kaslr: bool) -> None:
     dump = samples.ensure_dump(scenario, kaslr, real_kernel)
     status, doc = waitfor_json(dump.vmlinux, dump.path)
-    expected = samples.expected(scenario, real_kernel)
-    check_waitfor(doc, expected, dump.truth)
-    assert status == (1 if expected["cycles"] else 0)
+    check_dump_answer(status, doc, samples.expected(scenario, real_kernel), dump)
     assert doc["release"] == real_kernel
-    assert int(doc["kaslr_offset"], 16) == dump.kernel_offset
-    assert doc["problems"] == []
 
 
 def test_gdb_session_commands(real_kernel: str) -> None:
     """What a user types in gdb after `source gdbext/kdlgdb.py`, on the KASLR ABBA dump."""
     dump = samples.ensure_dump("kdl_abba", True, real_kernel)
     a, b = dump.truth["tasks"]["kdl_a"], dump.truth["tasks"]["kdl_b"]
-    done = gdb(dump.vmlinux, dump.path, "kd-tasks -s D", f"kd-bt {a}", "kd-locks", "kd-waitfor", "kd-waitfor -p 1", "help kd-waitfor")
+    done = shared_gdb(dump.vmlinux, dump.path, "kd-tasks -s D", f"kd-bt {a}", "kd-locks", "kd-waitfor", "kd-waitfor -p 1", "help kd-waitfor")
     out = done.stdout
     assert "Traceback" not in out + done.stderr
     rows = [line.split() for line in out.splitlines() if line.strip().endswith(("kdl_a", "kdl_b")) and line.split()[0].isdigit()]
@@ -45,9 +48,32 @@ def test_gdb_session_commands(real_kernel: str) -> None:
     assert "usage: kd-waitfor" in out  # help text from the argparse declaration
 
 
+@pytest.mark.parametrize("real_kernel", [samples.DEFAULT_KERNEL], indirect=True)  # the test helper: one kernel
+def test_a_shared_gdb_answers_as_a_fresh_gdb(real_kernel: str) -> None:
+    """The helper the other tests use: a gdb kept open gives what a new gdb gives for the same commands (start-up
+    messages, both streams, the exit status), also after another test's commands, settings and kd-open."""
+    dump = samples.ensure_dump("kdl_mutex", False, real_kernel)
+    other = samples.ensure_dump("kdl_abba", True, real_kernel, kind="kdump")
+    commands = ("kd-tasks -s D", "kd-bt 99999", "set kd-color on", "kd-waitfor", "kd-locks --json", "kd-tasks --bogus")
+    fresh = gdb(dump.vmlinux, dump.path, *commands)
+    assert fresh.returncode == 0 and "\x1b[" in fresh.stdout and "kd-bt: no task" in fresh.stderr
+    for _ in range(2):
+        again = shared_gdb(dump.vmlinux, dump.path, *commands)
+        assert (again.stdout, again.stderr, again.returncode) == (fresh.stdout, fresh.stderr, fresh.returncode)
+    failed = gdb(dump.vmlinux, dump.path, "kd-tasks -s D", "print no_such_symbol")  # gdb's own error, last
+    assert failed.returncode == 1 and 'No symbol "no_such_symbol" in current context.' in failed.stderr
+    again = shared_gdb(dump.vmlinux, dump.path, "kd-tasks -s D", "print no_such_symbol")
+    assert (again.stdout, again.stderr, again.returncode) == (failed.stdout, failed.stderr, failed.returncode)
+    opened = shared_gdb(dump.vmlinux, None, f"kd-open {other.path}", "set kd-debug on", "kd-waitfor")
+    assert "kdl_a" in opened.stdout
+    after = shared_gdb(dump.vmlinux, None, "kd-waitfor", "show kd-debug")
+    assert gdb(dump.vmlinux, None, "kd-waitfor", "show kd-debug").stderr == after.stderr
+    assert "kd-waitfor: no kernel to read" in after.stderr and "kdl_a" not in after.stdout  # kd-open's dump is closed
+
+
 def test_usage_error_is_one_line(real_kernel: str) -> None:
     dump = samples.ensure_dump("kdl_abba", False, real_kernel)
-    done = gdb(dump.vmlinux, dump.path, "kd-tasks --bogus", "kd-bt 99999", "kd-tasks -s D")
+    done = shared_gdb(dump.vmlinux, dump.path, "kd-tasks --bogus", "kd-bt 99999", "kd-tasks -s D")
     errors = [line for line in done.stderr.splitlines() if line.startswith("kd-")]
     assert errors[0].startswith("kd-tasks: unrecognized arguments: --bogus; usage: kd-tasks")
     assert errors[1] == "kd-bt: no task with pid or address 99999"
@@ -72,11 +98,11 @@ def test_symbols_already_relocated_by_the_user(real_kernel: str) -> None:
 def test_colour_and_pid_filter(real_kernel: str) -> None:
     dump = samples.ensure_dump("kdl_mutex", False, real_kernel)
     m3 = dump.truth["tasks"]["kdl_m3"]
-    plain = gdb(dump.vmlinux, dump.path, f"kd-waitfor -p {m3}").stdout
+    plain = shared_gdb(dump.vmlinux, dump.path, f"kd-waitfor -p {m3}").stdout
     assert f"kdl_m3 ({m3}) --waits on--> m1 [kdl_mutex]" in plain and "\x1b[" not in plain
-    coloured = gdb(dump.vmlinux, dump.path, "set kd-color on", "kd-waitfor").stdout
+    coloured = shared_gdb(dump.vmlinux, dump.path, "set kd-color on", "kd-waitfor").stdout
     assert "\x1b[" in coloured and "DEADLOCK" in coloured
-    nothing = gdb(dump.vmlinux, dump.path, "kd-waitfor -p 1").stdout
+    nothing = shared_gdb(dump.vmlinux, dump.path, "kd-waitfor -p 1").stdout  # colour off again: a fresh start
     assert "DEADLOCK" not in nothing
 
 
@@ -85,7 +111,7 @@ def test_spinning_cpus_in_gdb(real_kernel: str) -> None:
     the on-CPU stacks from the CPUs' registers (GS base = the CPU's per-cpu offset)."""
     dump = samples.ensure_dump("kdl_spin", True, real_kernel)
     a, b = dump.truth["tasks"]["kdl_spin_a"], dump.truth["tasks"]["kdl_spin_b"]
-    done = gdb(dump.vmlinux, dump.path, "kd-waitfor", "kd-tasks -s R", "kd-bt kdl_spin_a")
+    done = shared_gdb(dump.vmlinux, dump.path, "kd-waitfor", "kd-tasks -s R", "kd-bt kdl_spin_a")
     out = done.stdout
     assert "Traceback" not in out + done.stderr
     if samples.preempt_rt(real_kernel):
@@ -120,12 +146,12 @@ def test_irq_self_deadlock_names_the_call(real_kernel: str) -> None:
         # The timer callback runs in the ktimers/0 thread on PREEMPT_RT, and sleeps on l behind the running
         # kdl_irq: a chain whose root runs, no cycle and no interrupt advice.
         irq, timer = dump.truth["tasks"]["kdl_irq"], dump.truth["tasks"]["ktimers/0"]
-        out = gdb(dump.vmlinux, dump.path, "kd-waitfor").stdout
+        out = shared_gdb(dump.vmlinux, dump.path, "kd-waitfor").stdout
         assert f"ktimers/0 ({timer}) --waits on--> l [kdl_irq] --held by--> kdl_irq ({irq})" in out
         assert re.search(rf"root: kdl_irq \({irq}\) is running on CPU 0 .*while holding .*l \[kdl_irq\]", out), out
         assert "DEADLOCK" not in out and "spin_lock_bh" not in out
         return
-    _, doc = waitfor_json(dump.vmlinux, dump.path)
+    _, doc = kd_waitfor_json(dump.vmlinux, dump.path)
     (cycle,) = doc["cycles"]
     site = re.match(r"kdl_irq_fn\+(0x[0-9a-f]+) \[kdl_irq\] \((0x[0-9a-f]+)\) took it with _raw_spin_lock\(\)",
                     cycle["interrupt"]["acquire"])
@@ -134,7 +160,7 @@ def test_irq_self_deadlock_names_the_call(real_kernel: str) -> None:
     base = int(dump.truth["module_base"], 16)
     assert base < call < base + dump.truth["module_size"]
     start = call - int(site.group(1), 16)  # kdl_irq_fn itself
-    code = gdb(dump.vmlinux, dump.path, f"x/{int(site.group(1), 16)}i {start:#x}", f"x/i {call:#x}").stdout
+    code = shared_gdb(dump.vmlinux, dump.path, f"x/{int(site.group(1), 16)}i {start:#x}", f"x/i {call:#x}").stdout
     assert re.search(rf"^\s*{call:#x}:\s+call\s+0x[0-9a-f]+ <_raw_spin_lock>", code, re.M), code
     lock = int(dump.truth["locks"]["l"]["address"], 16)
     assert re.search(rf"(mov\s+\${lock:#x},%rdi|lea\s+.*\(%rip\),%rdi\s+# {lock:#x})$", code, re.M), code

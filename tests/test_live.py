@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+import matrix
 import samples
 from expectations import check_waitfor
 from realgdb import gdb, waitfor_json
@@ -10,7 +11,9 @@ from realgdb import gdb, waitfor_json
 pytestmark = pytest.mark.realkernel
 
 
-@pytest.mark.parametrize("scenario", samples.SCENARIOS)
+# A boot each (~15 s): every scenario live on the default kernel, two on each other kernel (the dump tests
+# run every scenario on every kernel); --full boots them all.
+@matrix.over("scenario", samples.SCENARIOS, other_kernels=2)
 def test_kdlgdb_waitfor_live(real_kernel: str, scenario: str) -> None:
     with samples.boot_live(scenario, kaslr=True, kernel=real_kernel) as live:
         remote = f"127.0.0.1:{live.gdb_port}"

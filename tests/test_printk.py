@@ -442,14 +442,14 @@ def test_format_record_like_dmesg() -> None:
 
 @pytest.mark.realkernel
 def test_kd_dmesg_in_real_gdb(real_kernel: str) -> None:
-    from realgdb import gdb
+    from realgdb import shared_gdb
 
     dump = samples.ensure_dump("kdl_mutex", True, real_kernel)
     truth = dump.truth
     # The bit-field layout kernel_log relies on (flags:5 then level:3 in one byte), as gdb reads the DWARF.
     probe = ("python t = gdb.lookup_type('struct printk_info'); "
              "print('bits', t['flags'].bitpos, t['flags'].bitsize, t['level'].bitpos, t['level'].bitsize)")
-    done = gdb(dump.vmlinux, dump.path, "kd-dmesg --grep kdl-truth", "kd-dmesg --notable", "kd-dmesg --grep '('", probe, "kd-dmesg")
+    done = shared_gdb(dump.vmlinux, dump.path, "kd-dmesg --grep kdl-truth", "kd-dmesg --notable", "kd-dmesg --grep '('", probe, "kd-dmesg")
     assert "Traceback" not in done.stdout + done.stderr
     out = done.stdout.splitlines()
     truth_lines = [line for line in out if re.match(r"\[\s*\d+\.\d{6}\] kdl-truth ", line)]

@@ -17,10 +17,11 @@ import subprocess
 from pathlib import Path
 from typing import Any, Optional
 
+import matrix
 import pytest
 import samples
 from expectations import check_waitfor
-from realgdb import gdb, kdlgdb
+from realgdb import kdlgdb, shared_gdb
 
 from kdlgdb import cli, report
 from kdlgdb.analysis.graph import WaitForGraph
@@ -639,52 +640,52 @@ def _dump(scenario: str, real_kernel: str) -> samples.Dump:
 
 
 @pytest.mark.realkernel
-@pytest.mark.parametrize("scenario", SCENARIOS)
-def test_kdlgdb_report_every_format(real_kernel: str, scenario: str, tmp_path: Path) -> None:
+# Each scenario and each format on every kernel (the formats of every scenario: the replay tests above).
+@matrix.over("scenario, fmt", [(s, fmt) for s in SCENARIOS for fmt in FORMATS], default_product=False)
+def test_kdlgdb_report_every_format(real_kernel: str, scenario: str, fmt: str, tmp_path: Path) -> None:
     dump = _dump(scenario, real_kernel)
     want = expected_summary(scenario, dump.truth)  # a rebuilt dump may give other pids than the recording
     status = 0 if want["verdict"] == "none" else 1
-    for fmt in FORMATS:
-        out = tmp_path / f"report.{fmt}"
-        done = kdlgdb("report", str(dump.vmlinux), str(dump.path), "-o", str(out))
-        assert done.returncode == status, done.stderr
-        assert done.stderr == ""
-        assert done.stdout.startswith(want["headline"]) and done.stdout.endswith(f"wrote {out} ({fmt})\n")
-        text = out.read_text()
-        if fmt == "json":
-            doc = json.loads(text)
-            check_waitfor(doc, samples.expected(scenario, real_kernel), dump.truth)
-            assert doc["verdict"] == want["verdict"] and doc["facts"]["dump"] == str(dump.path)
-            facts = doc["facts"]
-            assert facts["cpus"] == 2 and facts["read_from"] == f"ELF vmcore (QEMU dump-guest-memory with paging) {dump.path}"
-            # a guest is dumped ~3 s after boot (kdl_irq: as soon as its CPU locks up), or after the hung-task report
-            assert 1e9 < facts["uptime_ns"] < 60e9 and facts["crash_time"] is None and facts["panic"] is None
-            assert facts["crash_time_text"] == render_report.format_utc(dump.path.stat().st_mtime) + " (file time)"
-            # gdb's line table names the call each blocked task sleeps in.
-            for task in doc["tasks"]:
-                if task["comm"] in dump.truth["tasks"] and task["cpu_context"]:  # spinning: an inlined slow path
-                    assert all(src for frame, src in zip(task["stack"], task["sources"]) if "[" not in frame), task
-                elif task["comm"] in dump.truth["tasks"] and task["waits_on"]:
-                    assert any(re.fullmatch(r"kernel/locking/(mutex|semaphore|rwsem|rtmutex|rtmutex_api|rwbase_rt)\.c:\d+", s or "")
-                               for s in task["sources"]), task
-            assert int(doc["kaslr_offset"], 16) == dump.kernel_offset
-            hung = doc["kernel_log"]["hung_tasks"]
-            if samples.expected(scenario, real_kernel).get("blocked_when_loaded"):  # spinning CPUs: their threads are not hung
-                assert not {(h["comm"], h["pid"]) for h in hung} & set(dump.truth["tasks"].items())
-            else:
-                # each task once or more: the detector reports again after another timeout (the 6.12-rt boots
-                # print slower, and may be dumped after a second round)
-                assert {(h["comm"], h["pid"]) for h in hung} == set(dump.truth["tasks"].items())
-                assert all(h["explained"] for h in hung)
-            continue
-        plain = _plain(text) if fmt == "html" else text
-        assert want["verb"] in plain
-        for name in want["names"]:
-            assert name in plain
-        assert str(dump.path) in plain and real_kernel in plain
-        if fmt == "html":
-            assert text.count("<svg") == 1
-            assert ('class="edge cycle"' in text) == bool(samples.expected(scenario, real_kernel)["cycles"])
+    out = tmp_path / f"report.{fmt}"
+    done = kdlgdb("report", str(dump.vmlinux), str(dump.path), "-o", str(out))
+    assert done.returncode == status, done.stderr
+    assert done.stderr == ""
+    assert done.stdout.startswith(want["headline"]) and done.stdout.endswith(f"wrote {out} ({fmt})\n")
+    text = out.read_text()
+    if fmt == "json":
+        doc = json.loads(text)
+        check_waitfor(doc, samples.expected(scenario, real_kernel), dump.truth)
+        assert doc["verdict"] == want["verdict"] and doc["facts"]["dump"] == str(dump.path)
+        facts = doc["facts"]
+        assert facts["cpus"] == 2 and facts["read_from"] == f"ELF vmcore (QEMU dump-guest-memory with paging) {dump.path}"
+        # a guest is dumped ~3 s after boot (kdl_irq: as soon as its CPU locks up), or after the hung-task report
+        assert 1e9 < facts["uptime_ns"] < 60e9 and facts["crash_time"] is None and facts["panic"] is None
+        assert facts["crash_time_text"] == render_report.format_utc(dump.path.stat().st_mtime) + " (file time)"
+        # gdb's line table names the call each blocked task sleeps in.
+        for task in doc["tasks"]:
+            if task["comm"] in dump.truth["tasks"] and task["cpu_context"]:  # spinning: an inlined slow path
+                assert all(src for frame, src in zip(task["stack"], task["sources"]) if "[" not in frame), task
+            elif task["comm"] in dump.truth["tasks"] and task["waits_on"]:
+                assert any(re.fullmatch(r"kernel/locking/(mutex|semaphore|rwsem|rtmutex|rtmutex_api|rwbase_rt)\.c:\d+", s or "")
+                           for s in task["sources"]), task
+        assert int(doc["kaslr_offset"], 16) == dump.kernel_offset
+        hung = doc["kernel_log"]["hung_tasks"]
+        if samples.expected(scenario, real_kernel).get("blocked_when_loaded"):  # spinning CPUs: their threads are not hung
+            assert not {(h["comm"], h["pid"]) for h in hung} & set(dump.truth["tasks"].items())
+        else:
+            # each task once or more: the detector reports again after another timeout (the 6.12-rt boots
+            # print slower, and may be dumped after a second round)
+            assert {(h["comm"], h["pid"]) for h in hung} == set(dump.truth["tasks"].items())
+            assert all(h["explained"] for h in hung)
+        return
+    plain = _plain(text) if fmt == "html" else text
+    assert want["verb"] in plain
+    for name in want["names"]:
+        assert name in plain
+    assert str(dump.path) in plain and real_kernel in plain
+    if fmt == "html":
+        assert text.count("<svg") == 1
+        assert ('class="edge cycle"' in text) == bool(samples.expected(scenario, real_kernel)["cycles"])
 
 
 @pytest.mark.realkernel
@@ -753,8 +754,8 @@ def test_kdlgdb_triage(real_kernel: str, tmp_path: Path) -> None:
 def test_kd_report_in_gdb(real_kernel: str, tmp_path: Path) -> None:
     dump = _dump("kdl_rwsem", real_kernel)
     out = tmp_path / "in-gdb.md"
-    done = gdb(dump.vmlinux, dump.path, f"kd-report -o {out}", "kd-report", f"kd-report -o {tmp_path / 'x.pdf'}",
-               "help kd-report")
+    done = shared_gdb(dump.vmlinux, dump.path, f"kd-report -o {out}", "kd-report", f"kd-report -o {tmp_path / 'x.pdf'}",
+                      "help kd-report")
     assert "Traceback" not in done.stdout + done.stderr
     assert f"kd-report: wrote {out} (md)" in done.stdout
     assert "PROBABLE DEADLOCK: kdl_r_reader" in done.stdout

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "vmcore_samples"))
+import matrix  # noqa: E402
 import samples  # noqa: E402
 from expectations import functions  # noqa: E402
 
@@ -487,8 +488,7 @@ print("KDL-RESULT " + json.dumps(result))
 
 
 @pytest.mark.realkernel
-@pytest.mark.parametrize("kaslr", VARIANTS)
-@pytest.mark.parametrize("scenario", samples.SCENARIOS)
+@matrix.over("scenario, kaslr", [(s, k) for s in samples.SCENARIOS for k in (False, True)])
 def test_dump_locks_hold_the_expected_waiters_and_owners(real_kernel, scenario, kaslr, tmp_path):
     """Read every lock out of the dump with gdb and compare it with expected.json."""
     dump = samples.ensure_dump(scenario, kaslr=kaslr, kernel=real_kernel)
