@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import samples
+
 CERTAIN_TYPES = {"mutex", "rt_mutex"}  # the kernel records their owner
 
 
@@ -18,12 +20,8 @@ def _rotate(seq: list[Any]) -> list[Any]:
 
 
 def for_kernel(expected: dict[str, Any], kernel: str) -> dict[str, Any]:
-    """``expected`` for one kernel: a scenario whose code behaves differently on PREEMPT_RT (spinlock_t is
-    an rt_mutex there, softirqs run in threads) gives that shape under ``"preempt_rt"``, key by key.
-    The flavour is Debian's package name (``-rt-``): the test knows which kernel it booted."""
-    if "-rt-" in kernel and "preempt_rt" in expected:
-        return {**expected, **expected["preempt_rt"]}
-    return expected  # the same rule as samples.expected(scenario, kernel), for an expected dict in hand
+    """``expected`` for one kernel (its ``"preempt_rt"`` or ``"lockdep"`` shape): ``samples.for_kernel``."""
+    return samples.for_kernel(expected, kernel)
 
 
 def check_waitfor(doc: dict[str, Any], expected: dict[str, Any], truth: dict[str, Any]) -> None:

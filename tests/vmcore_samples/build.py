@@ -91,9 +91,10 @@ from typing import Any, Callable, Iterator, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import formats  # noqa: E402  (beside this file; not a package)
+import kernelbuild  # noqa: E402  (kernels of our own; keyed by their source and config)
 from catalog import (  # noqa: E402  (what is built; not part of the cache key)
-    ALL_KINDS, ANALYSIS_KINDS, CODEC_KINDS, DEFAULT_KERNEL, DEFAULT_SAMPLES, GUEST_MEMORY, KERNELS, KINDS,
-    PHYS_SCENARIO, SCALE_SAMPLES, SCENARIOS, Sample, sample,
+    ALL_KINDS, ANALYSIS_KINDS, BUILT_KERNELS, CODEC_KINDS, DEBIAN_KERNELS, DEFAULT_KERNEL, DEFAULT_SAMPLES,
+    GUEST_MEMORY, KERNELS, KINDS, PHYS_SCENARIO, lockdep, SCALE_SAMPLES, SCENARIOS, Sample, sample,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -134,17 +135,46 @@ def cache_root() -> Path:
 
 
 def kernel_paths(kernel: str) -> dict[str, Path]:
-    """Where Debian puts the pieces of ``kernel`` this pipeline needs."""
+    """Where Debian puts the pieces of ``kernel`` this pipeline needs; for a kernel of ours
+    (``BUILT_KERNELS``), where its build in the cache has them (see ``kernelbuild.py``)."""
+    if kernel in BUILT_KERNELS:
+        return kernelbuild.paths(BUILT_KERNELS[kernel], cache_root())
     return {
         "vmlinux": Path(f"/usr/lib/debug/boot/vmlinux-{kernel}"),
         "vmlinuz": Path(f"/boot/vmlinuz-{kernel}"),
         "headers": Path(f"/lib/modules/{kernel}/build"),
         "modules": Path(f"/lib/modules/{kernel}"),
+        "config": Path(f"/boot/config-{kernel}"),
     }
 
 
+def kernel_release(kernel: str) -> str:
+    """``uname -r`` of ``kernel`` (the OSRELEASE of its dumps): its name for Debian's, the built release
+    for ours ('' before it is built)."""
+    if kernel in BUILT_KERNELS:
+        return kernelbuild.release(BUILT_KERNELS[kernel], cache_root())
+    return kernel
+
+
+def ensure_kernel(kernel: str, log: Log = _log_stderr) -> None:
+    """Build ``kernel`` if it is one of ours and the cache lacks it (nothing to do for Debian's)."""
+    bk = BUILT_KERNELS.get(kernel)
+    if bk is None or kernelbuild.built(bk, cache_root()):
+        return
+    top = kernelbuild.kernel_dir(bk, cache_root())
+    with _file_lock(top.with_name(top.name + ".lock")):
+        if not kernelbuild.built(bk, cache_root()):
+            try:
+                kernelbuild.build(bk, cache_root(), log)
+            except kernelbuild.KernelBuildError as exc:
+                raise BuildError(str(exc)) from None
+
+
 def missing_kernel_parts(kernel: str) -> list[str]:
-    """Human-readable list of what is missing for ``kernel`` (empty when complete)."""
+    """Human-readable list of what is missing for ``kernel`` (empty when complete). A kernel of ours
+    that is not built yet lacks nothing when it can be built: the builder builds it on first use."""
+    if kernel in BUILT_KERNELS:
+        return kernelbuild.missing(BUILT_KERNELS[kernel])
     paths = kernel_paths(kernel)
     missing = []
     if not paths["vmlinux"].is_file():
@@ -203,6 +233,8 @@ def scenario_key(scenario: str, kernel: str) -> str:
     """Short hash of the scenario's files, this builder and the kernel version."""
     h = hashlib.sha256()
     h.update(f"kernel={kernel}\n{sample(scenario)}\n".encode())
+    if kernel in BUILT_KERNELS:  # its source version and config
+        h.update(kernelbuild.kernel_key(BUILT_KERNELS[kernel]).encode())
     h.update(code_digest(Path(__file__)))
     h.update(code_digest(Path(__file__).with_name("formats.py")))
     for path in scenario_files(scenario):
@@ -279,6 +311,7 @@ def build_module(scenario: str, kernel: str, force: bool = False, log: Log = _lo
     for path in scenario_files(scenario):
         if path.suffix == ".c" or path.name == "Kbuild":
             shutil.copy2(path, bdir / path.name)
+    ensure_kernel(kernel, log)
     headers = kernel_paths(kernel)["headers"]
     cmd = ["make", "-C", str(headers), f"M={bdir}", "modules"]
     t0 = time.monotonic()
@@ -926,6 +959,7 @@ def build_variant(scenario: str, kaslr: bool, kernel: str = DEFAULT_KERNEL,
     missing = missing_kernel_parts(kernel) + missing_tools()
     if missing:
         raise BuildError(f"cannot build dumps for {kernel}; missing:\n  " + "\n  ".join(missing))
+    ensure_kernel(kernel, log)
     files = variant_files(scenario, kaslr, kernel)
     outdir = files["elf"].parent
     outdir.mkdir(parents=True, exist_ok=True)
@@ -1070,6 +1104,7 @@ def boot(scenario: str, kaslr: bool = True, kernel: str = DEFAULT_KERNEL,
     missing = missing_kernel_parts(kernel) + missing_tools()
     if missing:
         raise BuildError(f"cannot boot {kernel}; missing:\n  " + "\n  ".join(missing))
+    ensure_kernel(kernel, log)
     lock = build_dir(scenario, kernel).with_name(build_dir(scenario, kernel).name + ".lock")
     with _file_lock(lock):
         initrd = build_initramfs(scenario, kernel, log=log)
@@ -1090,6 +1125,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--kernel", action="append", metavar="VER",
                         help=f"kernel version, repeatable (default: all of {', '.join(KERNELS)})")
     parser.add_argument("--list-kernels", action="store_true", help="print the kernels the tests use, and stop")
+    parser.add_argument("--list-packages", action="store_true",
+                        help="print the Debian packages the kernels need (images and headers, or a source "
+                             "package and its build tools), and stop")
+    parser.add_argument("--list-debian-kernels", action="store_true",
+                        help="print the kernels that come from Debian's packages (their vmlinux is in -dbg), and stop")
+    parser.add_argument("--kernel-only", action="store_true", help="build the kernels of our own only, no dumps")
     parser.add_argument("--scenario", action="extend", nargs="+", choices=SCENARIOS + tuple(SCALE_SAMPLES),
                         metavar="NAME", help=f"samples to build (default: {', '.join(DEFAULT_SAMPLES)}; "
                                              f"also {', '.join(s for s in SCALE_SAMPLES if s not in DEFAULT_SAMPLES)})")
@@ -1097,11 +1138,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--prune", action="store_true",
                         help="first remove this kernel's cached dumps whose key is out of date")
     args = parser.parse_args(argv)
+    kernels = args.kernel or list(KERNELS)
     if args.list_kernels:
         print(" ".join(KERNELS))
         return 0
-
-    kernels = args.kernel or list(KERNELS)
+    if args.list_debian_kernels:
+        print(" ".join(k for k in kernels if k not in BUILT_KERNELS))
+        return 0
+    if args.list_packages:
+        packages = [p for k in kernels for p in (
+            (BUILT_KERNELS[k].source_package, *kernelbuild.BUILD_PACKAGES) if k in BUILT_KERNELS
+            else (f"linux-image-{k}", f"linux-headers-{k}"))]
+        print(" ".join(dict.fromkeys(packages)))
+        return 0
     missing = [m for kernel in kernels for m in missing_kernel_parts(kernel)] + missing_tools()
     if missing:
         print("missing:\n  " + "\n  ".join(missing), file=sys.stderr)
@@ -1109,6 +1158,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     t0 = time.monotonic()
     try:
         for kernel in kernels:
+            ensure_kernel(kernel)
+            if args.kernel_only:
+                continue
             if args.prune:
                 for path in prune(kernel):
                     print(f"removed {path}")

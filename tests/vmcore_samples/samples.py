@@ -70,18 +70,41 @@ BuildError = builder.BuildError
 def expected(scenario: str, kernel: str = "") -> dict[str, Any]:
     """The scenario's ``expected.json``; for a PREEMPT_RT ``kernel`` (Debian's ``-rt-`` flavour) with the
     shape the same code takes there (its ``"preempt_rt"`` keys: spinlock_t sleeps, softirqs run in threads)."""
-    exp: dict[str, Any] = builder.expected(scenario)
+    return for_kernel(builder.expected(scenario), kernel)
+
+
+def for_kernel(exp: dict[str, Any], kernel: str) -> dict[str, Any]:
+    """``exp`` for one kernel: a scenario whose code behaves differently on PREEMPT_RT (spinlock_t is an
+    rt_mutex there, softirqs run in threads) gives that shape under ``"preempt_rt"``, key by key; one whose
+    answer is stronger with lockdep (its held_locks name owners the other kernels only infer) under
+    ``"lockdep"``. The flavour is Debian's package name (``-rt-``) or the catalog's (:func:`lockdep`)."""
     if "-rt-" in kernel and "preempt_rt" in exp:
-        return {**exp, **exp["preempt_rt"]}
+        exp = {**exp, **exp["preempt_rt"]}
+    if lockdep(kernel) and "lockdep" in exp:
+        exp = {**exp, **exp["lockdep"]}
     return exp
 kernel_available = builder.kernel_available
+lockdep = builder.lockdep
 cache_root = builder.cache_root
+
+
+def kernel_config(kernel: str) -> list[str]:
+    """The lines of ``kernel``'s .config (Debian's /boot/config-*, or the built tree's)."""
+    return builder.kernel_paths(kernel)["config"].read_text().splitlines()
 
 
 def preempt_rt(kernel: str) -> bool:
     """Whether ``kernel`` was built with CONFIG_PREEMPT_RT (as its installed config says): the tests
     then expect its mutex and rw_semaphore slow paths, the analysis must find the same answers."""
-    return "CONFIG_PREEMPT_RT=y" in Path(f"/boot/config-{kernel}").read_text().splitlines()
+    return "CONFIG_PREEMPT_RT=y" in kernel_config(kernel)
+
+
+
+def release(kernel: str) -> str:
+    """``uname -r`` of ``kernel``: the release kdlgdb reports and the dumps' OSRELEASE (a kernel of ours is
+    named apart from its release, which follows the source package's version)."""
+    builder.ensure_kernel(kernel)
+    return builder.kernel_release(kernel)
 
 
 def missing_message(kernel: str = DEFAULT_KERNEL) -> str:

@@ -11,6 +11,7 @@ from .blocked import find_blocked_in
 from .cpus import apply_cpu_states, cpu_states
 from .held import CodeReader
 from .layout import Kernel, le64
+from .lockdep import LockdepLayout, held_lock_owners, lockdep_on, read_held_locks
 from .locks import LockKind, lock_kinds, last_reader
 from .rtmutex import RtLayout, find_rt_waits
 from .spinlock import find_spin_waits, interrupt_deadlocks
@@ -140,6 +141,11 @@ def collect(source: Target | Kernel, progress: Optional[Progress] = None, source
     spin_locks, spins = find_spin_waits(k, code, on_cpu, tasks, problems)
     locks.update(spin_locks)
     _infer_holders(k, code, locks, tasks, live)
+    lockdep = LockdepLayout.detect(k)
+    if lockdep is not None:
+        snap.lockdep_on = lockdep_on(k)
+        read_held_locks(k, lockdep, symbols, tasks, problems)
+        held_lock_owners(k, locks, tasks, bool(snap.lockdep_on))
     interrupt_deadlocks(k, code, on_cpu, spins, tasks)
     find_blocked_in(k, symbols, tasks, live, ranges, locks, problems)
     k.forget_kept()
