@@ -196,7 +196,7 @@ class KdCommand(gdb.Command):
         if self.name in commands.KERNEL_COMMANDS:
             return commands.run(self.name, args, None, color=_color(), kernel=kernel())
         return commands.run(self.name, args, snapshot(source_lines=commands.shows_source_lines(self.name, args)),
-                            color=_color())
+                            color=_color(), kernel=kernel())  # the kernel log, for lockdep's reports
 
 
 def _report(name: str, e: BaseException, errors: Optional[str] = None) -> None:

@@ -18,7 +18,7 @@ from .spinlock import find_spin_waits, interrupt_deadlocks
 from .stack import Stack, StackReader, add_source_lines
 from .symbols import Symbols
 from .tasks import TaskLayout, for_each_task, per_cpu_runqueues, read_task, task_state_letters
-from .waiters import StackRanges, Wait, find_wait, slow_path
+from .waiters import BlockedOn, StackRanges, Wait, find_wait, find_wait_blocked_on, slow_path
 
 __all__ = ["collect", "lock_sources", "crash_time", "LOCK_SOURCES"]
 
@@ -166,6 +166,7 @@ def _find_waits(
     """Set ``waits_on`` of every task in a lock slow path; return the locks waited on."""
     locks: dict[int, Lock] = {}
     known: dict[int, Wait] = {}
+    blocked_on = BlockedOn.detect(k) if "mutex" in kinds else None
     for address, task in tasks.items():
         found = slow_path(task.frames)
         if found is None or address not in live or task.waits_on is not None:
@@ -176,8 +177,14 @@ def _find_waits(
         if kind is None:
             problems.append(Problem("wait", where, f"sleeps in a {kind_name} slow path this kernel's {kind_name} layout does not support"))
             continue
+        wait = None
+        if blocked_on is not None and kind.name == "mutex":  # the kernel's own pointer, strongest
+            try:
+                wait = find_wait_blocked_on(k, kind, blocked_on, address, ranges, known)
+            except (ReadError, CorruptError):
+                wait = None  # a stale or broken pointer: the waiter on the stack still tells
         try:
-            wait = find_wait(k, kind, address, live[address], ranges, known)
+            wait = wait or find_wait(k, kind, address, live[address], ranges, known)
         except (ReadError, CorruptError) as e:
             problems.append(Problem("wait", where, str(e)))
             continue

@@ -19,7 +19,7 @@ from .layout import KERNEL_SPACE, Kernel, le64
 from .locks import LockKind
 from .stack import Stack
 
-__all__ = ["SCHEDULER", "IO_WAITS", "is_scheduler", "interesting_frame", "io_wait", "SLOW_PATHS", "slow_path", "past_scheduler", "StackRanges", "find_wait", "Wait"]
+__all__ = ["BlockedOn", "find_wait_blocked_on", "SCHEDULER", "IO_WAITS", "is_scheduler", "interesting_frame", "io_wait", "SLOW_PATHS", "slow_path", "past_scheduler", "StackRanges", "find_wait", "Wait"]
 
 MAX_WAITERS = 1_000_000
 
@@ -160,6 +160,57 @@ def find_wait(
             known[waiter_node] = wait
         return wait
     return None
+
+
+@dataclass
+class BlockedOn:
+    """``task_struct.blocked_on``, read by what its type says it points to (never by name or version):
+
+    * ``struct mutex_waiter *``: CONFIG_DEBUG_MUTEXES up to v6.16 (debug_mutex_add_waiter() sets it to the
+      waiter on the task's stack while it sleeps in __mutex_lock);
+    * ``struct mutex *``: v6.17+, unconditional (44e4e0297c3c, "locking/mutex: Rework task_struct::blocked_on"
+      for proxy execution): the mutex itself.
+    """
+
+    offset: int
+    points_to: str  # "waiter" or "lock"
+
+    @classmethod
+    def detect(cls, k: Kernel) -> Optional["BlockedOn"]:
+        found = k.member("struct task_struct", "blocked_on")
+        if found is None:
+            return None
+        spelled = " ".join((k.target.member_type("struct task_struct", "blocked_on") or "").split())
+        points_to = {"struct mutex_waiter *": "waiter", "struct mutex *": "lock"}.get(spelled)
+        return cls(found[0], points_to) if points_to else None
+
+
+def find_wait_blocked_on(
+    k: Kernel, kind: LockKind, blocked_on: BlockedOn, task: int, stacks: StackRanges, known: dict[int, Wait]
+) -> Optional[Wait]:
+    """The mutex ``task`` waits on, from ``task->blocked_on`` (None when it is clear or not a wait list
+    this task is on): the waiter's (or the lock's) wait list is walked as from a waiter on the stack."""
+    value = k.u64(task + blocked_on.offset)
+    if value < KERNEL_SPACE:
+        return None
+    start = value + (kind.waiter_list if blocked_on.points_to == "waiter" else kind.wait_list)
+    if start in known and blocked_on.points_to == "waiter":
+        wait = known[start]
+    else:
+        found = _walk_wait_list(k, kind, start, stacks)
+        if found is None:
+            return None
+        head, waiters = found
+        wait = Wait(head - kind.wait_list, start, waiters, "")
+        for waiter_node, _ in waiters:
+            known[waiter_node] = wait
+    node = next((n for n, t in wait.waiters if t == task), None)
+    if node is None:
+        return None
+    what = kind.waiter if blocked_on.points_to == "waiter" else kind.struct
+    evidence = (f"task->blocked_on: {what} {value:#x}; its {kind.waiter} at {node:#x}, "
+                f"linked into {kind.struct} {wait.lock:#x}.wait_list")
+    return replace(wait, node=node, evidence=evidence)
 
 
 def _for_node(wait: Wait, kind: LockKind, node: int) -> Wait:
