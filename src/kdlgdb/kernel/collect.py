@@ -168,27 +168,33 @@ def _find_waits(
     known: dict[int, Wait] = {}
     blocked_on = BlockedOn.detect(k) if "mutex" in kinds else None
     for address, task in tasks.items():
+        if address not in live or task.waits_on is not None:
+            continue
         found = slow_path(task.frames)
-        if found is None or address not in live or task.waits_on is not None:
-            continue
-        kind_name, _ = found
-        kind = kinds.get(kind_name)
         where = f"task {task.pid} ({task.comm})"
-        if kind is None:
-            problems.append(Problem("wait", where, f"sleeps in a {kind_name} slow path this kernel's {kind_name} layout does not support"))
-            continue
         wait = None
-        if blocked_on is not None and kind.name == "mutex":  # the kernel's own pointer, strongest
+        if blocked_on is not None and (found is None or found[0] == "mutex"):
+            # The kernel's own pointer, strongest, and whatever the compiler made of the slow path's frames.
             try:
-                wait = find_wait_blocked_on(k, kind, blocked_on, address, ranges, known)
+                wait = find_wait_blocked_on(k, kinds["mutex"], blocked_on, address, ranges, known)
             except (ReadError, CorruptError):
                 wait = None  # a stale or broken pointer: the waiter on the stack still tells
-        try:
-            wait = wait or find_wait(k, kind, address, live[address], ranges, known)
-        except (ReadError, CorruptError) as e:
-            problems.append(Problem("wait", where, str(e)))
+        if wait is not None:
+            kind = kinds["mutex"]
+        elif found is None:
             continue
-        if wait is None:
+        else:
+            kind_name = found[0]
+            kind = kinds.get(kind_name)
+            if kind is None:
+                problems.append(Problem("wait", where, f"sleeps in a {kind_name} slow path this kernel's {kind_name} layout does not support"))
+                continue
+            try:
+                wait = find_wait(k, kind, address, live[address], ranges, known)
+            except (ReadError, CorruptError) as e:
+                problems.append(Problem("wait", where, str(e)))
+                continue
+        if wait is None and found is not None:
             problems.append(Problem("wait", where, f"in {task.frames[found[1]].describe()} but no {kind.waiter} of it is linked into a wait list"))
             continue
         task.waits_on = wait.lock

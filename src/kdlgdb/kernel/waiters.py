@@ -31,6 +31,10 @@ SLOW_PATHS = {
         "mutex_lock_interruptible", "mutex_lock_io", "__ww_mutex_lock", "ww_mutex_lock",
         "ww_mutex_lock_interruptible", "__ww_mutex_lock_slowpath",
         "__ww_mutex_lock_interruptible_slowpath",
+        # CONFIG_DEBUG_LOCK_ALLOC's entry points (mutex_lock() is mutex_lock_nested(lock, 0) there); with -Os
+        # (tinyconfig) gcc inlines __mutex_lock into them, so they are the frame that sleeps.
+        "mutex_lock_nested", "_mutex_lock_nest_lock", "mutex_lock_killable_nested",
+        "mutex_lock_interruptible_nested", "mutex_lock_io_nested", "__mutex_lock_common",
     },
     "semaphore": {
         "__down", "__down_common", "__down_interruptible", "__down_killable", "__down_timeout",
@@ -41,6 +45,8 @@ SLOW_PATHS = {
         "down_read_killable", "down_write_killable", "down_read_interruptible",
         "__down_read", "__down_write", "__down_read_common", "__down_write_common",
         "down_read_nested", "down_write_nested",
+        # CONFIG_DEBUG_LOCK_ALLOC's entry points
+        "down_read_killable_nested", "down_write_killable_nested", "_down_write_nest_lock", "down_read_non_owner",
     },
 }
 _BY_NAME = {fn: kind for kind, fns in SLOW_PATHS.items() for fn in fns}
