@@ -36,8 +36,9 @@ class BuiltKernel:
 # and qemu_fw_cfg as a module
 # (the guest's /init loads it; it gives QEMU's -device vmcoreinfo the VMCOREINFO note, which exists with
 # CRASH_CORE, selected by KEXEC), KASLR like Debian's, DWARF 5, ORC, SLUB, and the hung-task detector. It keeps
-# tinyconfig's -Os (CC_OPTIMIZE_FOR_SIZE), as the kernel of issue 18 did: the compiler inlines otherwise than in
-# Debian's -O2 builds (__mutex_lock into mutex_lock_nested), and kdlgdb must find the waits all the same.
+# tinyconfig's -Os (CC_OPTIMIZE_FOR_SIZE), as the kernel of issue 18 did: its frames differ from Debian's -O2
+# builds (an -Os __schedule leaves a stale return address amid the scheduler's frames), and kdlgdb must find
+# the waits all the same.
 GUEST_CONFIG = (
     "CONFIG_64BIT=y", "CONFIG_SMP=y", "CONFIG_PRINTK=y", "CONFIG_PRINTK_TIME=y", "CONFIG_BUG=y",
     "CONFIG_MULTIUSER=y", "CONFIG_FUTEX=y", "CONFIG_POSIX_TIMERS=y", "CONFIG_EPOLL=y", "CONFIG_SIGNALFD=y",

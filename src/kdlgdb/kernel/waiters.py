@@ -86,7 +86,7 @@ def is_scheduler(frame: Frame) -> bool:
 def interesting_frame(frames: list[Frame]) -> Optional[Frame]:
     """The innermost frame that is neither scheduler plumbing nor entry code: where the task chose to
     sleep (``msleep+0x2d``, ``kdl_w1_fn+0x64 [kdl_chain]``). None when the stack has nothing else."""
-    for frame in frames:
+    for frame in frames[past_scheduler(frames):]:
         if frame.symbol is not None and not is_scheduler(frame) and not frame.symbol.startswith(ENTRY_CODE):
             return frame
     return None
@@ -112,9 +112,20 @@ def slow_path(frames: list[Frame]) -> Optional[tuple[str, int]]:
 
 
 def past_scheduler(frames: list[Frame]) -> int:
-    """Index of the first frame that is not scheduler plumbing (``SCHEDULER``), len(frames) if none."""
-    for i, frame in enumerate(frames):
-        if not is_scheduler(frame):
+    """Index of the first frame that is not scheduler plumbing (``SCHEDULER``), len(frames) if none.
+
+    A frame amid the scheduler's (scheduler plumbing before and after it) that is no lock slow path is a
+    stale return address the stack scan found, not a caller: ``__schedule+0x4da``, ``kdl_m3_fn+0x18
+    [kdl_mutex]``, ``schedule+0x6e``, ``schedule_preempt_disabled+0x10``, ``__mutex_lock+0x1ed`` on the -Os
+    6.1-lockdep kernel, whose __schedule leaves a slot of its frame unwritten. It is skipped.
+    """
+    i = 0
+    while i < len(frames):
+        if is_scheduler(frames[i]):
+            i += 1
+        elif 0 < i < len(frames) - 1 and is_scheduler(frames[i + 1]) and base_name(frames[i].symbol) not in _BY_NAME:
+            i += 1
+        else:
             return i
     return len(frames)
 
