@@ -22,6 +22,7 @@ from .stack import Stack
 __all__ = ["BlockedOn", "find_wait_blocked_on", "SCHEDULER", "IO_WAITS", "is_scheduler", "interesting_frame", "io_wait", "SLOW_PATHS", "slow_path", "past_scheduler", "StackRanges", "find_wait", "Wait"]
 
 MAX_WAITERS = 1_000_000
+STALE_RUN = 3  # stale return addresses skipped between two scheduler frames (past_scheduler)
 
 # The functions a task sleeps in while it waits for each kind of lock.
 SLOW_PATHS = {
@@ -114,19 +115,21 @@ def slow_path(frames: list[Frame]) -> Optional[tuple[str, int]]:
 def past_scheduler(frames: list[Frame]) -> int:
     """Index of the first frame that is not scheduler plumbing (``SCHEDULER``), len(frames) if none.
 
-    A frame amid the scheduler's (scheduler plumbing before and after it) that is no lock slow path is a
-    stale return address the stack scan found, not a caller: ``__schedule+0x4da``, ``kdl_m3_fn+0x18
-    [kdl_mutex]``, ``schedule+0x6e``, ``schedule_preempt_disabled+0x10``, ``__mutex_lock+0x1ed`` on the -Os
-    6.1-lockdep kernel, whose __schedule leaves a slot of its frame unwritten. It is skipped.
+    Frames amid the scheduler's (scheduler plumbing before and right after them, at most STALE_RUN of them)
+    that are no lock slow path are stale return addresses the stack scan found, not callers:
+    ``__schedule+0x4da``, ``find_held_lock+0x2b``, ``kdl_r_reader_fn+0x24 [kdl_rwsem]``, ``schedule+0x6e``,
+    ``schedule_preempt_disabled+0x10``, ``__mutex_lock+0x1ed`` on the -Os 6.1-lockdep kernel, whose __schedule
+    leaves slots of its frame unwritten. They are skipped.
     """
     i = 0
     while i < len(frames):
         if is_scheduler(frames[i]):
             i += 1
-        elif 0 < i < len(frames) - 1 and is_scheduler(frames[i + 1]) and base_name(frames[i].symbol) not in _BY_NAME:
-            i += 1
-        else:
+            continue
+        resume = next((j for j in range(i + 1, min(i + 1 + STALE_RUN, len(frames))) if is_scheduler(frames[j])), None)
+        if i == 0 or resume is None or any(base_name(f.symbol) in _BY_NAME for f in frames[i:resume]):
             return i
+        i = resume
     return len(frames)
 
 
@@ -197,8 +200,8 @@ class BlockedOn:
         found = k.member("struct task_struct", "blocked_on")
         if found is None:
             return None
-        spelled = " ".join((k.target.member_type("struct task_struct", "blocked_on") or "").split())
-        points_to = {"struct mutex_waiter *": "waiter", "struct mutex *": "lock"}.get(spelled)
+        spelled = "".join((k.target.member_type("struct task_struct", "blocked_on") or "").split())
+        points_to = {"structmutex_waiter*": "waiter", "structmutex*": "lock"}.get(spelled)
         return cls(found[0], points_to) if points_to else None
 
 

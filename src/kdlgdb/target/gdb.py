@@ -129,7 +129,7 @@ class GdbTarget(Target):
 
     def member_type(self, type_name: str, path: str) -> Optional[str]:
         found = self._field(type_name, path)
-        return str(found[0].type) if found is not None else None
+        return _c_spelling(found[0].type) if found is not None else None
 
     def member_bits(self, type_name: str, path: str) -> Optional[tuple[int, int]]:
         found = self._field(type_name, path)
@@ -275,6 +275,17 @@ def _thread_registers(inferior) -> Optional[list[dict[str, int]]]:
         if selected is not None and selected.is_valid():
             selected.switch()
     return out or None
+
+
+def _c_spelling(t) -> str:
+    """``t`` as C spells it, whatever gdb's current language (with the frame in assembler code gdb prints
+    ``mutex_waiter *``): ``struct mutex_waiter *``."""
+    if t.code == gdb.TYPE_CODE_PTR:
+        return _c_spelling(t.target()) + " *"
+    keyword = {gdb.TYPE_CODE_STRUCT: "struct", gdb.TYPE_CODE_UNION: "union", gdb.TYPE_CODE_ENUM: "enum"}.get(t.code)
+    if keyword and (t.tag or t.name):
+        return f"{keyword} {t.tag or t.name}"
+    return str(t.name or t)
 
 
 def _find_field(t, name: str):
