@@ -211,9 +211,28 @@ def scenario_files(scenario: str) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file())
 
 
-def expected(scenario: str) -> dict[str, Any]:
-    """The scenario's ``expected.json`` (wait-for facts, cycles, lock types)."""
-    return json.loads((SCENARIO_DIR / sample(scenario).scenario / "expected.json").read_text())
+def expected(scenario: str, kernel: str = "") -> dict[str, Any]:
+    """The scenario's ``expected.json`` (wait-for facts, cycles, lock types); for ``kernel``, with the shape the
+    same code takes there (:func:`for_kernel`)."""
+    return for_kernel(json.loads((SCENARIO_DIR / sample(scenario).scenario / "expected.json").read_text()), kernel)
+
+
+def for_kernel(exp: dict[str, Any], kernel: str) -> dict[str, Any]:
+    """``exp`` for one kernel: a scenario whose code behaves differently on PREEMPT_RT (spinlock_t is an
+    rt_mutex there, softirqs run in threads) gives that shape under ``"preempt_rt"``, key by key; one whose
+    answer differs with lockdep under ``"lockdep"`` (its held_locks and DEBUG_SPINLOCK name owners the other
+    kernels only infer; DEBUG_RT_MUTEXES's deadlock detection parks a task in S). The flavour is Debian's
+    package name (``-rt-``) or the catalog's (:func:`lockdep`)."""
+    if "-rt-" in kernel and "preempt_rt" in exp:
+        exp = {**exp, **exp["preempt_rt"]}
+    if lockdep(kernel) and "lockdep" in exp:
+        exp = {**exp, **exp["lockdep"]}
+    return exp
+
+
+def sleeping_states(exp: dict[str, Any]) -> dict[str, str]:
+    """The state each thread of a sleeping scenario is in once blocked: D, unless ``"states"`` says otherwise."""
+    return {comm: exp.get("states", {}).get(comm, "D") for comm in exp["tasks"]}
 
 
 def code_digest(path: Path) -> bytes:
@@ -377,7 +396,8 @@ if [ @BLOCKED_WHEN_LOADED@ = yes ]; then
     park
 fi
 
-# Sets KDL_N (number of kdl_* threads), KDL_NOTD (those not in D), KDL_STATES.
+# Sets KDL_N (number of kdl_* threads), KDL_NOTD (those not blocked: in D, or in the state expected.json gives
+# a thread on this kernel), KDL_STATES.
 kdl_scan() {
     KDL_N=0; KDL_NOTD=0; KDL_STATES=""
     for d in /proc/[0-9]*; do
@@ -388,7 +408,7 @@ kdl_scan() {
         case "$comm" in
         kdl_*)
             KDL_N=$((KDL_N + 1))
-            [ "$st" = D ] || KDL_NOTD=$((KDL_NOTD + 1))
+            case "$comm:$st" in @BLOCKED@) ;; *) KDL_NOTD=$((KDL_NOTD + 1)) ;; esac
             KDL_STATES="$KDL_STATES $comm:$st"
             ;;
         esac
@@ -430,10 +450,11 @@ park
 """
 
 
-def init_script(scenario: str) -> str:
-    """The guest's /init for ``scenario``."""
-    exp, run = expected(scenario), sample(scenario)
-    return (INIT_TEMPLATE.replace("@MODULE@", run.scenario).replace("@ARGS@", run.args)
+def init_script(scenario: str, kernel: str = "") -> str:
+    """The guest's /init for ``scenario`` on ``kernel``."""
+    exp, run = expected(scenario, kernel), sample(scenario)
+    blocked = "|".join(["kdl_*:D"] + [f"{comm}:{st}" for comm, st in sleeping_states(exp).items() if st != "D"])
+    return (INIT_TEMPLATE.replace("@MODULE@", run.scenario).replace("@ARGS@", run.args).replace("@BLOCKED@", blocked)
             .replace("@NTHREADS@", str(len(exp["tasks"])))
             .replace("@BLOCKED_WHEN_LOADED@", "yes" if exp.get("blocked_when_loaded") else "no"))
 
@@ -481,7 +502,7 @@ def build_initramfs(scenario: str, kernel: str, force: bool = False, log: Log = 
         ("proc", d, b"", (0, 0)),
         ("sys", d, b"", (0, 0)),
         ("tmp", d, b"", (0, 0)),
-        ("init", x, init_script(scenario).encode(), (0, 0)),
+        ("init", x, init_script(scenario, kernel).encode(), (0, 0)),
         ("bin/busybox", x, BUSYBOX.read_bytes(), (0, 0)),
         ("lib/modules/qemu_fw_cfg.ko", f, fw_cfg_module(kernel), (0, 0)),
         (f"lib/modules/{ko.name}", f, ko.read_bytes(), (0, 0)),
@@ -968,7 +989,7 @@ def build_variant(scenario: str, kaslr: bool, kernel: str = DEFAULT_KERNEL,
     v = variant_name(kaslr)
     report: dict[str, Any] = {"scenario": scenario, "variant": v}
 
-    exp = expected(scenario)
+    exp = expected(scenario, kernel)
     for attempt in range(1, KASLR_ATTEMPTS + 1):
         t0 = time.monotonic()
         with blocked_guest(scenario, kaslr, kernel, initrd, part["console"], log) as guest:
@@ -980,7 +1001,7 @@ def build_variant(scenario: str, kaslr: bool, kernel: str = DEFAULT_KERNEL,
             # Threads that spin (blocked_when_loaded: on a CPU, or in PREEMPT_RT's rtlock wait) are never
             # reported by the hung-task detector, which looks only at TASK_UNINTERRUPTIBLE sleepers.
             report["hung_task"] = not exp.get("blocked_when_loaded") and guest.wait_until(
-                lambda text: all(t in hung_task_reports(text) for t in exp["tasks"]),
+                lambda text: all(t in hung_task_reports(text) for t, st in sleeping_states(exp).items() if st == "D"),
                 "hung-task report for every thread", HUNG_TASK_WAIT, required=False)
             guest.settle()  # the rest of the last report's call trace
             guest.qmp("stop")  # all dumps of one boot show the same instant

@@ -68,21 +68,12 @@ BuildError = builder.BuildError
 
 
 def expected(scenario: str, kernel: str = "") -> dict[str, Any]:
-    """The scenario's ``expected.json``; for a PREEMPT_RT ``kernel`` (Debian's ``-rt-`` flavour) with the
-    shape the same code takes there (its ``"preempt_rt"`` keys: spinlock_t sleeps, softirqs run in threads)."""
-    return for_kernel(builder.expected(scenario), kernel)
+    """The scenario's ``expected.json``; for ``kernel`` with the shape the same code takes there: its
+    ``"preempt_rt"`` keys on Debian's ``-rt-`` kernel, its ``"lockdep"`` keys on a kernel with lockdep."""
+    return builder.expected(scenario, kernel)
 
 
-def for_kernel(exp: dict[str, Any], kernel: str) -> dict[str, Any]:
-    """``exp`` for one kernel: a scenario whose code behaves differently on PREEMPT_RT (spinlock_t is an
-    rt_mutex there, softirqs run in threads) gives that shape under ``"preempt_rt"``, key by key; one whose
-    answer is stronger with lockdep (its held_locks name owners the other kernels only infer) under
-    ``"lockdep"``. The flavour is Debian's package name (``-rt-``) or the catalog's (:func:`lockdep`)."""
-    if "-rt-" in kernel and "preempt_rt" in exp:
-        exp = {**exp, **exp["preempt_rt"]}
-    if lockdep(kernel) and "lockdep" in exp:
-        exp = {**exp, **exp["lockdep"]}
-    return exp
+for_kernel = builder.for_kernel
 kernel_available = builder.kernel_available
 lockdep = builder.lockdep
 cache_root = builder.cache_root

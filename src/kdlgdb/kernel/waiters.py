@@ -112,14 +112,15 @@ def slow_path(frames: list[Frame]) -> Optional[tuple[str, int]]:
     return (kind, i) if kind is not None and frames[i].module is None else None
 
 
-def past_scheduler(frames: list[Frame]) -> int:
+def past_scheduler(frames: list[Frame], keep: frozenset[str] = frozenset()) -> int:
     """Index of the first frame that is not scheduler plumbing (``SCHEDULER``), len(frames) if none.
 
     Frames amid the scheduler's (scheduler plumbing before and right after them, at most STALE_RUN of them)
     that are no lock slow path are stale return addresses the stack scan found, not callers:
     ``__schedule+0x4da``, ``find_held_lock+0x2b``, ``kdl_r_reader_fn+0x24 [kdl_rwsem]``, ``schedule+0x6e``,
     ``schedule_preempt_disabled+0x10``, ``__mutex_lock+0x1ed`` on the -Os 6.1-lockdep kernel, whose __schedule
-    leaves slots of its frame unwritten. They are skipped.
+    leaves slots of its frame unwritten. They are skipped; so are not the functions named in ``keep`` (the
+    rt_mutex path, for rtmutex.py).
     """
     i = 0
     while i < len(frames):
@@ -127,7 +128,8 @@ def past_scheduler(frames: list[Frame]) -> int:
             i += 1
             continue
         resume = next((j for j in range(i + 1, min(i + 1 + STALE_RUN, len(frames))) if is_scheduler(frames[j])), None)
-        if i == 0 or resume is None or any(base_name(f.symbol) in _BY_NAME for f in frames[i:resume]):
+        if i == 0 or resume is None or any(base_name(f.symbol) in _BY_NAME or base_name(f.symbol) in keep
+                                           for f in frames[i:resume]):
             return i
         i = resume
     return len(frames)
