@@ -246,7 +246,7 @@ def batch(command: str, argv: list[str], out: str, record: Optional[str] = None)
         args = commands.parse(command, argv)
         snap = snapshot(record=record, source_lines=commands.shows_source_lines(command, args))
         with open(out, "w") as f:
-            f.write(commands.run(command, args, snap, color=False) + "\n")
+            f.write(commands.run(command, args, snap, color=False, kernel=kernel()) + "\n")
         status = commands.verdict_status(snap) if command == "kd-waitfor" else 0
     except KeyboardInterrupt:
         _report(command, KdlError("interrupted"), out + ".err")
