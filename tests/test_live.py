@@ -22,7 +22,7 @@ def test_kdlgdb_waitfor_live(real_kernel: str, scenario: str) -> None:
         # kdlgdb detached: the guest still runs and answers a second session.
         assert live.guest.qmp("query-status")["status"] == "running"
         states = expected.get("states", {})
-        letters = "".join(sorted({states.get(comm, "D") for comm in expected["waits"]}))
+        letters = "".join(sorted({s for comm in expected["waits"] for s in states.get(comm, "D").split("|")}))
         again = gdb(live.vmlinux, None, f"kd-tasks -s {letters}", f"kd-bt {next(iter(expected['waits']))}", remote=remote)
         assert all(comm in again.stdout for comm in expected["waits"])
         assert "(no stack frames)" not in again.stdout  # on-CPU tasks too: from their vCPU's registers

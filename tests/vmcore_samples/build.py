@@ -231,7 +231,8 @@ def for_kernel(exp: dict[str, Any], kernel: str) -> dict[str, Any]:
 
 
 def sleeping_states(exp: dict[str, Any]) -> dict[str, str]:
-    """The state each thread of a sleeping scenario is in once blocked: D, unless ``"states"`` says otherwise."""
+    """The state each thread of a sleeping scenario is in once blocked: D, unless ``"states"`` says otherwise
+    (alternatives as "D|S": which thread the kernel parks can depend on the boot)."""
     return {comm: exp.get("states", {}).get(comm, "D") for comm in exp["tasks"]}
 
 
@@ -453,7 +454,8 @@ park
 def init_script(scenario: str, kernel: str = "") -> str:
     """The guest's /init for ``scenario`` on ``kernel``."""
     exp, run = expected(scenario, kernel), sample(scenario)
-    blocked = "|".join(["kdl_*:D"] + [f"{comm}:{st}" for comm, st in sleeping_states(exp).items() if st != "D"])
+    blocked = "|".join(["kdl_*:D"] + [f"{comm}:{alt}" for comm, st in sleeping_states(exp).items() if st != "D"
+                                      for alt in st.split("|") if alt != "D"])
     return (INIT_TEMPLATE.replace("@MODULE@", run.scenario).replace("@ARGS@", run.args).replace("@BLOCKED@", blocked)
             .replace("@NTHREADS@", str(len(exp["tasks"])))
             .replace("@BLOCKED_WHEN_LOADED@", "yes" if exp.get("blocked_when_loaded") else "no"))
