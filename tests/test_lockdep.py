@@ -159,3 +159,27 @@ def test_held_round_trips_through_json() -> None:
     t.held = [HeldLock(M1 + 88, "m1", IP, "kdl_fn+0x0 [kdl_mod]", 0, M1)]
     again = Snapshot.from_dict(Snapshot(tasks=[t], lockdep_on=True).to_dict())
     assert again.tasks[0].held == t.held and again.lockdep_on is True
+
+
+def test_awaited_entry_is_not_always_the_last_once_lockdep_is_off() -> None:
+    """Seen on 6.1-lockdep (kdl_rwsem): lockdep turned off while kdl_r_writer was in __schedule, so the runqueue
+    lock and rcu_read_lock stay listed after rw1, the lock it waits on; rw1 is its wait, not a hold."""
+    t = task()
+    read(kernel_with([entry(M1 + 88, 3, 0, IP), entry(RW + 64, 4, 0, IP + 0x24), entry(M2 + 88, 5, 0, IP + 0x30)]), t)
+    t.waits_on = RW
+    locks = {M1: Lock(M1, "mutex"), RW: Lock(RW, "rwsem"), M2: Lock(M2, "mutex")}
+    held_lock_owners(FakeKernel(), locks, {TASK: t}, on=False)  # type: ignore[arg-type]
+    assert locks[RW].owners == [] and [o.task for o in locks[M1].owners + locks[M2].owners] == [TASK, TASK]
+    assert t.awaited_entry() is (t.held or [])[1]
+    text = render_held(Snapshot(tasks=[t], locks=list(locks.values()), lockdep_on=False), [t])
+    assert text.count("waiting for it") == 1 and "#1: " + f"{RW + 64:016x}" in text.split("waiting for it")[0]
+
+
+def test_recursive_lock_is_held_and_awaited() -> None:
+    t = task()
+    read(kernel_with([entry(M1 + 88, 3, 0, IP), entry(M1 + 88, 3, 0, IP + 0x10)]), t)
+    t.waits_on = M1
+    locks = {M1: Lock(M1, "mutex")}
+    held_lock_owners(FakeKernel(), locks, {TASK: t}, on=True)  # type: ignore[arg-type]
+    (owner,) = locks[M1].owners  # the first acquisition is a hold: a self-deadlock
+    assert owner.task == TASK and "kdl_fn+0x0 " in owner.evidence

@@ -105,6 +105,15 @@ class Task:
     cpu_context: Optional[CpuContext] = None  # for the task current on a CPU whose registers are known
     held: Optional[list[HeldLock]] = None  # lockdep's held_locks, oldest first (None: the kernel has no lockdep)
 
+    def awaited_entry(self) -> Optional[HeldLock]:
+        """The held_locks entry of the lock this task waits on: the last one for that lock (lockdep records the
+        acquisition before the wait; an earlier one for the same lock is a hold: recursive locking). Not always
+        the last entry: once lockdep turned itself off, locks taken and released later (the runqueue lock in
+        __schedule, rcu_read_lock) can stay listed after it."""
+        if self.waits_on is None:
+            return None
+        return next((e for e in reversed(self.held or []) if e.lock == self.waits_on), None)
+
 
 @dataclass
 class Owner:

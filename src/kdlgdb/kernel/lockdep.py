@@ -173,13 +173,17 @@ def held_lock_owners(k: Kernel, locks: dict[int, Lock], tasks: dict[int, Task], 
         found = k.member(struct, "dep_map") if struct else None
         if found is not None:
             by_map[lock.address + found[0]] = lock
+    for task in tasks.values():
+        for entry in task.held or ():
+            lock = by_map.get(entry.instance)
+            entry.lock = lock.address if lock is not None else None
     for address, task in tasks.items():
+        awaited = task.awaited_entry()
         for entry in task.held or ():
             lock = by_map.get(entry.instance)
             if lock is None:
                 continue
-            entry.lock = lock.address
-            if task.waits_on == lock.address and entry is task.held[-1]:
+            if entry is awaited:
                 continue  # the acquisition it sleeps in
             mode = _mode(lock, entry)
             evidence = f"{EVIDENCE}: {entry.name} taken at {entry.acquired_at or hex(entry.acquire_ip)}"

@@ -64,24 +64,31 @@ def spin_wait(k: Kernel, code: CodeReader, state: CpuState) -> Optional[SpinWait
     for i, frame in enumerate(frames):
         if base_name(frame.symbol) not in SPIN_SLOW_PATHS or frame.module is not None:
             continue
-        # The first _raw_spin_lock* frame outside it, then the function that called it.
-        for j in range(i + 1, min(i + 4, len(frames) - 1)):
+        # The first _raw_spin_lock* frame outside it, then the function that called it; or, when _raw_spin_lock*
+        # tail-called the slow path (CONFIG_DEBUG_SPINLOCK with -Os: _raw_spin_lock jumps to do_raw_spin_lock, its
+        # frame is gone), the first frame whose call before its return address is to _raw_spin_lock*.
+        for j in range(i + 1, min(i + 4, len(frames))):
             acquire = base_name(frames[j].symbol)
-            if acquire in SPIN_ACQUIRE and frames[j].module is None:
-                caller = frames[j + 1]
-                lock = _lock_argument(k, code, caller, acquire)
-                where = "%rdi" if i == 0 else "the interrupted %rdi"
-                rdi = state.registers.get("rdi") if i == 0 else state.interrupted_di.get(i)
-                if lock is not None:
-                    evidence = f"{caller.describe()} passes it to {acquire}() (the call before {caller.pc:#x})"
-                    if rdi == lock:
-                        evidence += f"; {where} in {frame.describe()} holds it too"
-                elif rdi is not None and rdi >= KERNEL_SPACE:
-                    lock, evidence = rdi, f"{where} in {frame.describe()} (the slow path's first argument)"
-                else:
-                    return None
-                return SpinWait(lock, i, caller, acquire, state.contexts[i] if i < len(state.contexts) else "task",
-                                f"CPU {state.cpu} spins in {frame.describe()} called by {frames[j].describe()}: " + evidence)
+            if acquire in SPIN_ACQUIRE and frames[j].module is None and j + 1 < len(frames):
+                caller, via = frames[j + 1], frames[j].describe()
+            elif acquire not in SPIN_SLOW_PATHS and code.call_target(frames[j].pc) in SPIN_ACQUIRE:
+                caller, acquire = frames[j], code.call_target(frames[j].pc)
+                via = f"{acquire}() (a tail call: its frame is gone)"
+            else:
+                continue
+            lock = _lock_argument(k, code, caller, acquire)
+            where = "%rdi" if i == 0 else "the interrupted %rdi"
+            rdi = state.registers.get("rdi") if i == 0 else state.interrupted_di.get(i)
+            if lock is not None:
+                evidence = f"{caller.describe()} passes it to {acquire}() (the call before {caller.pc:#x})"
+                if rdi == lock:
+                    evidence += f"; {where} in {frame.describe()} holds it too"
+            elif rdi is not None and rdi >= KERNEL_SPACE:
+                lock, evidence = rdi, f"{where} in {frame.describe()} (the slow path's first argument)"
+            else:
+                return None
+            return SpinWait(lock, i, caller, acquire, state.contexts[i] if i < len(state.contexts) else "task",
+                            f"CPU {state.cpu} spins in {frame.describe()} called by {via}: " + evidence)
         return None
     return None
 

@@ -75,6 +75,7 @@ def render_held(snapshot: Snapshot, tasks: list[Task]) -> str:
     holders = [t for t in tasks if t.held]
     for task in holders:
         held = task.held or []
+        awaited = task.awaited_entry()
         lines.append(f"{_plural(len(held), 'lock')} held by {task.comm}/{task.pid}:")
         for number, entry in enumerate(held):
             line = f" #{number}: {entry.instance:016x} ({entry.name}), at: {entry.acquired_at or hex(entry.acquire_ip)}"
@@ -82,7 +83,7 @@ def render_held(snapshot: Snapshot, tasks: list[Task]) -> str:
             lock = locks.get(entry.lock) if entry.lock is not None else None
             if lock is not None:
                 notes.append(f"{lock.type} {lock.address:#x} {lock.name()}")
-                if task.waits_on == lock.address and number == len(held) - 1:
+                if entry is awaited:
                     notes.append("waiting for it (lockdep records the acquisition before the wait)")
             lines.append(line + (f"  [{'; '.join(notes)}]" if notes else ""))
     if not holders:
