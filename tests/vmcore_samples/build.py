@@ -960,7 +960,7 @@ def blocked_guest(scenario: str, kaslr: bool, kernel: str, initrd: Path, console
                 guest.wait_for("KDL-BLOCKED", sample(scenario).boot_timeout)
                 # A module whose threads lock up their CPUs prints a marker (from a timer: softirqs still
                 # run) once they spin; /init's KDL-BLOCKED came before.
-                marker = expected(scenario).get("ready_marker")
+                marker = expected(scenario, kernel).get("ready_marker")
                 if marker:
                     guest.wait_for(marker, sample(scenario).boot_timeout)
             except BuildError:
