@@ -9,7 +9,7 @@ import pytest
 
 import samples
 from expectations import check_waitfor
-from realgdb import EXTENSION, gdb, waitfor_json
+from realgdb import EXTENSION, gdb, kdlgdb, waitfor_json
 
 pytestmark = pytest.mark.realkernel
 
@@ -179,3 +179,7 @@ def test_lockdep_held_locks_and_reports(real_kernel: str) -> None:
         "circular", reporter.group(1), int(reporter.group(2)), 0)
     assert {lk["name"] for lk in report["locks"]} == {"m1", "m2"} and wf["lockdep_turned_off"] is True
     assert "possible circular locking dependency detected" in out and ": this is the deadlock above" in out
+    # The report: its own section, the report tied to deadlock 1, in text and in JSON.
+    report = kdlgdb("report", str(dump.vmlinux), str(dump.path), "--format", "txt", "-o", "-")
+    section = report.stdout.split("== lockdep's reports ==")[1].split("==")[0]
+    assert "possible circular locking dependency detected" in section and ": this is deadlock 1" in section

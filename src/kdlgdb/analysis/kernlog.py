@@ -16,7 +16,7 @@ from ..model import Snapshot
 
 __all__ = ["HungTask", "hung_tasks", "notable", "panic_message", "grep", "format_record", "NOTABLE",
            "LockdepLock", "LockdepReport", "lockdep_reports", "lockdep_turned_off", "explained_cycles",
-           "LockdepFindings", "lockdep_findings"]
+           "LockdepFindings", "lockdep_findings", "as_records"]
 
 # The hung-task detector (kernel/hung_task.c): "INFO: task %s:%d blocked for
 # more than %ld seconds." A comm may hold spaces and colons: the pid is the
@@ -267,3 +267,13 @@ class LockdepFindings:
 def lockdep_findings(records: Sequence[LogRecord], snapshot: Snapshot, cycles: Sequence[Any]) -> LockdepFindings:
     reports = lockdep_reports(records)
     return LockdepFindings(reports, explained_cycles(reports, snapshot, cycles), lockdep_turned_off(records))
+
+
+def as_records(log: Iterable[Any]) -> list[LogRecord]:
+    """Log records from dicts (a report bundle's log) or objects with ``seq``, ``ts_ns``, ``level``, ``text``."""
+    def get(record: Any, name: str, default: Any) -> Any:
+        return record.get(name, default) if isinstance(record, dict) else getattr(record, name, default)
+
+    return [record if isinstance(record, LogRecord) else
+            LogRecord(int(get(record, "seq", 0) or 0), int(get(record, "ts_ns", 0) or 0), int(get(record, "level", 6) or 0),
+                      str(get(record, "text", "") or "")) for record in log]

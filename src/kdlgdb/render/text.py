@@ -14,7 +14,7 @@ from ..analysis.graph import Chain, Cycle, Edge, WaitForGraph, format_duration
 from ..model import CERTAIN, Lock, Snapshot, Task
 from .color import paint
 
-__all__ = ["render_tasks", "render_bt", "render_held", "render_locks", "render_waitfor", "format_last_ran"]
+__all__ = ["render_tasks", "render_bt", "render_held", "lockdep_lines", "render_locks", "render_waitfor", "format_last_ran"]
 
 
 def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str], align: Sequence[str]) -> list[str]:
