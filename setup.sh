@@ -8,8 +8,12 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# The kernels the real-kernel tests run on (tests/vmcore_samples/build.py KERNELS).
-read -r -a KERNELS <<< "${KDLGDB_KERNELS:-$(python3 tests/vmcore_samples/build.py --list-kernels)}"
+# The kernels the real-kernel tests run on (tests/vmcore_samples/catalog.py KERNELS; $KDLGDB_KERNELS
+# chooses others, e.g. KDLGDB_KERNELS="6.1.0-56-cloud-amd64 6.1-lockdep" adds the lock-debugging kernel that
+# the sample builder compiles from Debian's linux-source-6.1). Debian's come with their packages.
+export KDLGDB_KERNELS="${KDLGDB_KERNELS:-$(python3 tests/vmcore_samples/build.py --list-kernels)}"
+read -r -a DEBIAN_KERNELS <<< "$(python3 tests/vmcore_samples/build.py --list-debian-kernels)"
+read -r -a KERNEL_PACKAGES <<< "$(python3 tests/vmcore_samples/build.py --list-packages)"
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
@@ -22,7 +26,7 @@ packages=(
   make gcc
   crash                                               # the crash utility and its defs.h, for crashext/
 )
-for k in "${KERNELS[@]}"; do packages+=("linux-image-$k" "linux-headers-$k"); done
+packages+=("${KERNEL_PACKAGES[@]}")  # images and headers; for a kernel of ours its source and build tools
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -35,7 +39,7 @@ fi
 
 # Each kernel's vmlinux with DWARF. The -dbg packages install 1.8-6.7 GB (every module's
 # debug info too); only /usr/lib/debug/boot/ is needed, so take just that from the .deb.
-for k in "${KERNELS[@]}"; do
+for k in "${DEBIAN_KERNELS[@]}"; do
   if [ ! -f "/usr/lib/debug/boot/vmlinux-$k" ]; then
     echo "setup: extracting the vmlinux of $k from linux-image-$k-dbg"
     tmp="$(mktemp -d)"
@@ -52,6 +56,7 @@ python3 -m pip install -q --disable-pip-version-check -e '.[test,bench]'
 # The crash extension (crash> extend crashext/kdlgdb.so), built against crash's defs.h.
 make -s -C crashext
 
-# Real dumps of the scenario modules (reused when their sources did not change).
-python3 tests/vmcore_samples/build.py
+# Real dumps of the scenario modules (reused when their sources did not change); a kernel of ours is
+# built first (cached by source version and config; ~5 min on 2 idle cores).
+nice -n 10 python3 tests/vmcore_samples/build.py
 echo "setup: done"

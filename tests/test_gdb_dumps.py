@@ -5,6 +5,7 @@ for the dump (``realgdb.shared_gdb``, kdlgdb's caches and settings reset before 
 """
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 
@@ -13,7 +14,7 @@ import pytest
 import matrix
 import samples
 from expectations import check_dump_answer
-from realgdb import EXTENSION, gdb, kd_waitfor_json, shared_gdb, waitfor_json
+from realgdb import EXTENSION, gdb, kd_waitfor_json, kdlgdb, shared_gdb, waitfor_json
 
 pytestmark = pytest.mark.realkernel
 
@@ -27,7 +28,7 @@ def test_kdlgdb_waitfor_on_dump(real_kernel: str, scenario: str, kaslr: bool) ->
     dump = samples.ensure_dump(scenario, kaslr, real_kernel)
     status, doc = waitfor_json(dump.vmlinux, dump.path)
     check_dump_answer(status, doc, samples.expected(scenario, real_kernel), dump)
-    assert doc["release"] == real_kernel
+    assert doc["release"] == samples.release(real_kernel)
 
 
 def test_gdb_session_commands(real_kernel: str) -> None:
@@ -131,11 +132,18 @@ def test_spinning_cpus_in_gdb(real_kernel: str) -> None:
             "while holding lock_a [kdl_spin]") in out
     assert (f"CPU 1: kdl_spin_b ({b}) spins on lock_a [kdl_spin] (held by kdl_spin_a ({a}), the task on CPU 0) "
             "while holding lock_b [kdl_spin]") in out
-    assert f"PROBABLE DEADLOCK: kdl_spin_a ({a}) and kdl_spin_b ({b})" in out
     assert re.search(rf"^>\s+{a}\s+{a}\s+R\s+0\s", out, re.M) and re.search(rf"^>\s+{b}\s+{b}\s+R\s+1\s", out, re.M)
     frames = re.findall(r"^ *#\d+ \[\w+\] (\S+)", out.split(f"PID: {a} ")[1], re.M)
+    assert frames[-1].startswith(("ret_from_fork", "ret_from_fork_asm"))
+    if samples.lockdep(real_kernel):
+        # DEBUG_SPINLOCK records both owners (a certain DEADLOCK); -Os: _raw_spin_lock tail-calls do_raw_spin_lock.
+        assert f"DEADLOCK: kdl_spin_a ({a}) and kdl_spin_b ({b})" in out and "PROBABLE" not in out
+        assert frames[0].startswith("queued_spin_lock_slowpath+") and frames[1].startswith("do_raw_spin_lock+")
+        assert frames[2].startswith("kdl_spin_a_fn+")
+        return
+    assert f"PROBABLE DEADLOCK: kdl_spin_a ({a}) and kdl_spin_b ({b})" in out
     assert frames[0].startswith("native_queued_spin_lock_slowpath+") and frames[1].startswith("_raw_spin_lock+")
-    assert frames[2].startswith("kdl_spin_a_fn+") and frames[-1].startswith(("ret_from_fork", "ret_from_fork_asm"))
+    assert frames[2].startswith("kdl_spin_a_fn+")
 
 
 def test_irq_self_deadlock_names_the_call(real_kernel: str) -> None:
@@ -165,3 +173,43 @@ def test_irq_self_deadlock_names_the_call(real_kernel: str) -> None:
     lock = int(dump.truth["locks"]["l"]["address"], 16)
     assert re.search(rf"(mov\s+\${lock:#x},%rdi|lea\s+.*\(%rip\),%rdi\s+# {lock:#x})$", code, re.M), code
     assert "spin_lock_bh()" in cycle["advice"] and "softirq handler on CPU 0" in cycle["advice"]
+
+
+def test_lockdep_held_locks_and_reports(real_kernel: str) -> None:
+    """On a kernel with lockdep: kd-held lists each task's held_locks as the kernel itself printed them (the map
+    addresses and classes of its own report in the console log), owners carry "lockdep held_locks", and the
+    kernel's circular-dependency report is tied to the cycle it explains."""
+    if not samples.lockdep(real_kernel):
+        pytest.skip(f"{real_kernel} has no lockdep")
+    dump = samples.ensure_dump("kdl_mutex", True, real_kernel)
+    console = dump.console_log.read_text()
+    printed = dict(re.findall(r"\] (?:\s*#\d+: )?([0-9a-f]{16}) \((m[12])\)\{", console))  # map -> class
+    assert set(printed.values()) == {"m1", "m2"}, console
+    done = gdb(dump.vmlinux, dump.path, "kd-held", "kd-held --json", "kd-waitfor")
+    out = done.stdout
+    assert "Traceback" not in out + done.stderr
+    pid = dump.truth["tasks"]
+    held = {m.group(1): (m.group(2), m.group(3)) for m in re.finditer(r"^ #\d+: ([0-9a-f]{16}) \((\w+)\), at: (\S+)", out, re.M)}
+    for address, name in printed.items():
+        assert held[address][0] == name, (address, held)
+    assert f"lock held by kdl_m1/{pid['kdl_m1']}:" in out or f"locks held by kdl_m1/{pid['kdl_m1']}:" in out
+    doc = json.loads(out[out.index("{"):out.index("\n}\n") + 2])
+    by_pid = {t["pid"]: t for t in doc["tasks"]}
+    m1 = dump.truth["locks"]["m1"]["address"]
+    first = by_pid[pid["kdl_m1"]]["held"][0]
+    assert (first["class"], first["lock"], first["mode"]) == ("m1", m1, "exclusive")
+    assert first["acquired_at"].startswith("kdl_m1_fn+") and first["acquired_at"].endswith("[kdl_mutex]")
+    assert doc["lockdep"] == {"on": False}  # its report turned it off
+    _, wf = waitfor_json(dump.vmlinux, dump.path)
+    owners = {lk["symbol"]: lk["owners"] for lk in wf["locks"]}
+    assert all("lockdep held_locks: " in o["evidence"] and o["confidence"] == "certain" for o in owners["m1"] + owners["m2"])
+    (report,) = wf["lockdep_reports"]
+    reporter = re.search(r"\] (kdl_m[12])/(\d+) is trying to acquire lock:", console)
+    assert (report["kind"], report["comm"], report["pid"], report["cycle"]) == (
+        "circular", reporter.group(1), int(reporter.group(2)), 0)
+    assert {lk["name"] for lk in report["locks"]} == {"m1", "m2"} and wf["lockdep_turned_off"] is True
+    assert "possible circular locking dependency detected" in out and ": this is the deadlock above" in out
+    # The report: its own section, the report tied to deadlock 1, in text and in JSON.
+    report = kdlgdb("report", str(dump.vmlinux), str(dump.path), "--format", "txt", "-o", "-")
+    section = report.stdout.split("== lockdep's reports ==")[1].split("==")[0]
+    assert "possible circular locking dependency detected" in section and ": this is deadlock 1" in section

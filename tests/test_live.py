@@ -26,7 +26,8 @@ def test_kdlgdb_waitfor_live(real_kernel: str, scenario: str) -> None:
         assert live.guest.qmp("query-status")["status"] == "running"
         states = expected.get("states", {})
         # A state is a letter, or the letters it may take (which one depends on the boot: kdl_exit on RT).
-        letters = "".join(sorted({letter for comm in expected["waits"] for letter in states.get(comm, "D")}))
+        letters = "".join(sorted({letter for comm in expected["waits"] for letter in
+                                  (lambda a: a.split("|") if isinstance(a, str) else a)(states.get(comm, "D"))}))
         again = gdb(live.vmlinux, None, f"kd-tasks -s {letters}", f"kd-bt {next(iter(expected['waits']))}", remote=remote)
         assert all(comm in again.stdout for comm in expected["waits"])
         assert "(no stack frames)" not in again.stdout  # on-CPU tasks too: from their vCPU's registers

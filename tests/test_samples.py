@@ -247,7 +247,7 @@ def test_truth_names_every_thread_and_lock(real_kernel, scenario, kaslr):
     exp = samples.expected(scenario, real_kernel)
     truth = dump.truth
     assert dump.path.is_file() and dump.path.stat().st_size > 100 * 2**20
-    assert truth["kernel"] == dump.kernel == truth["osrelease"]
+    assert truth["kernel"] == dump.kernel and truth["osrelease"] == samples.release(dump.kernel)
     assert truth["kaslr"] is kaslr and truth["module"] == scenario
     assert Path(truth["vmlinux"]) == dump.vmlinux
     # Besides the locks, the objects the roots of kdl_chain wait on (a completion, a wait queue head).
@@ -267,11 +267,12 @@ def test_truth_names_every_thread_and_lock(real_kernel, scenario, kaslr):
     if scenario in SPINNING:  # /init does not scan /proc: the CPUs spin, user space starves
         assert truth["threads"] == {}
         return
+    states = builder.sleeping_states(exp)  # D, or what expected.json says for this kernel
     for comm, pid in truth["tasks"].items():
         if comm in exp.get("workers", []):  # a kworker: /init reports kdl_* tasks only
             continue
         assert truth["threads"][comm]["pid"] == pid
-        assert truth["threads"][comm]["state"] == "D"
+        assert truth["threads"][comm]["state"] in states[comm].split("|")
 
 
 @pytest.mark.realkernel
@@ -330,7 +331,10 @@ def test_hung_task_detector_saw_every_thread(real_kernel, scenario, kaslr):
     truth = samples.ensure_dump(scenario, kaslr=kaslr, kernel=real_kernel).truth
     exp = samples.expected(scenario, real_kernel)
     assert truth["hung_task_reported"]
-    for comm in exp["tasks"]:
+    for comm, state in builder.sleeping_states(exp).items():
+        if truth["threads"][comm]["state"] != "D":  # the detector reports D only: a task parked in S (lockdep kernel)
+            assert state != "D" and comm not in truth["hung_task_stacks"]
+            continue
         frames = [f.split("+")[0] for f in truth["hung_task_stacks"][comm]]
         # ret_from_fork_asm: the entry code's name on newer kernels (6.12 here), ret_from_fork on 6.1
         if comm in exp.get("user_tasks", ()):  # a process blocked in a system call: the trace ends at the entry
@@ -565,3 +569,42 @@ def test_live_guest_through_the_gdbstub(real_kernel):
         assert '"swapper/0' in out, out
         assert re.search(r"^\$2 = 0$", out, re.M), out
     assert guest.proc.poll() is not None  # QEMU is gone
+
+
+# --------------------------------------------------------------------------
+# Kernels of our own (the lock-debugging kernel, opt-in)
+# --------------------------------------------------------------------------
+
+def test_a_thread_parked_in_s_counts_as_blocked_only_where_expected_says_so():
+    """kdl_rtmutex on a lockdep kernel: DEBUG_RT_MUTEXES parks kdl_rt1 or kdl_rt2 in S; /init must accept that."""
+    lockdep = builder.init_script("kdl_rtmutex", "6.1-lockdep")
+    debian = builder.init_script("kdl_rtmutex", samples.DEFAULT_KERNEL)
+    assert 'case "$comm:$st" in kdl_*:D|kdl_rt1:S|kdl_rt2:S)' in lockdep
+    assert 'case "$comm:$st" in kdl_*:D)' in debian and "kdl_rt2:S" not in debian
+    assert builder.sleeping_states(samples.expected("kdl_rtmutex", "6.1-lockdep"))["kdl_rt2"] == "D|S"
+    assert builder.sleeping_states(samples.expected("kdl_rtmutex", samples.DEFAULT_KERNEL))["kdl_rt2"] == "D"
+
+
+def test_built_kernel_is_opt_in_and_keyed_by_its_config(monkeypatch):
+    import catalog
+    import kernelbuild
+
+    monkeypatch.delenv("KDLGDB_KERNELS", raising=False)
+    assert "6.1-lockdep" not in catalog.selected_kernels()
+    monkeypatch.setenv("KDLGDB_KERNELS", "6.1-lockdep 6.1.0-56-cloud-amd64 6.1-lockdep")
+    assert catalog.selected_kernels() == ("6.1-lockdep", "6.1.0-56-cloud-amd64")
+    kernel = catalog.LOCKDEP_KERNEL
+    other = catalog.BuiltKernel(kernel.name, kernel.source_package, kernel.localversion, kernel.config[:-1])
+    assert kernelbuild.kernel_key(kernel) != kernelbuild.kernel_key(other)
+    assert builder.kernel_paths("6.1-lockdep")["vmlinux"].parts[-3].startswith("6.1-lockdep-")
+    assert samples.lockdep("6.1-lockdep") and not samples.lockdep(samples.DEFAULT_KERNEL)
+
+
+def test_check_config_names_what_kconfig_dropped():
+    import kernelbuild
+
+    config = "CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=m\nCONFIG_S=\"-x\"\n"
+    assert kernelbuild.check_config(config, ["CONFIG_A=y", "# CONFIG_B is not set", "CONFIG_S=\"-x\""]) == []
+    wrong = kernelbuild.check_config(config, ["CONFIG_B=y", "CONFIG_C=y", "CONFIG_D=y", "# CONFIG_A is not set"])
+    assert wrong == ["CONFIG_B=y (the .config has n)", "CONFIG_C=y (the .config has m)",
+                     "CONFIG_D=y (the .config has nothing)", "# CONFIG_A is not set (the .config has y)"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-__all__ = ["Frame", "BlockedIn", "CpuContext", "Task", "Owner", "Lock", "Problem", "Snapshot"]
+__all__ = ["Frame", "BlockedIn", "CpuContext", "HeldLock", "Task", "Owner", "Lock", "Problem", "Snapshot"]
 
 CERTAIN = "certain"  # the kernel's own record (mutex.owner, a write-held rw_semaphore's owner, rt_mutex_base.owner)
 INFERRED = "inferred"  # evidence from code or the stack, not a record
@@ -74,6 +74,22 @@ class CpuContext:
 
 
 @dataclass
+class HeldLock:
+    """One entry of a task's lockdep ``held_locks`` (a kernel with CONFIG_LOCKDEP): a lock it took, or is
+    taking (lockdep records an acquisition before the wait), as lockdep's "Showing all locks held" lists it."""
+
+    instance: int  # struct lockdep_map * (the map inside the lock, or a pseudo-lock's own map)
+    name: str  # the lock class as lockdep prints it: "m1", "&sb->s_type->i_mutex_key#3", "(work_completion)(&w)"
+    acquire_ip: int  # where it was taken
+    acquired_at: Optional[str] = None  # acquire_ip as "kdl_m1_fn+0x2a [kdl_mutex]"
+    read: int = 0  # 0 exclusive (write), 1 shared (read), 2 recursive read
+    lock: Optional[int] = None  # the lock's own address, when it is a lock in the snapshot (instance minus dep_map)
+
+    def mode(self) -> str:
+        return ("exclusive", "read", "recursive read")[self.read] if 0 <= self.read <= 2 else f"read={self.read}"
+
+
+@dataclass
 class Task:
     """A ``struct task_struct`` as the analysis needs it."""
 
@@ -91,6 +107,16 @@ class Task:
     wait_evidence: str = ""
     blocked_in: Optional[BlockedIn] = None  # what it waits for when blocked but not on a lock
     cpu_context: Optional[CpuContext] = None  # for the task current on a CPU whose registers are known
+    held: Optional[list[HeldLock]] = None  # lockdep's held_locks, oldest first (None: the kernel has no lockdep)
+
+    def awaited_entry(self) -> Optional[HeldLock]:
+        """The held_locks entry of the lock this task waits on: the last one for that lock (lockdep records the
+        acquisition before the wait; an earlier one for the same lock is a hold: recursive locking). Not always
+        the last entry: once lockdep turned itself off, locks taken and released later (the runqueue lock in
+        __schedule, rcu_read_lock) can stay listed after it."""
+        if self.waits_on is None:
+            return None
+        return next((e for e in reversed(self.held or []) if e.lock == self.waits_on), None)
 
 
 @dataclass
@@ -162,6 +188,9 @@ class Snapshot:
     dump: str = ""  # what was read: "ELF vmcore (QEMU dump-guest-memory with paging) /x/y", "live gdbstub host:port"
     crash_time: Optional[int] = None  # seconds since the epoch: VMCOREINFO's CRASHTIME (kdump), else None
     panic: Optional[str] = None  # the kernel log's "Kernel panic - not syncing: ..." message, else None
+    # lockdep (CONFIG_LOCKDEP): None without it; else whether it was still checking (debug_locks): after its first
+    # report it turns itself off and records no acquisition or release since, so held_locks may be stale.
+    lockdep_on: Optional[bool] = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -171,7 +200,8 @@ class Snapshot:
         tasks = [
             Task(**{**t, "frames": [Frame(**f) for f in t.get("frames", [])],
                     "blocked_in": BlockedIn(**t["blocked_in"]) if t.get("blocked_in") else None,
-                    "cpu_context": CpuContext(**t["cpu_context"]) if t.get("cpu_context") else None})
+                    "cpu_context": CpuContext(**t["cpu_context"]) if t.get("cpu_context") else None,
+                    "held": [HeldLock(**h) for h in t["held"]] if t.get("held") is not None else None})
             for t in data.get("tasks", [])
         ]
         locks = [
@@ -191,4 +221,5 @@ class Snapshot:
             dump=str(data.get("dump") or ""),
             crash_time=data.get("crash_time"),
             panic=data.get("panic"),
+            lockdep_on=data.get("lockdep_on"),
         )

@@ -91,9 +91,10 @@ from typing import Any, Callable, Iterator, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import formats  # noqa: E402  (beside this file; not a package)
+import kernelbuild  # noqa: E402  (kernels of our own; keyed by their source and config)
 from catalog import (  # noqa: E402  (what is built; not part of the cache key)
-    ALL_KINDS, ANALYSIS_KINDS, CODEC_KINDS, DEFAULT_KERNEL, DEFAULT_SAMPLES, GUEST_MEMORY, KERNELS, KINDS,
-    PHYS_SCENARIO, SCALE_SAMPLES, SCENARIOS, Sample, sample,
+    ALL_KINDS, ANALYSIS_KINDS, BUILT_KERNELS, CODEC_KINDS, DEBIAN_KERNELS, DEFAULT_KERNEL, DEFAULT_SAMPLES,
+    GUEST_MEMORY, KERNELS, KINDS, PHYS_SCENARIO, lockdep, SCALE_SAMPLES, SCENARIOS, Sample, sample,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -134,17 +135,46 @@ def cache_root() -> Path:
 
 
 def kernel_paths(kernel: str) -> dict[str, Path]:
-    """Where Debian puts the pieces of ``kernel`` this pipeline needs."""
+    """Where Debian puts the pieces of ``kernel`` this pipeline needs; for a kernel of ours
+    (``BUILT_KERNELS``), where its build in the cache has them (see ``kernelbuild.py``)."""
+    if kernel in BUILT_KERNELS:
+        return kernelbuild.paths(BUILT_KERNELS[kernel], cache_root())
     return {
         "vmlinux": Path(f"/usr/lib/debug/boot/vmlinux-{kernel}"),
         "vmlinuz": Path(f"/boot/vmlinuz-{kernel}"),
         "headers": Path(f"/lib/modules/{kernel}/build"),
         "modules": Path(f"/lib/modules/{kernel}"),
+        "config": Path(f"/boot/config-{kernel}"),
     }
 
 
+def kernel_release(kernel: str) -> str:
+    """``uname -r`` of ``kernel`` (the OSRELEASE of its dumps): its name for Debian's, the built release
+    for ours ('' before it is built)."""
+    if kernel in BUILT_KERNELS:
+        return kernelbuild.release(BUILT_KERNELS[kernel], cache_root())
+    return kernel
+
+
+def ensure_kernel(kernel: str, log: Log = _log_stderr) -> None:
+    """Build ``kernel`` if it is one of ours and the cache lacks it (nothing to do for Debian's)."""
+    bk = BUILT_KERNELS.get(kernel)
+    if bk is None or kernelbuild.built(bk, cache_root()):
+        return
+    top = kernelbuild.kernel_dir(bk, cache_root())
+    with _file_lock(top.with_name(top.name + ".lock")):
+        if not kernelbuild.built(bk, cache_root()):
+            try:
+                kernelbuild.build(bk, cache_root(), log)
+            except kernelbuild.KernelBuildError as exc:
+                raise BuildError(str(exc)) from None
+
+
 def missing_kernel_parts(kernel: str) -> list[str]:
-    """Human-readable list of what is missing for ``kernel`` (empty when complete)."""
+    """Human-readable list of what is missing for ``kernel`` (empty when complete). A kernel of ours
+    that is not built yet lacks nothing when it can be built: the builder builds it on first use."""
+    if kernel in BUILT_KERNELS:
+        return kernelbuild.missing(BUILT_KERNELS[kernel])
     paths = kernel_paths(kernel)
     missing = []
     if not paths["vmlinux"].is_file():
@@ -181,9 +211,29 @@ def scenario_files(scenario: str) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file())
 
 
-def expected(scenario: str) -> dict[str, Any]:
-    """The scenario's ``expected.json`` (wait-for facts, cycles, lock types)."""
-    return json.loads((SCENARIO_DIR / sample(scenario).scenario / "expected.json").read_text())
+def expected(scenario: str, kernel: str = "") -> dict[str, Any]:
+    """The scenario's ``expected.json`` (wait-for facts, cycles, lock types); for ``kernel``, with the shape the
+    same code takes there (:func:`for_kernel`)."""
+    return for_kernel(json.loads((SCENARIO_DIR / sample(scenario).scenario / "expected.json").read_text()), kernel)
+
+
+def for_kernel(exp: dict[str, Any], kernel: str) -> dict[str, Any]:
+    """``exp`` for one kernel: a scenario whose code behaves differently on PREEMPT_RT (spinlock_t is an
+    rt_mutex there, softirqs run in threads) gives that shape under ``"preempt_rt"``, key by key; one whose
+    answer differs with lockdep under ``"lockdep"`` (its held_locks and DEBUG_SPINLOCK name owners the other
+    kernels only infer; DEBUG_RT_MUTEXES's deadlock detection parks a task in S). The flavour is Debian's
+    package name (``-rt-``) or the catalog's (:func:`lockdep`)."""
+    if "-rt-" in kernel and "preempt_rt" in exp:
+        exp = {**exp, **exp["preempt_rt"]}
+    if lockdep(kernel) and "lockdep" in exp:
+        exp = {**exp, **exp["lockdep"]}
+    return exp
+
+
+def sleeping_states(exp: dict[str, Any]) -> dict[str, str]:
+    """The state each thread of a sleeping scenario is in once blocked: D, unless ``"states"`` says otherwise
+    (alternatives as "D|S": which thread the kernel parks can depend on the boot)."""
+    return {comm: exp.get("states", {}).get(comm, "D") for comm in exp["tasks"]}
 
 
 def code_digest(path: Path) -> bytes:
@@ -203,6 +253,8 @@ def scenario_key(scenario: str, kernel: str) -> str:
     """Short hash of the scenario's files, this builder and the kernel version."""
     h = hashlib.sha256()
     h.update(f"kernel={kernel}\n{sample(scenario)}\n".encode())
+    if kernel in BUILT_KERNELS:  # its source version and config
+        h.update(kernelbuild.kernel_key(BUILT_KERNELS[kernel]).encode())
     h.update(code_digest(Path(__file__)))
     h.update(code_digest(Path(__file__).with_name("formats.py")))
     for path in scenario_files(scenario):
@@ -279,6 +331,7 @@ def build_module(scenario: str, kernel: str, force: bool = False, log: Log = _lo
     for path in scenario_files(scenario):
         if path.suffix == ".c" or path.name == "Kbuild":
             shutil.copy2(path, bdir / path.name)
+    ensure_kernel(kernel, log)
     headers = kernel_paths(kernel)["headers"]
     cmd = ["make", "-C", str(headers), f"M={bdir}", "modules"]
     t0 = time.monotonic()
@@ -392,7 +445,8 @@ if [ @BLOCKED_WHEN_LOADED@ = yes ]; then
     park
 fi
 
-# Sets KDL_N (number of kdl_* threads), KDL_NOTD (those not in D), KDL_STATES.
+# Sets KDL_N (number of kdl_* threads), KDL_NOTD (those not blocked: in D, or in the state expected.json gives
+# a thread on this kernel), KDL_STATES.
 kdl_scan() {
     KDL_N=0; KDL_NOTD=0; KDL_STATES=""
     for d in /proc/[0-9]*; do
@@ -403,7 +457,7 @@ kdl_scan() {
         case "$comm" in
         kdl_*)
             KDL_N=$((KDL_N + 1))
-            [ "$st" = D ] || KDL_NOTD=$((KDL_NOTD + 1))
+            case "$comm:$st" in @BLOCKED@) ;; *) KDL_NOTD=$((KDL_NOTD + 1)) ;; esac
             KDL_STATES="$KDL_STATES $comm:$st"
             ;;
         esac
@@ -445,18 +499,15 @@ park
 """
 
 
-def init_script(scenario: str) -> str:
-    """The guest's /init for ``scenario``."""
-    exp, run = expected(scenario), sample(scenario)
-    return (INIT_TEMPLATE.replace("@MODULE@", run.scenario).replace("@ARGS@", run.args)
+def init_script(scenario: str, kernel: str = "") -> str:
+    """The guest's /init for ``scenario`` on ``kernel``."""
+    exp, run = expected(scenario, kernel), sample(scenario)
+    blocked = "|".join(["kdl_*:D"] + [f"{comm}:{alt}" for comm, st in sleeping_states(exp).items() if st != "D"
+                                      for alt in st.split("|") if alt != "D"])
+    return (INIT_TEMPLATE.replace("@MODULE@", run.scenario).replace("@ARGS@", run.args).replace("@BLOCKED@", blocked)
             .replace("@NTHREADS@", str(len(exp["tasks"])))
-            .replace("@BLOCKED_WHEN_LOADED@", "yes" if exp.get("blocked_when_loaded") else "no"))
-
-
-def init_script_for(scenario: str, kernel: str) -> str:
-    """The guest's /init for ``scenario`` on ``kernel`` (which of its modules the guest loads)."""
-    names = " ".join(name for name, _ in guest_modules(scenario, kernel))
-    return init_script(scenario).replace("@GUEST_MODULES@", names)
+            .replace("@BLOCKED_WHEN_LOADED@", "yes" if exp.get("blocked_when_loaded") else "no")
+            .replace("@GUEST_MODULES@", " ".join(name for name, _ in guest_modules(scenario, kernel)) if kernel else ""))
 
 
 def cpio_newc(entries: list[tuple[str, int, bytes, tuple[int, int]]]) -> bytes:
@@ -502,7 +553,7 @@ def build_initramfs(scenario: str, kernel: str, force: bool = False, log: Log = 
         ("proc", d, b"", (0, 0)),
         ("sys", d, b"", (0, 0)),
         ("tmp", d, b"", (0, 0)),
-        ("init", x, init_script_for(scenario, kernel).encode(), (0, 0)),
+        ("init", x, init_script(scenario, kernel).encode(), (0, 0)),
         ("bin/busybox", x, BUSYBOX.read_bytes(), (0, 0)),
         ("lib/modules/qemu_fw_cfg.ko", f, fw_cfg_module(kernel), (0, 0)),
         (f"lib/modules/{ko.name}", f, ko.read_bytes(), (0, 0)),
@@ -963,7 +1014,7 @@ def blocked_guest(scenario: str, kaslr: bool, kernel: str, initrd: Path, console
                 guest.wait_for("KDL-BLOCKED", sample(scenario).boot_timeout)
                 # A module whose threads lock up their CPUs prints a marker (from a timer: softirqs still
                 # run) once they spin; /init's KDL-BLOCKED came before.
-                marker = expected(scenario).get("ready_marker")
+                marker = expected(scenario, kernel).get("ready_marker")
                 if marker:
                     guest.wait_for(marker, sample(scenario).boot_timeout)
             except BuildError:
@@ -985,6 +1036,7 @@ def build_variant(scenario: str, kaslr: bool, kernel: str = DEFAULT_KERNEL,
     missing = missing_kernel_parts(kernel) + missing_tools()
     if missing:
         raise BuildError(f"cannot build dumps for {kernel}; missing:\n  " + "\n  ".join(missing))
+    ensure_kernel(kernel, log)
     files = variant_files(scenario, kaslr, kernel)
     outdir = files["elf"].parent
     outdir.mkdir(parents=True, exist_ok=True)
@@ -993,7 +1045,7 @@ def build_variant(scenario: str, kaslr: bool, kernel: str = DEFAULT_KERNEL,
     v = variant_name(kaslr)
     report: dict[str, Any] = {"scenario": scenario, "variant": v}
 
-    exp = expected(scenario)
+    exp = expected(scenario, kernel)
     for attempt in range(1, KASLR_ATTEMPTS + 1):
         t0 = time.monotonic()
         with blocked_guest(scenario, kaslr, kernel, initrd, part["console"], log) as guest:
@@ -1005,7 +1057,7 @@ def build_variant(scenario: str, kaslr: bool, kernel: str = DEFAULT_KERNEL,
             # Threads that spin (blocked_when_loaded: on a CPU, or in PREEMPT_RT's rtlock wait) are never
             # reported by the hung-task detector, which looks only at TASK_UNINTERRUPTIBLE sleepers.
             report["hung_task"] = not exp.get("blocked_when_loaded") and guest.wait_until(
-                lambda text: all(t in hung_task_reports(text) for t in exp["tasks"]),
+                lambda text: all(t in hung_task_reports(text) for t, st in sleeping_states(exp).items() if st == "D"),
                 "hung-task report for every thread", HUNG_TASK_WAIT, required=False)
             guest.settle()  # the rest of the last report's call trace
             guest.qmp("stop")  # all dumps of one boot show the same instant
@@ -1129,6 +1181,7 @@ def boot(scenario: str, kaslr: bool = True, kernel: str = DEFAULT_KERNEL,
     missing = missing_kernel_parts(kernel) + missing_tools()
     if missing:
         raise BuildError(f"cannot boot {kernel}; missing:\n  " + "\n  ".join(missing))
+    ensure_kernel(kernel, log)
     lock = build_dir(scenario, kernel).with_name(build_dir(scenario, kernel).name + ".lock")
     with _file_lock(lock):
         initrd = build_initramfs(scenario, kernel, log=log)
@@ -1149,6 +1202,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--kernel", action="append", metavar="VER",
                         help=f"kernel version, repeatable (default: all of {', '.join(KERNELS)})")
     parser.add_argument("--list-kernels", action="store_true", help="print the kernels the tests use, and stop")
+    parser.add_argument("--list-packages", action="store_true",
+                        help="print the Debian packages the kernels need (images and headers, or a source "
+                             "package and its build tools), and stop")
+    parser.add_argument("--list-debian-kernels", action="store_true",
+                        help="print the kernels that come from Debian's packages (their vmlinux is in -dbg), and stop")
+    parser.add_argument("--kernel-only", action="store_true", help="build the kernels of our own only, no dumps")
     parser.add_argument("--scenario", action="extend", nargs="+", choices=SCENARIOS + tuple(SCALE_SAMPLES),
                         metavar="NAME", help=f"samples to build (default: {', '.join(DEFAULT_SAMPLES)}; "
                                              f"also {', '.join(s for s in SCALE_SAMPLES if s not in DEFAULT_SAMPLES)})")
@@ -1156,11 +1215,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--prune", action="store_true",
                         help="first remove this kernel's cached dumps whose key is out of date")
     args = parser.parse_args(argv)
+    kernels = args.kernel or list(KERNELS)
     if args.list_kernels:
         print(" ".join(KERNELS))
         return 0
-
-    kernels = args.kernel or list(KERNELS)
+    if args.list_debian_kernels:
+        print(" ".join(k for k in kernels if k not in BUILT_KERNELS))
+        return 0
+    if args.list_packages:
+        packages = [p for k in kernels for p in (
+            (BUILT_KERNELS[k].source_package, *kernelbuild.BUILD_PACKAGES) if k in BUILT_KERNELS
+            else (f"linux-image-{k}", f"linux-headers-{k}"))]
+        print(" ".join(dict.fromkeys(packages)))
+        return 0
     missing = [m for kernel in kernels for m in missing_kernel_parts(kernel)] + missing_tools()
     if missing:
         print("missing:\n  " + "\n  ".join(missing), file=sys.stderr)
@@ -1168,6 +1235,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     t0 = time.monotonic()
     try:
         for kernel in kernels:
+            ensure_kernel(kernel)
+            if args.kernel_only:
+                continue
             if args.prune:
                 for path in prune(kernel):
                     print(f"removed {path}")

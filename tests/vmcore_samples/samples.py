@@ -68,20 +68,34 @@ BuildError = builder.BuildError
 
 
 def expected(scenario: str, kernel: str = "") -> dict[str, Any]:
-    """The scenario's ``expected.json``; for a PREEMPT_RT ``kernel`` (Debian's ``-rt-`` flavour) with the
-    shape the same code takes there (its ``"preempt_rt"`` keys: spinlock_t sleeps, softirqs run in threads)."""
-    exp: dict[str, Any] = builder.expected(scenario)
-    if "-rt-" in kernel and "preempt_rt" in exp:
-        return {**exp, **exp["preempt_rt"]}
-    return exp
+    """The scenario's ``expected.json``; for ``kernel`` with the shape the same code takes there: its
+    ``"preempt_rt"`` keys on Debian's ``-rt-`` kernel, its ``"lockdep"`` keys on a kernel with lockdep."""
+    return builder.expected(scenario, kernel)
+
+
+for_kernel = builder.for_kernel
 kernel_available = builder.kernel_available
+lockdep = builder.lockdep
 cache_root = builder.cache_root
+
+
+def kernel_config(kernel: str) -> list[str]:
+    """The lines of ``kernel``'s .config (Debian's /boot/config-*, or the built tree's)."""
+    return builder.kernel_paths(kernel)["config"].read_text().splitlines()
 
 
 def preempt_rt(kernel: str) -> bool:
     """Whether ``kernel`` was built with CONFIG_PREEMPT_RT (as its installed config says): the tests
     then expect its mutex and rw_semaphore slow paths, the analysis must find the same answers."""
-    return "CONFIG_PREEMPT_RT=y" in Path(f"/boot/config-{kernel}").read_text().splitlines()
+    return "CONFIG_PREEMPT_RT=y" in kernel_config(kernel)
+
+
+
+def release(kernel: str) -> str:
+    """``uname -r`` of ``kernel``: the release kdlgdb reports and the dumps' OSRELEASE (a kernel of ours is
+    named apart from its release, which follows the source package's version)."""
+    builder.ensure_kernel(kernel)
+    return builder.kernel_release(kernel)
 
 
 def missing_message(kernel: str = DEFAULT_KERNEL) -> str:

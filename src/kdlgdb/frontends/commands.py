@@ -57,6 +57,14 @@ def _bt_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _held_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="kd-held", description="The locks each task holds, from lockdep's held_locks (a kernel with "
+                "CONFIG_LOCKDEP), like lockdep's 'Showing all locks held in the system' (SysRq-d).")
+    p.add_argument("--json", action="store_true", help="print them as JSON: each task's pid, comm and held entries")
+    p.add_argument("task", nargs="?", help="only this task: pid, task_struct address (0x...), or a unique command name")
+    return p
+
+
 def _locks_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="kd-locks", description="Every lock some task waits on: owners, waiters, counters.")
     p.add_argument("--json", action="store_true", help="print JSON (the 'locks' part of kd-waitfor --json)")
@@ -104,6 +112,7 @@ COMMANDS = {
     "kd-tasks": _tasks_parser,
     "kd-bt": _bt_parser,
     "kd-locks": _locks_parser,
+    "kd-held": _held_parser,
     "kd-waitfor": _waitfor_parser,
     "kd-dmesg": _dmesg_parser,
 }
@@ -175,16 +184,34 @@ def run(command: str, args: argparse.Namespace, snapshot: Optional[Snapshot], co
         return render_text.render_tasks(snapshot, select_tasks(snapshot, args))
     if command == "kd-bt":
         return render_text.render_bt(snapshot, find_task(snapshot, args.task))
+    if command == "kd-held":
+        tasks = [find_task(snapshot, args.task)] if args.task else snapshot.tasks
+        if args.json:
+            return json.dumps(render_json.held_json(snapshot, tasks), indent=2)
+        return render_text.render_held(snapshot, tasks)
     graph = WaitForGraph(snapshot)
     if command == "kd-locks":
         if args.json:
             return json.dumps(render_json.waitfor_json(snapshot, graph)["locks"], indent=2)
         return render_text.render_locks(snapshot, graph, color=color)
     if command == "kd-waitfor":
+        lockdep = lockdep_findings(snapshot, graph, kernel)
         if args.json:
-            return json.dumps(render_json.waitfor_json(snapshot, graph), indent=2)
-        return render_text.render_waitfor(snapshot, graph, color=color, pid=args.pid)
+            return json.dumps(render_json.waitfor_json(snapshot, graph, lockdep), indent=2)
+        return render_text.render_waitfor(snapshot, graph, color=color, pid=args.pid, lockdep=lockdep)
     raise KdlError(f"unknown command {command}")
+
+
+def lockdep_findings(snapshot: Snapshot, graph: WaitForGraph, kernel: Optional[Kernel]) -> Optional[kernlog.LockdepFindings]:
+    """lockdep's reports in the kernel log, tied to the graph's cycles: on a kernel with lockdep, when the
+    front end gives the Kernel (the log is read from it); None otherwise."""
+    if kernel is None or snapshot.lockdep_on is None:
+        return None
+    try:
+        records = kernel_log(kernel, [])
+    except KdlError:
+        return None  # no log to read: the graph alone
+    return kernlog.lockdep_findings(records, snapshot, graph.cycles)
 
 
 def _dmesg(args: argparse.Namespace, kernel: Kernel) -> str:

@@ -92,7 +92,7 @@ class Session:
         if request.command in commands.KERNEL_COMMANDS:
             return commands.run(request.command, args, None, color=request.color, kernel=self.kernel())
         snap = self.snapshot(source_lines=commands.shows_source_lines(request.command, args))
-        return commands.run(request.command, args, snap, color=request.color)
+        return commands.run(request.command, args, snap, color=request.color, kernel=self.kernel())
 
     def kernel(self) -> Kernel:
         from ..kernel.layout import Kernel

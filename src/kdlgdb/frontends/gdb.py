@@ -196,7 +196,7 @@ class KdCommand(gdb.Command):
         if self.name in commands.KERNEL_COMMANDS:
             return commands.run(self.name, args, None, color=_color(), kernel=kernel())
         return commands.run(self.name, args, snapshot(source_lines=commands.shows_source_lines(self.name, args)),
-                            color=_color())
+                            color=_color(), kernel=kernel())  # the kernel log, for lockdep's reports
 
 
 def _report(name: str, e: BaseException, errors: Optional[str] = None) -> None:
@@ -246,7 +246,7 @@ def batch(command: str, argv: list[str], out: str, record: Optional[str] = None)
         args = commands.parse(command, argv)
         snap = snapshot(record=record, source_lines=commands.shows_source_lines(command, args))
         with open(out, "w") as f:
-            f.write(commands.run(command, args, snap, color=False) + "\n")
+            f.write(commands.run(command, args, snap, color=False, kernel=kernel()) + "\n")
         status = commands.verdict_status(snap) if command == "kd-waitfor" else 0
     except KeyboardInterrupt:
         _report(command, KdlError("interrupted"), out + ".err")

@@ -11,6 +11,7 @@ from .blocked import find_blocked_in
 from .cpus import CpuState, apply_cpu_states, cpu_states
 from .held import CodeReader
 from .layout import Kernel, le64
+from .lockdep import LockdepLayout, held_lock_owners, lockdep_on, read_held_locks
 from .locks import LockKind, lock_kinds, last_reader
 from .freeze import name_freezes
 from .owners import Timing, check_owners
@@ -20,7 +21,7 @@ from .spinlock import find_spin_waits, interrupt_deadlocks
 from .stack import Stack, StackReader, add_source_lines
 from .symbols import Symbols
 from .tasks import Runqueue, TaskLayout, for_each_task, per_cpu_runqueues, read_task, task_state_letters
-from .waiters import StackRanges, Wait, find_wait, slow_path
+from .waiters import BlockedOn, StackRanges, Wait, find_wait, find_wait_blocked_on, slow_path
 from .workqueue import find_work_waits
 
 __all__ = ["collect", "lock_sources", "crash_time", "LOCK_SOURCES"]
@@ -162,6 +163,11 @@ def collect(source: Target | Kernel, progress: Optional[Progress] = None, source
     check_owners(locks.values(), tasks, _timing(tasks, started, exec_start, runqueues),
                  lambda task, lock: _took_before(code, task, lock.address))
     _infer_holders(k, code, locks, tasks, live, on_cpu)
+    lockdep = LockdepLayout.detect(k)
+    if lockdep is not None:
+        snap.lockdep_on = lockdep_on(k)
+        read_held_locks(k, lockdep, symbols, tasks, problems)
+        held_lock_owners(k, locks, tasks, bool(snap.lockdep_on))
     interrupt_deadlocks(k, code, on_cpu, spins, tasks)
     find_blocked_in(k, symbols, tasks, live, ranges, locks, problems)
     # After find_blocked_in: a flush waits on a completion, which names the work item or workqueue.
@@ -184,22 +190,35 @@ def _find_waits(
     """Set ``waits_on`` of every task in a lock slow path; return the locks waited on."""
     locks: dict[int, Lock] = {}
     known: dict[int, Wait] = {}
+    blocked_on = BlockedOn.detect(k) if "mutex" in kinds else None
     for address, task in tasks.items():
+        if address not in live or task.waits_on is not None:
+            continue
         found = slow_path(task.frames)
-        if found is None or address not in live or task.waits_on is not None:
-            continue
-        kind_name, _ = found
-        kind = kinds.get(kind_name)
         where = f"task {task.pid} ({task.comm})"
-        if kind is None:
-            problems.append(Problem("wait", where, f"sleeps in a {kind_name} slow path this kernel's {kind_name} layout does not support"))
+        wait = None
+        if blocked_on is not None and (found is None or found[0] == "mutex"):
+            # The kernel's own pointer, strongest, and whatever the compiler made of the slow path's frames.
+            try:
+                wait = find_wait_blocked_on(k, kinds["mutex"], blocked_on, address, ranges, known)
+            except (ReadError, CorruptError):
+                wait = None  # a stale or broken pointer: the waiter on the stack still tells
+        if wait is not None:
+            kind = kinds["mutex"]
+        elif found is None:
             continue
-        try:
-            wait = find_wait(k, kind, address, live[address], ranges, known)
-        except (ReadError, CorruptError) as e:
-            problems.append(Problem("wait", where, str(e)))
-            continue
-        if wait is None:
+        else:
+            kind_name = found[0]
+            kind = kinds.get(kind_name)
+            if kind is None:
+                problems.append(Problem("wait", where, f"sleeps in a {kind_name} slow path this kernel's {kind_name} layout does not support"))
+                continue
+            try:
+                wait = find_wait(k, kind, address, live[address], ranges, known)
+            except (ReadError, CorruptError) as e:
+                problems.append(Problem("wait", where, str(e)))
+                continue
+        if wait is None and found is not None:
             problems.append(Problem("wait", where, f"in {task.frames[found[1]].describe()} but no {kind.waiter} of it is linked into a wait list"))
             continue
         task.waits_on = wait.lock

@@ -37,7 +37,8 @@ ACQUIRE = {
     "down_read", "down_read_killable", "down_read_interruptible", "down_read_trylock", "down_read_nested",
     "down_write", "down_write_killable", "down_write_trylock", "down_write_nested",
     "mutex_lock", "mutex_lock_interruptible", "mutex_lock_killable", "mutex_lock_io", "mutex_trylock",
-    "mutex_lock_nested",
+    "mutex_lock_nested", "mutex_lock_killable_nested", "mutex_lock_interruptible_nested", "mutex_lock_io_nested",
+    "_mutex_lock_nest_lock", "down_read_killable_nested", "down_write_killable_nested", "_down_write_nest_lock",
 } | SPIN_ACQUIRE
 RELEASE = {"up", "up_read", "up_write", "mutex_unlock", "downgrade_write"} | SPIN_RELEASE
 MAX_FUNCTION = 64 * 1024

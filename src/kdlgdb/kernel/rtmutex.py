@@ -36,7 +36,7 @@ from .held import CodeReader
 from .layout import KERNEL_SPACE, Kernel, le32, le64
 from .printk import LogRecord, kernel_log
 from .stack import Stack
-from .waiters import StackRanges, base_name, is_scheduler
+from .waiters import StackRanges, base_name, is_scheduler, past_scheduler
 
 __all__ = ["RtKind", "RtLayout", "preempt_rt", "find_rt_waits", "walk_waiter_tree", "decode_rt_lock", "rt_kind_of",
            "cite_deadlock", "DEADLOCK_WARNING"]
@@ -77,6 +77,7 @@ API = {
 }
 _API_KIND = {fn: kind for kind, fns in API.items() for fn in fns}
 RT_PATH = RT_SLEEP | RTLOCK_SLEEP | set(_API_KIND)
+_RT_PATH_NAMES = frozenset(RT_PATH)
 
 
 @dataclass(frozen=True)
@@ -229,9 +230,10 @@ def rt_kind_of(frames: list[Frame], code: Optional[CodeReader], kinds: dict[str,
     """
     start = None
     seen: set[str] = set()
+    first = past_scheduler(frames, _RT_PATH_NAMES)  # stale frames amid the scheduler's skipped too
     for i, frame in enumerate(frames):
         name = base_name(frame.symbol)
-        if start is None and is_scheduler(frame):
+        if start is None and i < first:
             continue
         if start is None:
             if frame.module is not None or name not in RT_PATH:
@@ -316,6 +318,8 @@ def find_rt_waits(k: Kernel, rt: RtLayout, code: CodeReader, tasks: dict[int, Ta
         where = f"task {task.pid} ({task.comm})"
         try:
             wait = _find_one(k, rt, kind, address, live[address], task.frames[start:], trees, stacks)
+            if wait is None and task.state == "S":
+                wait = _parked(k, rt, kind, address, live[address], tasks, trees, stacks)
         except (ReadError, CorruptError) as e:
             problems.append(Problem("wait", where, str(e)))
             continue
@@ -390,6 +394,39 @@ def _find_one(k: Kernel, rt: RtLayout, kind: RtKind, task: int, stack: Stack, fr
         return _RtWait(task, kind, outer, f"{what}, in {tree}")
     if kind.readers is not None:
         return _pending_writer(k, rt, kind, task, stack, frames, stacks)
+    return None
+
+
+def _parked(k: Kernel, rt: RtLayout, kind: RtKind, task: int, stack: Stack, tasks: dict[int, Task],
+            trees: dict[int, Optional[list[tuple[int, int]]]], stacks: Optional[StackRanges]) -> Optional[_RtWait]:
+    """A task the kernel's own rt_mutex deadlock detection parked: with a full chain walk (CONFIG_DEBUG_RT_MUTEXES,
+    so every lockdep kernel; or a caller that asks) a lock that would close a cycle fails with -EDEADLK, and
+    rt_mutex_handle_deadlock() warns "rtmutex deadlock detected" and puts the task to sleep for good, in S
+    (since v2.6.39, 3d5c9340d194, "rtmutex: Handle deadlock detection smarter"). Its waiter, off the lock's tree
+    now, is still on its stack and names the lock it asked for: the task waits on that lock forever. The waiter
+    is told from other slots holding the task's address by its tree node, which remove_waiter() cleared
+    (RB_CLEAR_NODE: the node's parent is itself), and by its lock, whose owner is a task that is not this one."""
+    for slot in stack.slots_holding(task):
+        waiter = slot - rt.task
+        if waiter < stack.sp:
+            continue
+        try:
+            if k.u64(waiter + rt.node) != waiter + rt.node:
+                continue
+            base = k.u64(waiter + rt.lock)
+            if base < KERNEL_SPACE or (stacks is not None and base in stacks):
+                continue
+            if base not in trees:
+                trees[base] = walk_waiter_tree(k, rt, base)
+        except (ReadError, CorruptError):
+            continue
+        owner = decode_rt_lock(k, rt, kind, base - kind.base)[0]
+        if (trees[base] is not None and waiter not in (w for w, _ in trees[base] or ()) and owner
+                and owner[0].task != task and owner[0].task in tasks):
+            return _RtWait(task, kind, base - kind.base,
+                           f"struct rt_mutex_waiter at {waiter:#x} on its stack, for {kind.struct} {base - kind.base:#x}: "
+                           "the kernel's deadlock detection refused that lock (\"rtmutex deadlock detected\") and "
+                           "parked the task in rt_mutex_handle_deadlock for good")
     return None
 
 

@@ -8,9 +8,10 @@ The lock is the slow path's first argument: the caller of ``_raw_spin_lock*``
 loaded it into ``%rdi`` right before the call (``lea lock(%rip),%rdi`` or
 ``mov $lock,%rdi`` for a static lock), and the slow path keeps it in ``%rdi``.
 
-A spinlock records no owner. Holders are inferred by ``held.py`` from code (a
-caller that called ``_raw_spin_lock*`` on it without a release), with the
-interrupted ``ip`` of a frame counting as the point its function has reached.
+A spinlock records no owner, except with CONFIG_DEBUG_SPINLOCK, whose ``raw_spinlock`` carries ``magic``,
+``owner_cpu`` and ``owner`` (set once the lock is taken, -1 when it is free): that owner is certain. Otherwise
+holders are inferred by ``held.py`` from code (a caller that called ``_raw_spin_lock*`` on it without a
+release), with the interrupted ``ip`` of a frame counting as the point its function has reached.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..errors import ReadError
-from ..model import Frame, Lock, Problem, Task
+from ..model import CERTAIN, Frame, Lock, Owner, Problem, Task
 from .cpus import CpuState
 from .held import MAX_FUNCTION, SPIN_ACQUIRE, CodeReader, first_argument
 from .layout import KERNEL_SPACE, Kernel
@@ -41,6 +42,10 @@ _MASKS = {"softirq": ("_raw_spin_lock_bh", "_raw_spin_lock_irq", "_raw_spin_lock
 _Q_LOCKED_MASK = 0xFF
 _Q_PENDING = 0x100
 _Q_TAIL_CPU_SHIFT = 18
+# CONFIG_DEBUG_SPINLOCK (include/linux/spinlock_types_raw.h): raw_spinlock.magic is SPINLOCK_MAGIC, and owner
+# SPINLOCK_OWNER_INIT ((void *)-1L) while the lock is free.
+SPINLOCK_MAGIC = 0xDEAD4EAD
+SPINLOCK_OWNER_INIT = 0xFFFFFFFFFFFFFFFF
 
 
 @dataclass
@@ -59,24 +64,31 @@ def spin_wait(k: Kernel, code: CodeReader, state: CpuState) -> Optional[SpinWait
     for i, frame in enumerate(frames):
         if base_name(frame.symbol) not in SPIN_SLOW_PATHS or frame.module is not None:
             continue
-        # The first _raw_spin_lock* frame outside it, then the function that called it.
-        for j in range(i + 1, min(i + 4, len(frames) - 1)):
+        # The first _raw_spin_lock* frame outside it, then the function that called it; or, when _raw_spin_lock*
+        # tail-called the slow path (CONFIG_DEBUG_SPINLOCK with -Os: _raw_spin_lock jumps to do_raw_spin_lock, its
+        # frame is gone), the first frame whose call before its return address is to _raw_spin_lock*.
+        for j in range(i + 1, min(i + 4, len(frames))):
             acquire = base_name(frames[j].symbol)
-            if acquire in SPIN_ACQUIRE and frames[j].module is None:
-                caller = frames[j + 1]
-                lock = _lock_argument(k, code, caller, acquire)
-                where = "%rdi" if i == 0 else "the interrupted %rdi"
-                rdi = state.registers.get("rdi") if i == 0 else state.interrupted_di.get(i)
-                if lock is not None:
-                    evidence = f"{caller.describe()} passes it to {acquire}() (the call before {caller.pc:#x})"
-                    if rdi == lock:
-                        evidence += f"; {where} in {frame.describe()} holds it too"
-                elif rdi is not None and rdi >= KERNEL_SPACE:
-                    lock, evidence = rdi, f"{where} in {frame.describe()} (the slow path's first argument)"
-                else:
-                    return None
-                return SpinWait(lock, i, caller, acquire, state.contexts[i] if i < len(state.contexts) else "task",
-                                f"CPU {state.cpu} spins in {frame.describe()} called by {frames[j].describe()}: " + evidence)
+            if acquire in SPIN_ACQUIRE and frames[j].module is None and j + 1 < len(frames):
+                caller, via = frames[j + 1], frames[j].describe()
+            elif acquire not in SPIN_SLOW_PATHS and code.call_target(frames[j].pc) in SPIN_ACQUIRE:
+                caller, acquire = frames[j], code.call_target(frames[j].pc)
+                via = f"{acquire}() (a tail call: its frame is gone)"
+            else:
+                continue
+            lock = _lock_argument(k, code, caller, acquire)
+            where = "%rdi" if i == 0 else "the interrupted %rdi"
+            rdi = state.registers.get("rdi") if i == 0 else state.interrupted_di.get(i)
+            if lock is not None:
+                evidence = f"{caller.describe()} passes it to {acquire}() (the call before {caller.pc:#x})"
+                if rdi == lock:
+                    evidence += f"; {where} in {frame.describe()} holds it too"
+            elif rdi is not None and rdi >= KERNEL_SPACE:
+                lock, evidence = rdi, f"{where} in {frame.describe()} (the slow path's first argument)"
+            else:
+                return None
+            return SpinWait(lock, i, caller, acquire, state.contexts[i] if i < len(state.contexts) else "task",
+                            f"CPU {state.cpu} spins in {frame.describe()} called by {via}: " + evidence)
         return None
     return None
 
@@ -129,9 +141,28 @@ def find_spin_waits(k: Kernel, code: CodeReader, cpus: list[CpuState], tasks: di
         lock.waiters.append(task.address)
         try:
             lock.details = decode_spinlock(k, wait.lock)
+            owner = debug_spinlock_owner(k, wait.lock, lock.details)
+            if owner is not None and owner in tasks and not lock.owners:
+                lock.owners.append(Owner(owner, CERTAIN, "raw_spinlock.owner (CONFIG_DEBUG_SPINLOCK)"))
         except ReadError as e:
             problems.append(Problem("lock", f"spinlock {wait.lock:#x}", str(e)))
     return locks, waits
+
+
+def debug_spinlock_owner(k: Kernel, address: int, details: dict[str, object]) -> Optional[int]:
+    """The task that holds the spinlock at ``address`` as CONFIG_DEBUG_SPINLOCK records it (None without that
+    option, when the lock's magic is wrong or it records no owner); its owner_cpu goes into ``details``."""
+    t = "struct raw_spinlock"
+    owner, magic, cpu = k.member(t, "owner"), k.member(t, "magic"), k.member(t, "owner_cpu")
+    if owner is None or magic is None:
+        return None
+    if k.u32(address + magic[0]) != SPINLOCK_MAGIC:
+        details["magic"] = f"{k.u32(address + magic[0]):#x} (not SPINLOCK_MAGIC)"
+        return None
+    task = k.u64(address + owner[0])
+    if cpu is not None:
+        details["owner_cpu"] = int.from_bytes(k.read(address + cpu[0], 4), "little", signed=True)
+    return task if task not in (0, SPINLOCK_OWNER_INIT) else None
 
 
 def masks(acquire: str, context: str) -> bool:

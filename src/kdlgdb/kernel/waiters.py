@@ -19,9 +19,10 @@ from .layout import KERNEL_SPACE, Kernel, le64
 from .locks import LockKind
 from .stack import Stack
 
-__all__ = ["SCHEDULER", "IO_WAITS", "is_scheduler", "interesting_frame", "io_wait", "SLOW_PATHS", "slow_path", "past_scheduler", "StackRanges", "find_wait", "Wait"]
+__all__ = ["BlockedOn", "find_wait_blocked_on", "SCHEDULER", "IO_WAITS", "is_scheduler", "interesting_frame", "io_wait", "SLOW_PATHS", "slow_path", "past_scheduler", "StackRanges", "find_wait", "Wait"]
 
 MAX_WAITERS = 1_000_000
+STALE_RUN = 3  # stale return addresses skipped between two scheduler frames (past_scheduler)
 
 # The functions a task sleeps in while it waits for each kind of lock.
 SLOW_PATHS = {
@@ -31,6 +32,10 @@ SLOW_PATHS = {
         "mutex_lock_interruptible", "mutex_lock_io", "__ww_mutex_lock", "ww_mutex_lock",
         "ww_mutex_lock_interruptible", "__ww_mutex_lock_slowpath",
         "__ww_mutex_lock_interruptible_slowpath",
+        # CONFIG_DEBUG_LOCK_ALLOC's entry points (mutex_lock() is mutex_lock_nested(lock, 0) there); with -Os
+        # (tinyconfig) gcc inlines __mutex_lock into them, so they are the frame that sleeps.
+        "mutex_lock_nested", "_mutex_lock_nest_lock", "mutex_lock_killable_nested",
+        "mutex_lock_interruptible_nested", "mutex_lock_io_nested", "__mutex_lock_common",
     },
     "semaphore": {
         "__down", "__down_common", "__down_interruptible", "__down_killable", "__down_timeout",
@@ -41,6 +46,8 @@ SLOW_PATHS = {
         "down_read_killable", "down_write_killable", "down_read_interruptible",
         "__down_read", "__down_write", "__down_read_common", "__down_write_common",
         "down_read_nested", "down_write_nested",
+        # CONFIG_DEBUG_LOCK_ALLOC's entry points
+        "down_read_killable_nested", "down_write_killable_nested", "_down_write_nest_lock", "down_read_non_owner",
     },
     # Queued behind a writer's block (percpu-rwsem.c); a writer waiting for readers sleeps in
     # percpu_down_write itself, which percpu_rwsem.find_writer_waits decodes.
@@ -83,7 +90,7 @@ def is_scheduler(frame: Frame) -> bool:
 def interesting_frame(frames: list[Frame]) -> Optional[Frame]:
     """The innermost frame that is neither scheduler plumbing nor entry code: where the task chose to
     sleep (``msleep+0x2d``, ``kdl_w1_fn+0x64 [kdl_chain]``). None when the stack has nothing else."""
-    for frame in frames:
+    for frame in frames[past_scheduler(frames):]:
         if frame.symbol is not None and not is_scheduler(frame) and not frame.symbol.startswith(ENTRY_CODE):
             return frame
     return None
@@ -108,11 +115,26 @@ def slow_path(frames: list[Frame]) -> Optional[tuple[str, int]]:
     return (kind, i) if kind is not None and frames[i].module is None else None
 
 
-def past_scheduler(frames: list[Frame]) -> int:
-    """Index of the first frame that is not scheduler plumbing (``SCHEDULER``), len(frames) if none."""
-    for i, frame in enumerate(frames):
-        if not is_scheduler(frame):
+def past_scheduler(frames: list[Frame], keep: frozenset[str] = frozenset()) -> int:
+    """Index of the first frame that is not scheduler plumbing (``SCHEDULER``), len(frames) if none.
+
+    Frames amid the scheduler's (scheduler plumbing before and right after them, at most STALE_RUN of them)
+    that are no lock slow path are stale return addresses the stack scan found, not callers:
+    ``__schedule+0x4da``, ``find_held_lock+0x2b``, ``kdl_r_reader_fn+0x24 [kdl_rwsem]``, ``schedule+0x6e``,
+    ``schedule_preempt_disabled+0x10``, ``__mutex_lock+0x1ed`` on the -Os 6.1-lockdep kernel, whose __schedule
+    leaves slots of its frame unwritten. They are skipped; so are not the functions named in ``keep`` (the
+    rt_mutex path, for rtmutex.py).
+    """
+    i = 0
+    while i < len(frames):
+        if is_scheduler(frames[i]):
+            i += 1
+            continue
+        resume = next((j for j in range(i + 1, min(i + 1 + STALE_RUN, len(frames))) if is_scheduler(frames[j])), None)
+        if i == 0 or resume is None or any(base_name(f.symbol) in _BY_NAME or base_name(f.symbol) in keep
+                                           for f in frames[i:resume]):
             return i
+        i = resume
     return len(frames)
 
 
@@ -163,6 +185,57 @@ def find_wait(
             known[waiter_node] = wait
         return wait
     return None
+
+
+@dataclass
+class BlockedOn:
+    """``task_struct.blocked_on``, read by what its type says it points to (never by name or version):
+
+    * ``struct mutex_waiter *``: CONFIG_DEBUG_MUTEXES up to v6.16 (debug_mutex_add_waiter() sets it to the
+      waiter on the task's stack while it sleeps in __mutex_lock);
+    * ``struct mutex *``: v6.17+, unconditional (44e4e0297c3c, "locking/mutex: Rework task_struct::blocked_on"
+      for proxy execution): the mutex itself.
+    """
+
+    offset: int
+    points_to: str  # "waiter" or "lock"
+
+    @classmethod
+    def detect(cls, k: Kernel) -> Optional["BlockedOn"]:
+        found = k.member("struct task_struct", "blocked_on")
+        if found is None:
+            return None
+        spelled = "".join((k.target.member_type("struct task_struct", "blocked_on") or "").split())
+        points_to = {"structmutex_waiter*": "waiter", "structmutex*": "lock"}.get(spelled)
+        return cls(found[0], points_to) if points_to else None
+
+
+def find_wait_blocked_on(
+    k: Kernel, kind: LockKind, blocked_on: BlockedOn, task: int, stacks: StackRanges, known: dict[int, Wait]
+) -> Optional[Wait]:
+    """The mutex ``task`` waits on, from ``task->blocked_on`` (None when it is clear or not a wait list
+    this task is on): the waiter's (or the lock's) wait list is walked as from a waiter on the stack."""
+    value = k.u64(task + blocked_on.offset)
+    if value < KERNEL_SPACE:
+        return None
+    start = value + (kind.waiter_list if blocked_on.points_to == "waiter" else kind.wait_list)
+    if start in known and blocked_on.points_to == "waiter":
+        wait = known[start]
+    else:
+        found = _walk_wait_list(k, kind, start, stacks)
+        if found is None:
+            return None
+        head, waiters = found
+        wait = Wait(head - kind.wait_list, start, waiters, "")
+        for waiter_node, _ in waiters:
+            known[waiter_node] = wait
+    node = next((n for n, t in wait.waiters if t == task), None)
+    if node is None:
+        return None
+    what = kind.waiter if blocked_on.points_to == "waiter" else kind.struct
+    evidence = (f"task->blocked_on: {what} {value:#x}; its {kind.waiter} at {node:#x}, "
+                f"linked into {kind.struct} {wait.lock:#x}.wait_list")
+    return replace(wait, node=node, evidence=evidence)
 
 
 def _for_node(wait: Wait, kind: LockKind, node: int) -> Wait:

@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ..analysis.graph import Chain, Cycle, Edge, WaitForGraph
-from ..model import BlockedIn, Lock, Snapshot, Task
+from ..analysis.kernlog import LockdepFindings, LockdepReport
+from ..model import BlockedIn, HeldLock, Lock, Snapshot, Task
 
-__all__ = ["waitfor_json", "tasks_json", "task_json", "blocked_in_json", "lock_json", "cycle_json", "chain_json", "edge_json"]
+__all__ = ["waitfor_json", "held_json", "held_lock_json", "tasks_json", "task_json", "blocked_in_json", "lock_json", "cycle_json", "chain_json", "edge_json"]
 
 
 def _hex(address: Optional[int]) -> Optional[str]:
@@ -63,6 +64,30 @@ def task_json(task: Task, holds: list[int]) -> dict[str, Any]:
         "sources": [frame.source for frame in task.frames],  # stack[i]'s file:line, or None
         "cpu_context": _cpu_context_json(task),
         "blocked_in": blocked_in_json(task.blocked_in),
+        "held": None if task.held is None else [held_lock_json(h) for h in task.held],
+    }
+
+
+def held_lock_json(entry: HeldLock) -> dict[str, Any]:
+    """One lockdep held_locks entry: ``instance`` (its lockdep_map), ``class``, ``acquire_ip``, ``acquired_at``,
+    ``mode`` (exclusive, read, recursive read), ``lock`` (the lock it is in, hex, when the snapshot has it)."""
+    return {
+        "instance": _hex(entry.instance),
+        "class": entry.name,
+        "acquire_ip": _hex(entry.acquire_ip),
+        "acquired_at": entry.acquired_at,
+        "mode": entry.mode(),
+        "lock": _hex(entry.lock),
+    }
+
+
+def held_json(snapshot: Snapshot, tasks: list[Task]) -> dict[str, Any]:
+    """kd-held --json: ``lockdep`` (null without lockdep, else whether it still checked: ``{"on": bool}``) and
+    ``tasks``, the tasks with held_locks entries (``pid``, ``comm``, ``address``, ``held``)."""
+    return {
+        "lockdep": None if snapshot.lockdep_on is None else {"on": snapshot.lockdep_on},
+        "tasks": [{"pid": t.pid, "comm": t.comm, "address": _hex(t.address),
+                   "held": [held_lock_json(h) for h in t.held or []]} for t in tasks if t.held],
     }
 
 
@@ -171,19 +196,38 @@ def chain_json(chain: Chain, tasks: dict[int, Task]) -> dict[str, Any]:
     }
 
 
-def waitfor_json(snapshot: Snapshot, graph: WaitForGraph) -> dict[str, Any]:
+def lockdep_report_json(report: LockdepReport, cycle: Optional[int]) -> dict[str, Any]:
+    """One lockdep report of the kernel log: ``kind`` (circular, recursive, inconsistent, bad unlock),
+    ``headline``, ``ts_ns``, ``comm``/``pid`` of the task that triggered it, ``locks`` (``name``, ``role``:
+    acquiring, held, releasing, chain; ``map``: its lockdep_map, hex, or null; ``site``), ``scenario`` (the
+    lines of its "Possible unsafe locking scenario") and ``cycle``, the index in ``cycles`` of the deadlock
+    it explains, or null."""
+    return {
+        "kind": report.kind, "headline": report.headline, "ts_ns": report.ts_ns, "comm": report.comm,
+        "pid": report.pid, "locks": [{"name": lk.name, "role": lk.role, "map": _hex(lk.map), "site": lk.site}
+                                     for lk in report.locks],
+        "scenario": report.scenario, "cycle": cycle,
+    }
+
+
+def waitfor_json(snapshot: Snapshot, graph: WaitForGraph, lockdep: Optional[LockdepFindings] = None) -> dict[str, Any]:
     """The wait-for report as a dict with this stable schema::
 
         {"tasks":  [{"pid", "comm", "state", "waits_on", "address", "tgid", "cpu",
                      "holds", "last_ran_ns", "stack", "sources",
-                     "blocked_in": {"kind", "address", "symbol", "module", "function", ...} or None, ...}],  # D-state tasks, tasks in a lock
+                     "blocked_in": {"kind", "address", "symbol", "module", "function", ...} or None,
+                     "held": [{"instance", "class", "acquire_ip", "acquired_at", "mode", "lock"}] or None,  # lockdep
+                     ...}],  # D-state tasks, tasks in a lock
          "locks":  [{"address", "type", "symbol", "module",
                      "owners": [{"pid", "confidence", "evidence", "mode", ...}],  # certain | inferred | stale
                      "waiters": [pid, ...], "details": {...}, ...}],
          "cycles": [{"pids", "comms", "locks", "verdict", "inferred", "blocked_behind",
                      "advice", ...}],
          "chains": [{"pids", "comms", "locks", "root", "root_task", "root_reason", "joined", ...}],
-         "problems": [{"what", "where", "why"}], "release": str, "kaslr_offset": "0x..."}
+         "problems": [{"what", "where", "why"}], "release": str, "kaslr_offset": "0x...",
+         "lockdep": null (no lockdep) or {"on": bool} (false: it turned itself off, held_locks may be stale),
+         "lockdep_reports": [{"kind", "headline", "ts_ns", "comm", "pid", "locks", "scenario", "cycle"}],
+         "lockdep_turned_off": bool}  # lockdep's reports in the kernel log (see lockdep_report_json)
     """
     tasks = {t.address: t for t in snapshot.tasks}
     involved = {t.address for t in snapshot.tasks if t.state == "D" or t.waits_on is not None}
@@ -199,4 +243,7 @@ def waitfor_json(snapshot: Snapshot, graph: WaitForGraph) -> dict[str, Any]:
         "problems": [{"what": p.what, "where": p.where, "why": p.why} for p in snapshot.problems],
         "release": snapshot.release,
         "kaslr_offset": _hex(snapshot.kaslr_offset),
+        "lockdep": None if snapshot.lockdep_on is None else {"on": snapshot.lockdep_on},
+        "lockdep_reports": [lockdep_report_json(r, c) for r, c in zip(lockdep.reports, lockdep.explains)] if lockdep else [],
+        "lockdep_turned_off": bool(lockdep and lockdep.turned_off),
     }

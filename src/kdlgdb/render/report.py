@@ -37,12 +37,13 @@ from pygments.lexers import GraphvizLexer
 from pygments.token import Comment, Name, Number, Text, Whitespace
 from tabulate import tabulate
 
+from ..analysis import kernlog
 from ..analysis.graph import Chain, Cycle, Edge, WaitForGraph, describe_blocked_in, interesting_frame
 from ..errors import KdlError
 from ..model import CERTAIN, Snapshot, Task
 from .dot import dot_to_svg, render_dot, svg_for_html
 from .json import waitfor_json
-from .text import format_last_ran, render_waitfor
+from .text import format_last_ran, lockdep_lines, render_waitfor
 
 __all__ = [
     "FORMATS",
@@ -465,6 +466,7 @@ class _Data:
     log_note: str
     facts: list[tuple[str, str]]
     raw_facts: dict[str, Any]
+    lockdep: Optional[kernlog.LockdepFindings] = None  # on a kernel with lockdep: its reports in the log
 
 
 def _data(snapshot: Snapshot, graph: WaitForGraph, log: Sequence[LogLike], hung: Sequence[HungLike],
@@ -485,7 +487,34 @@ def _data(snapshot: Snapshot, graph: WaitForGraph, log: Sequence[LogLike], hung:
         hung=explain_hung(snapshot, graph, hung), notable=records[-MAX_LOG_LINES:],
         tail=[log_record(r) for r in log[-TAIL_LINES:]], log_count=len(log),
         log_note=log_note, facts=_facts(snapshot, facts, len(log), log_note), raw_facts=facts,
+        lockdep=_lockdep(snapshot, graph, log),
     )
+
+
+def _lockdep(snapshot: Snapshot, graph: WaitForGraph, log: Sequence[LogLike]) -> Optional[kernlog.LockdepFindings]:
+    """lockdep's reports in the log, tied to the cycles (None on a kernel without lockdep, or without a log)."""
+    if snapshot.lockdep_on is None or not log:
+        return None
+    return kernlog.lockdep_findings(kernlog.as_records(log), snapshot, graph.cycles)
+
+
+def lockdep_section(data: "_Data") -> list[str]:
+    """The report's lockdep section: each report with the deadlock it explains (or none), and whether lockdep
+    turned itself off; [] on a kernel without lockdep."""
+    if data.lockdep is None:
+        return []
+    out = []
+    for report, cycle in zip(data.lockdep.reports, data.lockdep.explains):
+        tail = f": this is deadlock {cycle + 1}" if cycle is not None else ": no deadlock found here matches it"
+        out += lockdep_lines(report, tail)
+    if not data.lockdep.reports:
+        out.append("lockdep reported nothing in the kernel log")
+    if data.lockdep.turned_off:
+        out.append("lockdep turned itself off after its first report (\"INFO: lockdep is turned off\"): lock-order "
+                   "inversions after it were not checked")
+    elif data.snapshot.lockdep_on is False:
+        out.append("lockdep is off (debug_locks = 0): its held_locks may be stale")
+    return out
 
 
 def render_report(
@@ -538,7 +567,7 @@ def report_json(snapshot: Snapshot, graph: WaitForGraph, **kwargs: Any) -> dict[
 
 
 def _json(data: _Data) -> dict[str, Any]:
-    doc = waitfor_json(data.snapshot, data.graph)
+    doc = waitfor_json(data.snapshot, data.graph, data.lockdep)
     graph = data.graph
     doc.update({
         "report_version": REPORT_VERSION,
@@ -635,7 +664,7 @@ def _group_lines(group: dict[str, Any], note: str) -> list[str]:
 def _text(data: _Data) -> str:
     graph, snap = data.graph, data.snapshot
     out = [f"kdlgdb report: {headline(data.kind)}", "", data.summary, ""]
-    out += ["== Wait-for graph ==", render_waitfor(dataclasses.replace(snap, problems=[]), graph), ""]
+    out += ["== Wait-for graph ==", render_waitfor(dataclasses.replace(snap, problems=[]), graph, lockdep=data.lockdep), ""]
     for n, cycle in enumerate(graph.cycles, 1):
         word = "Deadlock" if cycle.verdict == "deadlock" else "Probable deadlock"
         out.append(f"== {word} {n}: evidence and stacks ==")
@@ -672,6 +701,8 @@ def _text(data: _Data) -> str:
         out.append("none")
     for group in data.groups:
         out += [_group_head(group), *_group_lines(group, "where they are")]
+    if data.lockdep is not None:
+        out += ["== lockdep's reports ==", *lockdep_section(data), ""]
     out += ["", "== Kernel log =="]
     out += _log_text(data)
     out += ["", "== System =="]
@@ -799,6 +830,8 @@ def _markdown(data: _Data) -> str:
             out += ["Notable lines:", "", *_fence([_log_line(r) for r in data.notable]), ""]
         out += [f"<details><summary>The last {len(data.tail)} records</summary>", "",
                 *_fence([_log_line(r) for r in data.tail]), "", "</details>", ""]
+    if data.lockdep is not None:
+        out += ["## lockdep's reports", "", *_fence(lockdep_section(data)), ""]
     out += ["## System", ""] + _md_table(data.facts, ("fact", "value")) + [""]
     out += ["## Problems", ""]
     out += [f"- skipped: {_md(str(p))}" for p in snap.problems] or ["None: every task and lock was read."]
@@ -1077,6 +1110,9 @@ def _html(data: _Data) -> str:
                     + _h("\n".join(_log_line(r) for r in data.tail)) + "</pre></details>")
     body.append("</section>")
 
+    if data.lockdep is not None:
+        body.append('<section id="lockdep"><h2>lockdep\'s reports</h2><pre class="plain">'
+                    + _h("\n".join(lockdep_section(data))) + "</pre></section>")
     body.append('<section id="system"><h2>System</h2><table class="facts">')
     body += [f"<tr><th>{_h(k)}</th><td>{_h(v)}</td></tr>" for k, v in data.facts]
     body.append("</table></section>")

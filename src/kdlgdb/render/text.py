@@ -9,11 +9,12 @@ from typing import Any, Optional, Sequence, Union
 
 from tabulate import tabulate
 
+from ..analysis.kernlog import LockdepFindings, LockdepReport
 from ..analysis.graph import Chain, Cycle, Edge, WaitForGraph, format_duration, interesting_frame
 from ..model import CERTAIN, Lock, Snapshot, Task
 from .color import paint
 
-__all__ = ["render_tasks", "render_bt", "render_locks", "render_waitfor", "format_last_ran"]
+__all__ = ["render_tasks", "render_bt", "render_held", "lockdep_lines", "render_locks", "render_waitfor", "format_last_ran"]
 
 
 def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str], align: Sequence[str]) -> list[str]:
@@ -57,6 +58,36 @@ def render_bt(snapshot: Snapshot, task: Task) -> str:
         lines.append(f"{line:<56} {frame.source}" if frame.source else line)
     if not task.frames:
         lines.append("    (no stack frames)")
+    return "\n".join(lines)
+
+
+def render_held(snapshot: Snapshot, tasks: list[Task]) -> str:
+    """lockdep's held_locks of ``tasks``, as lockdep's own "Showing all locks held in the system" prints them
+    (``#n: <lockdep_map address> (<class>), at: <where taken>``), each entry with its mode, and the lock it is
+    in when that lock is one the snapshot knows; the entry of the lock a task sleeps on says so."""
+    if snapshot.lockdep_on is None:
+        return "this kernel has no lockdep (CONFIG_LOCKDEP): no held_locks to show"
+    locks = {lock.address: lock for lock in snapshot.locks}
+    lines = ["Showing all locks held in the system (lockdep held_locks):"]
+    if not snapshot.lockdep_on:
+        lines.append("note: lockdep turned itself off (debug_locks = 0) after its first report: it recorded no "
+                     "acquisition or release since, so a lock released after that is still listed")
+    holders = [t for t in tasks if t.held]
+    for task in holders:
+        held = task.held or []
+        awaited = task.awaited_entry()
+        lines.append(f"{_plural(len(held), 'lock')} held by {task.comm}/{task.pid}:")
+        for number, entry in enumerate(held):
+            line = f" #{number}: {entry.instance:016x} ({entry.name}), at: {entry.acquired_at or hex(entry.acquire_ip)}"
+            notes = [] if entry.read == 0 else [entry.mode()]
+            lock = locks.get(entry.lock) if entry.lock is not None else None
+            if lock is not None:
+                notes.append(f"{lock.type} {lock.address:#x} {lock.name()}")
+                if entry is awaited:
+                    notes.append("waiting for it (lockdep records the acquisition before the wait)")
+            lines.append(line + (f"  [{'; '.join(notes)}]" if notes else ""))
+    if not holders:
+        lines.append("no task holds a lock lockdep tracks" if len(tasks) == len(snapshot.tasks) else "no locks held")
     return "\n".join(lines)
 
 
@@ -270,13 +301,25 @@ def _undecoded_lines(groups: list[list[Task]], color: bool) -> list[str]:
     return lines
 
 
+def lockdep_lines(report: LockdepReport, tail: str = "") -> list[str]:
+    """A lockdep report in two or more lines: its summary, then its "Possible unsafe locking scenario"."""
+    lines = [report.summary() + tail]
+    if report.scenario:
+        lines.append("    its scenario: " + " / ".join(" ".join(line.split()) for line in report.scenario
+                                                    if "lock(" in line or "<Interrupt>" in line))
+    return lines
+
+
 def render_waitfor(
-    snapshot: Snapshot, graph: WaitForGraph, color: bool = False, pid: Optional[int] = None
+    snapshot: Snapshot, graph: WaitForGraph, color: bool = False, pid: Optional[int] = None,
+    lockdep: Optional[LockdepFindings] = None,
 ) -> str:
     """The wait-for report: deadlock cycles, then other chains with their roots, a summary
     line and a footer with the problems met while reading the dump.
 
     With ``pid``, only the cycle or chain that task is in (as member, blocked behind it, or root).
+    With ``lockdep`` (its reports in the kernel log), each report under the cycle it explains, the others
+    in a block of their own, and whether lockdep turned itself off.
     """
     names = _Names(graph, color)
     items: list[Union[Cycle, Chain]] = [*graph.cycles, *graph.chains]
@@ -298,11 +341,22 @@ def render_waitfor(
     for item in items:
         if isinstance(item, Cycle):
             blocks.append(_cycle_lines(item, graph, names))
+            index = next(i for i, c in enumerate(graph.cycles) if c is item)
+            for report in lockdep.for_cycle(index) if lockdep is not None else ():
+                blocks[-1].extend("  " + line for line in lockdep_lines(report, ": this is the deadlock above"))
         else:
             blocks.append(_chain_lines(item, graph, names))
     undecoded = _undecoded(snapshot, graph) if pid is None else []
     if undecoded:
         blocks.append(_undecoded_lines(undecoded, color))
+    if lockdep is not None and pid is None and (lockdep.alone() or lockdep.turned_off):
+        block = ["lockdep's own reports, not tied to a deadlock above:"] if lockdep.alone() else []
+        for report in lockdep.alone():
+            block.extend("  " + line for line in lockdep_lines(report))
+        if lockdep.turned_off:
+            block.append("lockdep turned itself off after its first report (\"INFO: lockdep is turned off\"): "
+                         "lock-order inversions after it were not checked")
+        blocks.append(block)
     summary = [paint(_summary(graph), "heading", color)] if pid is None and items else []
     d_state = sum(t.state == "D" for t in snapshot.tasks) if pid is None else 0
     if d_state:

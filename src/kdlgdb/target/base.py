@@ -40,6 +40,17 @@ class Target:
         """(offset, size) of a member, dotted for nested ones (``"thread.sp"``); None if absent."""
         raise NotImplementedError
 
+    def member_type(self, type_name: str, path: str) -> Optional[str]:
+        """The C type of a member as the debugger spells it (``"struct mutex_waiter *"``); None if absent.
+
+        For members whose meaning changed with their type (``task_struct.blocked_on``)."""
+        raise NotImplementedError
+
+    def member_bits(self, type_name: str, path: str) -> Optional[tuple[int, int]]:
+        """(bit offset from the start of the type, bit size) of a bit-field member (``"class_idx"`` of
+        ``struct held_lock``); the size is 0 for a member that is not a bit-field; None if absent."""
+        raise NotImplementedError
+
     def symbolize(self, address: int) -> Optional[tuple[str, int]]:
         """(name, offset) of the vmlinux symbol that contains a static address, or None."""
         raise NotImplementedError

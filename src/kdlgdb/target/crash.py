@@ -137,6 +137,25 @@ class CrashTarget(Target):
             return None
         return int(where), int(length)
 
+    def member_type(self, type_name: str, path: str) -> str | None:
+        m = re.match(r"type = (.+)$", self._gdb(f"whatis (({type_name} *)0)->{path}"))
+        return m.group(1).strip() if m else None
+
+    def member_bits(self, type_name: str, path: str) -> tuple[int, int] | None:
+        # crash's gdb prints bit-fields in `ptype/o` as "/* byte: bit | size */ type name : bits;"
+        # (only a small type is asked: ptype/o of a big one takes seconds).
+        head, _, name = path.rpartition(".")
+        outer = self.member(type_name, head) if head else (0, 0)
+        owner = self.member_type(type_name, head) if head else type_name
+        if outer is None or owner is None:
+            return None
+        for line in self._gdb(f"ptype/o {owner}").splitlines():
+            m = re.match(rf"/\*\s*(\d+)(?::\s*(\d+))?\s*\|\s*\d+\s*\*/\s.*\b{re.escape(name)}(?:\s*:\s*(\d+))?;$",
+                         line.strip())
+            if m:
+                return outer[0] * 8 + int(m.group(1)) * 8 + int(m.group(2) or 0), int(m.group(3) or 0)
+        return None
+
     def symbolize(self, address: int) -> tuple[str, int] | None:
         m = _INFO_SYMBOL.match(self._gdb(f"info symbol {address:#x}"))
         return (m.group(1), int(m.group(2) or 0)) if m else None

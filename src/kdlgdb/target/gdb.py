@@ -124,8 +124,21 @@ class GdbTarget(Target):
         return t.sizeof if t is not None else None
 
     def member(self, type_name: str, path: str) -> Optional[tuple[int, int]]:
+        found = self._field(type_name, path)
+        return (found[1] // 8, found[0].type.sizeof) if found is not None else None
+
+    def member_type(self, type_name: str, path: str) -> Optional[str]:
+        found = self._field(type_name, path)
+        return _c_spelling(found[0].type) if found is not None else None
+
+    def member_bits(self, type_name: str, path: str) -> Optional[tuple[int, int]]:
+        found = self._field(type_name, path)
+        return (found[1], found[0].bitsize) if found is not None else None
+
+    def _field(self, type_name: str, path: str):
+        """(gdb.Field, bit offset from the start of ``type_name``) of a dotted member path, or None."""
         t = self._type(type_name)
-        offset = 0
+        bits = 0
         field = None
         for part in path.split("."):
             if t is None:
@@ -133,11 +146,10 @@ class GdbTarget(Target):
             found = _find_field(t, part)
             if found is None:
                 return None
-            field, bits = found
-            offset += bits // 8
+            field, at = found
+            bits += at
             t = field.type.strip_typedefs()
-        assert field is not None
-        return offset, field.type.sizeof
+        return (field, bits) if field is not None else None
 
     def symbolize(self, address: int) -> Optional[tuple[str, int]]:
         if address not in self._symbolized:
@@ -263,6 +275,17 @@ def _thread_registers(inferior) -> Optional[list[dict[str, int]]]:
         if selected is not None and selected.is_valid():
             selected.switch()
     return out or None
+
+
+def _c_spelling(t) -> str:
+    """``t`` as C spells it, whatever gdb's current language (with the frame in assembler code gdb prints
+    ``mutex_waiter *``): ``struct mutex_waiter *``."""
+    if t.code == gdb.TYPE_CODE_PTR:
+        return _c_spelling(t.target()) + " *"
+    keyword = {gdb.TYPE_CODE_STRUCT: "struct", gdb.TYPE_CODE_UNION: "union", gdb.TYPE_CODE_ENUM: "enum"}.get(t.code)
+    if keyword and (t.tag or t.name):
+        return f"{keyword} {t.tag or t.name}"
+    return str(t.name or t)
 
 
 def _find_field(t, name: str):

@@ -59,6 +59,12 @@ class RecordingTarget(Target):
     def member(self, type_name: str, path: str) -> Optional[tuple[int, int]]:
         return self._ask(f"member {type_name} {path}", self.inner.member(type_name, path))
 
+    def member_type(self, type_name: str, path: str) -> Optional[str]:
+        return self._ask(f"member_type {type_name} {path}", self.inner.member_type(type_name, path))
+
+    def member_bits(self, type_name: str, path: str) -> Optional[tuple[int, int]]:
+        return self._ask(f"member_bits {type_name} {path}", self.inner.member_bits(type_name, path))
+
     def symbolize(self, address: int) -> Optional[tuple[str, int]]:
         return self._ask(f"symbolize {address:#x}", self.inner.symbolize(address))
 
@@ -138,6 +144,12 @@ class ReplayTarget(Target):
 
     def member(self, type_name: str, path: str) -> Optional[tuple[int, int]]:
         return self._answer(f"member {type_name} {path}")
+
+    def member_type(self, type_name: str, path: str) -> Optional[str]:
+        return self._answer(f"member_type {type_name} {path}")
+
+    def member_bits(self, type_name: str, path: str) -> Optional[tuple[int, int]]:
+        return self._answer(f"member_bits {type_name} {path}")
 
     def symbolize(self, address: int) -> Optional[tuple[str, int]]:
         return self._answer(f"symbolize {address:#x}")
