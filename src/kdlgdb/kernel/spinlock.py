@@ -136,6 +136,8 @@ def find_spin_waits(k: Kernel, code: CodeReader, cpus: list[CpuState], tasks: di
         if wait is None:
             continue
         task.waits_on, task.wait_evidence = wait.lock, wait.evidence
+        if task.cpu_context is not None:  # the context of the spinning frame (a timer interrupt may be on top of it)
+            task.cpu_context.context = wait.context
         waits[task.address] = wait
         lock = locks.setdefault(wait.lock, Lock(wait.lock, "spinlock"))
         lock.waiters.append(task.address)
