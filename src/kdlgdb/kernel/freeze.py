@@ -92,7 +92,7 @@ def _describe(k: Kernel, lock: Lock, sb: int, level: int) -> None:
     lock.details["freeze"] = freeze
     if frozen:
         thaw = f"fsfreeze --unfreeze {where}" if where else "fsfreeze --unfreeze MOUNTPOINT"
-        lock.holder = f"the freeze of {what} ({FROZEN.get(frozen, frozen)}{', ' + by if by else ''}; `{thaw}` thaws it)"
+        lock.holder = f"the freeze of {what} ({FROZEN.get(frozen, frozen)}{', ' + by if by else ''}; thaw it with: {thaw})"
 
 
 def _frozen_by(k: Kernel, writers: int) -> Optional[str]:

@@ -319,7 +319,7 @@ def find_rt_waits(k: Kernel, rt: RtLayout, code: CodeReader, tasks: dict[int, Ta
         try:
             wait = _find_one(k, rt, kind, address, live[address], task.frames[start:], trees, stacks)
             if wait is None and task.state == "S":
-                wait = _parked(k, rt, kind, address, live[address], tasks, trees, stacks)
+                wait = _parked_waiter(k, rt, kind, address, live[address], tasks, trees, stacks)
         except (ReadError, CorruptError) as e:
             problems.append(Problem("wait", where, str(e)))
             continue
@@ -397,9 +397,10 @@ def _find_one(k: Kernel, rt: RtLayout, kind: RtKind, task: int, stack: Stack, fr
     return None
 
 
-def _parked(k: Kernel, rt: RtLayout, kind: RtKind, task: int, stack: Stack, tasks: dict[int, Task],
-            trees: dict[int, Optional[list[tuple[int, int]]]], stacks: Optional[StackRanges]) -> Optional[_RtWait]:
-    """A task the kernel's own rt_mutex deadlock detection parked: with a full chain walk (CONFIG_DEBUG_RT_MUTEXES,
+def _parked_waiter(k: Kernel, rt: RtLayout, kind: RtKind, task: int, stack: Stack, tasks: dict[int, Task],
+                   trees: dict[int, Optional[list[tuple[int, int]]]], stacks: Optional[StackRanges]) -> Optional[_RtWait]:
+    """A task the kernel's own rt_mutex deadlock detection parked on a lock another task owns (a cycle; the
+    recursive case, a lock it owns itself, is ``_parked``): with a full chain walk (CONFIG_DEBUG_RT_MUTEXES,
     so every lockdep kernel; or a caller that asks) a lock that would close a cycle fails with -EDEADLK, and
     rt_mutex_handle_deadlock() warns "rtmutex deadlock detected" and puts the task to sleep for good, in S
     (since v2.6.39, 3d5c9340d194, "rtmutex: Handle deadlock detection smarter"). Its waiter, off the lock's tree
@@ -426,7 +427,7 @@ def _parked(k: Kernel, rt: RtLayout, kind: RtKind, task: int, stack: Stack, task
             return _RtWait(task, kind, base - kind.base,
                            f"struct rt_mutex_waiter at {waiter:#x} on its stack, for {kind.struct} {base - kind.base:#x}: "
                            "the kernel's deadlock detection refused that lock (\"rtmutex deadlock detected\") and "
-                           "parked the task in rt_mutex_handle_deadlock for good")
+                           "parked the task in rt_mutex_handle_deadlock for good", parked=True)
     return None
 
 

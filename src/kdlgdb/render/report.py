@@ -38,7 +38,7 @@ from pygments.token import Comment, Name, Number, Text, Whitespace
 from tabulate import tabulate
 
 from ..analysis import kernlog
-from ..analysis.graph import Chain, Cycle, Edge, WaitForGraph, describe_blocked_in, interesting_frame
+from ..analysis.graph import FLUSHED_TYPES, Chain, Cycle, Edge, WaitForGraph, describe_blocked_in, interesting_frame
 from ..errors import KdlError
 from ..model import CERTAIN, Snapshot, Task
 from .dot import dot_to_svg, render_dot, svg_for_html
@@ -188,7 +188,10 @@ def cycle_sentence(cycle: Cycle, graph: WaitForGraph) -> str:
         text = f"{who} {verb} on itself: it waits for {locks}, which it already holds"
     else:
         verb = "deadlock" if certain else "probably deadlock"
-        if len(cycle.tasks) == 2 and len(set(cycle.locks)) == 2:
+        flushed = [lk for lk in cycle.locks if graph.lock(lk) is not None and graph.lock(lk).type in FLUSHED_TYPES]
+        if flushed:  # not two acquisitions: a flush under a lock the work takes
+            pattern = f"a flush of {_symbol(graph, flushed[0])} under a lock its work needs"
+        elif len(cycle.tasks) == 2 and len(set(cycle.locks)) == 2:
             pattern = "ABBA order"
         else:
             order = [_symbol(graph, lk) for lk in cycle.locks]
@@ -209,6 +212,9 @@ def chain_sentence(chain: Chain, graph: WaitForGraph) -> str:
     who = _some(graph, blocked)
     verb = "is" if len(blocked) == 1 else "are"
     if chain.root is None:
+        held = graph.lock(chain.locks[-1])
+        if held is not None and held.holder:  # held by no task: a freeze
+            return f"{who} {verb} blocked on {_lock(graph, chain.locks[-1])}, held by {held.holder}"
         if graph.holder_note(chain.locks[-1]) == "owner exited":
             return f"{who} {verb} blocked on {_lock(graph, chain.locks[-1])}, whose owner exited without releasing it"
         return f"{who} {verb} blocked on {_lock(graph, chain.locks[-1])}, which has no known holder"
