@@ -97,15 +97,7 @@ class StackReader:
     def _frame(self, pc: int) -> Frame:
         """The frame of a return address (its symbol), found once per pc."""
         if pc not in self._frames:
-            symbol, offset, module = self.symbols.lookup(pc)
-            if symbol is not None and offset == 0:
-                # A call that ends its function (to one that never returns: gcc -Os drops what follows it, as in
-                # kdl_scale's kdl_hold_sem_XX -> kdl_then) returns to the next function's first byte. The caller
-                # is the function that holds the call: pc - 1's, as the kernel's own %pB backtraces say.
-                before = self.symbols.lookup(pc - 1)
-                if before[0] is not None:
-                    symbol, offset, module = before[0], before[1] + 1, before[2]
-            self._frames[pc] = Frame(pc, symbol, offset, module)
+            self._frames[pc] = Frame(pc, *self.symbols.lookup(pc))
         return self._frames[pc]
 
     def _is_return_address(self, value: int) -> bool:
