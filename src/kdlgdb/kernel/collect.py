@@ -11,7 +11,7 @@ from .blocked import find_blocked_in
 from .cpus import apply_cpu_states, cpu_states
 from .held import CodeReader
 from .layout import Kernel, le64
-from .lockdep import LockdepLayout, held_lock_owners, lockdep_on, read_held_locks
+from .lockdep import LockdepLayout, held_lock_owners, lockdep_on, read_held_locks, task_held_locks
 from .locks import LockKind, lock_kinds, last_reader
 from .rtmutex import RtLayout, find_rt_waits
 from .spinlock import find_spin_waits, interrupt_deadlocks
@@ -71,6 +71,8 @@ def collect(source: Target | Kernel, progress: Optional[Progress] = None, source
     k.forget_kept()  # what an interrupted collect kept
 
     tasks: dict[int, Task] = {}
+    lockdep = LockdepLayout.detect(k)
+    held_raw: dict[int, tuple[int, bytes]] = {}  # lockdep_depth and held_locks, from each task_struct read
     saved_sp: dict[int, int] = {}  # thread.sp: where a sleeping task's stack begins
     arrival: dict[int, int] = {}  # sched_info.last_arrival: when it last got a CPU
 
@@ -81,6 +83,9 @@ def collect(source: Target | Kernel, progress: Optional[Progress] = None, source
             data = data if data is not None else k.read(address, layout.size)
             tasks[address] = read_task(k, layout, letters, address, data)
             saved_sp[address] = le64(data, layout.sp)
+            found = task_held_locks(lockdep, data) if lockdep is not None else None
+            if found is not None:
+                held_raw[address] = found
             if layout.last_arrival is not None:
                 arrival[address] = le64(data, layout.last_arrival)
         except ReadError as e:
@@ -141,10 +146,9 @@ def collect(source: Target | Kernel, progress: Optional[Progress] = None, source
     spin_locks, spins = find_spin_waits(k, code, on_cpu, tasks, problems)
     locks.update(spin_locks)
     _infer_holders(k, code, locks, tasks, live)
-    lockdep = LockdepLayout.detect(k)
     if lockdep is not None:
         snap.lockdep_on = lockdep_on(k)
-        read_held_locks(k, lockdep, symbols, tasks, problems)
+        read_held_locks(k, lockdep, symbols, tasks, problems, held_raw)
         held_lock_owners(k, locks, tasks, bool(snap.lockdep_on))
     interrupt_deadlocks(k, code, on_cpu, spins, tasks)
     find_blocked_in(k, symbols, tasks, live, ranges, locks, problems)
