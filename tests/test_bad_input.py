@@ -53,9 +53,10 @@ def test_dump_of_another_kernel(kind: str, real_kernel: str, tmp_path: Path) -> 
     shutil.copyfile(dump.path, other)
     with open(other, "r+b") as f:
         head = f.read(8 << 20)  # past the program headers: a 6.12-rt paging ELF has 65,700 of them (3.5 MiB)
-        at = head.index(f"OSRELEASE={real_kernel}".encode())
+        release = samples.release(real_kernel)
+        at = head.index(f"OSRELEASE={release}".encode())
         f.seek(at)
-        f.write(b"OSRELEASE=" + ("9.9.9-other" + "x" * len(real_kernel))[: len(real_kernel)].encode())
+        f.write(b"OSRELEASE=" + ("9.9.9-other" + "x" * len(release))[: len(release)].encode())
     line = _one_error(kdlgdb("waitfor", str(dump.vmlinux), str(other)))
     assert "the vmlinux does not match" in line and "9.9.9-other" in line
 

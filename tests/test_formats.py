@@ -73,9 +73,9 @@ def test_kd_open_in_gdb(real_kernel: str) -> None:
     assert "Traceback" not in done.stderr, done.stderr
     out = done.stdout
     level = samples.filter_level("kdl_mutex", True, real_kernel)
-    assert f"{dump.path}: kdump-compressed vmcore, dump level {level}, Linux {real_kernel}" in out
+    assert f"{dump.path}: kdump-compressed vmcore, dump level {level}, Linux {samples.release(real_kernel)}" in out
     assert f"KASLR offset {dump.truth['kernel_offset']}" in out
-    assert f"release       {real_kernel}" in out and "machine       x86_64" in out
+    assert f"release       {samples.release(real_kernel)}" in out and "machine       x86_64" in out
     rt = samples.preempt_rt(real_kernel)
     assert ("PREEMPT_RT    yes (struct mutex is built on rt_mutex" in out) == rt and ("PREEMPT_RT    no" in out) != rt
     assert ("lock data     wait-list scan, task->pi_blocked_on, PREEMPT_RT" in out) == rt

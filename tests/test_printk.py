@@ -466,6 +466,6 @@ def test_kd_dmesg_in_real_gdb(real_kernel: str) -> None:
     assert dump.console_log is not None
     console = [line for line in dump.console_log.read_text(errors="replace").splitlines() if re.match(r"\[\s*\d+\.\d{6}\] ", line)]
     whole = out[out.index(level) + 1 :]
-    assert whole[0].startswith(f"[    0.000000] Linux version {real_kernel} ")
+    assert whole[0].startswith(f"[    0.000000] Linux version {samples.release(real_kernel)} ")
     rest = iter(whole)
     assert [line for line in console if not any(line == mine for mine in rest)] == []

@@ -86,6 +86,7 @@ def paths(bk: BuiltKernel, cache: Path) -> dict[str, Path]:
         "headers": tree,
         "modules": top / "modules",
         "config": tree / ".config",
+        "system_map": tree / "System.map",
         "built": top / "built.json",
     }
 

@@ -11,7 +11,7 @@ from .blocked import find_blocked_in
 from .cpus import CpuState, apply_cpu_states, cpu_states
 from .held import CodeReader
 from .layout import Kernel, le64
-from .lockdep import LockdepLayout, held_lock_owners, lockdep_on, read_held_locks
+from .lockdep import LockdepLayout, held_lock_owners, lockdep_on, read_held_locks, task_held_locks
 from .locks import LockKind, lock_kinds, last_reader
 from .freeze import name_freezes
 from .owners import Timing, check_owners
@@ -75,6 +75,8 @@ def collect(source: Target | Kernel, progress: Optional[Progress] = None, source
     k.forget_kept()  # what an interrupted collect kept
 
     tasks: dict[int, Task] = {}
+    lockdep = LockdepLayout.detect(k)
+    held_raw: dict[int, tuple[int, bytes]] = {}  # lockdep_depth and held_locks, from each task_struct read
     saved_sp: dict[int, int] = {}  # thread.sp: where a sleeping task's stack begins
     arrival: dict[int, int] = {}  # sched_info.last_arrival: when it last got a CPU
     started: dict[int, int] = {}  # start_time: when it was forked (CLOCK_MONOTONIC)
@@ -87,6 +89,9 @@ def collect(source: Target | Kernel, progress: Optional[Progress] = None, source
             data = data if data is not None else k.read(address, layout.size)
             tasks[address] = read_task(k, layout, letters, address, data)
             saved_sp[address] = le64(data, layout.sp)
+            found = task_held_locks(lockdep, data) if lockdep is not None else None
+            if found is not None:
+                held_raw[address] = found
             if layout.last_arrival is not None:
                 arrival[address] = le64(data, layout.last_arrival)
             if layout.start_time is not None:
@@ -163,10 +168,9 @@ def collect(source: Target | Kernel, progress: Optional[Progress] = None, source
     check_owners(locks.values(), tasks, _timing(tasks, started, exec_start, runqueues),
                  lambda task, lock: _took_before(code, task, lock.address))
     _infer_holders(k, code, locks, tasks, live, on_cpu)
-    lockdep = LockdepLayout.detect(k)
     if lockdep is not None:
         snap.lockdep_on = lockdep_on(k)
-        read_held_locks(k, lockdep, symbols, tasks, problems)
+        read_held_locks(k, lockdep, symbols, tasks, problems, held_raw)
         held_lock_owners(k, locks, tasks, bool(snap.lockdep_on))
     interrupt_deadlocks(k, code, on_cpu, spins, tasks)
     find_blocked_in(k, symbols, tasks, live, ranges, locks, problems)

@@ -81,10 +81,25 @@ class CodeReader:
         return out
 
     def held_in(self, frame: Frame) -> list[Acquisition]:
-        """Locks the function of ``frame`` acquired before its return address, without a release."""
+        """Locks the function of ``frame`` acquired before its return address, without a release.
+
+        A return address at a function's first byte (``kdl_hold+0x0``) can be the one of a call that ends the
+        function before it: a call to a function that never returns, after which gcc (-Os) emits nothing, as
+        in kdl_scale's ``kdl_hold_sem_XX`` on 6.1-lockdep. (Or a stored function pointer: kthread's threadfn.)
+        That function's code is read too, and what it took is credited to it.
+        """
         if frame.pc not in self._held:
-            self._held[frame.pc] = self._acquired_before(frame.pc, frame.offset)
-        return [Acquisition(lock, function, site, frame) for lock, function, site in self._held[frame.pc]]
+            found = self._acquired_before(frame.pc, frame.offset)
+            if frame.offset == 0 and not found:
+                symbol, offset, _ = self.symbols.lookup(frame.pc - 1)
+                if symbol is not None:
+                    found = self._acquired_before(frame.pc, offset + 1)
+            self._held[frame.pc] = found
+        owner = frame
+        if frame.offset == 0 and self._held[frame.pc]:  # what the function before took: say so
+            symbol, offset, module = self.symbols.lookup(frame.pc - 1)
+            owner = Frame(frame.pc, symbol, offset + 1, module, frame.sp)
+        return [Acquisition(lock, function, site, owner) for lock, function, site in self._held[frame.pc]]
 
     def _acquired_before(self, pc: int, offset: int) -> list[tuple[int, str, int]]:
         """(lock, acquire function, call site) of each acquire call in [pc - offset, pc) not released there."""
