@@ -30,6 +30,7 @@ from .layout import KERNEL_SPACE, Kernel, le32, le64
 from .locks import LockKind
 from .stack import Stack
 from .symbols import Symbols
+from .tasks import per_cpu_offsets
 from .waiters import StackRanges, base_name, past_scheduler
 
 __all__ = ["STRUCT", "percpu_rwsem_kind", "decode_percpu_rwsem", "readers", "find_writer_waits"]
@@ -43,13 +44,11 @@ WRITER_WAIT = "percpu_down_write"  # where a writer sleeps until the readers are
 def readers(k: Kernel, sem: int) -> Optional[int]:
     """The sum of ``read_count`` over the possible CPUs: how many readers hold ``sem``; None if unreadable."""
     try:
-        nr_cpus = min(k.u32(k.need_symbol("nr_cpu_ids")), MAX_CPUS)
-        offsets = k.read(k.need_symbol("__per_cpu_offset"), 8 * nr_cpus)
         counts = k.u64(sem + k.offset(STRUCT, "read_count"))
         total = 0
-        for cpu in range(nr_cpus):
+        for offset in per_cpu_offsets(k)[:MAX_CPUS]:
             try:
-                total += le32(k.read(counts + le64(offsets, 8 * cpu), 4), 0)
+                total += le32(k.read(counts + offset, 4), 0)
             except ReadError:
                 continue  # a possible CPU never brought up
         return total & 0xFFFFFFFF  # the per-CPU counts wrap: one CPU's +1 and another's -1 sum to 0

@@ -133,10 +133,18 @@ class Runqueue:
     clock_task: Optional[int] = None  # rq.clock_task: clock less IRQ and steal time, what se.exec_start counts in
 
 
-def per_cpu_runqueues(k: Kernel) -> list[Runqueue]:
-    """Each possible CPU's ``struct rq``: its current task, its idle task, its clock."""
+def per_cpu_offsets(k: Kernel) -> list[int]:
+    """``__per_cpu_offset[cpu]`` for each possible CPU (``nr_cpu_ids`` of them): add one to a per-cpu
+    variable's address for that CPU's copy."""
     nr_cpus = k.u32(k.need_symbol("nr_cpu_ids"))
     offsets = k.read(k.need_symbol("__per_cpu_offset"), 8 * nr_cpus)
+    return [le64(offsets, 8 * cpu) for cpu in range(nr_cpus)]
+
+
+def per_cpu_runqueues(k: Kernel) -> list[Runqueue]:
+    """Each possible CPU's ``struct rq``: its current task, its idle task, its clock."""
+    per_cpu = per_cpu_offsets(k)
+    nr_cpus = len(per_cpu)
     base = k.need_symbol("runqueues")
     rq_t = "struct rq"
     curr, idle, clock = k.offset(rq_t, "curr"), k.offset(rq_t, "idle"), k.offset(rq_t, "clock")
@@ -144,12 +152,12 @@ def per_cpu_runqueues(k: Kernel) -> list[Runqueue]:
     span = max(curr, idle, clock, clock_task[0] if clock_task else 0) + 8
     out = []
     for cpu in range(nr_cpus):
-        address = base + le64(offsets, 8 * cpu)
+        address = base + per_cpu[cpu]
         try:
             data = k.read(address, span)
         except ReadError:
             continue  # CPU possible but never brought up: its per-cpu area may be absent
-        out.append(Runqueue(cpu, address, le64(data, curr), le64(data, idle), le64(data, clock), le64(offsets, 8 * cpu),
+        out.append(Runqueue(cpu, address, le64(data, curr), le64(data, idle), le64(data, clock), per_cpu[cpu],
                             le64(data, clock_task[0]) if clock_task else None))
     return out
 
