@@ -56,13 +56,17 @@ def cases(values: Iterable[Any], kernels: Sequence[str] = samples.KERNELS, defau
           other_kernels: Optional[int] = None) -> list[tuple[str, tuple[Any, ...], bool]]:
     """(kernel, case, in the default run) for every kernel and case; a case that is not a tuple is one value."""
     values = [v if isinstance(v, tuple) else (v,) for v in values]
+    others = [kernel for kernel in kernels if kernel != samples.DEFAULT_KERNEL]
     out = []
     for k, kernel in enumerate(kernels):
         if kernel == samples.DEFAULT_KERNEL and default_product:
             default = set(values)
         elif kernel != samples.DEFAULT_KERNEL and other_kernels is not None:
-            n, start = len(values), k * len(values) // len(kernels)  # spread over the values, rotated
-            default = {values[(start + i * n // other_kernels) % n] for i in range(min(other_kernels, n))}
+            # Spread over the values, each other kernel its own: the j-th takes j, j + m, j + 2m, ... (m = how
+            # many other kernels), stretched over the values, so no two kernels share a case while values last.
+            n, j, m = len(values), others.index(kernel), len(others)
+            step = max(1, n // (m * other_kernels))
+            default = {values[((j + i * m) * step) % n] for i in range(min(other_kernels, n))}
         else:
             default = set(covering(values, k))
         out += [(kernel, case, case in default) for case in values]

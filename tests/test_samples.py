@@ -592,12 +592,14 @@ def test_a_thread_parked_in_s_counts_as_blocked_only_where_expected_says_so():
     assert builder.sleeping_states(samples.expected("kdl_rtmutex", samples.DEFAULT_KERNEL))["kdl_rt2"] == "D"
 
 
-def test_built_kernel_is_opt_in_and_keyed_by_its_config(monkeypatch):
+def test_built_kernel_is_in_the_default_run_and_keyed_by_its_config(monkeypatch):
     import catalog
     import kernelbuild
 
     monkeypatch.delenv("KDLGDB_KERNELS", raising=False)
-    assert "6.1-lockdep" not in catalog.selected_kernels()
+    assert catalog.selected_kernels() == catalog.DEBIAN_KERNELS + ("6.1-lockdep",)
+    monkeypatch.setenv("KDLGDB_KERNELS", "6.1.0-56-cloud-amd64")
+    assert catalog.selected_kernels() == ("6.1.0-56-cloud-amd64",)
     monkeypatch.setenv("KDLGDB_KERNELS", "6.1-lockdep 6.1.0-56-cloud-amd64 6.1-lockdep")
     assert catalog.selected_kernels() == ("6.1-lockdep", "6.1.0-56-cloud-amd64")
     kernel = catalog.LOCKDEP_KERNEL

@@ -62,7 +62,15 @@ LOCKDEP_KERNEL = BuiltKernel(
     config=GUEST_CONFIG + (
         "CONFIG_PROVE_LOCKING=y", "CONFIG_DEBUG_LOCK_ALLOC=y", "CONFIG_DEBUG_MUTEXES=y",
         "CONFIG_DEBUG_SPINLOCK=y", "CONFIG_DEBUG_RWSEMS=y", "CONFIG_DEBUG_ATOMIC_SLEEP=y", "CONFIG_LOCKDEP=y",
+        # kdl_freeze's guest: a RAM disk with ext2 (through ext4, as Debian builds it), frozen with fsfreeze.
+        # Built in rather than modules: this tree installs no modules.dep (build.guest_modules skips what
+        # modules.builtin lists).
+        "CONFIG_BLOCK=y", "CONFIG_BLK_DEV=y", "CONFIG_BLK_DEV_RAM=y", "CONFIG_BLK_DEV_RAM_SIZE=16384",
+        "CONFIG_EXT4_FS=y", "CONFIG_EXT4_USE_FOR_EXT2=y",
     ),
+    # In every default run since session 6: CI measured 788 s for the whole of .ci/run with the three Debian
+    # kernels, and the issue asks for every scenario on this kernel too.
+    default=True,
 )
 BUILT_KERNELS = {k.name: k for k in (LOCKDEP_KERNEL,)}
 

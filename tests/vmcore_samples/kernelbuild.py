@@ -181,6 +181,10 @@ def build(bk: BuiltKernel, cache: Path, log: Log) -> dict[str, Any]:
     fw_cfg.parent.mkdir(parents=True)
     _run(["strip", "--strip-debug", "-o", str(fw_cfg), str(tree / "drivers" / "firmware" / "qemu_fw_cfg.ko")],
          tree, "copying qemu_fw_cfg.ko", 60)
+    # What a scenario's guest_modules finds there (build.guest_modules): the one module installed, and the
+    # modules built in (a RAM disk, ext4), which it then leaves out.
+    (p["modules"] / "modules.dep").write_text("kernel/drivers/firmware/qemu_fw_cfg.ko:\n")
+    shutil.copyfile(tree / "modules.builtin", p["modules"] / "modules.builtin")
     info = {"name": bk.name, "source_package": bk.source_package, "source_version": source_version(bk),
             "release": (tree / "include" / "config" / "kernel.release").read_text().strip(),
             "vmlinux_mb": round(p["vmlinux"].stat().st_size / 2**20), "total_s": round(time.monotonic() - t0, 1),
