@@ -59,4 +59,7 @@ make -s -C crashext
 # Real dumps of the scenario modules (reused when their sources did not change); a kernel of ours is
 # built first (cached by source version and config; ~5 min on 2 idle cores).
 nice -n 10 python3 tests/vmcore_samples/build.py
+# An index of each vmlinux's DWARF: gdb then starts in 0.4 s of CPU instead of 3.9 s, crash in 2.6 s instead
+# of 6.4 s, and the tests start both hundreds of times.
+python3 tests/vmcore_samples/gdbindex.py
 echo "setup: done"
