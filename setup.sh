@@ -8,9 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# The kernels the real-kernel tests run on (tests/vmcore_samples/catalog.py KERNELS; $KDLGDB_KERNELS
-# chooses others, e.g. KDLGDB_KERNELS="6.1.0-56-cloud-amd64 6.1-lockdep" adds the lock-debugging kernel that
-# the sample builder compiles from Debian's linux-source-6.1). Debian's come with their packages.
+# The kernels the real-kernel tests run on (tests/vmcore_samples/catalog.py KERNELS): Debian's three, which come
+# with their packages, and the lock-debugging kernel the sample builder compiles from Debian's linux-source-6.1.
+# $KDLGDB_KERNELS chooses others, e.g. KDLGDB_KERNELS="6.1.0-56-cloud-amd64" for Debian's 6.1 alone.
 export KDLGDB_KERNELS="${KDLGDB_KERNELS:-$(python3 tests/vmcore_samples/build.py --list-kernels)}"
 read -r -a DEBIAN_KERNELS <<< "$(python3 tests/vmcore_samples/build.py --list-debian-kernels)"
 read -r -a KERNEL_PACKAGES <<< "$(python3 tests/vmcore_samples/build.py --list-packages)"
