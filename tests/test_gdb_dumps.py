@@ -132,7 +132,7 @@ def test_spinning_cpus_in_gdb(real_kernel: str) -> None:
             "while holding lock_a [kdl_spin]") in out
     assert (f"CPU 1: kdl_spin_b ({b}) spins on lock_a [kdl_spin] (held by kdl_spin_a ({a}), the task on CPU 0) "
             "while holding lock_b [kdl_spin]") in out
-    assert re.search(rf"^>\s+{a}\s+{a}\s+R\s+0\s", out, re.M) and re.search(rf"^>\s+{b}\s+{b}\s+R\s+1\s", out, re.M)
+    assert re.search(rf"^>\s+{a}\s+{a}\s+[0-9a-f]+\s+R\s+0\s", out, re.M) and re.search(rf"^>\s+{b}\s+{b}\s+[0-9a-f]+\s+R\s+1\s", out, re.M)
     frames = re.findall(r"^ *#\d+ \[\w+\] (\S+)", out.split(f"PID: {a} ")[1], re.M)
     assert frames[-1].startswith(("ret_from_fork", "ret_from_fork_asm"))
     # The dump may catch the CPU in an interrupt (the timer tick) on top of the spin: its frames come first.

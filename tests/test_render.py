@@ -67,11 +67,34 @@ def test_render_tasks():
     snap = abba()
     text = render_tasks(snap, [snap.tasks[1], snap.tasks[0], snap.tasks[5]])
     assert text.splitlines() == [
-        "      PID    TGID  ST      CPU    LAST-RAN  COMM",
-        "       91      91  D         0       12.4s  kdl_a",
-        "       92      92  D         1       12.3s  kdl_b",
-        ">     100     100  S         1         5ms  sh",
+        "      PID    TGID  TASK              ST      CPU    LAST-RAN  COMM",
+        "       91      91  ffff888003a1c000  D         0       12.4s  kdl_a",
+        "       92      92  ffff888003a20000  D         1       12.3s  kdl_b",
+        ">     100     100  ffff888003a30000  S         1         5ms  sh",
     ]
+
+
+def test_kd_tasks_takes_crash_state_names_and_times():
+    """kd-tasks -s takes ps letters and crash's names (UN is D), an unknown state is an error; -t keeps the tasks
+    that last ran at least that long ago, -l puts the longest first."""
+    from kdlgdb.frontends import commands
+
+    snap = abba()
+
+    def pids(*argv: str) -> list[int]:
+        return [t.pid for t in commands.select_tasks(snap, commands.parse("kd-tasks", list(argv)))]
+
+    d_tasks = [t.pid for t in snap.tasks if t.state == "D"]
+    assert d_tasks and pids("-s", "UN") == pids("-s", "D") == d_tasks
+    assert pids("-s", "UN,IN") == pids("-s", "DS") == [t.pid for t in snap.tasks if t.state in "DS"]
+    for bad in ("XY", "WA", "un"):
+        with pytest.raises(commands.UsageError, match=f"unknown state '{bad}'"):
+            pids("-s", bad)
+    slow = [t for t in snap.tasks if t.last_ran_ns is not None and t.last_ran_ns >= 12.35e9]
+    assert slow and pids("-t", "12.35") == [t.pid for t in slow] and 100 not in pids("-t", "1")
+    longest = pids("-l", "-s", "D")
+    ran = {t.pid: t.last_ran_ns for t in snap.tasks}
+    assert longest[0] == 91 and [ran[p] for p in longest] == sorted((ran[p] for p in longest), key=lambda v: -(v or -1))
 
 
 def test_render_bt():

@@ -12,6 +12,7 @@ from typing import Optional
 
 from . import report
 from .errors import KdlError
+from . import __version__
 from .gdbrun import run_batch
 
 __all__ = ["main"]
@@ -26,6 +27,7 @@ def _progress(done: int, total: int, dump: str) -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="kdlgdb", description="Find kernel deadlocks in a vmcore or a live kernel.")
+    p.add_argument("--version", action="version", version=f"kdlgdb {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     w = sub.add_parser("waitfor", help="print the wait-for graph (like kd-waitfor in gdb)")
     w.add_argument("vmlinux", help="the vmlinux with debug info that matches the kernel")

@@ -45,7 +45,11 @@ class _Parser(argparse.ArgumentParser):
 
 def _tasks_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="kd-tasks", description="List every task (all threads, and each CPU's idle task), like ps.")
-    p.add_argument("-s", "--states", help="only tasks in these states, e.g. D or DS")
+    p.add_argument("-s", "--states", help="only tasks in these states: ps letters (D, DS) or crash's names (UN, "
+                                          "RU,IN; two letters that are a crash name are that name: ST is stopped)")
+    p.add_argument("-t", "--min-time", type=float, metavar="SECONDS",
+                   help="only tasks that last ran at least SECONDS before the dump (blocked at least that long)")
+    p.add_argument("-l", "--longest", action="store_true", help="the tasks that last ran longest ago first")
     p.add_argument("-p", "--pid", type=int, help="only this pid")
     p.add_argument("pattern", nargs="?", help="only tasks whose command matches this regular expression")
     return p
@@ -151,10 +155,37 @@ def shows_source_lines(command: str, args: argparse.Namespace) -> bool:
     return command == "kd-bt" or (command == "kd-waitfor" and args.json)
 
 
+# The state names of crash's ps (its -S and the ST column) and the ps letter each is shown as here. crash's SW
+# (swapping), WA (waking) and NE (new) have no letter in the kernel's task_state_array: asked for, they are an error.
+CRASH_STATES = {"RU": "R", "IN": "S", "UN": "D", "ST": "T", "TR": "t", "DE": "X", "ZO": "Z", "PA": "P", "ID": "I"}
+PS_LETTERS = "RSDTtXZPI"
+
+
+def state_letters(spec: str) -> set[str]:
+    """The ps letters ``kd-tasks -s SPEC`` asks for: comma-separated parts, each a crash state name or ps letters."""
+    letters: set[str] = set()
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        if part in CRASH_STATES:
+            letters.add(CRASH_STATES[part.upper()])
+        elif all(c in PS_LETTERS for c in part):
+            letters.update(part)
+        else:
+            raise UsageError(f"kd-tasks: unknown state '{part}': use ps letters ({' '.join(PS_LETTERS)}) or crash's "
+                             f"names ({' '.join(CRASH_STATES)})")
+    return letters
+
+
 def select_tasks(snapshot: Snapshot, args: argparse.Namespace) -> list[Task]:
     tasks = snapshot.tasks
     if args.states:
-        tasks = [t for t in tasks if t.state in args.states]
+        wanted = state_letters(args.states)
+        tasks = [t for t in tasks if t.state in wanted]
+    if getattr(args, "min_time", None) is not None:
+        if all(t.last_ran_ns is None for t in snapshot.tasks):
+            raise UsageError("kd-tasks -t: this kernel records no time a task last ran (no CONFIG_SCHED_INFO)")
+        tasks = [t for t in tasks if t.last_ran_ns is not None and t.last_ran_ns >= args.min_time * 1e9]
+    if getattr(args, "longest", False):
+        tasks = sorted(tasks, key=lambda t: -1 if t.last_ran_ns is None else t.last_ran_ns, reverse=True)
     if args.pid is not None:
         tasks = [t for t in tasks if t.pid == args.pid]
     if args.pattern:

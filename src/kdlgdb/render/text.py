@@ -40,11 +40,12 @@ def format_last_ran(ns: Optional[int]) -> str:
 def render_tasks(snapshot: Snapshot, tasks: list[Task]) -> str:
     """A ``ps``-like table of ``tasks`` in the given order; ``>`` marks a task that is on a CPU."""
     rows = [
-        (">" if t.on_cpu else "", t.pid, t.tgid, t.state, t.cpu, format_last_ran(t.last_ran_ns), t.comm)
+        (">" if t.on_cpu else "", t.pid, t.tgid, f"{t.address:x}", t.state, t.cpu, format_last_ran(t.last_ran_ns), t.comm)
         for t in tasks
     ]
-    headers = ("", "PID", "TGID", "ST", "CPU", "LAST-RAN", "COMM")
-    return "\n".join(_table(rows, headers, ("left", "right", "right", "left", "right", "right", "left")))
+    # TASK: the task_struct's address, what a crash user works from (crash's ps prints it the same way).
+    headers = ("", "PID", "TGID", "TASK", "ST", "CPU", "LAST-RAN", "COMM")
+    return "\n".join(_table(rows, headers, ("left", "right", "right", "left", "left", "right", "right", "left")))
 
 
 def render_bt(snapshot: Snapshot, task: Task) -> str:
