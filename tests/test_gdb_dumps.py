@@ -107,6 +107,22 @@ def test_colour_and_pid_filter(real_kernel: str) -> None:
     assert "DEADLOCK" not in nothing
 
 
+def test_stacks_grouped_and_crash_state_names(real_kernel: str) -> None:
+    """kdl_mutex: kd-tasks -s UN lists what -s D lists, with each task_struct's address; kd-bt -g groups the
+    three waiters' stacks (their thread functions differ: three groups of one, each through the mutex slow
+    path); kd-waitfor --stacks prints the stack of each of the three after the graph."""
+    dump = samples.ensure_dump("kdl_mutex", False, real_kernel)
+    pids = {c: dump.truth["tasks"][c] for c in ("kdl_m1", "kdl_m2", "kdl_m3")}
+    un, d, groups, stacks = (shared_gdb(dump.vmlinux, dump.path, c).stdout
+                             for c in ("kd-tasks -s UN", "kd-tasks -s D", "kd-bt -g UN", "kd-waitfor --stacks"))
+    assert un == d and all(re.search(rf"^\s+{p}\s+{p}\s+[0-9a-f]{{16}}\s+D\s", un, re.M) for p in pids.values()), un
+    assert re.search(r"^3 tasks in 3 distinct stacks$", groups, re.M), groups
+    for comm, pid in pids.items():
+        assert f"1 task [D]: {comm} ({pid})" in groups and f"{comm}_fn [kdl_mutex]" in groups
+    assert groups.count("mutex_lock") >= 3 or groups.count("rt_mutex") >= 3, groups
+    assert stacks.index("DEADLOCK") < min(stacks.index(f"PID: {p} ") for p in pids.values()), stacks
+
+
 def test_spinning_cpus_in_gdb(real_kernel: str) -> None:
     """kdl_spin: each CPU's line names what it spins on, who holds that, and what it holds; kd-bt shows
     the on-CPU stacks from the CPUs' registers (GS base = the CPU's per-cpu offset)."""

@@ -1,6 +1,8 @@
 """Tests for kdlgdb.render (text, JSON, colour) on hand-built snapshots."""
 from __future__ import annotations
 
+import re
+
 import json
 
 import pytest
@@ -318,3 +320,23 @@ def test_render_waitfor_accounts_for_every_d_task():
         "  1 task in D in an unknown function: wait not decoded: e (5)",
     ]
     assert lines[-1] == "D tasks: 4, 1 in the graph above, 3 not decoded"
+
+
+def test_stacks_grouped_and_the_graph_s_stacks():
+    """kd-bt -g: identical call chains (offsets aside) are one group, the biggest first; kd-waitfor --stacks:
+    kd-bt of each task of each cycle (and those behind it) and chain, in the graph's order."""
+    from kdlgdb.analysis.graph import WaitForGraph
+    from kdlgdb.render.text import render_graph_stacks, render_stack_groups
+
+    snap = abba()
+    d_tasks = [t for t in snap.tasks if t.state == "D"]
+    text = render_stack_groups(snap, d_tasks)
+    chains = {tuple(f.symbol for f in t.frames) for t in d_tasks}
+    assert text.splitlines()[0] == f"{len(d_tasks)} tasks in {len(chains)} distinct stack{'s' if len(chains) > 1 else ''}"
+    assert all(f"{t.comm} ({t.pid})" in text for t in d_tasks)
+    assert render_stack_groups(snap, []) == "no task in those states"
+    graph = WaitForGraph(snap)
+    stacks = render_graph_stacks(snap, graph)
+    in_graph = [a for c in graph.cycles for a in c.tasks + c.blocked_behind] + [a for c in graph.chains for a in c.tasks + c.joined]
+    assert in_graph and [int(m) for m in re.findall(r"^PID: (\d+) ", stacks, re.M)] == [graph.task(a).pid for a in dict.fromkeys(in_graph)]
+    assert render_graph_stacks(snap, graph, pid=100) == "stacks: no task in a cycle or chain"

@@ -57,7 +57,10 @@ def _tasks_parser() -> argparse.ArgumentParser:
 
 def _bt_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="kd-bt", description="Kernel stack of a task, sleeping ones included.")
-    p.add_argument("task", help="pid, task_struct address (0x...), or a unique command name")
+    p.add_argument("task", nargs="?", help="pid, task_struct address (0x...), or a unique command name")
+    p.add_argument("-g", "--group", nargs="?", const="D", metavar="STATES",
+                   help="the stacks of all tasks in STATES (default D; ps letters or crash's names, as kd-tasks -s), "
+                        "grouped by identical stack, the most common first (crash's foreach UN bt, summarised)")
     return p
 
 
@@ -79,6 +82,7 @@ def _waitfor_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="kd-waitfor", description="The wait-for graph: who waits on what, who holds it, and deadlock cycles.")
     p.add_argument("--json", action="store_true", help="print the graph as JSON")
     p.add_argument("-p", "--pid", type=int, help="only the cycle or chain this pid is in")
+    p.add_argument("--stacks", action="store_true", help="after the graph, the stack of each task in a cycle or chain")
     return p
 
 
@@ -170,7 +174,7 @@ def state_letters(spec: str) -> set[str]:
         elif all(c in PS_LETTERS for c in part):
             letters.update(part)
         else:
-            raise UsageError(f"kd-tasks: unknown state '{part}': use ps letters ({' '.join(PS_LETTERS)}) or crash's "
+            raise UsageError(f"unknown state '{part}': use ps letters ({' '.join(PS_LETTERS)}) or crash's "
                              f"names ({' '.join(CRASH_STATES)})")
     return letters
 
@@ -182,7 +186,7 @@ def select_tasks(snapshot: Snapshot, args: argparse.Namespace) -> list[Task]:
         tasks = [t for t in tasks if t.state in wanted]
     if getattr(args, "min_time", None) is not None:
         if all(t.last_ran_ns is None for t in snapshot.tasks):
-            raise UsageError("kd-tasks -t: this kernel records no time a task last ran (no CONFIG_SCHED_INFO)")
+            raise UsageError("-t: this kernel records no time a task last ran (no CONFIG_SCHED_INFO)")
         tasks = [t for t in tasks if t.last_ran_ns is not None and t.last_ran_ns >= args.min_time * 1e9]
     if getattr(args, "longest", False):
         tasks = sorted(tasks, key=lambda t: -1 if t.last_ran_ns is None else t.last_ran_ns, reverse=True)
@@ -214,6 +218,13 @@ def run(command: str, args: argparse.Namespace, snapshot: Optional[Snapshot], co
     if command == "kd-tasks":
         return render_text.render_tasks(snapshot, select_tasks(snapshot, args))
     if command == "kd-bt":
+        if args.group is not None:
+            if args.task:
+                raise UsageError("give a task or -g, not both")
+            wanted = state_letters(args.group)
+            return render_text.render_stack_groups(snapshot, [t for t in snapshot.tasks if t.state in wanted])
+        if not args.task:
+            raise UsageError("which task? (a pid, a task_struct address or a command name; or -g)")
         return render_text.render_bt(snapshot, find_task(snapshot, args.task))
     if command == "kd-held":
         tasks = [find_task(snapshot, args.task)] if args.task else snapshot.tasks
@@ -229,7 +240,10 @@ def run(command: str, args: argparse.Namespace, snapshot: Optional[Snapshot], co
         lockdep = lockdep_findings(snapshot, graph, kernel)
         if args.json:
             return json.dumps(render_json.waitfor_json(snapshot, graph, lockdep), indent=2)
-        return render_text.render_waitfor(snapshot, graph, color=color, pid=args.pid, lockdep=lockdep)
+        text = render_text.render_waitfor(snapshot, graph, color=color, pid=args.pid, lockdep=lockdep)
+        if args.stacks:
+            text += "\n\n" + render_text.render_graph_stacks(snapshot, graph, pid=args.pid)
+        return text
     raise KdlError(f"unknown command {command}")
 
 

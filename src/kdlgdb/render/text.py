@@ -62,6 +62,41 @@ def render_bt(snapshot: Snapshot, task: Task) -> str:
     return "\n".join(lines)
 
 
+def render_stack_groups(snapshot: Snapshot, tasks: list[Task]) -> str:
+    """The stacks of ``tasks`` grouped by identical call chain (the functions, not their offsets), the biggest
+    group first: a count, the tasks, then the shared frames."""
+    groups: dict[tuple[str, ...], list[Task]] = {}
+    for task in tasks:
+        key = tuple(f"{f.symbol}{' [' + f.module + ']' if f.module else ''}" if f.symbol else f"{f.pc:#x}"
+                    for f in task.frames)
+        groups.setdefault(key, []).append(task)
+    if not groups:
+        return "no task in those states"
+    lines = [f"{_plural(len(tasks), 'task')} in {_plural(len(groups), 'distinct stack')}"]
+    for key, members in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[1][0].pid)):
+        names = ", ".join(f"{t.comm} ({t.pid})" for t in members[:8]) + (", ..." if len(members) > 8 else "")
+        states = "".join(sorted({t.state for t in members}))
+        lines += ["", f"{_plural(len(members), 'task')} [{states}]: {names}"]
+        lines += [f"  {'#' + str(n):>3} {name}" for n, name in enumerate(key)] or ["    (no stack frames)"]
+    return "\n".join(lines)
+
+
+def render_graph_stacks(snapshot: Snapshot, graph: WaitForGraph, pid: Optional[int] = None) -> str:
+    """``kd-bt`` of each task in a cycle or chain of ``graph`` (only those of ``pid``'s when given), in the
+    order the graph lists them."""
+    groups = [c.tasks + c.blocked_behind for c in graph.cycles] + [c.tasks + c.joined for c in graph.chains]
+    by_pid = {t.pid: t.address for t in snapshot.tasks}
+    if pid is not None:
+        groups = [g for g in groups if by_pid.get(pid) in g]
+    seen: list[int] = []
+    for group in groups:
+        seen += [a for a in group if a not in seen]
+    tasks = [t for t in (graph.task(a) for a in seen) if t is not None]
+    if not tasks:
+        return "stacks: no task in a cycle or chain"
+    return "\n\n".join(render_bt(snapshot, t) for t in tasks)
+
+
 def render_held(snapshot: Snapshot, tasks: list[Task]) -> str:
     """lockdep's held_locks of ``tasks``, as lockdep's own "Showing all locks held in the system" prints them
     (``#n: <lockdep_map address> (<class>), at: <where taken>``), each entry with its mode, and the lock it is
