@@ -84,6 +84,19 @@ def name_locks(k: Kernel, locks: list[Lock], tasks: dict[int, Task], thread_size
             lock.naming = namer.name(lock.address, lock.type)
         except (ReadError, CorruptError):
             lock.naming = None  # unreadable: the address stays its name
+    # A lock named after another one ("readers of percpu_rwsem 0x…", kernel/percpu_rwsem.py) takes that one's name.
+    by_address = {lk.address: lk for lk in locks}
+    for lock in wanted:
+        other = lock.details.get("semaphore") if lock.label else None
+        if not isinstance(other, str) or f"percpu_rwsem {other}" not in (lock.label or ""):
+            continue
+        sem = by_address.get(int(other, 16))
+        try:
+            naming = sem.naming if sem is not None else namer.name(int(other, 16), "percpu_rwsem")
+        except (ReadError, CorruptError):
+            naming = None
+        if naming is not None:
+            lock.label = lock.label.replace(f"percpu_rwsem {other}", naming.text)
 
 
 class Namer:
