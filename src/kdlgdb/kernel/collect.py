@@ -181,7 +181,7 @@ def collect(source: Target | Kernel, progress: Optional[Progress] = None, source
     snap.locks = sorted(locks.values(), key=lambda lk: lk.address)
     for lock in snap.locks:
         lock.symbol, lock.module = symbols.name(lock.address)
-    name_locks(k, snap.locks, tasks, stacks.thread_size)  # the heap object, per-CPU variable or stack of the others
+    name_locks(k, snap.locks, tasks, stacks.thread_size, symbols)  # the heap object, per-CPU variable or stack of the others
     return snap
 
 

@@ -5,7 +5,9 @@ In order of preference (a symbol comes first and is not made here):
 - a field of a heap object: the SLUB cache of the object the lock lies in (``kernel/slab.py``), and where
   the cache says the type, the member: ``i_rwsem of struct inode 0xffff… (ext2 ram0, ino 12,
   ext4_inode_cache)``, ``pi_lock of struct task_struct 0xffff… (kdl_a (93), task_struct)``; where it does not
-  (``kmalloc-*``, a driver's own cache), the cache and the offset, no more: ``kmalloc-64 object 0xffff…+0x8``;
+  (``kmalloc-*``, a driver's own cache), the cache and the offset, no more: ``kmalloc-64 object 0xffff…+0x8``,
+  and a module's pointer variable that points to the object, when one does (its kallsyms, in the dump:
+  ``kmalloc-64 object 0xffff…+0x8 (*kdl_dev [kdl_exit])``);
 - a per-CPU variable: ``runqueues+0x10 [per-cpu, CPU 1]``;
 - a stack object: ``mutex on the stack of kdl_a (93), in kdl_a_fn's frame``.
 
@@ -28,10 +30,12 @@ from ..model import Lock, Naming, Task
 from .layout import Kernel, le64
 from .list import list_for_each
 from .slab import SlabObject, SlabReader
+from .symbols import Symbols
 
 __all__ = ["name_locks", "Namer", "CACHE_TYPES", "LOCK_MEMBERS"]
 
 MAX_SUPERBLOCKS = 100_000
+POINTER_SPAN = 16 * 4096  # module pointer variables closer than this are read together
 
 # Caches whose objects are one C type, starting at the object (the kernel's own kmem_cache_create names).
 CACHE_TYPES = {
@@ -73,12 +77,12 @@ LOCK_MEMBERS = {
 
 
 def name_locks(k: Kernel, locks: list[Lock], tasks: dict[int, Task], thread_size: int,
-               per_cpu: Optional[list[int]] = None) -> None:
-    """Set ``naming`` of every lock that has no symbol (and no name of its own kind, ``label``)."""
+               symbols: Optional[Symbols] = None, per_cpu: Optional[list[int]] = None) -> None:
+    """Set ``naming`` of every lock that has no symbol (``name()`` prefers a ``label`` of its kind to it)."""
     wanted = [lk for lk in locks if lk.symbol is None]
     if not wanted:
         return
-    namer = Namer(k, tasks, thread_size, per_cpu)
+    namer = Namer(k, tasks, thread_size, symbols, per_cpu)
     for lock in wanted:
         try:
             lock.naming = namer.name(lock.address, lock.type)
@@ -96,14 +100,17 @@ def name_locks(k: Kernel, locks: list[Lock], tasks: dict[int, Task], thread_size
         except (ReadError, CorruptError):
             naming = None
         if naming is not None:
-            lock.label = lock.label.replace(f"percpu_rwsem {other}", naming.text)
+            lock.label = (lock.label or "").replace(f"percpu_rwsem {other}", naming.text)
 
 
 class Namer:
     """Names for addresses of one snapshot; reads are kept for its life."""
 
-    def __init__(self, k: Kernel, tasks: dict[int, Task], thread_size: int, per_cpu: Optional[list[int]] = None) -> None:
+    def __init__(self, k: Kernel, tasks: dict[int, Task], thread_size: int, symbols: Optional[Symbols] = None,
+                 per_cpu: Optional[list[int]] = None) -> None:
         self.k = k
+        self.symbols = symbols
+        self._pointers: Optional[dict[int, str]] = None
         self.tasks = tasks
         self.thread_size = thread_size
         self.slabs = SlabReader(k)
@@ -165,8 +172,33 @@ class Namer:
         if named is not None:
             return named
         at = f"+{found.offset:#x}" if found.offset else ""
-        return Naming("heap", f"{cache} object {found.object:#x}{at}", object=found.object, offset=found.offset,
-                      cache=cache)
+        pointer = self.module_pointers().get(found.object)
+        details = {"pointer": pointer} if pointer else {}
+        return Naming("heap", f"{cache} object {found.object:#x}{at}" + (f" (*{pointer})" if pointer else ""),
+                      object=found.object, offset=found.offset, cache=cache, details=details)
+
+    def module_pointers(self) -> dict[int, str]:
+        """``{value: "variable [module]"}`` of every 8-byte variable of every module (its kallsyms), read once:
+        the module's own pointer to an object it allocated."""
+        if self._pointers is not None:
+            return self._pointers
+        self._pointers = {}
+        if self.symbols is None:
+            return self._pointers
+        for module in self.symbols.modules:
+            variables = sorted((v, name) for v, size, name in self.symbols.module_symbols(module)
+                               if size == 8 and not module.text[0] <= v < module.text[1])
+            while variables:
+                group = [v for v in variables if v[0] < variables[0][0] + POINTER_SPAN]
+                variables = variables[len(group):]
+                start = group[0][0]
+                try:
+                    data = self.k.read(start, group[-1][0] + 8 - start)
+                except ReadError:
+                    continue
+                for value, name in group:
+                    self._pointers.setdefault(le64(data, value - start), f"{name} [{module.name}]")
+        return self._pointers
 
     def _typed(self, address: int, found: SlabObject, type_name: str, start: int,
                detail: Optional[tuple[str, dict]] = None) -> Optional[Naming]:
