@@ -90,8 +90,7 @@ static int kdl_ino_holder_fn(void *data)
 		pr_info("kdl-info inodes dir %px ino %lu file %px ino %lu\n", dir, dir->i_ino, file, file->i_ino);
 	dev->log = file;
 	complete_all(&kdl_locked);
-	for (;;)
-		msleep(1000);	/* D, holding both i_rwsem */
+	kdl_idle_forever();	/* D in msleep(), holding both i_rwsem */
 	return 0;
 }
 
