@@ -262,7 +262,7 @@ def test_the_module_variable_that_points_to_a_kmalloc_object() -> None:
     m.put64(variable, OBJECTS + 128)
     lock = Lock(OBJECTS + 128 + 8, "mutex")
     name_locks(m, [lock], {}, 16384, ModuleSymbols(variable, "kdl_exit"))  # type: ignore[arg-type]
-    assert lock.name() == f"kmalloc-64 object {OBJECTS + 128:#x}+0x8 (*kdl_dev [kdl_exit])"
+    assert lock.name() == f"kmalloc-64 object {OBJECTS + 128:#x}+0x8 (pointed to by kdl_dev [kdl_exit])"
     assert lock.naming is not None and lock.naming.details == {"pointer": "kdl_dev [kdl_exit]"}
 
 

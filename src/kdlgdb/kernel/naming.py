@@ -7,7 +7,7 @@ In order of preference (a symbol comes first and is not made here):
   ext4_inode_cache)``, ``pi_lock of struct task_struct 0xffff… (kdl_a (93), task_struct)``; where it does not
   (``kmalloc-*``, a driver's own cache), the cache and the offset, no more: ``kmalloc-64 object 0xffff…+0x8``,
   and a module's pointer variable that points to the object, when one does (its kallsyms, in the dump:
-  ``kmalloc-64 object 0xffff…+0x8 (*kdl_dev [kdl_exit])``);
+  ``kmalloc-64 object 0xffff…+0x8 (pointed to by kdl_dev [kdl_exit])``);
 - a per-CPU variable: ``runqueues+0x10 [per-cpu, CPU 1]``;
 - a stack object: ``mutex on the stack of kdl_a (93), in kdl_a_fn's frame``.
 
@@ -174,7 +174,7 @@ class Namer:
         at = f"+{found.offset:#x}" if found.offset else ""
         pointer = self.module_pointers().get(found.object)
         details = {"pointer": pointer} if pointer else {}
-        return Naming("heap", f"{cache} object {found.object:#x}{at}" + (f" (*{pointer})" if pointer else ""),
+        return Naming("heap", f"{cache} object {found.object:#x}{at}" + (f" (pointed to by {pointer})" if pointer else ""),
                       object=found.object, offset=found.offset, cache=cache, details=details)
 
     def module_pointers(self) -> dict[int, str]:
