@@ -54,7 +54,7 @@ class SlabReader:
 
     def __init__(self, k: Kernel) -> None:
         self.k = k
-        self._layout: Optional[tuple[int, int, int, int, int]] = None  # page size, compound_head, slab_cache, bases
+        self._layout: Optional[tuple[int, int, int]] = None  # sizeof(struct page), compound_head, slab_cache offsets
         self._caches: Optional[dict[int, tuple[int, int, int, int]]] = None  # address -> (name ptr, size, object_size, pad)
         self._named: dict[int, SlabCache] = {}
         self._pages: dict[int, bytes] = {}
@@ -65,7 +65,7 @@ class SlabReader:
         k = self.k
         if self._layout is not None:
             return self._layout[0] > 0
-        self._layout = (0, 0, 0, 0, 0)
+        self._layout = (0, 0, 0)  # until detected: no slab lookups
         try:
             self.direct_map = self._base("page_offset_base", DIRECT_MAP)
             self.vmalloc = self._base("vmalloc_base", VMALLOC)
@@ -80,7 +80,7 @@ class SlabReader:
         cache = cache or k.member("struct page", "slab_cache")
         if not page_size or head is None or cache is None or not k.has_member("struct kmem_cache", "list"):
             return False
-        self._layout = (page_size, head[0], cache[0], 0, 0)
+        self._layout = (page_size, head[0], cache[0])
         return True
 
     def _base(self, name: str, default: int) -> int:
@@ -140,7 +140,7 @@ class SlabReader:
         if not self.in_direct_map(address):
             return None
         assert self._layout is not None
-        page_size, head_off, cache_off = self._layout[:3]
+        page_size, head_off, cache_off = self._layout
         page = self.vmemmap + ((address - self.direct_map) >> PAGE_SHIFT) * page_size
         try:
             data = self._page(page)
