@@ -7,11 +7,14 @@ with the kernel's own, not with another kdlgdb run.
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import samples
 
 CERTAIN_TYPES = {"mutex", "rt_mutex"}  # the kernel records their owner
+# A lock named by its address alone ("mutex 0xffff…", "readers of percpu_rwsem 0xffff…"), not by what it is in.
+BARE = re.compile(r"(^|\bof )[a-z_]+ 0x[0-9a-f]+$")
 
 
 def _rotate(seq: list[Any]) -> list[Any]:
@@ -57,8 +60,10 @@ def check_waitfor(doc: dict[str, Any], expected: dict[str, Any], truth: dict[str
             continue
         assert lock is not None, f"{name} ({address[name]}) missing from locks"
         assert lock["type"] == kind
-        if name in expected.get("heap_locks", ()):  # kmalloc'd: no symbol names it
+        if name in expected.get("heap_locks", ()):  # kmalloc'd: no symbol names it, its object does
             assert lock["symbol"] is None, f"{name}: {lock}"
+            for part in expected.get("lock_names", {}).get(name, ()):
+                assert part in lock["name"], f"{name}: {part!r} not in {lock['name']!r}"
         else:
             assert (lock["symbol"], lock["module"]) == (name, module)
         assert sorted(lock["waiters"]) == waiters, f"{name} waiters {lock['waiters']} != {waiters}"
@@ -102,6 +107,8 @@ def check_waitfor(doc: dict[str, Any], expected: dict[str, Any], truth: dict[str
         assert ctx is not None, f"{comm} has no cpu_context"
         assert (ctx["cpu"], ctx["context"]) == (where["cpu"], where["context"]), f"{comm}: {ctx}"
         assert tasks[pid[comm]]["on_cpu"] and tasks[pid[comm]]["stack"], f"{comm}: no frames on its CPU"
+    for lock in doc["locks"]:  # every lock named better than by its bare address
+        assert not BARE.search(lock["name"]), f"{lock['address']} is named {lock['name']!r}"
     d_state = {t["pid"] for t in doc["tasks"] if t["state"] == "D"}
     assert {pid[c] for c in expected["waits"] if states.get(c, "D") == "D"} <= d_state
     for comm in expected["waits"]:

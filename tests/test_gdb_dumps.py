@@ -233,3 +233,30 @@ def test_lockdep_held_locks_and_reports(real_kernel: str) -> None:
     report = kdlgdb("report", str(dump.vmlinux), str(dump.path), "--format", "txt", "-o", "-")
     section = report.stdout.split("== lockdep's reports ==")[1].split("==")[0]
     assert "possible circular locking dependency detected" in section and ": this is deadlock 1" in section
+
+
+def test_heap_locks_named_by_their_objects(real_kernel: str) -> None:
+    """kdl_inode: each i_rwsem is named by the struct inode the module printed (its address, inode number, the
+    filesystem and the slab cache ext2's inodes live in: ext4's), and the driver struct's mutex by the kmalloc
+    object the module printed, its offset, and the module variable that points to it."""
+    dump = samples.ensure_dump("kdl_inode", True, real_kernel)
+    console = dump.console_log.read_text()
+    printed = re.search(r"kdl-info inodes dir ([0-9a-f]+) ino (\d+) file ([0-9a-f]+) ino (\d+)", console)
+    obj = re.search(r"kdl-info object kdl_ino_dev ([0-9a-f]+) size (\d+)", console)
+    assert printed and obj, console[-2000:]
+    _, doc = kd_waitfor_json(dump.vmlinux, dump.path)
+    locks = {lk["address"]: lk for lk in doc["locks"]}
+    for lock, inode, ino in (("i_rwsem_dir", printed.group(1), printed.group(2)), ("i_rwsem_file", printed.group(3), printed.group(4))):
+        naming = locks[dump.truth["locks"][lock]["address"]]["naming"]
+        assert (naming["kind"], naming["type"], naming["member"], naming["cache"]) == ("heap", "struct inode", "i_rwsem", "ext4_inode_cache")
+        assert int(naming["container"], 16) == int(inode, 16), naming
+        assert naming["details"]["ino"] == int(ino) and naming["details"]["filesystem"] == "ext2 ram0", naming
+        assert naming["text"] == f"i_rwsem of struct inode {naming['container']} (ext2 ram0, ino {ino}, ext4_inode_cache)"
+    dev = locks[dump.truth["locks"]["dev_lock"]["address"]]
+    naming = dev["naming"]
+    start, size = int(obj.group(1), 16), int(obj.group(2))
+    assert int(naming["object"], 16) == start and naming["offset"] == int(dev["address"], 16) - start == 8, naming
+    cache_size = int(naming["cache"].removeprefix("kmalloc-").replace("k", "000"))
+    assert naming["cache"].startswith("kmalloc-") and size <= cache_size < 2 * size + 64, naming
+    assert naming["details"] == {"pointer": "kdl_ino_dev [kdl_inode]"}
+    assert dev["name"] == f"{naming['cache']} object {start:#x}+0x8 (pointed to by kdl_ino_dev [kdl_inode])"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-__all__ = ["Frame", "BlockedIn", "CpuContext", "HeldLock", "Task", "Owner", "Lock", "Problem", "Snapshot"]
+__all__ = ["Frame", "BlockedIn", "CpuContext", "HeldLock", "Task", "Owner", "Naming", "Lock", "Problem", "Snapshot"]
 
 CERTAIN = "certain"  # the kernel's own record (mutex.owner, a write-held rw_semaphore's owner, rt_mutex_base.owner)
 INFERRED = "inferred"  # evidence from code or the stack, not a record
@@ -130,6 +130,23 @@ class Owner:
 
 
 @dataclass
+class Naming:
+    """Where a lock that no symbol names lives, as a user would name it (kernel/naming.py)."""
+
+    kind: str  # "heap" (a slab object), "percpu" (a per-CPU variable), "stack" (on a task's kernel stack)
+    text: str  # "i_rwsem of struct inode 0xffff… (ext2 ram0, ino 12, ext4_inode_cache)", "kmalloc-64 object 0x…+0x8"
+    object: Optional[int] = None  # heap: the object's start; stack: the task_struct
+    offset: Optional[int] = None  # of the lock from the object's start (heap), from the variable's (percpu)
+    cache: Optional[str] = None  # heap: the slab cache, "ext4_inode_cache", "kmalloc-64"
+    type: Optional[str] = None  # heap: the C type the lock is a member of, when known: "struct inode"
+    member: Optional[str] = None  # heap: the member path in that type, "i_rwsem", "i_data.i_mmap_rwsem"
+    container: Optional[int] = None  # heap: the address of that type's instance (the inode inside ext4_inode_info)
+    cpu: Optional[int] = None  # percpu: the CPU whose copy it is
+    symbol: Optional[str] = None  # percpu: the variable, "runqueues+0x10"; stack: the function whose frame holds it
+    details: dict[str, Any] = field(default_factory=dict)  # what identifies the object: {"ino": 12, "filesystem": ...}
+
+
+@dataclass
 class Lock:
     """A lock that at least one task waits on."""
 
@@ -144,6 +161,8 @@ class Lock:
     label: Optional[str] = None
     # A holder that is not a task: "the freeze of ext2 /dev/ram0 on /mnt (fsfreeze --unfreeze /mnt thaws it)"
     holder: Optional[str] = None
+    # Where it lives when no symbol names it: a heap object, a per-CPU variable, a task's stack.
+    naming: Optional[Naming] = None
 
     def current_owners(self) -> list[Owner]:
         """The owners believed to hold it: all but the STALE ones (an owner field that cannot be true)."""
@@ -157,7 +176,7 @@ class Lock:
         if self.label is not None:
             return self.label
         if self.symbol is None:
-            return f"{self.type} {self.address:#x}"
+            return self.naming.text if self.naming is not None else f"{self.type} {self.address:#x}"
         return f"{self.symbol} [{self.module}]" if self.module else self.symbol
 
 
@@ -205,7 +224,8 @@ class Snapshot:
             for t in data.get("tasks", [])
         ]
         locks = [
-            Lock(**{**lk, "owners": [Owner(**o) for o in lk.get("owners", [])]})
+            Lock(**{**lk, "owners": [Owner(**o) for o in lk.get("owners", [])],
+                    "naming": Naming(**lk["naming"]) if lk.get("naming") else None})
             for lk in data.get("locks", [])
         ]
         problems = [Problem(**p) for p in data.get("problems", [])]

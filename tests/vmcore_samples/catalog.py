@@ -96,7 +96,7 @@ KERNELS = selected_kernels()
 
 # The scenario modules under scenarios/ that the tests use (each is also a sample of its own name).
 SCENARIOS = ("kdl_abba", "kdl_mutex", "kdl_rwsem", "kdl_control", "kdl_rtmutex", "kdl_chain", "kdl_spin", "kdl_irq",
-             "kdl_flush", "kdl_pcpu", "kdl_freeze", "kdl_exit", "kdl_rtdeadlk", "kdl_spinjob")
+             "kdl_flush", "kdl_pcpu", "kdl_freeze", "kdl_exit", "kdl_rtdeadlk", "kdl_spinjob", "kdl_inode")
 
 # Dump forms: kind -> file name suffix. "elf" is QEMU's paging ELF (gdb reads it
 # directly); the others need kdlgdb's own reader (or crash).
@@ -157,6 +157,8 @@ SCENARIO_SAMPLES = {
     "kdl_exit": Sample("kdl_exit", kinds=ANALYSIS_KINDS),
     "kdl_rtdeadlk": Sample("kdl_rtdeadlk", kinds=ANALYSIS_KINDS),
     "kdl_spinjob": Sample("kdl_spinjob", kinds=ANALYSIS_KINDS),  # spinlock holders through pointers: CPU notes
+    # Real kernel locks in heap objects (an inode's i_rwsem, a kmalloc'd driver struct's mutex): named by object.
+    "kdl_inode": Sample("kdl_inode", kinds=ANALYSIS_KINDS),
 }
 DEFAULT_SAMPLES = SCENARIOS + ("kdl_scale_1k",)
 

@@ -11,6 +11,7 @@ from .blocked import find_blocked_in
 from .cpus import CpuState, apply_cpu_states, cpu_states
 from .held import CodeReader
 from .layout import Kernel, le64
+from .naming import name_locks
 from .lockdep import LockdepLayout, held_lock_owners, lockdep_on, read_held_locks, task_held_locks
 from .locks import LockKind, lock_kinds, last_reader
 from .freeze import name_freezes
@@ -180,6 +181,7 @@ def collect(source: Target | Kernel, progress: Optional[Progress] = None, source
     snap.locks = sorted(locks.values(), key=lambda lk: lk.address)
     for lock in snap.locks:
         lock.symbol, lock.module = symbols.name(lock.address)
+    name_locks(k, snap.locks, tasks, stacks.thread_size, symbols)  # the heap object, per-CPU variable or stack of the others
     return snap
 
 

@@ -80,6 +80,12 @@ class Symbols:
             return None, None
         return (sym if offset == 0 else f"{sym}+{offset:#x}"), module
 
+    def module_symbols(self, module: Module) -> list[tuple[int, int, str]]:
+        """The symbols of a module as (value, size, name), sorted by value (read once)."""
+        if module._symbols is None:
+            module._symbols = self._read_kallsyms(module)
+        return module._symbols
+
     # -- modules ------------------------------------------------------------
     def _read_modules(self) -> list[Module]:
         k = self.k
@@ -143,9 +149,7 @@ class Symbols:
         return regions_old
 
     def _module_symbol(self, module: Module, address: int) -> tuple[Optional[str], int]:
-        if module._symbols is None:
-            module._symbols = self._read_kallsyms(module)
-        symbols = module._symbols
+        symbols = self.module_symbols(module)
         i = bisect.bisect_right(symbols, (address, 1 << 64, "")) - 1
         if i < 0:
             return None, 0

@@ -7,13 +7,14 @@ sorted (tasks by pid then address, locks by address) so output is stable.
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any, Optional
 
 from ..analysis.graph import Chain, Cycle, Edge, WaitForGraph
 from ..analysis.kernlog import LockdepFindings, LockdepReport
-from ..model import BlockedIn, HeldLock, Lock, Snapshot, Task
+from ..model import BlockedIn, HeldLock, Lock, Naming, Snapshot, Task
 
-__all__ = ["waitfor_json", "held_json", "held_lock_json", "tasks_json", "task_json", "blocked_in_json", "lock_json", "cycle_json", "chain_json", "edge_json"]
+__all__ = ["waitfor_json", "held_json", "held_lock_json", "tasks_json", "task_json", "blocked_in_json", "lock_json", "naming_json", "cycle_json", "chain_json", "edge_json"]
 
 
 def _hex(address: Optional[int]) -> Optional[str]:
@@ -159,9 +160,22 @@ def lock_json(lock: Lock, graph: WaitForGraph, tasks: dict[int, Task]) -> dict[s
         "waiters": [_pid(tasks, t) for t in waiters],
         "details": _plain(lock.details),
         "name": lock.name(),
+        "naming": naming_json(lock.naming),
         "holder": lock.holder,
         "waiter_tasks": [_hex(t) for t in waiters],
     }
+
+
+def naming_json(naming: Optional[Naming]) -> Optional[dict[str, Any]]:
+    """Where a lock with no symbol lives (``Lock.naming``), addresses in hex; None when it has a symbol or
+    nothing better than its address is known."""
+    if naming is None:
+        return None
+    out = {key: value for key, value in asdict(naming).items() if value is not None}
+    for key in ("object", "container"):
+        if key in out:
+            out[key] = _hex(out[key])
+    return out
 
 
 def cycle_json(cycle: Cycle, tasks: dict[int, Task]) -> dict[str, Any]:

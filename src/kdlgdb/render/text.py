@@ -155,7 +155,7 @@ class _Names:
 
 def _lock_lines(lock: Lock, graph: WaitForGraph, names: _Names) -> list[str]:
     head = f"{lock.type} {lock.address:#x}"
-    if lock.symbol is not None:
+    if lock.symbol is not None or lock.naming is not None:
         head += "  " + names.lock(lock.address)
     lines = [head]
     if lock.owners:
