@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..errors import ReadError
-from ..model import Frame
+from ..model import Frame, Problem, Task
 from .layout import Kernel
 from .orc import KernelOrc, module_finder
 from .stack import Stack, StackReader
 from .symbols import Symbols
 from .unwind import FRAME_POINTERS, ORC, SCAN, Unwind, start_blocked, start_registers, unwind
 
-__all__ = ["Backtrace", "Backtracer"]
+__all__ = ["Backtrace", "Backtracer", "scan_frames"]
 
 
 @dataclass
@@ -96,3 +96,14 @@ class Backtracer:
             self._frames[pc] = self.symbols.lookup(pc)
         return self._frames[pc]
 
+
+
+def scan_frames(k: Kernel, task: Task) -> list[Frame]:
+    """The old stack scan of a sleeping task (``kd-bt -s``): every return address from ``thread.sp`` up.
+    A task on a CPU has no meaningful saved sp: its own frames (from the CPU's registers) are given."""
+    if task.on_cpu:
+        return task.frames
+    problems: list[Problem] = []
+    reader = StackReader(k, Symbols(k, problems))
+    stack = reader.read(task.stack_base, k.u64(task.address + k.offset("struct task_struct", "thread.sp")))
+    return reader.frames(stack) if stack is not None else []

@@ -167,6 +167,7 @@ class KernelOrc:
         self._blocks: dict[int, Optional[OrcTable]] = {}
         self._modules: dict[int, Optional[OrcTable]] = {}
         self._found: dict[int, Optional[OrcEntry]] = {}
+        self._ips: dict[int, int] = {}
         self.problems: list[str] = []
 
     def find(self, ip: int) -> Optional[OrcEntry]:
@@ -189,13 +190,35 @@ class KernelOrc:
                 self._blocks[block] = self._read_block(block)
             table = self._blocks[block]
             return table.find(ip) if table is not None else None
+        if self.k.in_image(ip):
+            return self._find_whole(ip)  # init text (freed after boot, its entries stay): the kernel searches all
         module = self.modules(ip)
         if module is None:
-            return None  # init text (freed after boot), BPF, ftrace trampolines: the caller guesses
+            return None  # BPF, ftrace trampolines: the caller guesses
         if module not in self._modules:
             self._modules[module] = self._read_module(module)
         table = self._modules[module]
         return table.find(ip) if table is not None else None
+
+    def _find_whole(self, ip: int) -> Optional[OrcEntry]:
+        """A binary search of the whole vmlinux table, one ip slot read at a time (kept)."""
+        assert self.ip_table is not None and self.ip_end is not None and self.table is not None
+        low, high, found = 0, (self.ip_end - self.ip_table) // 4 - 1, -1
+        while low <= high:
+            mid = (low + high) // 2
+            if self._whole_ip(mid) <= ip:
+                found, low = mid, mid + 1
+            else:
+                high = mid - 1
+        if found < 0:
+            return None
+        return self.fmt.decode(self.k.read(self.table + ENTRY_SIZE * found, ENTRY_SIZE))
+
+    def _whole_ip(self, i: int) -> int:
+        if i not in self._ips:
+            at = self.ip_table + 4 * i  # type: ignore[operator]
+            self._ips[i] = at + struct.unpack("<i", self.k.read(at, 4))[0]
+        return self._ips[i]
 
     def _read_block(self, block: int) -> Optional[OrcTable]:
         """The slice of the vmlinux tables that ``orc_lookup[block]`` .. ``orc_lookup[block + 1]`` names."""
