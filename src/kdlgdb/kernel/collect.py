@@ -150,7 +150,7 @@ def collect(source: Target | Kernel, progress: Optional[Progress] = None, source
             problems.append(Problem("stack", f"task {task.pid} ({task.comm}) {task.stack_base:#x}", str(e)))
 
     # Tasks current on a CPU: their frames start at the CPU's saved registers.
-    on_cpu = cpu_states(k, runqueues, tasks, symbols, stacks, problems)
+    on_cpu = cpu_states(k, runqueues, tasks, symbols, stacks, problems, backtracer)
     apply_cpu_states(on_cpu, tasks)
 
     if source_lines:
