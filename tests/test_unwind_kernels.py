@@ -63,3 +63,47 @@ def test_backtraces_equal_the_kernels_own(real_kernel: str, scenario: str, kaslr
     assert not differ, json.dumps(differ, indent=1)
     assert not doc["errors"], doc["errors"]
     assert set(doc["methods"]) <= {"orc", ""}, doc["methods"]  # "": tasks on a CPU (their CPU's frames)
+
+
+# The function whose `lock` argument is the mutex a waiter sleeps on: __mutex_lock, or on PREEMPT_RT (a mutex is
+# an rt_mutex) the rt_mutex slow path, whose lock (a struct rt_mutex_base *) is the mutex's first member.
+_LOCK_FRAMES = ("__mutex_lock", "__rt_mutex_slowlock_locked", "rt_mutex_slowlock")
+
+
+def kd_task_commands(pid: int) -> list[str]:
+    out = [f"kd-task {pid}", "bt"]
+    for function in _LOCK_FRAMES:
+        out += [f"frame function {function}", "echo @@lock@@\\n", "p/x (unsigned long) lock", "info locals"]
+    return out + ["info registers rip rsp", "kd-task", "bt 1"]
+
+
+def check_kd_task(stdout: str, stderr: str, lock: int) -> None:
+    assert "Traceback" not in stdout + stderr
+    assert "gdb shows task" in stdout and "gdb shows the dump's own thread again" in stdout
+    trace = stdout.split("gdb shows task", 1)[1]
+    assert re.search(r"^#1 .* in (context_switch|__schedule)", trace, re.M), trace[:2000]
+    assert re.search(r"^#\d+ .*\b(__mutex_lock|rt_mutex_slowlock\w*|__rt_mutex_slowlock_locked)\b", trace, re.M)
+    values = re.findall(r"@@lock@@\n\$\d+ = (0x[0-9a-f]+)", trace)
+    assert values and int(values[0], 16) == lock, (values, hex(lock))
+
+
+@pytest.mark.parametrize("real_kernel", samples.KERNELS, indirect=True)
+def test_gdb_commands_on_a_sleeping_task(real_kernel: str) -> None:
+    """kd-task of a mutex waiter: gdb's own bt shows its slow path, and `p lock` in that frame the lock's
+    address the guest printed (KASLR off: gdb's symbols are the kernel's addresses)."""
+    dump = samples.ensure_dump("kdl_mutex", False, real_kernel)
+    from realgdb import gdb as run_gdb
+
+    done = run_gdb(dump.vmlinux, dump.path, *kd_task_commands(dump.truth["tasks"]["kdl_m1"]))
+    check_kd_task(done.stdout, done.stderr, int(dump.truth["locks"]["m2"]["address"], 16))
+
+
+@pytest.mark.parametrize("real_kernel", [samples.DEFAULT_KERNEL], indirect=True)
+def test_gdb_commands_on_a_sleeping_task_live(real_kernel: str) -> None:
+    """The same over a live guest's gdbstub."""
+    from realgdb import gdb as run_gdb
+
+    with samples.boot_live("kdl_mutex", kaslr=False, kernel=real_kernel) as live:
+        done = run_gdb(live.vmlinux, None, *kd_task_commands(live.truth["tasks"]["kdl_m1"]),
+                       remote=f"127.0.0.1:{live.gdb_port}")
+        check_kd_task(done.stdout, done.stderr, int(live.truth["locks"]["m2"]["address"], 16))
