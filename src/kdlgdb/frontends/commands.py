@@ -222,6 +222,9 @@ def _bt(args: argparse.Namespace, snapshot: Snapshot, kernel: Optional[Kernel],
         if kernel is None:
             raise KdlError("kd-bt -s reads the stack again: it needs the kernel, not a snapshot")
         frames = scan_frames(kernel, task)
+        if frames is None:
+            raise KdlError(f"task {task.pid} is on CPU {task.cpu}: it has no saved stack pointer to scan from "
+                           "(kd-bt without -s unwinds it from its CPU's registers)")
     shown = None
     if getattr(args, "full", False):
         if variables is None:

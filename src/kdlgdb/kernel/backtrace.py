@@ -98,11 +98,11 @@ class Backtracer:
 
 
 
-def scan_frames(k: Kernel, task: Task) -> list[Frame]:
+def scan_frames(k: Kernel, task: Task) -> Optional[list[Frame]]:
     """The old stack scan of a sleeping task (``kd-bt -s``): every return address from ``thread.sp`` up.
-    A task on a CPU has no meaningful saved sp: its own frames (from the CPU's registers) are given."""
+    None for a task on a CPU: it has no meaningful saved sp."""
     if task.on_cpu:
-        return task.frames
+        return None
     problems: list[Problem] = []
     reader = StackReader(k, Symbols(k, problems))
     stack = reader.read(task.stack_base, k.u64(task.address + k.offset("struct task_struct", "thread.sp")))
