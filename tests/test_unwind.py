@@ -177,3 +177,18 @@ def test_unknown_code_is_guessed_with_frame_pointers():
     mem = Memory({0x9100: 0x9200, 0x9108: 0x3030})
     result = unwind(Start(0x7010, 0x9000, 0x9100), code({0x30: END}), mem.u64, [STACK])
     assert [f.pc for f in result.frames] == [0x7010, 0x3030] and result.guessed == [1]
+
+
+def test_hung_task_stacks_keep_the_frames_the_kernel_vouched_for():
+    from kdlgdb.analysis.kernlog import hung_task_stacks
+    from kdlgdb.kernel.printk import LogRecord
+
+    lines = ["INFO: task kdl_m1:93 blocked for more than 5 seconds.",
+             "task:kdl_m1          state:D stack:0     pid:93    ppid:2      flags:0x00004000",
+             "Call Trace:", " <TASK>", " __schedule+0x34d/0xa00", " schedule+0x5a/0xd0",
+             " __mutex_lock.constprop.0+0x39d/0x720", " ? __bpf_trace_tick_stop+0x10/0x10",
+             " ? kdl_m3_fn+0x40/0x40 [kdl_mutex]", " kdl_m1_fn+0x27/0x50 [kdl_mutex]", " ret_from_fork+0x22/0x30",
+             " </TASK>", "task:other state:D stack:0 pid:94 ppid:2 flags:0x0", " <TASK>", " schedule+0x5a/0xd0"]
+    records = [LogRecord(n, n, 6, text) for n, text in enumerate(lines)]
+    assert hung_task_stacks(records) == {93: ["__schedule+0x34d", "schedule+0x5a", "__mutex_lock.constprop.0+0x39d",
+                                              "kdl_m1_fn+0x27 [kdl_mutex]", "ret_from_fork+0x22"]}
