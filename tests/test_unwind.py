@@ -39,7 +39,7 @@ def test_formats_from_dwarf_bitfields():
     assert new.decode(raw(8, 0, SP, UNDEF, 3, signal=1)).signal
     assert new.decode(raw(8, 0, SP, UNDEF, 7)).type == "type 7"
     # No struct orc_entry in the debug info: orc_header (v6.4) decides.
-    assert OrcFormat.detect(lambda name: None, has_orc_header=True) == OrcFormat()
+    assert OrcFormat.detect(lambda name: None, has_orc_header=lambda: True) == OrcFormat()
     assert OrcFormat.detect(lambda name: None).end is not None
 
 

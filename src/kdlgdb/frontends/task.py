@@ -125,7 +125,7 @@ def select_task(k: Kernel, task: Optional[Task], cpu_registers: Optional[dict[st
         registers["rsp"] = sp + frame_size
         if not task.stack_base <= sp < task.stack_base + stacks.thread_size:
             raise KdlError(f"task {task.pid}'s saved sp {sp:#x} is not inside its stack")
-        start = start_blocked(k.u64, sp, *tracer.frame_layout, exact_ips=tracer.exact_ips)
+        start = start_blocked(k.u64, sp, *tracer.frame_layout, exact_ips=tracer.exact_ips(registers["rip"]))
         result = unwind(start, tracer.orc.find, k.u64, [(task.stack_base, task.stack_base + stacks.thread_size)],
                         tracer.frame_pointers)
     unwinder.exact = {}

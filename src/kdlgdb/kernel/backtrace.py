@@ -48,8 +48,6 @@ class Backtracer:
         size = k.target.type_size(frame)
         # x86_64's frame since v4.9 (0100301bfdf5): r15, r14, r13, r12, bx, bp, ret_addr.
         self.frame_layout = (ret_addr[0] if ret_addr else 48, bp[0] if bp else 40, size or 56)
-        # A task that never ran starts in ret_from_fork (ret_from_fork_asm since v6.6): an exact ip.
-        self.exact_ips = tuple(a for a in (k.symbol("ret_from_fork"), k.symbol("ret_from_fork_asm")) if a)
         self._frames: dict[int, tuple[Optional[str], int, Optional[str]]] = {}
 
     def blocked(self, stack: Stack, stack_base: int) -> Backtrace:
@@ -64,10 +62,17 @@ class Backtracer:
 
         bounds = [(stack_base, stack_base + self.stacks.thread_size)]
         try:
-            start = start_blocked(read_u64, sp, *self.frame_layout, exact_ips=self.exact_ips)
+            start = start_blocked(read_u64, sp, *self.frame_layout, exact_ips=self.exact_ips(read_u64(sp + self.frame_layout[0])))
         except ReadError as e:
             return self._scan(stack, f"unreadable inactive_task_frame: {e}")
         return self._finish(unwind(start, self.orc.find, read_u64, bounds, self.frame_pointers), stack)
+
+    def exact_ips(self, ip: int) -> tuple[int, ...]:
+        """``(ip,)`` when ``ip`` is the start of ret_from_fork (ret_from_fork_asm since v6.6): where a task that never
+        ran "returns" to, an exact ip, not a return address; else ``()``. (By name: looking up a symbol the kernel
+        lacks costs gdb tens of milliseconds.)"""
+        name, offset, module = self._lookup(ip)
+        return (ip,) if offset == 0 and module is None and name in ("ret_from_fork", "ret_from_fork_asm") else ()
 
     def from_registers(self, registers: dict[str, int], stacks: list[tuple[int, int]]) -> Unwind:
         """The unwind of a task on a CPU from the CPU's registers, over ``stacks`` (its own, the CPU's IRQ stack)."""

@@ -81,7 +81,8 @@ class OrcFormat:
     end: Optional[tuple[int, int]] = None
 
     @classmethod
-    def detect(cls, member_bits: Callable[[str], Optional[tuple[int, int]]], has_orc_header: bool = False) -> "OrcFormat":
+    def detect(cls, member_bits: Callable[[str], Optional[tuple[int, int]]],
+               has_orc_header: Callable[[], bool] = lambda: False) -> "OrcFormat":
         """The layout from the DWARF bit-fields of ``struct orc_entry`` (``member_bits(name)``: bit offset from
         the start of the struct and bit size, as ``Target.member_bits`` gives them). Without the type in the
         debug info: v6.4's layout when the kernel has ``orc_header`` (added in the same release), else v6.2's."""
@@ -93,7 +94,7 @@ class OrcFormat:
 
         sp_reg, bp_reg, kind = bits("sp_reg"), bits("bp_reg"), bits("type")
         if sp_reg is None or bp_reg is None or kind is None:
-            return cls() if has_orc_header else cls(type=(8, 2), signal=None, end=(10, 1))
+            return cls() if has_orc_header() else cls(type=(8, 2), signal=None, end=(10, 1))
         return cls(sp_reg, bp_reg, kind, bits("signal"), bits("end"))
 
     def decode(self, data: bytes, offset: int = 0) -> OrcEntry:
@@ -156,7 +157,7 @@ class KernelOrc:
         self.text = (k.symbol("_stext") or 0, k.symbol("_etext") or 0)
         self.available = None not in (self.ip_table, self.ip_end, self.table)
         self.fmt = OrcFormat.detect(lambda name: k.target.member_bits("struct orc_entry", name),
-                                    k.symbol("orc_header") is not None) if self.available else OrcFormat()
+                                    lambda: k.symbol("orc_header") is not None) if self.available else OrcFormat()
         self.num_blocks: Optional[int] = None
         num_blocks = k.symbol("lookup_num_blocks")
         if num_blocks is not None:
