@@ -18,8 +18,7 @@ from .. import report as post_mortem
 from ..errors import KdlError
 from ..kernel.collect import collect
 from ..kernel.layout import Kernel
-from ..kernel.stack import StackReader, add_source_lines
-from ..kernel.symbols import Symbols
+from ..kernel.stack import add_source_lines
 from ..model import Snapshot, Task
 from ..target.dumpfile import DumpFile, dump_format, open_dump
 from ..target.gdb import GdbTarget
@@ -203,18 +202,8 @@ class KdCommand(gdb.Command):
         return commands.run(self.name, args, snap, color=_color(), kernel=kernel())  # the kernel log, for lockdep's reports
 
 
-def _cpu_registers(task: Task) -> Optional[dict[str, int]]:
-    """The register set of the CPU ``task`` is current on: the one whose rsp is in its stack (or None)."""
-    k = kernel()
-    top = task.stack_base + StackReader(k, Symbols(k, [])).thread_size
-    for registers in k.target.cpu_registers() or []:
-        if task.stack_base <= registers.get("rsp", 0) < top:
-            return registers
-    return None
-
-
 def _select(task: Optional[Task]) -> str:
-    return task_view.select_task(kernel(), task, _cpu_registers(task) if task is not None and task.on_cpu else None)
+    return task_view.select_task(kernel(), task)
 
 
 def _bt_with_variables(args: argparse.Namespace, snap: Snapshot) -> str:

@@ -23,6 +23,8 @@ import gdb.unwinder  # type: ignore[import-not-found]
 
 from ..errors import KdlError
 from ..kernel.backtrace import Backtracer
+from ..kernel.cpus import CpuState, cpu_of_task
+from ..kernel.tasks import per_cpu_runqueues
 from ..kernel.layout import Kernel, le64
 from ..kernel.stack import StackReader
 from ..kernel.symbols import Symbols
@@ -100,7 +102,7 @@ def _install() -> TaskUnwinder:
     return _unwinder
 
 
-def select_task(k: Kernel, task: Optional[Task], cpu_registers: Optional[dict[str, int]] = None) -> str:
+def select_task(k: Kernel, task: Optional[Task]) -> str:
     """Make ``task`` the one gdb's frame commands show (None: the dump's own thread again); a line saying so."""
     unwinder = _install()
     if task is None:
@@ -112,10 +114,13 @@ def select_task(k: Kernel, task: Optional[Task], cpu_registers: Optional[dict[st
     stacks = StackReader(k, symbols)
     tracer = Backtracer(k, symbols, stacks)
     if task.on_cpu:
-        if cpu_registers is None:
+        state = cpu_of_task(k, per_cpu_runqueues(k), task, symbols, stacks)
+        if state is None:
             raise KdlError(f"task {task.pid} is on CPU {task.cpu} and the target has no registers of that CPU")
-        registers = {name: cpu_registers[name] for name in _CPU_REGISTERS if name in cpu_registers}
-        result = tracer.from_registers(cpu_registers, [(task.stack_base, task.stack_base + stacks.thread_size)])
+        registers = {name: state.registers[name] for name in _CPU_REGISTERS if name in state.registers}
+        bounds = [(task.stack_base, task.stack_base + stacks.thread_size)]
+        irq = reader_irq_stack(state)
+        result = tracer.from_registers(state.registers, bounds + ([irq] if irq else []))
     else:
         sp = k.u64(task.address + k.offset("struct task_struct", "thread.sp"))
         frame_size = tracer.frame_layout[2]
@@ -144,6 +149,15 @@ def select_task(k: Kernel, task: Optional[Task], cpu_registers: Optional[dict[st
                 f"`symbol-file -o {k.slide:#x} VMLINUX` first")
     return (f'gdb shows task {task.pid} ("{task.comm}", {where}) from frame #1 on: bt, frame N, info locals, '
             f"info registers, p; `kd-task` alone returns to the dump's own thread{note}")
+
+
+def reader_irq_stack(state: CpuState) -> Optional[tuple[int, int]]:
+    """The [low, high) of the IRQ stack the CPU's registers are on, when they are (the stack below its saved-rsp word)."""
+    rsp = state.registers.get("rsp", 0)
+    for stack in state.stacks:
+        if stack.sp <= rsp < stack.top and state.task_stack is not stack:
+            return stack.sp, stack.top + 8
+    return None
 
 
 def selected() -> Optional[Task]:

@@ -34,7 +34,7 @@ from .symbols import Symbols
 from .tasks import Runqueue
 from .waiters import base_name
 
-__all__ = ["CpuState", "cpu_states", "apply_cpu_states", "frame_context", "map_registers", "CONTEXTS"]
+__all__ = ["CpuState", "cpu_states", "cpu_of_task", "apply_cpu_states", "frame_context", "map_registers", "CONTEXTS"]
 
 CONTEXTS = ("task", "softirq", "hardirq")
 KERNEL_CS = 0x10  # __KERNEL_CS on x86_64 (GDT entry 2)
@@ -286,6 +286,19 @@ def cpu_states(k: Kernel, runqueues: list[Runqueue], tasks: dict[int, Task], sym
         except ReadError as e:
             problems.append(Problem("cpu stack", f"CPU {area.cpu}", str(e)))
     return [states[cpu] for cpu in sorted(states)]
+
+
+def cpu_of_task(k: Kernel, runqueues: list[Runqueue], task: Task, symbols: Symbols, stacks: StackReader,
+                backtracer: Optional[Backtracer] = None) -> Optional[CpuState]:
+    """The CPU ``task`` is current on, with its registers (mapped as ``cpu_states`` maps them), or None."""
+    registers = k.target.cpu_registers() or []
+    reader = _CpuReader(k, symbols, stacks, backtracer)
+    areas = [reader.area(rq, task.stack_base if rq.curr == task.address else 0) for rq in runqueues]
+    for regs in registers:
+        area, evidence = map_registers(regs, areas)
+        if area is not None and area.task == task.address:
+            return reader.state(area, regs, evidence)
+    return None
 
 
 def apply_cpu_states(states: list[CpuState], tasks: dict[int, Task]) -> None:
