@@ -47,6 +47,15 @@ def answer(target: ReplayTarget, verb: str, request: str) -> tuple[str, bytes]:
     if verb == "gdb" and request.startswith("info line *"):
         line = target.source_line(int(request.split("*")[1], 16) + 1)
         return "ok", (f'Line {line[1]} of "{line[0]}" starts at address\n' if line else "No line number\n").encode()
+    if verb == "gdb" and request.startswith("ptype/o "):
+        # crash's gdb prints a bit-field as "/* byte: bit | size */ type name : bits;": made from the bit-fields the
+        # recording holds for that type (struct orc_entry's, asked by the ORC format detection).
+        owner, lines = request[len("ptype/o "):], []
+        for key, found in target._answers.items():
+            if key.startswith(f"member_bits {owner} ") and found:
+                bit, bits = found
+                lines.append(f"/* {bit // 8}: {bit % 8} | 2 */ unsigned int {key.rsplit(' ', 1)[1]} : {bits};")
+        return "ok", ("\n".join(lines) + "\n").encode()
     if verb == "vmcoreinfo":
         value = (target.vmcoreinfo() or {}).get(request)
         return ("none", b"") if value is None else ("ok", value.encode())

@@ -29,6 +29,7 @@ class Frame:
     module: Optional[str] = None  # None for vmlinux
     sp: int = 0  # stack slot that held the return address
     source: Optional[str] = None  # "kernel/locking/semaphore.c:240": the call's line, where debug info has it
+    regs: bool = False  # pc is an interrupted ip from a struct pt_regs: an interrupt or exception boundary
 
     def describe(self) -> str:
         if self.symbol is None:
@@ -108,6 +109,8 @@ class Task:
     blocked_in: Optional[BlockedIn] = None  # what it waits for when blocked but not on a lock
     cpu_context: Optional[CpuContext] = None  # for the task current on a CPU whose registers are known
     held: Optional[list[HeldLock]] = None  # lockdep's held_locks, oldest first (None: the kernel has no lockdep)
+    unwinder: str = ""  # how ``frames`` were found: "orc", "frame pointer" or "scan" (kernel/unwind.py)
+    unwind_error: Optional[str] = None  # why the unwind stopped before the end of the stack (a corrupt stack)
 
     def awaited_entry(self) -> Optional[HeldLock]:
         """The held_locks entry of the lock this task waits on: the last one for that lock (lockdep records the

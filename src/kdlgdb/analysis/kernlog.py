@@ -16,7 +16,7 @@ from ..model import Snapshot
 
 __all__ = ["HungTask", "hung_tasks", "notable", "panic_message", "grep", "format_record", "NOTABLE",
            "LockdepLock", "LockdepReport", "lockdep_reports", "lockdep_turned_off", "explained_cycles",
-           "LockdepFindings", "lockdep_findings", "as_records"]
+           "LockdepFindings", "lockdep_findings", "as_records", "hung_task_stacks"]
 
 # The hung-task detector (kernel/hung_task.c): "INFO: task %s:%d blocked for
 # more than %ld seconds." A comm may hold spaces and colons: the pid is the
@@ -67,6 +67,36 @@ def hung_tasks(records: Iterable[LogRecord]) -> list[HungTask]:
             m = _HUNG.search(line)
             if m:
                 found.append(HungTask(m["comm"], int(m["pid"]), int(m["seconds"]), record.seq))
+    return found
+
+
+# A frame of a stack the kernel prints (show_trace_log_lvl): "  func+0x27/0x50 [mod]"; "? " marks a word the
+# unwinder did not vouch for (a stale return address); "<IRQ>", "<TASK>", "</EOI>" mark stacks.
+_TRACE_FRAME = re.compile(r"^\s*(?P<guess>\? )?(?P<func>[\w.$]+\+0x[0-9a-f]+)/0x[0-9a-f]+(?P<module> \[[^\]]+\])?\s*$")
+_TASK_LINE = re.compile(r"^task:(?P<comm>.*?)\s+state:\S+.*\bpid:\s*(?P<pid>\d+)")
+
+
+def hung_task_stacks(records: Iterable[LogRecord]) -> dict[int, list[str]]:
+    """pid -> the frames of the first hung-task report of that task, as the kernel's unwinder vouched for them
+    (the lines without "? "), each as ``func+0x27 [module]``: the kernel's own view of the task's stack."""
+    found: dict[int, list[str]] = {}
+    pid: Optional[int] = None
+    frames: list[str] = []
+    for record in records:
+        for line in _lines(record):
+            m = _TASK_LINE.search(line)
+            if m:
+                pid, frames = int(m["pid"]), []
+                continue
+            if pid is None:
+                continue
+            if "</TASK>" in line:
+                found.setdefault(pid, frames)
+                pid = None
+                continue
+            f = _TRACE_FRAME.match(line)
+            if f and not f["guess"]:
+                frames.append(f["func"] + (f["module"] or ""))
     return found
 
 

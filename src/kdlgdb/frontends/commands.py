@@ -10,15 +10,17 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from typing import Optional
+from typing import Callable, Optional
 
 from ..analysis import kernlog
 from ..analysis.graph import WaitForGraph
 from ..errors import KdlError
+from ..kernel.backtrace import scan_frames
 from ..kernel.info import system_info
 from ..kernel.layout import Kernel
 from ..kernel.printk import kernel_log
-from ..model import Problem, Snapshot, Task
+from ..kernel.unwind import SCAN
+from ..model import Frame, Problem, Snapshot, Task
 from ..render import json as render_json
 from ..render import text as render_text
 
@@ -56,11 +58,18 @@ def _tasks_parser() -> argparse.ArgumentParser:
 
 
 def _bt_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="kd-bt", description="Kernel stack of a task, sleeping ones included.")
-    p.add_argument("task", nargs="?", help="pid, task_struct address (0x...), or a unique command name")
+    p = _Parser(prog="kd-bt", description="Kernel stack of a task, sleeping ones included: exact frames, unwound with "
+                "the kernel's ORC data (frame pointers on a kernel without ORC) from the task's saved stack pointer, "
+                "or from its CPU's registers for a task on a CPU. An interrupt or exception boundary has a line of "
+                "its own; an unwind stopped by a corrupt stack ends with a line saying why.")
+    p.add_argument("-s", "--scan", action="store_true",
+                   help="the old stack scan instead: every return address on the stack, stale ones included")
+    p.add_argument("-f", "--full", action="store_true",
+                   help="each frame's arguments and locals with their values, where the debug info has them (gdb)")
     p.add_argument("-g", "--group", nargs="?", const="D", metavar="STATES",
                    help="the stacks of all tasks in STATES (default D; ps letters or crash's names, as kd-tasks -s), "
                         "grouped by identical stack, the most common first (crash's foreach UN bt, summarised)")
+    p.add_argument("task", nargs="?", help="pid, task_struct address (0x...), or a unique command name")
     return p
 
 
@@ -202,8 +211,11 @@ def select_tasks(snapshot: Snapshot, args: argparse.Namespace) -> list[Task]:
 
 
 def run(command: str, args: argparse.Namespace, snapshot: Optional[Snapshot], color: bool = False,
-        kernel: Optional[Kernel] = None) -> str:
-    """The text a command prints for ``snapshot`` (for KERNEL_COMMANDS: for ``kernel``)."""
+        kernel: Optional[Kernel] = None, variables: Optional[Callable[[Task, int, Frame], list[str]]] = None) -> str:
+    """The text a command prints for ``snapshot`` (for KERNEL_COMMANDS: for ``kernel``).
+
+    ``variables(task, n, frame)``: the lines naming frame n's variables, for ``kd-bt -f`` (a front end
+    with debug info gives it: gdb)."""
     if command in KERNEL_COMMANDS:
         if kernel is None:
             raise KdlError(f"{command} reads the kernel itself: it needs a Kernel, not a snapshot")
@@ -225,7 +237,7 @@ def run(command: str, args: argparse.Namespace, snapshot: Optional[Snapshot], co
             return render_text.render_stack_groups(snapshot, [t for t in snapshot.tasks if t.state in wanted])
         if not args.task:
             raise UsageError("which task? (a pid, a task_struct address or a command name; or -g)")
-        return render_text.render_bt(snapshot, find_task(snapshot, args.task))
+        return _bt(args, snapshot, kernel, variables)
     if command == "kd-held":
         tasks = [find_task(snapshot, args.task)] if args.task else snapshot.tasks
         if args.json:
@@ -245,6 +257,25 @@ def run(command: str, args: argparse.Namespace, snapshot: Optional[Snapshot], co
             text += "\n\n" + render_text.render_graph_stacks(snapshot, graph, pid=args.pid)
         return text
     raise KdlError(f"unknown command {command}")
+
+
+def _bt(args: argparse.Namespace, snapshot: Snapshot, kernel: Optional[Kernel],
+        variables: Optional[Callable[[Task, int, Frame], list[str]]]) -> str:
+    task = find_task(snapshot, args.task)
+    frames = None
+    if getattr(args, "scan", False):
+        if kernel is None:
+            raise KdlError("kd-bt -s reads the stack again: it needs the kernel, not a snapshot")
+        frames = scan_frames(kernel, task)
+        if frames is None:
+            raise KdlError(f"task {task.pid} is on CPU {task.cpu}: it has no saved stack pointer to scan from "
+                           "(kd-bt without -s unwinds it from its CPU's registers)")
+    shown = None
+    if getattr(args, "full", False):
+        if variables is None:
+            raise KdlError("kd-bt -f needs the debug info of a debugger with frame variables (gdb)")
+        shown = lambda n, frame: variables(task, n, frame)  # noqa: E731
+    return render_text.render_bt(snapshot, task, frames, SCAN if frames is not None else None, shown)
 
 
 def lockdep_findings(snapshot: Snapshot, graph: WaitForGraph, kernel: Optional[Kernel]) -> Optional[kernlog.LockdepFindings]:

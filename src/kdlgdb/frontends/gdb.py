@@ -19,11 +19,12 @@ from ..errors import KdlError
 from ..kernel.collect import collect
 from ..kernel.layout import Kernel
 from ..kernel.stack import add_source_lines
-from ..model import Snapshot
+from ..model import Snapshot, Task
 from ..target.dumpfile import DumpFile, dump_format, open_dump
 from ..target.gdb import GdbTarget
 from ..target.replay import RecordingTarget
 from . import commands
+from . import task as task_view
 
 __all__ = ["register", "snapshot", "kernel", "kd_open", "batch", "batch_bundle"]
 
@@ -195,8 +196,52 @@ class KdCommand(gdb.Command):
     def output(self, args: argparse.Namespace) -> str:
         if self.name in commands.KERNEL_COMMANDS:
             return commands.run(self.name, args, None, color=_color(), kernel=kernel())
-        return commands.run(self.name, args, snapshot(source_lines=commands.shows_source_lines(self.name, args)),
-                            color=_color(), kernel=kernel())  # the kernel log, for lockdep's reports
+        snap = snapshot(source_lines=commands.shows_source_lines(self.name, args))
+        if self.name == "kd-bt" and args.full:
+            return _bt_with_variables(args, snap)
+        return commands.run(self.name, args, snap, color=_color(), kernel=kernel())  # the kernel log, for lockdep's reports
+
+
+def _select(task: Optional[Task]) -> str:
+    return task_view.select_task(kernel(), task)
+
+
+def _bt_with_variables(args: argparse.Namespace, snap: Snapshot) -> str:
+    """kd-bt -f: each frame's variables from gdb's frames of the task (kd-task's unwinder), then back to what
+    gdb showed before."""
+    before = task_view.selected()
+
+    def variables(task: Task, n: int, frame) -> list[str]:  # noqa: ANN001
+        if task_view.selected() is not task:
+            _select(task)
+        return task_view.frame_variables(n, frame.pc)
+
+    try:
+        return commands.run("kd-bt", args, snap, color=_color(), kernel=kernel(), variables=variables)
+    finally:
+        _select(before)
+
+
+def _task_parser() -> commands._Parser:
+    p = commands._Parser(
+        prog="kd-task",
+        description="Make a task the one gdb's own bt, frame N, info locals, info registers and p show: its frames "
+                    "are gdb's #1 and up (#0 stays the dump thread's own, left out of bt). Without a task: the dump's "
+                    "own thread again.")
+    p.add_argument("task", nargs="?", help="pid, task_struct address (0x...), or a unique command name")
+    return p
+
+
+class KdTask(KdCommand):
+    """kd-task [PID]: gdb's frame commands on that task."""
+
+    def __init__(self) -> None:
+        super().__init__("kd-task", _task_parser)
+
+    def output(self, args: argparse.Namespace) -> str:
+        if args.task is None:
+            return _select(None)
+        return _select(commands.find_task(snapshot(), args.task))
 
 
 def _report(name: str, e: BaseException, errors: Optional[str] = None) -> None:
@@ -332,6 +377,7 @@ def register() -> None:
         KdCommand(name)
     KdReport()
     KdOpen()
+    KdTask()
     for event in (gdb.events.new_objfile, gdb.events.clear_objfiles, gdb.events.cont, gdb.events.stop,
                   gdb.events.exited, gdb.events.memory_changed):
         event.connect(_forget)

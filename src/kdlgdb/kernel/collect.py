@@ -7,6 +7,7 @@ from typing import Callable, Optional
 from ..errors import CorruptError, ReadError
 from ..model import INFERRED, Lock, Owner, Problem, Snapshot, Task
 from ..target.base import Target
+from .backtrace import Backtracer
 from .blocked import find_blocked_in
 from .cpus import CpuState, apply_cpu_states, cpu_states
 from .held import CodeReader
@@ -21,6 +22,7 @@ from .rtmutex import RtLayout, find_rt_waits
 from .spinlock import find_spin_waits, interrupt_deadlocks
 from .stack import Stack, StackReader, add_source_lines
 from .symbols import Symbols
+from .unwind import SCAN
 from .tasks import Runqueue, TaskLayout, for_each_task, per_cpu_runqueues, read_task, task_state_letters
 from .waiters import BlockedOn, StackRanges, Wait, find_wait, find_wait_blocked_on, slow_path
 from .workqueue import find_work_waits
@@ -57,10 +59,12 @@ def crash_time(vmcoreinfo: Mapping[str, str]) -> Optional[int]:
         return None
 
 
-def collect(source: Target | Kernel, progress: Optional[Progress] = None, source_lines: bool = True) -> Snapshot:
+def collect(source: Target | Kernel, progress: Optional[Progress] = None, source_lines: bool = True,
+            exact: bool = True) -> Snapshot:
     """Read everything the wait-for analysis needs from a target (or a Kernel already made of one,
     so that KASLR and the banner are not worked out twice). Without ``source_lines`` the frames
-    have no file:line (``add_source_lines`` can add them later, for output that shows them).
+    have no file:line (``add_source_lines`` can add them later, for output that shows them). Without
+    ``exact`` the stacks of sleeping tasks are scanned for return addresses instead of unwound.
 
     KdlError for what makes analysis impossible (wrong vmlinux, missing types);
     anything wrong with one task or lock becomes a Problem and is skipped.
@@ -73,6 +77,7 @@ def collect(source: Target | Kernel, progress: Optional[Progress] = None, source
     letters = task_state_letters(k)
     symbols = Symbols(k, problems)
     stacks = StackReader(k, symbols)
+    backtracer = Backtracer(k, symbols, stacks) if exact else None
     k.forget_kept()  # what an interrupted collect kept
 
     tasks: dict[int, Task] = {}
@@ -137,12 +142,16 @@ def collect(source: Target | Kernel, progress: Optional[Progress] = None, source
             if stack is not None:
                 live[address] = stack
                 k.keep(stack.sp, stack.data)
-                task.frames = stacks.frames(stack)
+                if backtracer is not None:
+                    bt = backtracer.blocked(stack, task.stack_base)
+                    task.frames, task.unwinder, task.unwind_error = bt.frames, bt.method, bt.error
+                else:
+                    task.frames, task.unwinder = stacks.frames(stack), SCAN
         except ReadError as e:
             problems.append(Problem("stack", f"task {task.pid} ({task.comm}) {task.stack_base:#x}", str(e)))
 
     # Tasks current on a CPU: their frames start at the CPU's saved registers.
-    on_cpu = cpu_states(k, runqueues, tasks, symbols, stacks, problems)
+    on_cpu = cpu_states(k, runqueues, tasks, symbols, stacks, problems, backtracer)
     apply_cpu_states(on_cpu, tasks)
 
     if source_lines:

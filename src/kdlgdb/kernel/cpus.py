@@ -27,13 +27,14 @@ from typing import Optional
 
 from ..errors import ReadError
 from ..model import CpuContext, Frame, Problem, Task
+from .backtrace import Backtracer
 from .layout import KERNEL_SPACE, Kernel
 from .stack import Stack, StackReader
 from .symbols import Symbols
 from .tasks import Runqueue
 from .waiters import base_name
 
-__all__ = ["CpuState", "cpu_states", "apply_cpu_states", "frame_context", "map_registers", "CONTEXTS"]
+__all__ = ["CpuState", "cpu_states", "cpu_of_task", "apply_cpu_states", "frame_context", "map_registers", "CONTEXTS"]
 
 CONTEXTS = ("task", "softirq", "hardirq")
 KERNEL_CS = 0x10  # __KERNEL_CS on x86_64 (GDT entry 2)
@@ -76,6 +77,8 @@ class CpuState:
     user: bool = False  # the CPU was in user mode
     stacks: list[Stack] = field(default_factory=list)  # what was read from rsp up: the IRQ stack, then the task's
     task_stack: Optional[Stack] = None  # the part of them on the task's own stack
+    unwinder: str = "scan"  # how ``frames`` were found: "orc", "frame pointer" or "scan"
+    unwind_error: Optional[str] = None  # why an exact unwind stopped early
 
     @property
     def context(self) -> str:
@@ -141,8 +144,9 @@ def frame_context(frames: list[Frame], interrupted: set[int], start: int) -> str
 
 
 class _CpuReader:
-    def __init__(self, k: Kernel, symbols: Symbols, stacks: StackReader) -> None:
+    def __init__(self, k: Kernel, symbols: Symbols, stacks: StackReader, backtracer: Optional[Backtracer] = None) -> None:
         self.k = k
+        self.backtracer = backtracer
         self.symbols = symbols
         self.stacks = stacks
         self.thread_size = stacks.thread_size
@@ -200,6 +204,7 @@ class _CpuReader:
         state.stacks = segments
         for stack in segments:
             self._scan(stack, state)
+        self._unwind(state, area)
         count = area.preempt_count
         for i in range(len(state.frames)):
             context = frame_context(state.frames, state.interrupted, i)
@@ -207,6 +212,25 @@ class _CpuReader:
                 context = "hardirq" if count & (HARDIRQ_MASK | NMI_MASK) else "softirq" if count & SOFTIRQ_OFFSET else "task"
             state.contexts.append(context)
         return state
+
+    def _unwind(self, state: CpuState, area: _CpuArea) -> None:
+        """Replace the scan's frames with the exact unwind from the CPU's registers, across its IRQ stack and the
+        interrupt frames on the way (each an interrupted frame, with the %rdi its pt_regs saved), where it
+        finds more than the CPU's own ip."""
+        if self.backtracer is None:
+            return
+        stacks = [area.task_stack] + ([area.irq_stack] if area.irq_stack else [])
+        result = self.backtracer.from_registers(state.registers, stacks)
+        if len(result.frames) < 2:
+            return
+        interrupted = {i for i, f in enumerate(result.frames) if f.regs is not None}
+        try:
+            saved_di = {i: self.k.u64(result.frames[i].regs + 8 * PT_REGS_DI) for i in interrupted}  # type: ignore[operator]
+        except ReadError:
+            return
+        state.frames = self.backtracer.frames(result, first_sp=state.registers.get("rsp", 0))
+        state.interrupted, state.interrupted_di = interrupted, saved_di
+        state.unwinder, state.unwind_error = result.method, result.error
 
     def _frame(self, pc: int, sp: int) -> Frame:
         symbol, offset, module = self.symbols.lookup(pc)
@@ -234,13 +258,13 @@ class _CpuReader:
 
 
 def cpu_states(k: Kernel, runqueues: list[Runqueue], tasks: dict[int, Task], symbols: Symbols,
-               stacks: StackReader, problems: list[Problem]) -> list[CpuState]:
+               stacks: StackReader, problems: list[Problem], backtracer: Optional[Backtracer] = None) -> list[CpuState]:
     """Every CPU whose registers the target has, mapped to its Linux CPU, with frames (empty when the
-    target has no per-CPU registers)."""
+    target has no per-CPU registers): exactly unwound with ``backtracer``, else the scan's."""
     registers = k.target.cpu_registers()
     if not registers or not runqueues:
         return []
-    reader = _CpuReader(k, symbols, stacks)
+    reader = _CpuReader(k, symbols, stacks, backtracer)
     areas = []
     for rq in runqueues:
         task = tasks.get(rq.curr)
@@ -264,6 +288,19 @@ def cpu_states(k: Kernel, runqueues: list[Runqueue], tasks: dict[int, Task], sym
     return [states[cpu] for cpu in sorted(states)]
 
 
+def cpu_of_task(k: Kernel, runqueues: list[Runqueue], task: Task, symbols: Symbols, stacks: StackReader,
+                backtracer: Optional[Backtracer] = None) -> Optional[CpuState]:
+    """The CPU ``task`` is current on, with its registers (mapped as ``cpu_states`` maps them), or None."""
+    registers = k.target.cpu_registers() or []
+    reader = _CpuReader(k, symbols, stacks, backtracer)
+    areas = [reader.area(rq, task.stack_base if rq.curr == task.address else 0) for rq in runqueues]
+    for regs in registers:
+        area, evidence = map_registers(regs, areas)
+        if area is not None and area.task == task.address:
+            return reader.state(area, regs, evidence)
+    return None
+
+
 def apply_cpu_states(states: list[CpuState], tasks: dict[int, Task]) -> None:
     """Give each on-CPU task its CPU's frames and a ``cpu_context``."""
     for state in states:
@@ -271,6 +308,7 @@ def apply_cpu_states(states: list[CpuState], tasks: dict[int, Task]) -> None:
         if task is None:
             continue
         task.frames = state.frames
+        task.unwinder, task.unwind_error = state.unwinder, state.unwind_error
         rip = state.registers.get("rip", 0)
         symbol = state.frames[0].describe() if state.frames else None
         task.cpu_context = CpuContext(state.cpu, state.context, rip, symbol, state.evidence, now=state.context)

@@ -63,6 +63,9 @@ def task_json(task: Task, holds: list[int]) -> dict[str, Any]:
         "wait_evidence": task.wait_evidence,
         "stack": [frame.describe() for frame in task.frames],
         "sources": [frame.source for frame in task.frames],  # stack[i]'s file:line, or None
+        "interrupted": [i for i, frame in enumerate(task.frames) if frame.regs],  # stack[i] is a pt_regs' ip
+        "unwinder": task.unwinder,  # how the stack was found: "orc", "frame pointer" or "scan"
+        "unwind_error": task.unwind_error,  # why the unwind stopped before the end of the stack, or None
         "cpu_context": _cpu_context_json(task),
         "blocked_in": blocked_in_json(task.blocked_in),
         "held": None if task.held is None else [held_lock_json(h) for h in task.held],

@@ -5,13 +5,13 @@ unless ``color=True``; :mod:`kdlgdb.render.color` decides what colour means.
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 from tabulate import tabulate
 
 from ..analysis.kernlog import LockdepFindings, LockdepReport
 from ..analysis.graph import Chain, Cycle, Edge, WaitForGraph, format_duration, interesting_frame
-from ..model import CERTAIN, Lock, Snapshot, Task
+from ..model import CERTAIN, Frame, Lock, Snapshot, Task
 from .color import paint
 
 __all__ = ["render_tasks", "render_bt", "render_held", "lockdep_lines", "render_locks", "render_waitfor", "format_last_ran"]
@@ -48,16 +48,32 @@ def render_tasks(snapshot: Snapshot, tasks: list[Task]) -> str:
     return "\n".join(_table(rows, headers, ("left", "right", "right", "left", "left", "right", "right", "left")))
 
 
-def render_bt(snapshot: Snapshot, task: Task) -> str:
-    """A crash-like backtrace: a header line, then ``#n [stack slot] symbol+offset [module]  file:line``."""
+def render_bt(snapshot: Snapshot, task: Task, frames: Optional[list[Frame]] = None, method: Optional[str] = None,
+              variables: Optional[Callable[[int, Frame], list[str]]] = None) -> str:
+    """A crash-like backtrace: a header line, then ``#n [stack slot] symbol+offset [module]  file:line``.
+
+    An interrupt or exception boundary (a frame whose pc is the interrupted ip of a ``pt_regs``) gets a
+    line of its own above that frame; an unwind that stopped early ends with a marked line saying why.
+    ``frames``/``method`` replace the task's own (``kd-bt -s``: the scan); ``variables(n, frame)``: lines
+    that name frame n's variables (``kd-bt -f``)."""
     lines = [
         f"PID: {task.pid}  TASK: {task.address:#x}  CPU: {task.cpu}  "
         f'COMMAND: "{task.comm}"  STATE: {task.state}'
     ]
-    for number, frame in enumerate(task.frames):
+    method = method if frames is not None else task.unwinder
+    frames = frames if frames is not None else task.frames
+    if method and method != "orc":
+        lines.append(f"    ({_UNWINDERS.get(method, method)})")
+    for number, frame in enumerate(frames):
+        if frame.regs:
+            lines.append(f"    --- interrupt or exception: pt_regs at {frame.sp - 128:#x} ---")
         line = f"{'#' + str(number):>3} [{frame.sp:x}] {frame.describe()}"
         lines.append(f"{line:<56} {frame.source}" if frame.source else line)
-    if not task.frames:
+        if variables is not None:
+            lines.extend(f"        {text}" for text in variables(number, frame))
+    if frames is task.frames and task.unwind_error:
+        lines.append(f"{'#' + str(len(frames)):>3} (unwind stopped: {task.unwind_error})")
+    if not frames:
         lines.append("    (no stack frames)")
     return "\n".join(lines)
 
@@ -95,6 +111,12 @@ def render_graph_stacks(snapshot: Snapshot, graph: WaitForGraph, pid: Optional[i
     if not tasks:
         return "stacks: no task in a cycle or chain"
     return "\n\n".join(render_bt(snapshot, t) for t in tasks)
+
+
+_UNWINDERS = {
+    "scan": "stack scan, not an unwind: every return address on the stack, stale ones included",
+    "frame pointer": "unwound by frame pointers",
+}
 
 
 def render_held(snapshot: Snapshot, tasks: list[Task]) -> str:
