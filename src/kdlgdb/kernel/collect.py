@@ -22,7 +22,8 @@ from .spinlock import SpinWait, find_spin_waits, interrupt_deadlocks
 from .stack import Stack, StackReader, add_source_lines
 from .symbols import Symbols
 from .tasks import Runqueue, TaskLayout, for_each_task, per_cpu_runqueues, read_task, task_state_letters
-from .waiters import BlockedOn, StackRanges, Wait, find_wait, find_wait_blocked_on, slow_path
+from .functions import slow_path
+from .waiters import BlockedOn, StackRanges, Wait, find_wait, find_wait_blocked_on
 from .workqueue import find_work_waits
 
 __all__ = ["collect", "Collection", "STAGES", "lock_sources", "crash_time", "LOCK_SOURCES"]

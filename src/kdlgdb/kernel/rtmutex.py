@@ -36,7 +36,8 @@ from .held import CodeReader
 from .layout import KERNEL_SPACE, Kernel, le32, le64
 from .printk import LogRecord, kernel_log
 from .stack import Stack
-from .waiters import StackRanges, base_name, is_scheduler, past_scheduler
+from .functions import RT_API_KIND, RT_PATH, RT_SLEEP, RTLOCK_SLEEP, RWBASE, base_name, is_scheduler, past_scheduler
+from .waiters import StackRanges
 
 __all__ = ["RtKind", "RtLayout", "preempt_rt", "find_rt_waits", "walk_waiter_tree", "decode_rt_lock", "rt_kind_of",
            "cite_deadlock", "DEADLOCK_WARNING"]
@@ -49,35 +50,9 @@ WRITER_BIAS = 1 << 30
 MAX_TREE = 1_000_000  # waiters in one tree: more means the tree loops
 RB_PARENT_MASK = ~0x3  # rb_node.__rb_parent_color: parent pointer, colour in bit 0
 
-# Functions a task runs in while it sleeps on an rt_mutex_base, whatever lock embeds it.
-RT_SLEEP = {
-    "rt_mutex_schedule", "rt_mutex_slowlock_block", "__rt_mutex_slowlock_locked", "__rt_mutex_slowlock",
-    "rt_mutex_slowlock", "rt_mutex_lock_state", "__rt_mutex_lock", "__rt_mutex_lock_common",
-    "rwbase_write_lock", "__rwbase_read_lock", "rwbase_read_lock", "rwbase_rtmutex_lock_state",
-}
-# spinlock_t and rwlock_t on PREEMPT_RT: the rtlock slow path (v5.15, "locking/rtmutex: Provide the
-# spin/rwlock core lock function") and the scheduler entry it sleeps in.
-RTLOCK_SLEEP = {"schedule_rtlock", "rtlock_slowlock_locked", "rtlock_slowlock", "rtlock_lock"}
-RWBASE = {"rwbase_write_lock", "__rwbase_read_lock", "rwbase_read_lock", "rwbase_rtmutex_lock_state"}
 # rt_mutex_handle_deadlock()'s warning (kernel/locking/rtmutex.c, a WARN(1, ...): seen in 6.12-rt's log). Kernels
 # that do not print it are found all the same (from the lock's owner); the evidence then says the log has no such line.
 DEADLOCK_WARNING = "rtmutex deadlock detected"
-# The entry points the code that declared the lock calls: they name the lock's type.
-API = {
-    "rt_mutex": {"rt_mutex_lock", "rt_mutex_lock_nested", "_rt_mutex_lock_nest_lock", "rt_mutex_lock_interruptible",
-                 "rt_mutex_lock_killable"},
-    "mutex": {"mutex_lock", "mutex_lock_nested", "_mutex_lock_nest_lock", "mutex_lock_interruptible",
-              "mutex_lock_interruptible_nested", "mutex_lock_killable", "mutex_lock_killable_nested", "mutex_lock_io",
-              "mutex_lock_io_nested", "__mutex_lock_common"},
-    "rwsem": {"down_read", "down_read_nested", "down_read_interruptible", "down_read_killable", "down_read_non_owner",
-              "down_write", "down_write_nested", "_down_write_nest_lock", "down_write_killable", "__down_read",
-              "__down_write", "__down_read_interruptible", "__down_read_killable", "__down_write_killable"},
-    "spinlock": {"rt_spin_lock", "rt_spin_lock_nested", "rt_spin_lock_nest_lock"},
-    "rwlock": {"rt_read_lock", "rt_write_lock", "rt_write_lock_nested"},
-}
-_API_KIND = {fn: kind for kind, fns in API.items() for fn in fns}
-RT_PATH = RT_SLEEP | RTLOCK_SLEEP | set(_API_KIND)
-_RT_PATH_NAMES = frozenset(RT_PATH)
 
 
 @dataclass(frozen=True)
@@ -230,7 +205,7 @@ def rt_kind_of(frames: list[Frame], code: Optional[CodeReader], kinds: dict[str,
     """
     start = None
     seen: set[str] = set()
-    first = past_scheduler(frames, _RT_PATH_NAMES)  # stale frames amid the scheduler's skipped too
+    first = past_scheduler(frames, RT_PATH)  # stale frames amid the scheduler's skipped too
     for i, frame in enumerate(frames):
         name = base_name(frame.symbol)
         if start is None and i < first:
@@ -239,10 +214,10 @@ def rt_kind_of(frames: list[Frame], code: Optional[CodeReader], kinds: dict[str,
             if frame.module is not None or name not in RT_PATH:
                 return None
             start = i
-        if frame.module is None and name in _API_KIND:
-            if _API_KIND[name] not in kinds:
+        if frame.module is None and name in RT_API_KIND:
+            if RT_API_KIND[name] not in kinds:
                 return None  # e.g. down_read on a kernel whose rw_semaphore has a wait list: not ours
-            return _kind(kinds, _API_KIND[name]), start
+            return _kind(kinds, RT_API_KIND[name]), start
         if frame.module is None and name in RT_SLEEP | RTLOCK_SLEEP:
             seen.add(name)
             continue
@@ -253,10 +228,10 @@ def rt_kind_of(frames: list[Frame], code: Optional[CodeReader], kinds: dict[str,
             continue
         fitting = _fitting(seen)
         if code is not None and target is not None:
-            if called in _API_KIND:
-                return _kind(kinds, _API_KIND[called]), start
+            if called in RT_API_KIND:
+                return _kind(kinds, RT_API_KIND[called]), start
             if len(fitting) > 1:
-                reached = {_API_KIND[n] for n in code.reached(target, set(_API_KIND))} & fitting
+                reached = {RT_API_KIND[n] for n in code.reached(target, set(RT_API_KIND))} & fitting
                 if len(reached) == 1:
                     return _kind(kinds, reached.pop()), start
         break
