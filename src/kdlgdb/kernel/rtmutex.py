@@ -34,6 +34,7 @@ from ..errors import CorruptError, KdlError, ReadError
 from ..model import CERTAIN, Frame, Lock, Owner, Problem, Task
 from .held import CodeReader
 from .layout import KERNEL_SPACE, Kernel, le32, le64
+from .list import rbtree_inorder
 from .printk import LogRecord, kernel_log
 from .stack import Stack
 from .functions import RT_API_KIND, RT_PATH, RT_SLEEP, RTLOCK_SLEEP, RWBASE, base_name, is_scheduler, past_scheduler
@@ -48,7 +49,6 @@ RT_MUTEX_HAS_WAITERS = 0x1  # rt_mutex_base.owner bit 0 (kernel/locking/rtmutex.
 READER_BIAS = 1 << 31
 WRITER_BIAS = 1 << 30
 MAX_TREE = 1_000_000  # waiters in one tree: more means the tree loops
-RB_PARENT_MASK = ~0x3  # rb_node.__rb_parent_color: parent pointer, colour in bit 0
 
 # rt_mutex_handle_deadlock()'s warning (kernel/locking/rtmutex.c, a WARN(1, ...): seen in 6.12-rt's log). Kernels
 # that do not print it are found all the same (from the lock's owner); the evidence then says the log has no such line.
@@ -132,39 +132,16 @@ def preempt_rt(k: Kernel) -> bool:
 def walk_waiter_tree(k: Kernel, rt: RtLayout, base: int) -> list[tuple[int, int]]:
     """(waiter, task) of every rt_mutex_waiter in the tree of the rt_mutex_base at ``base``, top waiter first.
 
-    In-order walk with an explicit stack; every node's parent must point back and every
-    waiter's ``lock`` must be ``base``. CorruptError for a tree that loops or is inconsistent,
+    In-order walk (:func:`~kdlgdb.kernel.list.rbtree_inorder`); every waiter's ``lock`` must be ``base``. CorruptError for a tree that loops or is inconsistent,
     ReadError for one that cannot be read.
     """
     out: list[tuple[int, int]] = []
-    seen: set[int] = set()
-    path: list[int] = []
-    node = k.u64(base + rt.root)
-    parent = 0
-    links: dict[int, tuple[int, int]] = {}  # node -> (right, left)
-    while path or node:
-        while node:
-            if node < KERNEL_SPACE or node & 0x7:
-                raise CorruptError(f"rt_mutex {base:#x}: waiter tree has a bad node pointer {node:#x}")
-            if node in seen:
-                raise CorruptError(f"rt_mutex {base:#x}: waiter tree loops at {node:#x}")
-            seen.add(node)
-            if len(seen) > MAX_TREE:
-                raise CorruptError(f"rt_mutex {base:#x}: waiter tree has more than {MAX_TREE} nodes")
-            data = k.read(node, 24)
-            if le64(data, 0) & RB_PARENT_MASK != parent:
-                raise CorruptError(f"rt_mutex {base:#x}: waiter tree node {node:#x} has parent "
-                                   f"{le64(data, 0) & RB_PARENT_MASK:#x}, expected {parent:#x}")
-            links[node] = (le64(data, 8), le64(data, 16))
-            path.append(node)
-            parent, node = node, links[node][1]
-        node = path.pop()
+    for node in rbtree_inorder(k, k.u64(base + rt.root), f"rt_mutex {base:#x}: waiter tree", MAX_TREE):
         waiter = node - rt.node
         lock = k.u64(waiter + rt.lock)
         if lock != base:
             raise CorruptError(f"rt_mutex {base:#x}: waiter {waiter:#x} in its tree is for lock {lock:#x}")
         out.append((waiter, k.u64(waiter + rt.task)))
-        parent, node = node, links[node][0]
     return out
 
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass, replace
 from typing import Optional
 
 from ..errors import CorruptError, ReadError
-from .layout import KERNEL_SPACE, Kernel, le64
+from .layout import KERNEL_SPACE, Kernel
+from .list import BadLink, list_walk
 from .locks import LockKind
 from .stack import Stack
 
@@ -128,30 +129,32 @@ def _for_node(wait: Wait, kind: LockKind, node: int) -> Wait:
     return replace(wait, node=node, evidence=evidence)
 
 
+class _Unreadable(Exception):
+    def __init__(self, node: int) -> None:
+        self.node = node
+
+
 def _walk_wait_list(k: Kernel, kind: LockKind, start: int, stacks: StackRanges) -> Optional[tuple[int, list[tuple[int, int]]]]:
     """(head, [(node, task)]) of the ring through ``start``; None if it is not a wait list."""
-    ring = [start]
-    prev, node = start, k.u64(start)
-    if node < KERNEL_SPACE or k.u64(start + 8) < KERNEL_SPACE:
+    if k.u64(start) < KERNEL_SPACE or k.u64(start + 8) < KERNEL_SPACE:
         return None
-    for _ in range(MAX_WAITERS):
-        if node < KERNEL_SPACE:
-            return None
+
+    def read_links(node: int) -> bytes:
         try:
-            links = k.read(node, 16)
+            return k.read(node, 16)
         except ReadError:
             if node in stacks:
                 raise
-            return _around_unreadable_head(k, kind, start, node, ring, stacks)
-        next_, back = le64(links, 0), le64(links, 8)
-        if back != prev:
-            raise CorruptError(f"wait list broken at {node:#x}: prev is {back:#x}, expected {prev:#x}")
-        if node == start:
-            break
-        ring.append(node)
-        prev, node = node, next_
-    else:
-        raise CorruptError(f"wait list through {start:#x} loops without end")
+            raise _Unreadable(node) from None
+
+    ring = [start]
+    try:
+        for node, _ in list_walk(k, start, read_links, f"wait list through {start:#x}", MAX_WAITERS, ring=True):
+            ring.append(node)
+    except BadLink:
+        return None
+    except _Unreadable as e:
+        return _around_unreadable_head(k, kind, start, e.node, ring, stacks)
     heads = [n for n in ring if n not in stacks]
     if len(heads) != 1:
         return None
