@@ -14,21 +14,16 @@ from typing import Callable, Optional
 
 import gdb  # type: ignore[import-not-found]
 
-from .. import report as post_mortem
 from ..errors import KdlError
-from ..kernel.collect import collect
 from ..kernel.layout import Kernel
-from ..kernel.stack import add_source_lines
 from ..model import Snapshot
 from ..target.dumpfile import DumpFile, dump_format, open_dump
 from ..target.gdb import GdbTarget
-from ..target.replay import RecordingTarget
 from . import commands
+from .session import Session, save_bundle, status as bundle_status
 
 __all__ = ["register", "snapshot", "kernel", "kd_open", "batch", "batch_bundle"]
 
-_cache: dict[str, Snapshot] = {}
-_kernels: dict[str, Kernel] = {}
 _opened: dict[str, DumpFile] = {}  # "dump": the file kd-open gave, read by kdlgdb itself
 
 
@@ -93,30 +88,13 @@ def _progress_end() -> None:
 
 
 def snapshot(record: Optional[str] = None, source_lines: bool = False) -> Snapshot:
-    """The Snapshot of the kernel gdb looks at, collected once and cached; the file:line of its
-    stack frames are looked up the first time ``source_lines`` asks for them."""
-    if record is not None:
-        recorder = RecordingTarget(_target())
-        snap = collect(recorder)  # with source lines: the recording must hold them
-        recorder.save(record)
-        _cache["current"] = _cache["with lines"] = snap
-    elif "current" not in _cache:
-        try:
-            _cache["current"] = collect(kernel(), progress=_progress, source_lines=False)
-        finally:
-            _progress_end()
-    snap = _cache["current"]
-    if source_lines and _cache.get("with lines") is not snap:
-        add_source_lines(kernel(), snap.tasks)
-        _cache["with lines"] = snap
-    return snap
+    """The Snapshot of the kernel gdb looks at, collected once and kept (:meth:`Session.snapshot`)."""
+    return _session.snapshot(source_lines=source_lines, record=record)
 
 
 def kernel() -> Kernel:
-    """The Kernel gdb looks at (KASLR and layouts found once), cached like the snapshot."""
-    if "current" not in _kernels:
-        _kernels["current"] = Kernel(_target())
-    return _kernels["current"]
+    """The Kernel gdb looks at (KASLR and layouts found once), kept like the snapshot."""
+    return _session.kernel()
 
 
 def _target() -> GdbTarget:
@@ -165,9 +143,21 @@ def kd_open(path: str) -> str:
     return f"{path}: {k.target.dump_kind}, Linux {k.release}, KASLR offset {k.kaslr_offset:#x} ({reader})"
 
 
+def _facts(k: Kernel) -> dict[str, Optional[str]]:
+    """Where the kernel gdb looks at comes from, for a report."""
+    target = k.target
+    assert isinstance(target, GdbTarget)
+    return {"dump": target.dump_path, "remote": target.where if target.kind == "live" else None,
+            "vmlinux": gdb.current_progspace().filename, "debugger": f"gdb {gdb.VERSION}"}
+
+
+#: The kernel gdb looks at: its Kernel and Snapshot, until gdb loads another or a live target runs.
+# (progress looked up when called: a test hook replaces _progress)
+_session = Session(_target, _facts, progress=lambda *a: _progress(*a), progress_end=lambda: _progress_end())
+
+
 def _forget(*_args) -> None:
-    _cache.clear()
-    _kernels.clear()
+    _session.forget()
 
 
 class KdCommand(gdb.Command):
@@ -281,27 +271,14 @@ def _quit(status: int) -> None:
 # -- post-mortem reports (kdlgdb report / triage, kd-report) ---------------------
 
 
-def _bundle() -> post_mortem.Bundle:
-    """The cached snapshot, the kernel log and facts about what gdb has loaded."""
-    snap = snapshot(source_lines=True)
-    target = kernel().target
-    assert isinstance(target, GdbTarget)
-    dump = target.dump_path
-    remote = target.where if target.kind == "live" else None
-    log, log_facts = post_mortem.read_kernel_log(kernel())
-    facts = post_mortem.make_facts(dump=dump, remote=remote, vmlinux=gdb.current_progspace().filename,
-                                   debugger=f"gdb {gdb.VERSION}", **log_facts)
-    return post_mortem.Bundle(post_mortem.with_log_facts(snap, log), log, facts)
-
-
 def batch_bundle(out: str) -> None:
     """For ``kdlgdb report`` and ``triage``: write the bundle (snapshot, kernel log, facts) to the file
     ``out`` as JSON and quit gdb with the verdict (0 no cycle, 1 cycle, 2 error, its line in ``out.err``)."""
     status = 2
     try:
-        bundle = _bundle()
-        post_mortem.save_bundle(bundle, out)
-        status = post_mortem.status(bundle)
+        bundle = _session.bundle()
+        save_bundle(bundle, out)
+        status = bundle_status(bundle)
     except KeyboardInterrupt:
         _report("kdlgdb report", KdlError("interrupted"), out + ".err")
     except Exception as e:
@@ -316,10 +293,7 @@ class KdReport(KdCommand):
         super().__init__("kd-report", commands.report_parser)
 
     def output(self, args: argparse.Namespace) -> str:
-        fmt = post_mortem.format_for(args.output, args.format)
-        bundle = _bundle()
-        post_mortem.write_report(bundle, args.output, fmt)
-        return f"{post_mortem.summary_line(bundle)}\nkd-report: wrote {args.output} ({fmt})"
+        return _session.report(args.output, args.format)
 
 
 def register() -> None:
