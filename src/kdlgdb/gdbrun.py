@@ -55,7 +55,7 @@ def run_batch(vmlinux: str, dump: Optional[str], remote: Optional[str], function
     if shutil.which(gdb) is None:
         raise KdlError("gdb is not installed (apt-get install gdb)")
     core = dump
-    if dump is not None and dump_format(dump) != "elf-virtual":
+    if dump is not None and not dump_format(dump).gdb_reads:
         core = None  # gdb cannot read it right: kdlgdb does, kd_open() below
     if not os.path.isfile(vmlinux):
         raise KdlError(f"no such file: {vmlinux}")

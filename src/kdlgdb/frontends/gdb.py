@@ -18,6 +18,7 @@ from ..errors import KdlError
 from ..kernel.layout import Kernel
 from ..model import Snapshot
 from ..target.dumpfile import DumpFile, dump_format, open_dump
+from ..target.base import TargetKind
 from ..target.gdb import GdbTarget
 from . import commands
 from .session import Session, save_bundle, status as bundle_status
@@ -125,7 +126,7 @@ def kd_open(path: str) -> str:
     fmt = dump_format(path)
     _close()
     _forget()
-    if fmt == "elf-virtual":
+    if fmt.gdb_reads:
         gdb.execute(f"core-file {path}", to_string=True)
     else:
         memory = open_dump(path)
@@ -138,16 +139,15 @@ def kd_open(path: str) -> str:
         _close()
         _forget()
         raise
-    reader = "gdb reads it" if fmt == "elf-virtual" else "kdlgdb reads it"
     assert isinstance(k.target, GdbTarget)
-    return f"{path}: {k.target.dump_kind}, Linux {k.release}, KASLR offset {k.kaslr_offset:#x} ({reader})"
+    return f"{path}: {k.target.dump_kind}, Linux {k.release}, KASLR offset {k.kaslr_offset:#x} ({fmt.reader()})"
 
 
 def _facts(k: Kernel) -> dict[str, Optional[str]]:
     """Where the kernel gdb looks at comes from, for a report."""
     target = k.target
     assert isinstance(target, GdbTarget)
-    return {"dump": target.dump_path, "remote": target.where if target.kind == "live" else None,
+    return {"dump": target.dump_path, "remote": target.where if target.kind is TargetKind.LIVE else None,
             "vmlinux": gdb.current_progspace().filename, "debugger": f"gdb {gdb.VERSION}"}
 
 
