@@ -9,13 +9,24 @@ offset. (A debugger that relocated the symbols itself, crash or gdb's
 from __future__ import annotations
 
 from collections.abc import Mapping
-from enum import StrEnum
+from enum import Enum
 from typing import Optional
 
-__all__ = ["Target", "TargetKind"]
+__all__ = ["Target", "TargetKind", "Spelling"]
 
 
-class TargetKind(StrEnum):
+class Spelling(str, Enum):
+    """A closed set of names that are strings too (``== "dump"``, JSON, f-strings give the value), on every
+    Python kdlgdb runs on (enum.StrEnum is 3.11's)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class TargetKind(Spelling):
     """What a target reads (the one spelling; ``describe()`` for prose)."""
 
     DUMP = "dump"  # a vmcore: memory as it was when dumped

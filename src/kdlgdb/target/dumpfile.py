@@ -15,10 +15,10 @@ and the dump's VMCOREINFO. gdb still supplies symbols and types.
 from __future__ import annotations
 
 import os
-from enum import StrEnum
 from typing import BinaryIO, Callable, Optional
 
 from ..errors import KdlError, ReadError
+from .base import Spelling
 from .elfmemory import ElfMemory
 from .kdump import FLAT_SIGNATURE, KDUMP_SIGNATURE, KdumpFile
 from .pagetable import PageTables
@@ -29,7 +29,7 @@ __all__ = ["DumpFile", "DumpFormat", "open_dump", "dump_format", "dump_vmcoreinf
 PAGE_SIZE = 0x1000
 
 
-class DumpFormat(StrEnum):
+class DumpFormat(Spelling):
     """A dump file's format, as far as who reads it goes (the one spelling; ``describe()`` for prose)."""
 
     ELF_VIRTUAL = "elf-virtual"  # ELF with kernel virtual addresses (QEMU dump-guest-memory with paging)
