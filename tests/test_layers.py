@@ -92,3 +92,18 @@ def test_the_entry_points_the_cli_calls_exist() -> None:
         assert name in functions, name
         assert tuple(a.arg for a in functions[name].args.args) == params, name
     assert {gdbrun.BATCH, gdbrun.BATCH_BUNDLE, gdbrun.BATCH_OPEN, gdbrun.REGISTER} == set(gdbrun.ENTRY_POINTS)
+
+
+def test_no_source_file_is_over_600_lines() -> None:
+    long = {str(p.relative_to(SRC)): n for p in SRC.rglob("*.py") if (n := len(p.read_text().splitlines())) > 600}
+    assert long == {}
+
+
+def test_the_report_style_sheet_is_package_data() -> None:
+    """render/report_html.py reads report.css beside itself: from src/ (gdbext/kdlgdb.py) and when installed,
+    where setup.cfg's package_data must carry it."""
+    from kdlgdb.render.report_html import CSS_FILE
+
+    assert CSS_FILE.is_file() and CSS_FILE.parent == SRC / "render"
+    cfg = (SRC.parent.parent / "setup.cfg").read_text()
+    assert "[options.package_data]" in cfg and "kdlgdb.render = *.css" in cfg
