@@ -180,7 +180,7 @@ class KdCommand(gdb.Command):
         except KeyboardInterrupt:
             gdb.write(f"{self.name}: interrupted\n", gdb.STDERR)
         except Exception as e:  # the one place that turns errors into one line
-            _report(self.name, e)
+            _error(self.name, e)
 
     def output(self, args: argparse.Namespace) -> str:
         if self.name in commands.KERNEL_COMMANDS:
@@ -189,7 +189,7 @@ class KdCommand(gdb.Command):
                             color=_color(), kernel=kernel())  # the kernel log, for lockdep's reports
 
 
-def _report(name: str, e: BaseException, errors: Optional[str] = None) -> None:
+def _error(name: str, e: BaseException, errors: Optional[str] = None) -> None:
     if _params["debug"].value:
         traceback.print_exc()
     if isinstance(e, KdlError):
@@ -239,9 +239,9 @@ def batch(command: str, argv: list[str], out: str, record: Optional[str] = None)
             f.write(commands.run(command, args, snap, color=False, kernel=kernel()) + "\n")
         status = commands.verdict_status(snap) if command == "kd-waitfor" else 0
     except KeyboardInterrupt:
-        _report(command, KdlError("interrupted"), out + ".err")
+        _error(command, KdlError("interrupted"), out + ".err")
     except Exception as e:
-        _report(command, e, out + ".err")
+        _error(command, e, out + ".err")
     _quit(status)
 
 
@@ -251,7 +251,7 @@ def batch_open(path: str, out: str) -> bool:
         kd_open(path)
         return True
     except Exception as e:
-        _report("kd-open", e, out + ".err")
+        _error("kd-open", e, out + ".err")
     _quit(2)
     return False
 
@@ -280,9 +280,9 @@ def batch_bundle(out: str) -> None:
         save_bundle(bundle, out)
         status = bundle_status(bundle)
     except KeyboardInterrupt:
-        _report("kdlgdb report", KdlError("interrupted"), out + ".err")
+        _error("kdlgdb report", KdlError("interrupted"), out + ".err")
     except Exception as e:
-        _report("kdlgdb report", e, out + ".err")
+        _error("kdlgdb report", e, out + ".err")
     _quit(status)
 
 
