@@ -13,7 +13,7 @@ from typing import Optional
 from . import report
 from .errors import KdlError
 from . import __version__
-from .gdbrun import run_batch
+from .gdbrun import BATCH, run_batch
 
 __all__ = ["main"]
 
@@ -48,7 +48,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         p.error("give either a VMCORE or --remote HOST:PORT")
     kd_argv = (["--json"] if args.json else []) + (["-p", str(args.pid)] if args.pid is not None else [])
     try:
-        out, status = run_batch(args.vmlinux, args.vmcore, args.remote, "batch",
+        out, status = run_batch(args.vmlinux, args.vmcore, args.remote, BATCH,
                                 {"command": "kd-waitfor", "argv": kd_argv, "record": args.record})
     except KdlError as e:
         print(f"kdlgdb: {e}", file=sys.stderr)

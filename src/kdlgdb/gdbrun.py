@@ -18,9 +18,19 @@ from typing import Any, Optional
 from .errors import KdlError
 from .target.dumpfile import dump_format
 
-__all__ = ["gdb_env", "run_batch"]
+__all__ = ["gdb_env", "run_batch", "FRONT_END", "BATCH", "BATCH_BUNDLE", "BATCH_OPEN", "REGISTER", "ENTRY_POINTS"]
 
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The entry points of the gdb front end a batch gdb calls, by name (it cannot import them here: they need
+# gdb's own Python). tests/test_layers.py checks that each exists in FRONT_END with these parameters.
+FRONT_END = "kdlgdb.frontends.gdb"
+REGISTER = "register"  # () -> None: the kd-* commands
+BATCH = "batch"  # (command, argv, out, record=None): one kd-* command's output to the file ``out``
+BATCH_BUNDLE = "batch_bundle"  # (out): the post-mortem bundle to the file ``out``
+BATCH_OPEN = "batch_open"  # (path, out) -> bool: kd-open a dump gdb cannot read
+ENTRY_POINTS = {REGISTER: (), BATCH: ("command", "argv", "out", "record"), BATCH_BUNDLE: ("out",),
+                BATCH_OPEN: ("path", "out")}
 
 
 def gdb_env() -> dict[str, str]:
@@ -34,15 +44,18 @@ def gdb_env() -> dict[str, str]:
 
 def run_batch(vmlinux: str, dump: Optional[str], remote: Optional[str], function: str, kwargs: dict[str, Any],
               timeout: Optional[float] = None) -> tuple[str, int]:
-    """(what ``frontends.gdb.FUNCTION(**kwargs, out=FILE)`` wrote, gdb's exit status).
+    """(what ``frontends.gdb.FUNCTION(**kwargs, out=FILE)`` wrote, gdb's exit status); ``function`` is one of
+    :data:`ENTRY_POINTS`.
 
     KdlError (one line) when gdb is missing, times out, or kdlgdb or gdb failed.
     """
+    if function not in ENTRY_POINTS:
+        raise ValueError(f"{function} is no entry point of {FRONT_END}")
     gdb = os.environ.get("KDLGDB_GDB", "gdb")
     if shutil.which(gdb) is None:
         raise KdlError("gdb is not installed (apt-get install gdb)")
     core = dump
-    if dump is not None and dump_format(dump) != "elf-virtual":
+    if dump is not None and not dump_format(dump).gdb_reads:
         core = None  # gdb cannot read it right: kdlgdb does, kd_open() below
     if not os.path.isfile(vmlinux):
         raise KdlError(f"no such file: {vmlinux}")
@@ -50,8 +63,8 @@ def run_batch(vmlinux: str, dump: Optional[str], remote: Optional[str], function
         out = os.path.join(tmp, "out")
         call = f"f.{function}(out={out!r}, **{kwargs!r})"
         if dump is not None and core is None:
-            call = f"f.batch_open({dump!r}, {out!r}) and {call}"
-        script = f"import sys; sys.path.insert(0, {SRC!r}); from kdlgdb.frontends import gdb as f; f.register(); {call}"
+            call = f"f.{BATCH_OPEN}({dump!r}, {out!r}) and {call}"
+        script = f"import sys; sys.path.insert(0, {SRC!r}); import {FRONT_END} as f; f.{REGISTER}(); {call}"
         cmd = [gdb, "-nx", "-q", "-batch", vmlinux] + ([core] if core else [])
         cmd += (["-ex", f"target remote {remote}"] if remote else []) + ["-ex", f"python {script}"]
         try:

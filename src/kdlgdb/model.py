@@ -19,6 +19,11 @@ INFERRED = "inferred"  # evidence from code or the stack, not a record
 STALE = "stale"
 
 
+def symbol_name(symbol: str, module: Optional[str]) -> str:
+    """``sem1 [kdl_abba]`` for a module's symbol, ``sem1`` for the vmlinux's."""
+    return f"{symbol} [{module}]" if module else symbol
+
+
 @dataclass
 class Frame:
     """One return address found on a kernel stack."""
@@ -54,9 +59,7 @@ class BlockedIn:
         """``c_done [kdl_chain]``, or the bare address when it has no symbol, or None when not found."""
         if self.address is None:
             return None
-        if self.symbol is None:
-            return f"{self.address:#x}"
-        return f"{self.symbol} [{self.module}]" if self.module else self.symbol
+        return f"{self.address:#x}" if self.symbol is None else symbol_name(self.symbol, self.module)
 
 
 @dataclass
@@ -180,7 +183,7 @@ class Lock:
             return self.label
         if self.symbol is None:
             return self.naming.text if self.naming is not None else f"{self.type} {self.address:#x}"
-        return f"{self.symbol} [{self.module}]" if self.module else self.symbol
+        return symbol_name(self.symbol, self.module)
 
 
 @dataclass

@@ -1,17 +1,10 @@
-"""Post-mortem reports: the bundle gdb writes, the report rendered from it, ``report`` and ``triage``.
+"""Post-mortem reports for the CLI: ``kdlgdb report`` and ``kdlgdb triage``.
 
-The gdb side stays thin. In batch mode it collects the Snapshot and the kernel
-log and writes a *bundle*, one JSON file::
-
-    {"kdlgdb_bundle": 1,
-     "snapshot": Snapshot.to_dict(),
-     "log": [{"seq", "ts_ns", "level", "text", "caller"}, ...],   # the printk ring buffer
-     "facts": {"dump", "dump_mtime", "vmlinux", "debugger", "kdlgdb", "analysed", "log_note", "log_problems", ...}}
-
-Everything after that runs in plain Python, in the ``kdlgdb`` process: the
-wait-for graph, the kernel log findings (:mod:`kdlgdb.analysis.kernlog`) and
-the report (:mod:`kdlgdb.render.report`). ``kd-report`` in gdb makes the same
-bundle in memory and renders it there.
+In batch mode gdb collects the Snapshot and the kernel log and writes a *bundle*
+(:mod:`kdlgdb.frontends.session`, where ``kd-report`` makes the same bundle in
+memory and renders it). Everything after that runs in plain Python, in the
+``kdlgdb`` process: the wait-for graph, the kernel log findings
+(:mod:`kdlgdb.analysis.kernlog`) and the report (:mod:`kdlgdb.render.report`).
 
 This module also finds the vmlinux that matches a dump (by the release in its
 VMCOREINFO) and runs ``kdlgdb report`` and ``kdlgdb triage`` for the CLI; it
@@ -20,33 +13,34 @@ returns what to print (:class:`Outcome`) and prints nothing itself.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import datetime
 import json
 import os
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
 
 from tabulate import tabulate
 
-from .analysis import kernlog
 from .analysis.graph import WaitForGraph
 from .errors import KdlError
-from .kernel.layout import Kernel
-from .kernel.printk import LogRecord, kernel_log
-from .model import Problem, Snapshot
-from .render.report import (
-    FORMATS,
-    chain_sentence,
-    cycle_line,
-    format_crash_time,
-    headline,
-    log_record,
-    render_report,
-    summary_sentence,
-    verdict,
+from .frontends.session import (  # noqa: F401  (the bundle's API, named here too)
+    BUNDLE_VERSION,
+    EXTENSIONS,
+    Bundle,
+    file_time,
+    format_for,
+    load_bundle,
+    log_findings,
+    make_facts,
+    read_kernel_log,
+    render,
+    save_bundle,
+    status,
+    summary_line,
+    with_log_facts,
+    write_report,
 )
-from .gdbrun import run_batch
+from .gdbrun import BATCH_BUNDLE, run_batch
+from .render.report import FORMATS, chain_sentence, cycle_line, format_crash_time, verdict
 from .kernel.collect import crash_time
 from .target.dumpfile import dump_format, dump_vmcoreinfo
 
@@ -78,8 +72,6 @@ __all__ = [
     "run_cli",
 ]
 
-BUNDLE_VERSION = 1
-
 #: Where a vmlinux with debug info for release REL is looked for, in order (Debian's -dbg package first).
 VMLINUX_PLACES = (
     "/usr/lib/debug/boot/vmlinux-{release}",
@@ -87,187 +79,7 @@ VMLINUX_PLACES = (
     "/boot/vmlinux-{release}",
 )
 
-EXTENSIONS = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".json": "json", ".txt": "txt"}
 GDB_TIMEOUT = 600.0
-
-
-# -- the bundle ------------------------------------------------------------------
-
-
-@dataclass
-class Bundle:
-    """What gdb hands the report: the snapshot, the kernel log records (dicts) and facts about the source."""
-
-    snapshot: Snapshot
-    log: list[dict[str, Any]] = field(default_factory=list)
-    facts: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kdlgdb_bundle": BUNDLE_VERSION, "snapshot": self.snapshot.to_dict(), "log": self.log,
-                "facts": self.facts}
-
-    @classmethod
-    def from_dict(cls, data: Any) -> "Bundle":
-        """The bundle in ``data``; KdlError when it is not a kdlgdb bundle of a version this code reads."""
-        if not isinstance(data, dict) or "kdlgdb_bundle" not in data:
-            raise KdlError("not a kdlgdb bundle (no 'kdlgdb_bundle' key)")
-        if data["kdlgdb_bundle"] != BUNDLE_VERSION:
-            raise KdlError(f"kdlgdb bundle version {data['kdlgdb_bundle']}; this kdlgdb reads version {BUNDLE_VERSION}")
-        try:
-            snapshot = Snapshot.from_dict(data["snapshot"])
-        except (KeyError, TypeError) as e:
-            raise KdlError(f"the bundle's snapshot is damaged: {type(e).__name__}: {e}") from None
-        return cls(snapshot, [log_record(r) for r in data.get("log") or []], dict(data.get("facts") or {}))
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return f"kdlgdb {version('kdlgdb')}"
-    except Exception:  # not installed (run from a checkout): the name is enough
-        return "kdlgdb"
-
-
-def file_time(path: Optional[str]) -> Optional[float]:
-    """The modification time of the file ``path`` (seconds since the epoch), or None."""
-    try:
-        return os.path.getmtime(path) if path else None
-    except OSError:
-        return None
-
-
-def make_facts(dump: Optional[str] = None, remote: Optional[str] = None, vmlinux: Optional[str] = None,
-               debugger: Optional[str] = None, **more: Any) -> dict[str, Any]:
-    """Facts about where a snapshot came from, for the report's system section (None values left out).
-
-    ``dump_mtime`` is the dump file's time: the crash time shown when the dump has no CRASHTIME.
-    """
-    facts: dict[str, Any] = {
-        "dump": dump,
-        "dump_mtime": file_time(dump),
-        "remote": remote,
-        "vmlinux": vmlinux,
-        "debugger": debugger,
-        "kdlgdb": _version(),
-        "analysed": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        **more,
-    }
-    return {k: v for k, v in facts.items() if v is not None}
-
-
-def read_kernel_log(kernel: Kernel) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The kernel log as record dicts, and facts about reading it (``log_note`` why it is empty,
-    ``log_problems`` records skipped).
-
-    Never raises: the log is the report's supporting evidence, so a log that cannot be
-    read (or a bug in reading it) costs that section only, and the report says why.
-    """
-    problems: list[Problem] = []
-    try:
-        records = kernel_log(kernel, problems)
-    except KdlError as e:
-        return [], {"log_note": f"the kernel log could not be read: {e}"}
-    except Exception as e:  # a bug in the log reader must not cost the deadlock report
-        return [], {"log_note": f"kdlgdb failed to read the kernel log: internal error: {type(e).__name__}: {e}"}
-    facts: dict[str, Any] = {}
-    if problems:
-        facts["log_problems"] = [str(p) for p in problems]
-    if not records:
-        facts["log_note"] = "the kernel log is empty"
-    return [log_record(r) for r in records], facts
-
-
-def _records(log: Iterable[dict[str, Any]]) -> list[LogRecord]:
-    return [LogRecord(r["seq"], r["ts_ns"], r["level"] if r["level"] is not None else 6, r["text"],
-                      str(r.get("caller") or "")) for r in log]
-
-
-def log_findings(log: Sequence[dict[str, Any]]) -> tuple[list[kernlog.HungTask], list[LogRecord]]:
-    """(tasks the hung-task detector reported, notable records) of a bundle's log."""
-    records = _records(log)
-    return kernlog.hung_tasks(records), kernlog.notable(records)
-
-
-def with_log_facts(snapshot: Snapshot, log: Sequence[dict[str, Any]]) -> Snapshot:
-    """``snapshot`` with what only the kernel log tells (the panic message) filled in where it is missing."""
-    if snapshot.panic is not None or not log:
-        return snapshot
-    panic = kernlog.panic_message(_records(log))
-    return dataclasses.replace(snapshot, panic=panic) if panic is not None else snapshot
-
-
-def save_bundle(bundle: Bundle, path: str) -> None:
-    """Write ``bundle`` to ``path`` as JSON (via a temporary file, so a reader never sees half of it)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(bundle.to_dict(), f, default=str)
-    os.replace(tmp, path)
-
-
-def load_bundle(path: str) -> Bundle:
-    """The bundle in the file ``path``; KdlError (one line) when it cannot be read."""
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except OSError as e:
-        raise KdlError(f"cannot read bundle {path}: {e.strerror}") from None
-    except ValueError as e:
-        raise KdlError(f"{path} is not a kdlgdb bundle: {e}") from None
-    try:
-        return Bundle.from_dict(data)
-    except KdlError as e:
-        raise KdlError(f"{path}: {e}") from None
-
-
-# -- the report ------------------------------------------------------------------
-
-
-def render(bundle: Bundle, fmt: str, svg: Optional[str] = None) -> str:
-    """The report of ``bundle`` in ``fmt`` (html, md, json, txt)."""
-    snapshot = with_log_facts(bundle.snapshot, bundle.log)
-    graph = WaitForGraph(snapshot)
-    hung, notable = log_findings(bundle.log)
-    return render_report(snapshot, graph, fmt, log=bundle.log, hung=hung, notable=notable,
-                         facts=bundle.facts, svg=svg)
-
-
-def status(bundle: Bundle) -> int:
-    """Exit status: 1 when the snapshot has a cycle (deadlock or probable deadlock), else 0."""
-    return 1 if WaitForGraph(bundle.snapshot).cycles else 0
-
-
-def summary_line(bundle: Bundle) -> str:
-    """``DEADLOCK: kdl_m1 (pid 92) and kdl_m2 (pid 93) deadlock on m1 and m2 [kdl_mutex]: ...``"""
-    graph = WaitForGraph(bundle.snapshot)
-    sentence = summary_sentence(bundle.snapshot, graph)
-    if sentence.startswith("No deadlock"):  # says the verdict already
-        return "NO DEADLOCK" + sentence[len("No deadlock"):]
-    return f"{headline(verdict(graph))}: {sentence}"
-
-
-def format_for(path: Optional[str], fmt: Optional[str]) -> str:
-    """The report format: ``fmt`` when given, else from ``path``'s extension, else text."""
-    if fmt is not None:
-        if fmt not in FORMATS:
-            raise KdlError(f"unknown report format '{fmt}': use one of {', '.join(FORMATS)}")
-        return fmt
-    if path is None or path == "-":
-        return "txt"
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in EXTENSIONS:
-        raise KdlError(f"cannot tell the format from '{path}': name it .html, .md, .json or .txt, or give --format")
-    return EXTENSIONS[ext]
-
-
-def write_report(bundle: Bundle, path: str, fmt: str) -> None:
-    """Render ``bundle`` and write it to ``path``; KdlError when the file cannot be written."""
-    text = render(bundle, fmt)
-    try:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
-    except OSError as e:
-        raise KdlError(f"cannot write {path}: {e.strerror}") from None
 
 
 # -- dumps, vmlinux and gdb ------------------------------------------------------
@@ -307,7 +119,7 @@ def _vmlinux_for(dump: str, vmlinux: Optional[str], places: Sequence[str] = VMLI
 def collect_bundle(vmlinux: str, dump: str, timeout: float = GDB_TIMEOUT) -> Bundle:
     """Run gdb in batch mode on ``dump`` and return the bundle it writes; KdlError (one line) when it fails."""
     try:
-        out, _ = run_batch(vmlinux, dump, None, "batch_bundle", {}, timeout=timeout)
+        out, _ = run_batch(vmlinux, dump, None, BATCH_BUNDLE, {}, timeout=timeout)
         bundle = Bundle.from_dict(json.loads(out))
     except KdlError as e:
         raise KdlError(str(e).removeprefix("kdlgdb report: ")) from None

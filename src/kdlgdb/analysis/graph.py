@@ -22,7 +22,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Optional
 
-from ..kernel.waiters import interesting_frame, io_wait
+from ..kernel.functions import interesting_frame, io_wait
 from ..model import CERTAIN, Frame, Lock, Snapshot, Task
 
 __all__ = [

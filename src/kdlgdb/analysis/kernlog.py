@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence, Union
 
-from ..kernel.printk import LogRecord
+from ..kernel.printk import LogRecord, panic_message
 from ..model import Snapshot
 
 __all__ = ["HungTask", "hung_tasks", "notable", "panic_message", "grep", "format_record", "NOTABLE",
@@ -22,9 +22,6 @@ __all__ = ["HungTask", "hung_tasks", "notable", "panic_message", "grep", "format
 # more than %ld seconds." A comm may hold spaces and colons: the pid is the
 # last ":<digits>" before " blocked".
 _HUNG = re.compile(r"INFO: task (?P<comm>.*):(?P<pid>\d+) blocked for more than (?P<seconds>\d+) seconds\.")
-
-# panic() (kernel/panic.c): "Kernel panic - not syncing: %s", and at its end "---[ end Kernel panic - not syncing: %s ]---".
-_PANIC = re.compile(r"Kernel panic - not syncing: ?(?P<message>.*?)(?: \]---)?\s*$")
 
 #: (what, pattern) for the lines :func:`notable` keeps; searched in each line of a record.
 NOTABLE: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -108,16 +105,6 @@ def notable(records: Iterable[LogRecord]) -> list[LogRecord]:
     not the call traces printed after them.
     """
     return [r for r in records if any(rx.search(line) for line in _lines(r) for _, rx in NOTABLE)]
-
-
-def panic_message(records: Iterable[LogRecord]) -> Optional[str]:
-    """The message of the first ``Kernel panic - not syncing: MESSAGE`` line, or None when the kernel did not panic."""
-    for record in records:
-        for line in _lines(record):
-            m = _PANIC.search(line)
-            if m:
-                return m["message"] or "(no message)"
-    return None
 
 
 def grep(records: Iterable[LogRecord], pattern: Union[str, re.Pattern[str]]) -> list[LogRecord]:

@@ -105,7 +105,7 @@ def _dmesg_parser() -> argparse.ArgumentParser:
 
 def report_parser() -> argparse.ArgumentParser:
     """kd-report's options; the command itself is each front end's (it writes a file)."""
-    from ..report import FORMATS
+    from ..render.report import FORMATS
 
     p = _Parser(
         prog="kd-report",

@@ -18,7 +18,7 @@ import io
 import os
 import sys
 import traceback
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from ..errors import KdlError
 from ..target.crash import Channel, CrashTarget, crash_socket
@@ -49,10 +49,10 @@ class Session:
     """The kernel crash has open, and the commands run on it."""
 
     def __init__(self, channel: Channel) -> None:
+        from .session import Session as KernelSession
+
         self.channel = channel
-        self._kernel: Kernel | None = None
-        self._snapshot: Snapshot | None = None
-        self._with_lines: Snapshot | None = None  # the snapshot once its frames have their file:line
+        self.session = KernelSession(lambda: CrashTarget(channel), _facts, progress=self.progress)
 
     def serve(self) -> None:
         """Run commands until crash closes the socket."""
@@ -67,7 +67,7 @@ class Session:
     def run(self, request: Request) -> None:
         """Run one command; it ends with ``done`` and its output, or ``error`` and one line."""
         if request.live:
-            self._kernel = self._snapshot = self._with_lines = None
+            self.session.forget()
         try:
             text = self.output(request)
         except Exception as e:  # noqa: BLE001  (the one place that turns errors into one line)
@@ -95,43 +95,26 @@ class Session:
         return commands.run(request.command, args, snap, color=request.color, kernel=self.kernel())
 
     def kernel(self) -> Kernel:
-        from ..kernel.layout import Kernel
-
-        if self._kernel is None:
-            self._kernel = Kernel(CrashTarget(self.channel))
-        return self._kernel
+        return self.session.kernel()
 
     def snapshot(self, source_lines: bool = False) -> Snapshot:
-        """The kernel's snapshot, collected once; the file:line of its stack frames looked up the
-        first time ``source_lines`` asks for them (most output does not show them)."""
-        from ..kernel.collect import collect
-        from ..kernel.stack import add_source_lines
-
-        if self._snapshot is None:
-            self._snapshot = collect(self.kernel(), progress=self.progress, source_lines=False)
-        if source_lines and self._with_lines is not self._snapshot:
-            add_source_lines(self.kernel(), self._snapshot.tasks)
-            self._with_lines = self._snapshot
-        return self._snapshot
+        """The kernel's snapshot, collected once (:meth:`kdlgdb.frontends.session.Session.snapshot`)."""
+        return self.session.snapshot(source_lines=source_lines)
 
     def progress(self, stage: str, done: int, total: int) -> None:
         self.channel.send("progress", f"kdlgdb: {stage} {done}" + (f"/{total}" if total else ""))
 
     def report(self, args: argparse.Namespace) -> str:
         """kd-report -o FILE: the post-mortem report of the kernel crash has open."""
-        from .. import report as post_mortem
+        return self.session.report(args.output, args.format)
 
-        fmt = post_mortem.format_for(args.output, args.format)
-        kernel = self.kernel()
-        target = kernel.target
-        assert isinstance(target, CrashTarget)
-        _, dump, vmlinux, debugger = target.described()
-        log, log_facts = post_mortem.read_kernel_log(kernel)
-        facts = post_mortem.make_facts(dump=dump or None, vmlinux=vmlinux or None, debugger=debugger or None,
-                                       **log_facts)
-        bundle = post_mortem.Bundle(post_mortem.with_log_facts(self.snapshot(source_lines=True), log), log, facts)
-        post_mortem.write_report(bundle, args.output, fmt)
-        return f"{post_mortem.summary_line(bundle)}\nkd-report: wrote {args.output} ({fmt})"
+
+def _facts(kernel: Kernel) -> dict[str, Optional[str]]:
+    """Where the kernel crash has open comes from, for a report."""
+    target = kernel.target
+    assert isinstance(target, CrashTarget)
+    _, dump, vmlinux, debugger = target.described()
+    return {"dump": dump or None, "vmlinux": vmlinux or None, "debugger": debugger or None}
 
 
 def error_line(e: BaseException) -> str:

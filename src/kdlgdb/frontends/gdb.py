@@ -14,22 +14,18 @@ from typing import Callable, Optional
 
 import gdb  # type: ignore[import-not-found]
 
-from .. import report as post_mortem
 from ..errors import KdlError
-from ..kernel.collect import collect
 from ..kernel.layout import Kernel
-from ..kernel.stack import add_source_lines
 from ..model import Snapshot, Task
 from ..target.dumpfile import DumpFile, dump_format, open_dump
+from ..target.base import TargetKind
 from ..target.gdb import GdbTarget
-from ..target.replay import RecordingTarget
 from . import commands
 from . import task as task_view
+from .session import Session, save_bundle, status as bundle_status
 
 __all__ = ["register", "snapshot", "kernel", "kd_open", "batch", "batch_bundle"]
 
-_cache: dict[str, Snapshot] = {}
-_kernels: dict[str, Kernel] = {}
 _opened: dict[str, DumpFile] = {}  # "dump": the file kd-open gave, read by kdlgdb itself
 
 
@@ -94,30 +90,13 @@ def _progress_end() -> None:
 
 
 def snapshot(record: Optional[str] = None, source_lines: bool = False) -> Snapshot:
-    """The Snapshot of the kernel gdb looks at, collected once and cached; the file:line of its
-    stack frames are looked up the first time ``source_lines`` asks for them."""
-    if record is not None:
-        recorder = RecordingTarget(_target())
-        snap = collect(recorder)  # with source lines: the recording must hold them
-        recorder.save(record)
-        _cache["current"] = _cache["with lines"] = snap
-    elif "current" not in _cache:
-        try:
-            _cache["current"] = collect(kernel(), progress=_progress, source_lines=False)
-        finally:
-            _progress_end()
-    snap = _cache["current"]
-    if source_lines and _cache.get("with lines") is not snap:
-        add_source_lines(kernel(), snap.tasks)
-        _cache["with lines"] = snap
-    return snap
+    """The Snapshot of the kernel gdb looks at, collected once and kept (:meth:`Session.snapshot`)."""
+    return _session.snapshot(source_lines=source_lines, record=record)
 
 
 def kernel() -> Kernel:
-    """The Kernel gdb looks at (KASLR and layouts found once), cached like the snapshot."""
-    if "current" not in _kernels:
-        _kernels["current"] = Kernel(_target())
-    return _kernels["current"]
+    """The Kernel gdb looks at (KASLR and layouts found once), kept like the snapshot."""
+    return _session.kernel()
 
 
 def _target() -> GdbTarget:
@@ -148,7 +127,7 @@ def kd_open(path: str) -> str:
     fmt = dump_format(path)
     _close()
     _forget()
-    if fmt == "elf-virtual":
+    if fmt.gdb_reads:
         gdb.execute(f"core-file {path}", to_string=True)
     else:
         memory = open_dump(path)
@@ -161,14 +140,25 @@ def kd_open(path: str) -> str:
         _close()
         _forget()
         raise
-    reader = "gdb reads it" if fmt == "elf-virtual" else "kdlgdb reads it"
     assert isinstance(k.target, GdbTarget)
-    return f"{path}: {k.target.dump_kind}, Linux {k.release}, KASLR offset {k.kaslr_offset:#x} ({reader})"
+    return f"{path}: {k.target.dump_kind}, Linux {k.release}, KASLR offset {k.kaslr_offset:#x} ({fmt.reader()})"
+
+
+def _facts(k: Kernel) -> dict[str, Optional[str]]:
+    """Where the kernel gdb looks at comes from, for a report."""
+    target = k.target
+    assert isinstance(target, GdbTarget)
+    return {"dump": target.dump_path, "remote": target.where if target.kind is TargetKind.LIVE else None,
+            "vmlinux": gdb.current_progspace().filename, "debugger": f"gdb {gdb.VERSION}"}
+
+
+#: The kernel gdb looks at: its Kernel and Snapshot, until gdb loads another or a live target runs.
+# (progress looked up when called: a test hook replaces _progress)
+_session = Session(_target, _facts, progress=lambda *a: _progress(*a), progress_end=lambda: _progress_end())
 
 
 def _forget(*_args) -> None:
-    _cache.clear()
-    _kernels.clear()
+    _session.forget()
 
 
 class KdCommand(gdb.Command):
@@ -191,7 +181,7 @@ class KdCommand(gdb.Command):
         except KeyboardInterrupt:
             gdb.write(f"{self.name}: interrupted\n", gdb.STDERR)
         except Exception as e:  # the one place that turns errors into one line
-            _report(self.name, e)
+            _error(self.name, e)
 
     def output(self, args: argparse.Namespace) -> str:
         if self.name in commands.KERNEL_COMMANDS:
@@ -244,7 +234,7 @@ class KdTask(KdCommand):
         return _select(commands.find_task(snapshot(), args.task))
 
 
-def _report(name: str, e: BaseException, errors: Optional[str] = None) -> None:
+def _error(name: str, e: BaseException, errors: Optional[str] = None) -> None:
     if _params["debug"].value:
         traceback.print_exc()
     if isinstance(e, KdlError):
@@ -294,9 +284,9 @@ def batch(command: str, argv: list[str], out: str, record: Optional[str] = None)
             f.write(commands.run(command, args, snap, color=False, kernel=kernel()) + "\n")
         status = commands.verdict_status(snap) if command == "kd-waitfor" else 0
     except KeyboardInterrupt:
-        _report(command, KdlError("interrupted"), out + ".err")
+        _error(command, KdlError("interrupted"), out + ".err")
     except Exception as e:
-        _report(command, e, out + ".err")
+        _error(command, e, out + ".err")
     _quit(status)
 
 
@@ -306,7 +296,7 @@ def batch_open(path: str, out: str) -> bool:
         kd_open(path)
         return True
     except Exception as e:
-        _report("kd-open", e, out + ".err")
+        _error("kd-open", e, out + ".err")
     _quit(2)
     return False
 
@@ -326,31 +316,18 @@ def _quit(status: int) -> None:
 # -- post-mortem reports (kdlgdb report / triage, kd-report) ---------------------
 
 
-def _bundle() -> post_mortem.Bundle:
-    """The cached snapshot, the kernel log and facts about what gdb has loaded."""
-    snap = snapshot(source_lines=True)
-    target = kernel().target
-    assert isinstance(target, GdbTarget)
-    dump = target.dump_path
-    remote = target.where if target.kind == "live" else None
-    log, log_facts = post_mortem.read_kernel_log(kernel())
-    facts = post_mortem.make_facts(dump=dump, remote=remote, vmlinux=gdb.current_progspace().filename,
-                                   debugger=f"gdb {gdb.VERSION}", **log_facts)
-    return post_mortem.Bundle(post_mortem.with_log_facts(snap, log), log, facts)
-
-
 def batch_bundle(out: str) -> None:
     """For ``kdlgdb report`` and ``triage``: write the bundle (snapshot, kernel log, facts) to the file
     ``out`` as JSON and quit gdb with the verdict (0 no cycle, 1 cycle, 2 error, its line in ``out.err``)."""
     status = 2
     try:
-        bundle = _bundle()
-        post_mortem.save_bundle(bundle, out)
-        status = post_mortem.status(bundle)
+        bundle = _session.bundle()
+        save_bundle(bundle, out)
+        status = bundle_status(bundle)
     except KeyboardInterrupt:
-        _report("kdlgdb report", KdlError("interrupted"), out + ".err")
+        _error("kdlgdb report", KdlError("interrupted"), out + ".err")
     except Exception as e:
-        _report("kdlgdb report", e, out + ".err")
+        _error("kdlgdb report", e, out + ".err")
     _quit(status)
 
 
@@ -361,10 +338,7 @@ class KdReport(KdCommand):
         super().__init__("kd-report", commands.report_parser)
 
     def output(self, args: argparse.Namespace) -> str:
-        fmt = post_mortem.format_for(args.output, args.format)
-        bundle = _bundle()
-        post_mortem.write_report(bundle, args.output, fmt)
-        return f"{post_mortem.summary_line(bundle)}\nkd-report: wrote {args.output} ({fmt})"
+        return _session.report(args.output, args.format)
 
 
 def register() -> None:

@@ -35,26 +35,10 @@ from .layout import Kernel
 from .locks import LockKind
 from .stack import Stack
 from .symbols import Symbols
-from .waiters import StackRanges, Wait, base_name, find_wait, interesting_frame, io_wait, past_scheduler, slow_path
+from .functions import COMPLETION_WAITS, SLEEP_FALLBACK, SLEEPS, base_name, interesting_frame, io_wait, past_scheduler, slow_path
+from .waiters import StackRanges, Wait, find_wait
 
-__all__ = ["COMPLETION_WAITS", "SLEEPS", "blocked_in", "find_blocked_in"]
-
-# The functions a completion waiter sleeps in (wait_for_completion tail-calls
-# __wait_for_common on 6.1 and 6.12, so often only that one is on the stack).
-COMPLETION_WAITS = {
-    "wait_for_completion", "wait_for_completion_io", "wait_for_completion_timeout",
-    "wait_for_completion_io_timeout", "wait_for_completion_interruptible",
-    "wait_for_completion_interruptible_timeout", "wait_for_completion_killable",
-    "wait_for_completion_killable_timeout", "wait_for_completion_state", "__wait_for_common",
-    "wait_for_common", "wait_for_common_io", "do_wait_for_common",
-}
-# Sleeps that wait for time, not for an event (ssleep is msleep inlined; usleep_range is usleep_range_state).
-SLEEPS = {
-    "msleep", "msleep_interruptible", "usleep_range_state", "usleep_range", "schedule_timeout_uninterruptible",
-    "schedule_timeout_interruptible", "schedule_timeout_killable", "schedule_timeout_idle", "do_nanosleep",
-    "hrtimer_nanosleep", "schedule_hrtimeout", "schedule_hrtimeout_range", "schedule_hrtimeout_range_clock",
-}
-
+__all__ = ["blocked_in", "find_blocked_in"]
 
 @dataclass
 class _Queue:
@@ -156,8 +140,8 @@ def blocked_in(k: Kernel, queues: _Queues, symbols: Symbols, task: Task, stack: 
         found = BlockedIn("waitqueue", base_name(inner.symbol) if inner is not None else None, where)
         if _link(k, queue, symbols, task, stack, stacks, known, found):
             return found
-    if any(base_name(f.symbol) == "schedule_timeout" for f in frames[:first]):
-        return BlockedIn("sleep", "schedule_timeout", where, evidence="schedule_timeout is on its stack")
+    if any(base_name(f.symbol) == SLEEP_FALLBACK for f in frames[:first]):
+        return BlockedIn("sleep", SLEEP_FALLBACK, where, evidence=f"{SLEEP_FALLBACK} is on its stack")
     return BlockedIn("unknown", base_name(inner.symbol) if inner is not None else None, where)
 
 

@@ -1,7 +1,8 @@
 """Collect a Snapshot: every task, what the blocked ones wait on, who holds it."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from ..errors import CorruptError, ReadError
@@ -14,20 +15,21 @@ from .held import CodeReader
 from .layout import Kernel, le64
 from .naming import name_locks
 from .lockdep import LockdepLayout, held_lock_owners, lockdep_on, read_held_locks, task_held_locks
-from .locks import LockKind, lock_kinds, last_reader
+from .locks import lock_kinds, last_reader
 from .freeze import name_freezes
 from .owners import Timing, check_owners
 from .percpu_rwsem import find_writer_waits, percpu_rwsem_kind
 from .rtmutex import RtLayout, find_rt_waits
-from .spinlock import find_spin_waits, interrupt_deadlocks
+from .spinlock import SpinWait, find_spin_waits, interrupt_deadlocks
 from .stack import Stack, StackReader, add_source_lines
 from .symbols import Symbols
 from .unwind import SCAN
 from .tasks import Runqueue, TaskLayout, for_each_task, per_cpu_runqueues, read_task, task_state_letters
-from .waiters import BlockedOn, StackRanges, Wait, find_wait, find_wait_blocked_on, slow_path
+from .functions import slow_path
+from .waiters import BlockedOn, StackRanges, Wait, find_wait, find_wait_blocked_on
 from .workqueue import find_work_waits
 
-__all__ = ["collect", "lock_sources", "crash_time", "LOCK_SOURCES"]
+__all__ = ["collect", "Collection", "STAGES", "lock_sources", "crash_time", "LOCK_SOURCES"]
 
 Progress = Callable[[str, int, int], None]
 PROGRESS_EVERY = 100  # tasks between two progress reports
@@ -59,151 +61,192 @@ def crash_time(vmcoreinfo: Mapping[str, str]) -> Optional[int]:
         return None
 
 
-def collect(source: Target | Kernel, progress: Optional[Progress] = None, source_lines: bool = True,
-            exact: bool = True) -> Snapshot:
-    """Read everything the wait-for analysis needs from a target (or a Kernel already made of one,
-    so that KASLR and the banner are not worked out twice). Without ``source_lines`` the frames
-    have no file:line (``add_source_lines`` can add them later, for output that shows them). Without
-    ``exact`` the stacks of sleeping tasks are scanned for return addresses instead of unwound.
+@dataclass
+class Collection:
+    """What the stages of :data:`STAGES` share. Each stage reads some of these fields and writes others
+    (its docstring says which); nothing else passes between stages.
 
-    KdlError for what makes analysis impossible (wrong vmlinux, missing types);
-    anything wrong with one task or lock becomes a Problem and is skipped.
+    Made by :meth:`start`, which reads the layouts every stage needs (no task yet).
     """
-    k = source if isinstance(source, Kernel) else Kernel(source)
-    snap = Snapshot(release=k.release, kaslr_offset=k.kaslr_offset, sources=lock_sources(k), dump=k.target.describe(),
-                    crash_time=crash_time(k.vmcoreinfo))
-    problems = snap.problems
-    layout = TaskLayout.detect(k)
-    letters = task_state_letters(k)
-    symbols = Symbols(k, problems)
-    stacks = StackReader(k, symbols)
-    backtracer = Backtracer(k, symbols, stacks) if exact else None
-    k.forget_kept()  # what an interrupted collect kept
 
-    tasks: dict[int, Task] = {}
-    lockdep = LockdepLayout.detect(k)
-    held_raw: dict[int, tuple[int, bytes]] = {}  # lockdep_depth and held_locks, from each task_struct read
-    saved_sp: dict[int, int] = {}  # thread.sp: where a sleeping task's stack begins
-    arrival: dict[int, int] = {}  # sched_info.last_arrival: when it last got a CPU
-    started: dict[int, int] = {}  # start_time: when it was forked (CLOCK_MONOTONIC)
-    exec_start: dict[int, int] = {}  # se.exec_start: when it last ran (its runqueue's clock_task; 0: unknown)
+    k: Kernel
+    snap: Snapshot  #: the result; ``snap.problems`` is :attr:`problems`
+    symbols: Symbols
+    stacks: StackReader
+    code: CodeReader  #: the acquire calls in a function's code, for inferring holders
+    layout: TaskLayout
+    letters: list[str]  #: the kernel's task_state_array
+    lockdep: Optional[LockdepLayout]  #: None: no CONFIG_LOCKDEP
+    progress: Optional[Progress] = None
+    source_lines: bool = True
+    backtracer: Optional[Backtracer] = None  #: exact unwinds (ORC, frame pointers); None: the stack scan
+    tasks: dict[int, Task] = field(default_factory=dict)  #: task_struct address -> Task
+    facts: dict[int, TaskFacts] = field(default_factory=dict)  #: what else the task_struct read says, by address
+    runqueues: list[Runqueue] = field(default_factory=list)
+    live: dict[int, Stack] = field(default_factory=dict)  #: the saved stacks of the tasks off CPU
+    ranges: StackRanges = field(default_factory=lambda: StackRanges([], 0))  #: every task's stack
+    on_cpu: list[CpuState] = field(default_factory=list)  #: the CPUs whose registers the target has
+    locks: dict[int, Lock] = field(default_factory=dict)  #: lock address -> Lock, every lock some task waits on
+    spins: dict[int, SpinWait] = field(default_factory=dict)  #: task address -> the spinlock its CPU spins on
 
-    def add(address: int, data: Optional[bytes] = None) -> None:
-        if address in tasks or not address:
-            return
-        try:
-            data = data if data is not None else k.read(address, layout.size)
-            tasks[address] = read_task(k, layout, letters, address, data)
-            saved_sp[address] = le64(data, layout.sp)
-            found = task_held_locks(lockdep, data) if lockdep is not None else None
-            if found is not None:
-                held_raw[address] = found
-            if layout.last_arrival is not None:
-                arrival[address] = le64(data, layout.last_arrival)
-            if layout.start_time is not None:
-                started[address] = le64(data, layout.start_time)
-            if layout.exec_start is not None:
-                exec_start[address] = le64(data, layout.exec_start)
-        except ReadError as e:
-            problems.append(Problem("task", f"{address:#x}", str(e)))
+    @property
+    def problems(self) -> list[Problem]:
+        return self.snap.problems
 
-    add(k.need_symbol("init_task"))
-    for address, data in for_each_task(k, layout, problems):
-        add(address, data)
-        if progress is not None and len(tasks) % PROGRESS_EVERY == 0:
-            progress("tasks", len(tasks), 0)
+    @classmethod
+    def start(cls, source: Target | Kernel, progress: Optional[Progress] = None, source_lines: bool = True,
+              exact: bool = True) -> Collection:
+        """The context before the first stage: the Snapshot's header and the layouts. Without ``exact`` the
+        stacks of sleeping tasks are scanned for return addresses instead of unwound."""
+        k = source if isinstance(source, Kernel) else Kernel(source)
+        snap = Snapshot(release=k.release, kaslr_offset=k.kaslr_offset, sources=lock_sources(k), dump=k.target.describe(),
+                        crash_time=crash_time(k.vmcoreinfo))
+        layout = TaskLayout.detect(k)
+        letters = task_state_letters(k)
+        symbols = Symbols(k, snap.problems)
+        stacks = StackReader(k, symbols)
+        k.forget_kept()  # what an interrupted collect kept
+        return cls(k, snap, symbols, stacks, CodeReader(k, symbols), layout, letters, LockdepLayout.detect(k),
+                   progress, source_lines, Backtracer(k, symbols, stacks) if exact else None)
+
+    def run(self, stages: Iterable[Stage]) -> Collection:
+        for stage in stages:
+            stage(self)
+        return self
+
+
+Stage = Callable[[Collection], None]
+
+
+@dataclass
+class TaskFacts:
+    """What a stage after :func:`read_tasks` needs of a task_struct that the Task does not carry."""
+
+    saved_sp: int  #: thread.sp: where a sleeping task's stack begins
+    held: Optional[tuple[int, bytes]] = None  #: lockdep_depth and held_locks
+    last_arrival: Optional[int] = None  #: sched_info.last_arrival: when it last got a CPU
+    started: Optional[int] = None  #: start_time: when it was forked (CLOCK_MONOTONIC)
+    exec_start: Optional[int] = None  #: se.exec_start: when it last ran (its runqueue's clock_task; 0: unknown)
+
+
+def _add_task(c: Collection, address: int, data: Optional[bytes] = None) -> None:
+    """Read one task_struct (unless known) into ``c.tasks`` and ``c.facts``."""
+    if address in c.tasks or not address:
+        return
+    k, layout = c.k, c.layout
     try:
-        runqueues = per_cpu_runqueues(k)
+        data = data if data is not None else k.read(address, layout.size)
+        c.tasks[address] = read_task(k, layout, c.letters, address, data)
+        facts = c.facts[address] = TaskFacts(le64(data, layout.sp))
+        facts.held = task_held_locks(c.lockdep, data) if c.lockdep is not None else None
+        if layout.last_arrival is not None:
+            facts.last_arrival = le64(data, layout.last_arrival)
+        if layout.start_time is not None:
+            facts.started = le64(data, layout.start_time)
+        if layout.exec_start is not None:
+            facts.exec_start = le64(data, layout.exec_start)
     except ReadError as e:
-        problems.append(Problem("runqueues", "runqueues", str(e)))
-        runqueues = []
-    for rq in runqueues:
-        add(rq.idle)
+        c.problems.append(Problem("task", f"{address:#x}", str(e)))
+
+
+def read_tasks(c: Collection) -> None:
+    """init_task and every task on the task list. Reads the layouts only. Writes ``tasks``, ``facts``."""
+    _add_task(c, c.k.need_symbol("init_task"))
+    for address, data in for_each_task(c.k, c.layout, c.problems):
+        _add_task(c, address, data)
+        if c.progress is not None and len(c.tasks) % PROGRESS_EVERY == 0:
+            c.progress("tasks", len(c.tasks), 0)
+
+
+def read_runqueues(c: Collection) -> None:
+    """Each CPU's runqueue: its idle task, which task it runs, its clock.
+    Reads ``tasks``, ``facts``. Writes ``runqueues``, ``tasks`` (idle tasks; ``on_cpu``, ``cpu``,
+    ``last_ran_ns``), ``snap.cpus``, ``snap.uptime_ns``."""
+    try:
+        c.runqueues = per_cpu_runqueues(c.k)
+    except ReadError as e:
+        c.problems.append(Problem("runqueues", "runqueues", str(e)))
+        c.runqueues = []
+    tasks = c.tasks
+    for rq in c.runqueues:
+        _add_task(c, rq.idle)
         if rq.curr in tasks:
             tasks[rq.curr].on_cpu = True
             tasks[rq.curr].cpu = rq.cpu
-    clocks = {rq.cpu: rq.clock for rq in runqueues}
-    snap.cpus = len(runqueues)
-    snap.uptime_ns = max(clocks.values()) if clocks else None
-    for address, last in arrival.items():
-        task, now = tasks[address], clocks.get(tasks[address].cpu)
+    clocks = {rq.cpu: rq.clock for rq in c.runqueues}
+    c.snap.cpus = len(c.runqueues)
+    c.snap.uptime_ns = max(clocks.values()) if clocks else None
+    for address, facts in c.facts.items():
+        if facts.last_arrival is None:
+            continue
+        task, last = tasks[address], facts.last_arrival
+        now = clocks.get(task.cpu)
         task.last_ran_ns = 0 if task.on_cpu else (now - last if now and last and now >= last else None)
 
-    # Stacks: only tasks that are off CPU have a meaningful saved stack pointer.
-    # A stack is read whole once; the wait-list walks read its waiter structs again from it.
-    live: dict[int, Stack] = {}
+
+def read_stacks(c: Collection) -> None:
+    """The saved stack of every task off CPU, read whole once (later stages read waiter structs from it:
+    the Kernel keeps it), and its frames. Reads ``tasks``, ``facts``. Writes ``live``, ``ranges``,
+    ``tasks`` (``frames``)."""
+    k, tasks = c.k, c.tasks
     for n, (address, task) in enumerate(tasks.items()):
-        if progress is not None and n % PROGRESS_EVERY == 0:
-            progress("stacks", n, len(tasks))
+        if c.progress is not None and n % PROGRESS_EVERY == 0:
+            c.progress("stacks", n, len(tasks))
         if task.on_cpu:
-            continue
+            continue  # only a task off CPU has a meaningful saved stack pointer
         try:
-            stack = stacks.read(task.stack_base, saved_sp[address])
+            stack = c.stacks.read(task.stack_base, c.facts[address].saved_sp)
             if stack is not None:
-                live[address] = stack
+                c.live[address] = stack
                 k.keep(stack.sp, stack.data)
-                if backtracer is not None:
-                    bt = backtracer.blocked(stack, task.stack_base)
+                if c.backtracer is not None:
+                    bt = c.backtracer.blocked(stack, task.stack_base)
                     task.frames, task.unwinder, task.unwind_error = bt.frames, bt.method, bt.error
                 else:
-                    task.frames, task.unwinder = stacks.frames(stack), SCAN
+                    task.frames, task.unwinder = c.stacks.frames(stack), SCAN
         except ReadError as e:
-            problems.append(Problem("stack", f"task {task.pid} ({task.comm}) {task.stack_base:#x}", str(e)))
+            c.problems.append(Problem("stack", f"task {task.pid} ({task.comm}) {task.stack_base:#x}", str(e)))
+    c.ranges = StackRanges([t.stack_base for t in tasks.values()], c.stacks.thread_size)
 
-    # Tasks current on a CPU: their frames start at the CPU's saved registers.
-    on_cpu = cpu_states(k, runqueues, tasks, symbols, stacks, problems, backtracer)
-    apply_cpu_states(on_cpu, tasks)
 
-    if source_lines:
-        add_source_lines(k, tasks.values())
-    snap.tasks = sorted(tasks.values(), key=lambda t: (t.pid, t.address))
+def read_cpus(c: Collection) -> None:
+    """The tasks current on a CPU: their frames start at the CPU's saved registers.
+    Reads ``runqueues``, ``tasks``. Writes ``on_cpu``, ``tasks`` (``frames``, ``cpu_context``)."""
+    c.on_cpu = cpu_states(c.k, c.runqueues, c.tasks, c.symbols, c.stacks, c.problems, c.backtracer)
+    apply_cpu_states(c.on_cpu, c.tasks)
+
+
+def list_tasks(c: Collection) -> None:
+    """The Snapshot's task list, with file:line on the frames unless ``source_lines`` is off
+    (``add_source_lines`` can add them later). Reads ``tasks``. Writes ``snap.tasks``, ``tasks`` (``frames``)."""
+    if c.source_lines:
+        add_source_lines(c.k, c.tasks.values())
+    c.snap.tasks = sorted(c.tasks.values(), key=lambda t: (t.pid, t.address))
+
+
+def find_rt_mutex_waits(c: Collection) -> None:
+    """Tasks asleep on an rt_mutex (PREEMPT_RT's mutexes, rwsems and spinlocks too), and a waiter spinning on
+    its CPU while the owner runs (rtmutex_spin_on_owner: queued in the waiter tree all the same; its stack is
+    the one its CPU's registers point into). First: the wait-list scan skips the tasks it claims.
+    Reads ``tasks``, ``live``, ``on_cpu``, ``ranges``. Writes ``locks``, ``tasks`` (``waits_on``)."""
+    rt = RtLayout.detect(c.k)
+    if rt is None:
+        return
+    spinning = {s.task: s.task_stack for s in c.on_cpu if s.task_stack is not None and s.task in c.tasks}
+    c.locks.update(find_rt_waits(c.k, rt, c.code, c.tasks, {**spinning, **c.live}, c.problems, c.ranges))
+
+
+def find_lock_waits(c: Collection) -> None:
+    """The wait-list scan: every task off CPU in a lock slow path (mutex, rwsem, semaphore), found by its
+    waiter struct on its stack linked into the lock's wait list, or by ``task->blocked_on``.
+    Reads ``tasks``, ``live``, ``ranges``; skips the tasks that already wait. Writes ``locks``,
+    ``tasks`` (``waits_on``, ``wait_evidence``)."""
+    k, tasks, live, ranges, problems = c.k, c.tasks, c.live, c.ranges, c.problems
     kinds = lock_kinds(k)
     percpu = percpu_rwsem_kind(k)
     if percpu is not None:
         kinds[percpu.name] = percpu
-    ranges = StackRanges([t.stack_base for t in tasks.values()], stacks.thread_size)
-    code = CodeReader(k, symbols)
-    rt = RtLayout.detect(k)
-    # PREEMPT_RT's adaptive spin: an rt_mutex waiter spins on its CPU while the owner runs (rtmutex_spin_on_owner),
-    # queued in the waiter tree all the same; its stack is the one its CPU's registers point into.
-    spinning = {s.task: s.task_stack for s in on_cpu if s.task_stack is not None and s.task in tasks}
-    locks = find_rt_waits(k, rt, code, tasks, {**spinning, **live}, problems, ranges) if rt is not None else {}
-    locks.update(_find_waits(k, kinds, tasks, live, ranges, problems))
-    # After the wait-list scan: a reader queued on a percpu rw-semaphore is not one of its readers.
-    find_writer_waits(k, symbols, tasks, live, ranges, locks, problems)
-    # Before holders are inferred: a frozen superblock's sb_writers is held by the freeze, not a task.
-    name_freezes(k, locks, problems)
-    spin_locks, spins = find_spin_waits(k, code, on_cpu, tasks, problems)
-    locks.update(spin_locks)
-    check_owners(locks.values(), tasks, _timing(tasks, started, exec_start, runqueues),
-                 lambda task, lock: _took_before(code, task, lock.address))
-    _infer_holders(k, code, locks, tasks, live, on_cpu)
-    if lockdep is not None:
-        snap.lockdep_on = lockdep_on(k)
-        read_held_locks(k, lockdep, symbols, tasks, problems, held_raw)
-        held_lock_owners(k, locks, tasks, bool(snap.lockdep_on))
-    interrupt_deadlocks(k, code, on_cpu, spins, tasks)
-    find_blocked_in(k, symbols, tasks, live, ranges, locks, problems)
-    # After find_blocked_in: a flush waits on a completion, which names the work item or workqueue.
-    find_work_waits(k, symbols, tasks, locks, problems)
-    k.forget_kept()
-    snap.locks = sorted(locks.values(), key=lambda lk: lk.address)
-    for lock in snap.locks:
-        lock.symbol, lock.module = symbols.name(lock.address)
-    name_locks(k, snap.locks, tasks, stacks.thread_size, symbols)  # the heap object, per-CPU variable or stack of the others
-    return snap
-
-
-def _find_waits(
-    k: Kernel,
-    kinds: dict[str, LockKind],
-    tasks: dict[int, Task],
-    live: dict[int, Stack],
-    ranges: StackRanges,
-    problems: list[Problem],
-) -> dict[int, Lock]:
-    """Set ``waits_on`` of every task in a lock slow path; return the locks waited on."""
-    locks: dict[int, Lock] = {}
+    locks = c.locks
     known: dict[int, Wait] = {}
     blocked_on = BlockedOn.detect(k) if "mutex" in kinds else None
     for address, task in tasks.items():
@@ -245,11 +288,42 @@ def _find_waits(
             except ReadError as e:
                 problems.append(Problem("lock", f"{kind.struct} {wait.lock:#x}", str(e)))
             locks[wait.lock] = lock
-    return locks
+
+
+def find_percpu_rwsem_writer_waits(c: Collection) -> None:
+    """A writer waiting on a percpu rw-semaphore. After the wait-list scan: a reader queued on one is not one of
+    its readers. Reads ``tasks``, ``live``, ``ranges``, ``locks``. Writes ``locks``, ``tasks`` (``waits_on``)."""
+    find_writer_waits(c.k, c.symbols, c.tasks, c.live, c.ranges, c.locks, c.problems)
+
+
+def find_freezes(c: Collection) -> None:
+    """A frozen superblock's sb_writers is held by the freeze, not a task. Before holders are inferred.
+    Reads ``locks``. Writes ``locks`` (owners, details)."""
+    name_freezes(c.k, c.locks, c.problems)
+
+
+def find_spinlock_waits(c: Collection) -> None:
+    """Each task whose CPU spins on a spinlock. Reads ``on_cpu``, ``tasks``. Writes ``locks``, ``spins``,
+    ``tasks`` (``waits_on``, ``cpu_context``)."""
+    spin_locks, c.spins = find_spin_waits(c.k, c.code, c.on_cpu, c.tasks, c.problems)
+    c.locks.update(spin_locks)
+
+
+def check_lock_owners(c: Collection) -> None:
+    """Whether each recorded owner is consistent (a live task, started before its waiters blocked).
+    Before holders are inferred. Reads ``tasks``, ``facts``, ``runqueues``. Writes ``locks`` (owners)."""
+    check_owners(c.locks.values(), c.tasks, _timing(c),
+                 lambda task, lock: _took_before(c.code, task, lock.address))
 
 
 # The registers a CPU's note saves that can hold a lock's address (not rip, rsp, the segment bases).
 GENERAL_REGISTERS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
+
+
+def infer_holders(c: Collection) -> None:
+    """Add inferred owners to locks whose owner the kernel does not record (:func:`_infer_holders`).
+    Reads ``tasks``, ``live``, ``on_cpu``. Writes ``locks`` (owners)."""
+    _infer_holders(c.k, c.code, c.locks, c.tasks, c.live, c.on_cpu)
 
 
 def _infer_holders(k: Kernel, code: CodeReader, locks: dict[int, Lock], tasks: dict[int, Task], live: dict[int, Stack],
@@ -298,16 +372,17 @@ def _infer_holders(k: Kernel, code: CodeReader, locks: dict[int, Lock], tasks: d
                 owner.evidence += "; also the last reader in rw_semaphore.owner"
 
 
-def _timing(tasks: dict[int, Task], started: dict[int, int], exec_start: dict[int, int],
-            runqueues: list[Runqueue]) -> dict[int, Timing]:
+def _timing(c: Collection) -> dict[int, Timing]:
     """Each task's :class:`~kdlgdb.kernel.owners.Timing`: start_time, and se.exec_start moved onto its
     runqueue's clock by how far that runqueue's clock_task is behind its clock now (an upper bound)."""
-    lag = {rq.cpu: rq.clock - rq.clock_task for rq in runqueues if rq.clock_task is not None and rq.clock >= rq.clock_task}
+    lag = {rq.cpu: rq.clock - rq.clock_task for rq in c.runqueues if rq.clock_task is not None and rq.clock >= rq.clock_task}
     timing = {}
-    for address, task in tasks.items():
-        last = exec_start.get(address)
+    for address, task in c.tasks.items():
+        facts = c.facts.get(address)
+        last = facts.exec_start if facts is not None else None
         behind = lag.get(task.cpu)
-        timing[address] = Timing(started.get(address) or None, last + behind if last and behind is not None else None)
+        started = facts.started if facts is not None else None
+        timing[address] = Timing(started or None, last + behind if last and behind is not None else None)
     return timing
 
 
@@ -317,3 +392,86 @@ def _took_before(code: CodeReader, task: Task, lock: int) -> Optional[str]:
         if acq.lock == lock:
             return acq.describe()
     return None
+
+
+def read_lockdep(c: Collection) -> None:
+    """lockdep's held_locks of each task (CONFIG_LOCKDEP), and the owners they name.
+    Reads ``facts``, ``tasks``, ``locks``. Writes ``tasks`` (``held``), ``locks`` (owners), ``snap.lockdep_on``."""
+    if c.lockdep is None:
+        return
+    c.snap.lockdep_on = lockdep_on(c.k)
+    held_raw = {a: f.held for a, f in c.facts.items() if f.held is not None}
+    read_held_locks(c.k, c.lockdep, c.symbols, c.tasks, c.problems, held_raw)
+    held_lock_owners(c.k, c.locks, c.tasks, bool(c.snap.lockdep_on))
+
+
+def find_interrupt_deadlocks(c: Collection) -> None:
+    """An interrupt handler spinning on a lock the code it interrupted took without masking it.
+    Reads ``on_cpu``, ``spins``, ``tasks``. Writes ``tasks`` (``cpu_context``)."""
+    interrupt_deadlocks(c.k, c.code, c.on_cpu, c.spins, c.tasks)
+
+
+def find_blocked_on_other(c: Collection) -> None:
+    """What each blocked task that waits on no lock waits for (completion, wait queue, I/O, sleep). After
+    owners are inferred (a lock holder asleep in S gets one too). Reads ``tasks``, ``live``, ``ranges``,
+    ``locks``. Writes ``tasks`` (``blocked_in``)."""
+    find_blocked_in(c.k, c.symbols, c.tasks, c.live, c.ranges, c.locks, c.problems)
+
+
+def find_work_item_waits(c: Collection) -> None:
+    """A flush waits on a completion, which names the work item or workqueue: after
+    :func:`find_blocked_on_other`. Reads ``tasks`` (``blocked_in``), ``locks``. Writes ``locks``, ``tasks``."""
+    find_work_waits(c.k, c.symbols, c.tasks, c.locks, c.problems)
+
+
+def list_locks(c: Collection) -> None:
+    """The Snapshot's lock list, each named by its symbol. Reads ``locks``. Writes ``snap.locks``;
+    forgets the stacks the Kernel kept."""
+    c.k.forget_kept()
+    c.snap.locks = sorted(c.locks.values(), key=lambda lk: lk.address)
+    for lock in c.snap.locks:
+        lock.symbol, lock.module = c.symbols.name(lock.address)
+
+
+def name_heap_locks(c: Collection) -> None:
+    """A name for each lock no symbol names: the field of a slab object (an inode's i_rwsem, a kmalloc'd
+    struct's), a per-CPU variable, a task's stack object. Reads ``snap.locks``, ``tasks``. Writes
+    ``snap.locks`` (``naming``)."""
+    name_locks(c.k, c.snap.locks, c.tasks, c.stacks.thread_size, c.symbols)
+
+
+#: The algorithm: the stages of :func:`collect`, in order.
+STAGES: tuple[Stage, ...] = (
+    read_tasks,
+    read_runqueues,
+    read_stacks,
+    read_cpus,
+    list_tasks,
+    find_rt_mutex_waits,
+    find_lock_waits,
+    find_percpu_rwsem_writer_waits,
+    find_freezes,
+    find_spinlock_waits,
+    check_lock_owners,
+    infer_holders,
+    read_lockdep,
+    find_interrupt_deadlocks,
+    find_blocked_on_other,
+    find_work_item_waits,
+    list_locks,
+    name_heap_locks,
+)
+
+
+def collect(source: Target | Kernel, progress: Optional[Progress] = None, source_lines: bool = True,
+            exact: bool = True) -> Snapshot:
+    """Read everything the wait-for analysis needs from a target (or a Kernel already made of one,
+    so that KASLR and the banner are not worked out twice): :data:`STAGES` run on a :class:`Collection`.
+    Without ``source_lines`` the frames have no file:line (``add_source_lines`` can add them later, for
+    output that shows them). Without ``exact`` the stacks of sleeping tasks are scanned for return
+    addresses instead of unwound.
+
+    KdlError for what makes analysis impossible (wrong vmlinux, missing types);
+    anything wrong with one task or lock becomes a Problem and is skipped.
+    """
+    return Collection.start(source, progress, source_lines, exact).run(STAGES).snap

@@ -32,7 +32,7 @@ from .layout import KERNEL_SPACE, Kernel
 from .stack import Stack, StackReader
 from .symbols import Symbols
 from .tasks import Runqueue
-from .waiters import base_name
+from .functions import HARDIRQ_PREFIXES, SOFTIRQ_FUNCTIONS, base_name
 
 __all__ = ["CpuState", "cpu_states", "cpu_of_task", "apply_cpu_states", "frame_context", "map_registers", "CONTEXTS"]
 
@@ -52,13 +52,7 @@ HARDIRQ_MASK = 0xF0000
 NMI_MASK = 0xF00000
 PREEMPT_NEED_RESCHED = 0x80000000  # arch/x86/include/asm/preempt.h
 
-# Functions that mark the context of the frames inside them.
-SOFTIRQ_FUNCTIONS = {"__do_softirq", "handle_softirqs", "do_softirq", "__irq_exit_rcu", "irq_exit_rcu",
-                     "irq_exit", "run_ksoftirqd", "do_softirq_own_stack", "__local_bh_enable_ip"}
-HARDIRQ_PREFIXES = ("__sysvec_", "sysvec_", "asm_sysvec_", "common_interrupt", "asm_common_interrupt",
-                    "__common_interrupt", "handle_irq_event", "__handle_irq_event_percpu",
-                    "handle_edge_irq", "handle_level_irq", "handle_fasteoi_irq", "hrtimer_interrupt",
-                    "__hrtimer_run_queues", "exc_nmi", "asm_exc_nmi")
+
 
 
 @dataclass

@@ -16,6 +16,7 @@ from typing import Optional
 
 from ..errors import CorruptError, ReadError
 from ..model import Lock, Problem
+from .functions import FREEZE_WAITERS
 from .layout import Kernel
 from .list import list_for_each
 
@@ -25,7 +26,6 @@ __all__ = ["name_freezes", "FREEZE_LEVELS"]
 FREEZE_LEVELS = {1: "SB_FREEZE_WRITE", 2: "SB_FREEZE_PAGEFAULT", 3: "SB_FREEZE_FS"}
 FROZEN = {0: "unfrozen", 1: "freezing (writes)", 2: "freezing (page faults)", 3: "freezing (filesystem)",
           4: "frozen"}
-WAITERS = {1: "sb_start_write", 2: "sb_start_pagefault", 3: "sb_start_intwrite"}
 MAX_SUPERBLOCKS = 100_000
 MAX_MOUNTS = 10_000
 MAX_DEPTH = 256
@@ -85,7 +85,7 @@ def _describe(k: Kernel, lock: Lock, sb: int, level: int) -> None:
     lock.label = f"sb_writers of {what} ({FREEZE_LEVELS.get(level, level)})"
     freeze = {"superblock": f"{sb:#x}", "filesystem": fstype, "device": device, "mount_point": where,
               "level": FREEZE_LEVELS.get(level, str(level)), "frozen": FROZEN.get(frozen, str(frozen)),
-              "waiters_in": WAITERS.get(level), "since": "not recorded by the kernel"}
+              "waiters_in": FREEZE_WAITERS.get(level), "since": "not recorded by the kernel"}
     by = _frozen_by(k, writers)
     if by:
         freeze["frozen_by"] = by

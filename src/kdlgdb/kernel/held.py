@@ -20,27 +20,10 @@ from ..errors import ReadError
 from ..model import Frame
 from .layout import Kernel
 from .symbols import Symbols
-from .waiters import SCHEDULER, SLOW_PATHS, base_name
+from .functions import ACQUIRE, RELEASE, SCHEDULER, SLOW_PATH_KIND, base_name
 
-__all__ = ["Acquisition", "CodeReader", "first_argument", "SPIN_ACQUIRE", "SPIN_RELEASE"]
+__all__ = ["Acquisition", "CodeReader", "first_argument"]
 
-# spin_lock*() and spin_unlock*() on a non-RT kernel: out-of-line _raw_spin_* functions on x86
-# (CONFIG_INLINE_SPIN_* is off). A spinlock records no owner either.
-SPIN_ACQUIRE = {
-    "_raw_spin_lock", "_raw_spin_lock_irqsave", "_raw_spin_lock_irq", "_raw_spin_lock_bh",
-    "_raw_spin_lock_nested", "_raw_spin_lock_irqsave_nested", "_raw_spin_lock_bh_nested",
-}
-SPIN_RELEASE = {"_raw_spin_unlock", "_raw_spin_unlock_irqrestore", "_raw_spin_unlock_irq", "_raw_spin_unlock_bh"}
-
-ACQUIRE = {
-    "down", "down_interruptible", "down_killable", "down_timeout", "down_trylock",
-    "down_read", "down_read_killable", "down_read_interruptible", "down_read_trylock", "down_read_nested",
-    "down_write", "down_write_killable", "down_write_trylock", "down_write_nested",
-    "mutex_lock", "mutex_lock_interruptible", "mutex_lock_killable", "mutex_lock_io", "mutex_trylock",
-    "mutex_lock_nested", "mutex_lock_killable_nested", "mutex_lock_interruptible_nested", "mutex_lock_io_nested",
-    "_mutex_lock_nest_lock", "down_read_killable_nested", "down_write_killable_nested", "_down_write_nest_lock",
-} | SPIN_ACQUIRE
-RELEASE = {"up", "up_read", "up_write", "mutex_unlock", "downgrade_write"} | SPIN_RELEASE
 MAX_FUNCTION = 64 * 1024
 REACH_LIMIT = 2048  # bytes of a tail-calling function searched for the lock functions it reaches
 
@@ -75,7 +58,7 @@ class CodeReader:
         out: list[Acquisition] = []
         for frame in frames:
             name = base_name(frame.symbol)
-            if frame.symbol is None or name in SCHEDULER or any(name in s for s in SLOW_PATHS.values()):
+            if frame.symbol is None or name in SCHEDULER or name in SLOW_PATH_KIND:
                 continue
             out.extend(self.held_in(frame))
         return out

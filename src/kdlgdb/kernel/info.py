@@ -12,12 +12,11 @@ import datetime
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-from ..analysis import kernlog
 from ..errors import KdlError, ReadError
 from ..model import Problem
 from .collect import LOCK_SOURCES, crash_time, lock_sources
 from .layout import Kernel
-from .printk import kernel_log
+from .printk import kernel_log, panic_message
 from .rtmutex import preempt_rt
 from .tasks import per_cpu_runqueues
 
@@ -76,7 +75,7 @@ def system_info(k: Kernel) -> SystemInfo:
         problems.append(Problem("runqueues", "runqueues", str(e)))
         runqueues = []
     try:
-        panic = kernlog.panic_message(kernel_log(k, problems))
+        panic = panic_message(kernel_log(k, problems))
     except KdlError as e:
         problems.append(Problem("log", "printk ring buffer", str(e)))
         panic = None

@@ -10,12 +10,13 @@ from typing import Optional
 
 from ..errors import KdlError, ReadError
 from ..target.base import Target
+from ..target.pagetable import START_KERNEL_MAP
 
 __all__ = ["Kernel", "KERNEL_IMAGE_START", "le64", "le32"]
 
-# x86_64 maps the kernel image in [0xffffffff80000000, 0xffffffffc0000000) and
+# x86_64 maps the kernel image in [__START_KERNEL_map, 0xffffffffc0000000) and
 # KASLR slides it there in steps of CONFIG_PHYSICAL_ALIGN (2 MiB on Debian).
-KERNEL_IMAGE_START = 0xFFFFFFFF80000000
+KERNEL_IMAGE_START = START_KERNEL_MAP
 KERNEL_IMAGE_END = 0xFFFFFFFFC0000000
 KASLR_ALIGN = 0x200000
 KERNEL_SPACE = 0xFFFF800000000000

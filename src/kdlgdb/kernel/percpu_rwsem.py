@@ -31,14 +31,14 @@ from .locks import LockKind
 from .stack import Stack
 from .symbols import Symbols
 from .tasks import per_cpu_offsets
-from .waiters import StackRanges, base_name, past_scheduler
+from .functions import PERCPU_RWSEM_WRITER_WAIT as WRITER_WAIT, base_name, past_scheduler
+from .waiters import StackRanges
 
 __all__ = ["STRUCT", "percpu_rwsem_kind", "decode_percpu_rwsem", "readers", "find_writer_waits"]
 
 STRUCT = "struct percpu_rw_semaphore"
 MAX_CPUS = 8192
 READERS = "percpu_rwsem_readers"  # the type of the node a waiting writer waits on
-WRITER_WAIT = "percpu_down_write"  # where a writer sleeps until the readers are gone (rcuwait inlined)
 
 
 def readers(k: Kernel, sem: int) -> Optional[int]:

@@ -21,14 +21,15 @@ supported: :func:`kernel_log` raises a one-line ``KdlError`` for it.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Iterable, Optional
 
 from ..errors import KdlError, ReadError
 from ..model import Problem
 from .layout import Kernel
 
-__all__ = ["LogRecord", "PrbLayout", "kernel_log"]
+__all__ = ["LogRecord", "PrbLayout", "kernel_log", "panic_message"]
 
 PAGE = 4096
 
@@ -325,3 +326,18 @@ def _text(desc: bytes, lay: PrbLayout, desc_id: int, size: int, tail_lpos: int, 
     if _get(block, lay.block_id) != desc_id:
         return "inconsistent (text block id)"
     return block[lay.block_data :]
+
+
+# panic() (kernel/panic.c): "Kernel panic - not syncing: %s", and at its end "---[ end Kernel panic - not syncing: %s ]---".
+_PANIC = re.compile(r"Kernel panic - not syncing: ?(?P<message>.*?)(?: \]---)?\s*$")
+
+
+def panic_message(records: Iterable[LogRecord]) -> Optional[str]:
+    """The message of the first ``Kernel panic - not syncing: MESSAGE`` line (in any line of a record), or None
+    when the kernel did not panic."""
+    for record in records:
+        for line in record.text.split("\n"):
+            m = _PANIC.search(line)
+            if m:
+                return m["message"] or "(no message)"
+    return None

@@ -34,9 +34,11 @@ from ..errors import CorruptError, KdlError, ReadError
 from ..model import CERTAIN, Frame, Lock, Owner, Problem, Task
 from .held import CodeReader
 from .layout import KERNEL_SPACE, Kernel, le32, le64
+from .list import rbtree_inorder
 from .printk import LogRecord, kernel_log
 from .stack import Stack
-from .waiters import StackRanges, base_name, is_scheduler, past_scheduler
+from .functions import RT_API_KIND, RT_PATH, RT_SLEEP, RTLOCK_SLEEP, RWBASE, base_name, is_scheduler, past_scheduler
+from .waiters import StackRanges
 
 __all__ = ["RtKind", "RtLayout", "preempt_rt", "find_rt_waits", "walk_waiter_tree", "decode_rt_lock", "rt_kind_of",
            "cite_deadlock", "DEADLOCK_WARNING"]
@@ -47,37 +49,10 @@ RT_MUTEX_HAS_WAITERS = 0x1  # rt_mutex_base.owner bit 0 (kernel/locking/rtmutex.
 READER_BIAS = 1 << 31
 WRITER_BIAS = 1 << 30
 MAX_TREE = 1_000_000  # waiters in one tree: more means the tree loops
-RB_PARENT_MASK = ~0x3  # rb_node.__rb_parent_color: parent pointer, colour in bit 0
 
-# Functions a task runs in while it sleeps on an rt_mutex_base, whatever lock embeds it.
-RT_SLEEP = {
-    "rt_mutex_schedule", "rt_mutex_slowlock_block", "__rt_mutex_slowlock_locked", "__rt_mutex_slowlock",
-    "rt_mutex_slowlock", "rt_mutex_lock_state", "__rt_mutex_lock", "__rt_mutex_lock_common",
-    "rwbase_write_lock", "__rwbase_read_lock", "rwbase_read_lock", "rwbase_rtmutex_lock_state",
-}
-# spinlock_t and rwlock_t on PREEMPT_RT: the rtlock slow path (v5.15, "locking/rtmutex: Provide the
-# spin/rwlock core lock function") and the scheduler entry it sleeps in.
-RTLOCK_SLEEP = {"schedule_rtlock", "rtlock_slowlock_locked", "rtlock_slowlock", "rtlock_lock"}
-RWBASE = {"rwbase_write_lock", "__rwbase_read_lock", "rwbase_read_lock", "rwbase_rtmutex_lock_state"}
 # rt_mutex_handle_deadlock()'s warning (kernel/locking/rtmutex.c, a WARN(1, ...): seen in 6.12-rt's log). Kernels
 # that do not print it are found all the same (from the lock's owner); the evidence then says the log has no such line.
 DEADLOCK_WARNING = "rtmutex deadlock detected"
-# The entry points the code that declared the lock calls: they name the lock's type.
-API = {
-    "rt_mutex": {"rt_mutex_lock", "rt_mutex_lock_nested", "_rt_mutex_lock_nest_lock", "rt_mutex_lock_interruptible",
-                 "rt_mutex_lock_killable"},
-    "mutex": {"mutex_lock", "mutex_lock_nested", "_mutex_lock_nest_lock", "mutex_lock_interruptible",
-              "mutex_lock_interruptible_nested", "mutex_lock_killable", "mutex_lock_killable_nested", "mutex_lock_io",
-              "mutex_lock_io_nested", "__mutex_lock_common"},
-    "rwsem": {"down_read", "down_read_nested", "down_read_interruptible", "down_read_killable", "down_read_non_owner",
-              "down_write", "down_write_nested", "_down_write_nest_lock", "down_write_killable", "__down_read",
-              "__down_write", "__down_read_interruptible", "__down_read_killable", "__down_write_killable"},
-    "spinlock": {"rt_spin_lock", "rt_spin_lock_nested", "rt_spin_lock_nest_lock"},
-    "rwlock": {"rt_read_lock", "rt_write_lock", "rt_write_lock_nested"},
-}
-_API_KIND = {fn: kind for kind, fns in API.items() for fn in fns}
-RT_PATH = RT_SLEEP | RTLOCK_SLEEP | set(_API_KIND)
-_RT_PATH_NAMES = frozenset(RT_PATH)
 
 
 @dataclass(frozen=True)
@@ -157,39 +132,16 @@ def preempt_rt(k: Kernel) -> bool:
 def walk_waiter_tree(k: Kernel, rt: RtLayout, base: int) -> list[tuple[int, int]]:
     """(waiter, task) of every rt_mutex_waiter in the tree of the rt_mutex_base at ``base``, top waiter first.
 
-    In-order walk with an explicit stack; every node's parent must point back and every
-    waiter's ``lock`` must be ``base``. CorruptError for a tree that loops or is inconsistent,
+    In-order walk (:func:`~kdlgdb.kernel.list.rbtree_inorder`); every waiter's ``lock`` must be ``base``. CorruptError for a tree that loops or is inconsistent,
     ReadError for one that cannot be read.
     """
     out: list[tuple[int, int]] = []
-    seen: set[int] = set()
-    path: list[int] = []
-    node = k.u64(base + rt.root)
-    parent = 0
-    links: dict[int, tuple[int, int]] = {}  # node -> (right, left)
-    while path or node:
-        while node:
-            if node < KERNEL_SPACE or node & 0x7:
-                raise CorruptError(f"rt_mutex {base:#x}: waiter tree has a bad node pointer {node:#x}")
-            if node in seen:
-                raise CorruptError(f"rt_mutex {base:#x}: waiter tree loops at {node:#x}")
-            seen.add(node)
-            if len(seen) > MAX_TREE:
-                raise CorruptError(f"rt_mutex {base:#x}: waiter tree has more than {MAX_TREE} nodes")
-            data = k.read(node, 24)
-            if le64(data, 0) & RB_PARENT_MASK != parent:
-                raise CorruptError(f"rt_mutex {base:#x}: waiter tree node {node:#x} has parent "
-                                   f"{le64(data, 0) & RB_PARENT_MASK:#x}, expected {parent:#x}")
-            links[node] = (le64(data, 8), le64(data, 16))
-            path.append(node)
-            parent, node = node, links[node][1]
-        node = path.pop()
+    for node in rbtree_inorder(k, k.u64(base + rt.root), f"rt_mutex {base:#x}: waiter tree", MAX_TREE):
         waiter = node - rt.node
         lock = k.u64(waiter + rt.lock)
         if lock != base:
             raise CorruptError(f"rt_mutex {base:#x}: waiter {waiter:#x} in its tree is for lock {lock:#x}")
         out.append((waiter, k.u64(waiter + rt.task)))
-        parent, node = node, links[node][0]
     return out
 
 
@@ -230,7 +182,7 @@ def rt_kind_of(frames: list[Frame], code: Optional[CodeReader], kinds: dict[str,
     """
     start = None
     seen: set[str] = set()
-    first = past_scheduler(frames, _RT_PATH_NAMES)  # stale frames amid the scheduler's skipped too
+    first = past_scheduler(frames, RT_PATH)  # stale frames amid the scheduler's skipped too
     for i, frame in enumerate(frames):
         name = base_name(frame.symbol)
         if start is None and i < first:
@@ -239,10 +191,10 @@ def rt_kind_of(frames: list[Frame], code: Optional[CodeReader], kinds: dict[str,
             if frame.module is not None or name not in RT_PATH:
                 return None
             start = i
-        if frame.module is None and name in _API_KIND:
-            if _API_KIND[name] not in kinds:
+        if frame.module is None and name in RT_API_KIND:
+            if RT_API_KIND[name] not in kinds:
                 return None  # e.g. down_read on a kernel whose rw_semaphore has a wait list: not ours
-            return _kind(kinds, _API_KIND[name]), start
+            return _kind(kinds, RT_API_KIND[name]), start
         if frame.module is None and name in RT_SLEEP | RTLOCK_SLEEP:
             seen.add(name)
             continue
@@ -253,10 +205,10 @@ def rt_kind_of(frames: list[Frame], code: Optional[CodeReader], kinds: dict[str,
             continue
         fitting = _fitting(seen)
         if code is not None and target is not None:
-            if called in _API_KIND:
-                return _kind(kinds, _API_KIND[called]), start
+            if called in RT_API_KIND:
+                return _kind(kinds, RT_API_KIND[called]), start
             if len(fitting) > 1:
-                reached = {_API_KIND[n] for n in code.reached(target, set(_API_KIND))} & fitting
+                reached = {RT_API_KIND[n] for n in code.reached(target, set(RT_API_KIND))} & fitting
                 if len(reached) == 1:
                     return _kind(kinds, reached.pop()), start
         break

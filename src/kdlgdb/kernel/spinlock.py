@@ -21,21 +21,14 @@ from typing import Optional
 from ..errors import ReadError
 from ..model import CERTAIN, Frame, Lock, Owner, Problem, Task
 from .cpus import CpuState
-from .held import MAX_FUNCTION, SPIN_ACQUIRE, CodeReader, first_argument
+from .functions import SPIN_ACQUIRE, SPIN_MASKS, SPIN_SLOW_PATHS, base_name
+from .held import MAX_FUNCTION, CodeReader, first_argument
 from .layout import KERNEL_SPACE, Kernel
 from .stack import source_name
-from .waiters import base_name
 
-__all__ = ["SPIN_SLOW_PATHS", "SpinWait", "spin_wait", "find_spin_waits",
+__all__ = ["SpinWait", "spin_wait", "find_spin_waits",
            "decode_spinlock", "interrupt_fix", "interrupt_deadlocks", "masks"]
 
-SPIN_SLOW_PATHS = {
-    "native_queued_spin_lock_slowpath", "queued_spin_lock_slowpath", "__pv_queued_spin_lock_slowpath",
-    "pv_queued_spin_lock_slowpath", "do_raw_spin_lock", "virt_spin_lock",
-}
-# Acquisitions that keep the interrupt handlers of a context off the CPU while the lock is held.
-_MASKS = {"softirq": ("_raw_spin_lock_bh", "_raw_spin_lock_irq", "_raw_spin_lock_irqsave", "_raw_spin_lock_irqsave_nested"),
-          "hardirq": ("_raw_spin_lock_irq", "_raw_spin_lock_irqsave", "_raw_spin_lock_irqsave_nested")}
 # qspinlock.val (include/asm-generic/qspinlock_types.h) when CONFIG_NR_CPUS < 16K (Debian: 8192): 8-bit
 # locked, 8-bit pending, 2-bit tail index, 14-bit tail CPU + 1. With NR_CPUS >= 16K pending is one bit
 # and the tail CPU starts at bit 11: not detected here (no type says which), so queue_tail_cpu would be wrong.
@@ -186,7 +179,7 @@ def debug_spinlock_owner(k: Kernel, address: int, details: dict[str, object]) ->
 
 def masks(acquire: str, context: str) -> bool:
     """Whether a lock taken with ``acquire`` keeps ``context`` handlers off its CPU."""
-    return acquire in _MASKS.get(context, ())
+    return acquire in SPIN_MASKS.get(context, ())
 
 
 def interrupt_deadlocks(k: Kernel, code: CodeReader, cpus: list[CpuState], waits: dict[int, SpinWait],

@@ -8,9 +8,10 @@ import struct
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..errors import ReadError
+from ..errors import CorruptError, ReadError
 from ..model import Problem
 from .layout import Kernel, le32, le64
+from .list import list_for_each_entry_read
 
 __all__ = ["Module", "Symbols"]
 
@@ -101,17 +102,14 @@ class Symbols:
         modules = []
         node = k.u64(head)
         try:
-            for _ in range(MAX_MODULES):
-                if node == head:
-                    break
-                address = node - list_off
-                data = k.read(address, size)
+            for address, data in list_for_each_entry_read(k, head, list_off, size, "module list", MAX_MODULES):
+                assert data is not None
                 name = data[name_off : name_off + name_size].split(b"\0", 1)[0].decode("ascii", "replace")
                 ranges, text = regions(data)
                 kallsyms = le64(data, kallsyms_off) if kallsyms_off is not None else 0
                 modules.append(Module(name, address, ranges, text, kallsyms))
                 node = le64(data, list_off)
-        except ReadError as e:
+        except (ReadError, CorruptError) as e:
             self.problems.append(Problem("module list", f"{node:#x}", f"{e}; later modules have no symbols"))
         return modules
 

@@ -11,6 +11,7 @@ from typing import Iterator, Optional
 from ..errors import CorruptError, ReadError
 from ..model import Problem, Task
 from .layout import Kernel, le32, le64
+from .list import list_for_each_entry_read
 
 __all__ = ["TaskLayout", "for_each_task", "task_state_letters", "read_task", "per_cpu_runqueues"]
 
@@ -206,22 +207,7 @@ def _walk(k: Kernel, head: int, link: int, layout: TaskLayout, name: str) -> Ite
     A task_struct that cannot be read whole is yielded with None, and the walk
     goes on through its list node if that much is readable.
     """
-    prev = head
-    node = k.u64(head)
-    for _ in range(MAX_TASKS):
-        if node == head:
-            return
-        address = node - link
-        try:
-            data: Optional[bytes] = k.read(address, layout.size)
-            links = data[link : link + 16]  # type: ignore[index]
-        except ReadError:
-            data, links = None, k.read(node, 16)
-        if le64(links, 8) != prev:
-            raise CorruptError(f"{name} is broken at {node:#x}: its prev does not point back to {prev:#x}")
-        yield address, data
-        prev, node = node, le64(links, 0)
-    raise CorruptError(f"{name} has more than {MAX_TASKS} entries: it loops")
+    return list_for_each_entry_read(k, head, link, layout.size, name, MAX_TASKS, skip_unreadable=True)
 
 
 def read_task(k: Kernel, layout: TaskLayout, letters: list[str], address: int, data: bytes) -> Task:

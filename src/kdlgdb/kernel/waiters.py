@@ -14,129 +14,14 @@ from dataclasses import dataclass, replace
 from typing import Optional
 
 from ..errors import CorruptError, ReadError
-from ..model import Frame
-from .layout import KERNEL_SPACE, Kernel, le64
+from .layout import KERNEL_SPACE, Kernel
+from .list import BadLink, list_walk
 from .locks import LockKind
 from .stack import Stack
 
-__all__ = ["BlockedOn", "find_wait_blocked_on", "SCHEDULER", "IO_WAITS", "is_scheduler", "interesting_frame", "io_wait", "SLOW_PATHS", "slow_path", "past_scheduler", "StackRanges", "find_wait", "Wait"]
+__all__ = ["BlockedOn", "find_wait_blocked_on", "StackRanges", "find_wait", "Wait"]
 
 MAX_WAITERS = 1_000_000
-STALE_RUN = 3  # stale return addresses skipped between two scheduler frames (past_scheduler)
-
-# The functions a task sleeps in while it waits for each kind of lock.
-SLOW_PATHS = {
-    "mutex": {
-        "__mutex_lock", "__mutex_lock_slowpath", "__mutex_lock_killable_slowpath",
-        "__mutex_lock_interruptible_slowpath", "mutex_lock", "mutex_lock_killable",
-        "mutex_lock_interruptible", "mutex_lock_io", "__ww_mutex_lock", "ww_mutex_lock",
-        "ww_mutex_lock_interruptible", "__ww_mutex_lock_slowpath",
-        "__ww_mutex_lock_interruptible_slowpath",
-        # CONFIG_DEBUG_LOCK_ALLOC's entry points (mutex_lock() is mutex_lock_nested(lock, 0) there); with -Os
-        # (tinyconfig) gcc inlines __mutex_lock into them, so they are the frame that sleeps.
-        "mutex_lock_nested", "_mutex_lock_nest_lock", "mutex_lock_killable_nested",
-        "mutex_lock_interruptible_nested", "mutex_lock_io_nested", "__mutex_lock_common",
-    },
-    "semaphore": {
-        "__down", "__down_common", "__down_interruptible", "__down_killable", "__down_timeout",
-        "down", "down_interruptible", "down_killable", "down_timeout",
-    },
-    "rwsem": {
-        "rwsem_down_read_slowpath", "rwsem_down_write_slowpath", "down_read", "down_write",
-        "down_read_killable", "down_write_killable", "down_read_interruptible",
-        "__down_read", "__down_write", "__down_read_common", "__down_write_common",
-        "down_read_nested", "down_write_nested",
-        # CONFIG_DEBUG_LOCK_ALLOC's entry points
-        "down_read_killable_nested", "down_write_killable_nested", "_down_write_nest_lock", "down_read_non_owner",
-    },
-    # Queued behind a writer's block (percpu-rwsem.c); a writer waiting for readers sleeps in
-    # percpu_down_write itself, which percpu_rwsem.find_writer_waits decodes.
-    "percpu_rwsem": {"percpu_rwsem_wait", "__percpu_down_read"},
-}
-_BY_NAME = {fn: kind for kind, fns in SLOW_PATHS.items() for fn in fns}
-
-
-def base_name(symbol: Optional[str]) -> str:
-    """``__mutex_lock.constprop.0`` -> ``__mutex_lock``."""
-    return (symbol or "").split(".", 1)[0]
-
-
-# What a sleeping task's stack starts with before the function that chose to sleep. The one set of
-# scheduler plumbing: the lock slow paths, the non-lock waits (blocked.py), the held-lock scan and a
-# chain root's description (analysis/graph.py) all look past it.
-SCHEDULER = {
-    "__schedule", "schedule", "schedule_timeout", "schedule_preempt_disabled", "schedule_idle",
-    "preempt_schedule", "preempt_schedule_common", "context_switch", "finish_task_switch",
-    "__switch_to", "__switch_to_asm", "schedule_hrtimeout_range_clock", "schedule_hrtimeout_range",
-    "io_schedule", "io_schedule_timeout",
-    # rt_mutex waits call the scheduler through rt_mutex_schedule (v6.6, "locking/rtmutex: Use
-    # rt_mutex specific scheduler helpers"); PREEMPT_RT's spinlock_t/rwlock_t through schedule_rtlock
-    # (v5.15, "sched: Provide schedule point for RT locks").
-    "rt_mutex_schedule", "schedule_rtlock",
-}
-# The scheduler entries of an I/O wait (a task in one is "in I/O wait", as the kernel's iowait accounting says).
-IO_WAITS = {"io_schedule", "io_schedule_timeout"}
-
-
-# Entry code at either end of a stack: never where a task chose to sleep.
-ENTRY_CODE = ("__switch_to", "ret_from_fork")
-
-
-def is_scheduler(frame: Frame) -> bool:
-    """Whether ``frame`` is scheduler plumbing (``SCHEDULER``), not where the task chose to sleep."""
-    return frame.module is None and base_name(frame.symbol) in SCHEDULER
-
-
-def interesting_frame(frames: list[Frame]) -> Optional[Frame]:
-    """The innermost frame that is neither scheduler plumbing nor entry code: where the task chose to
-    sleep (``msleep+0x2d``, ``kdl_w1_fn+0x64 [kdl_chain]``). None when the stack has nothing else."""
-    for frame in frames[past_scheduler(frames):]:
-        if frame.symbol is not None and not is_scheduler(frame) and not frame.symbol.startswith(ENTRY_CODE):
-            return frame
-    return None
-
-
-def io_wait(frames: list[Frame]) -> Optional[str]:
-    """The I/O-wait entry (``io_schedule``, ``io_schedule_timeout``) among the scheduler frames on top, else None."""
-    return next((base_name(f.symbol) for f in frames[:past_scheduler(frames)] if base_name(f.symbol) in IO_WAITS), None)
-
-
-def slow_path(frames: list[Frame]) -> Optional[tuple[str, int]]:
-    """(lock kind, index of the slow-path frame) when the task sleeps in a lock's slow path.
-
-    The first frame past the scheduler must be the slow path: a stack scan also
-    finds stale return addresses deeper down (an old ``down_write`` of a task now
-    in nanosleep), and those must not count.
-    """
-    i = past_scheduler(frames)
-    if i == len(frames):
-        return None
-    kind = _BY_NAME.get(base_name(frames[i].symbol))
-    return (kind, i) if kind is not None and frames[i].module is None else None
-
-
-def past_scheduler(frames: list[Frame], keep: frozenset[str] = frozenset()) -> int:
-    """Index of the first frame that is not scheduler plumbing (``SCHEDULER``), len(frames) if none.
-
-    Frames amid the scheduler's (scheduler plumbing before and right after them, at most STALE_RUN of them)
-    that are no lock slow path are stale return addresses the stack scan found, not callers:
-    ``__schedule+0x4da``, ``find_held_lock+0x2b``, ``kdl_r_reader_fn+0x24 [kdl_rwsem]``, ``schedule+0x6e``,
-    ``schedule_preempt_disabled+0x10``, ``__mutex_lock+0x1ed`` on the -Os 6.1-lockdep kernel, whose __schedule
-    leaves slots of its frame unwritten. They are skipped; so are not the functions named in ``keep`` (the
-    rt_mutex path, for rtmutex.py).
-    """
-    i = 0
-    while i < len(frames):
-        if is_scheduler(frames[i]):
-            i += 1
-            continue
-        resume = next((j for j in range(i + 1, min(i + 1 + STALE_RUN, len(frames))) if is_scheduler(frames[j])), None)
-        if i == 0 or resume is None or any(base_name(f.symbol) in _BY_NAME or base_name(f.symbol) in keep
-                                           for f in frames[i:resume]):
-            return i
-        i = resume
-    return len(frames)
-
 
 class StackRanges:
     """Is an address on some task's kernel stack?"""
@@ -244,30 +129,32 @@ def _for_node(wait: Wait, kind: LockKind, node: int) -> Wait:
     return replace(wait, node=node, evidence=evidence)
 
 
+class _Unreadable(Exception):
+    def __init__(self, node: int) -> None:
+        self.node = node
+
+
 def _walk_wait_list(k: Kernel, kind: LockKind, start: int, stacks: StackRanges) -> Optional[tuple[int, list[tuple[int, int]]]]:
     """(head, [(node, task)]) of the ring through ``start``; None if it is not a wait list."""
-    ring = [start]
-    prev, node = start, k.u64(start)
-    if node < KERNEL_SPACE or k.u64(start + 8) < KERNEL_SPACE:
+    if k.u64(start) < KERNEL_SPACE or k.u64(start + 8) < KERNEL_SPACE:
         return None
-    for _ in range(MAX_WAITERS):
-        if node < KERNEL_SPACE:
-            return None
+
+    def read_links(node: int) -> bytes:
         try:
-            links = k.read(node, 16)
+            return k.read(node, 16)
         except ReadError:
             if node in stacks:
                 raise
-            return _around_unreadable_head(k, kind, start, node, ring, stacks)
-        next_, back = le64(links, 0), le64(links, 8)
-        if back != prev:
-            raise CorruptError(f"wait list broken at {node:#x}: prev is {back:#x}, expected {prev:#x}")
-        if node == start:
-            break
-        ring.append(node)
-        prev, node = node, next_
-    else:
-        raise CorruptError(f"wait list through {start:#x} loops without end")
+            raise _Unreadable(node) from None
+
+    ring = [start]
+    try:
+        for node, _ in list_walk(k, start, read_links, f"wait list through {start:#x}", MAX_WAITERS, ring=True):
+            ring.append(node)
+    except BadLink:
+        return None
+    except _Unreadable as e:
+        return _around_unreadable_head(k, kind, start, e.node, ring, stacks)
     heads = [n for n in ring if n not in stacks]
     if len(heads) != 1:
         return None

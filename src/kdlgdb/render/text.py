@@ -13,6 +13,7 @@ from ..analysis.kernlog import LockdepFindings, LockdepReport
 from ..analysis.graph import Chain, Cycle, Edge, WaitForGraph, format_duration, interesting_frame
 from ..model import CERTAIN, Frame, Lock, Snapshot, Task
 from .color import paint
+from .words import and_list as _and, plural as _plural, task_label
 
 __all__ = ["render_tasks", "render_bt", "render_held", "lockdep_lines", "render_locks", "render_waitfor", "format_last_ran"]
 
@@ -26,10 +27,6 @@ def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str], align: Sequenc
         rows, headers=list(headers), tablefmt="plain", disable_numparse=True, colalign=list(align)
     )
     return [line.rstrip() for line in text.splitlines()]
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 def format_last_ran(ns: Optional[int]) -> str:
@@ -157,8 +154,7 @@ class _Names:
         self.color = color
 
     def task(self, address: int) -> str:
-        task = self.graph.task(address)
-        return f"{task.comm} ({task.pid})" if task else f"task {address:#x} (not found)"
+        return task_label(self.graph, address)
 
     def lock(self, address: int) -> str:
         lock = self.graph.lock(address)
@@ -219,10 +215,6 @@ def render_locks(snapshot: Snapshot, graph: WaitForGraph, color: bool = False) -
     ordered = sorted(snapshot.locks, key=lambda lk: lk.address)
     blocks = ["\n".join(_lock_lines(lk, graph, names)) for lk in ordered]
     return "\n\n".join(blocks) if blocks else "no locks with waiters were found"
-
-
-def _and(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _cycle_lines(cycle: Cycle, graph: WaitForGraph, names: _Names) -> list[str]:

@@ -9,16 +9,37 @@ offset. (A debugger that relocated the symbols itself, crash or gdb's
 from __future__ import annotations
 
 from collections.abc import Mapping
+from enum import Enum
 from typing import Optional
 
-__all__ = ["Target"]
+__all__ = ["Target", "TargetKind", "Spelling"]
+
+
+class Spelling(str, Enum):
+    """A closed set of names that are strings too (``== "dump"``, JSON, f-strings give the value), on every
+    Python kdlgdb runs on (enum.StrEnum is 3.11's)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class TargetKind(Spelling):
+    """What a target reads (the one spelling; ``describe()`` for prose)."""
+
+    DUMP = "dump"  # a vmcore: memory as it was when dumped
+    LIVE = "live"  # a running kernel (a gdbstub, or crash on a live system)
+
+    def describe(self) -> str:
+        return "a vmcore" if self is TargetKind.DUMP else "a live kernel"
 
 
 class Target:
     """What the kernel model needs from a debugger. Subclasses implement all of it."""
 
-    #: "dump" for a vmcore, "live" for a running kernel (gdbstub).
-    kind = "dump"
+    kind: TargetKind = TargetKind.DUMP
 
     def read(self, address: int, size: int) -> bytes:
         """Return ``size`` bytes of kernel virtual memory; raise ReadError if any is unreadable."""

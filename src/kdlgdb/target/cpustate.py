@@ -16,7 +16,8 @@ import struct
 from typing import Optional
 
 from ..errors import KdlError
-from .kdump import open_kdump
+from .dumpfile import sniff
+from .kdump import KdumpFile
 from .vmcore import open_elf_dump
 
 __all__ = ["registers_from_notes", "dump_cpu_registers", "USER_REGS", "PRSTATUS_REG_OFFSET"]
@@ -67,9 +68,8 @@ def dump_cpu_registers(path: str) -> Optional[list[dict[str, int]]]:
     """The per-CPU registers of the dump file at ``path`` (ELF or kdump, normal or flattened), or None."""
     try:
         with open(path, "rb") as f:
-            kdump = open_kdump(f, path)
-            if kdump is not None:
-                return registers_from_notes(kdump.notes)
+            if sniff(f) == "kdump":
+                return registers_from_notes(KdumpFile(f, path).notes)
     except (OSError, KdlError, struct.error):  # struct.error: a kdump header cut short (kdump.py does not check)
         return None
     try:

@@ -42,7 +42,7 @@ import socket
 from collections.abc import Iterator, Mapping
 
 from ..errors import KdlError, ReadError
-from .base import Target
+from .base import Target, TargetKind
 from .cpustate import dump_cpu_registers
 
 __all__ = ["Channel", "CrashTarget", "crash_socket"]
@@ -90,7 +90,7 @@ class CrashTarget(Target):
 
     def __init__(self, channel: Channel, live: bool = False) -> None:
         self.channel = channel
-        self.kind = "live" if live else "dump"
+        self.kind = TargetKind.LIVE if live else TargetKind.DUMP
         self._described: list[str] | None = None
 
     def _answer(self, verb: str, request: str = "") -> bytes | None:
@@ -173,7 +173,7 @@ class CrashTarget(Target):
         """The per-CPU notes of the dump file crash opened (read from the file: crash's own
         per-CPU register data has no extension interface); None on a live system."""
         dump = self.described()[1]
-        return dump_cpu_registers(dump) if self.kind == "dump" and dump else None
+        return dump_cpu_registers(dump) if self.kind is TargetKind.DUMP and dump else None
 
     def describe(self) -> str:
         fmt, dump, _, _ = self.described()

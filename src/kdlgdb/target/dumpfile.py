@@ -15,17 +15,50 @@ and the dump's VMCOREINFO. gdb still supplies symbols and types.
 from __future__ import annotations
 
 import os
-from typing import Callable, Optional
+from typing import BinaryIO, Callable, Optional
 
 from ..errors import KdlError, ReadError
+from .base import Spelling
 from .elfmemory import ElfMemory
-from .kdump import KdumpFile, open_kdump
+from .kdump import FLAT_SIGNATURE, KDUMP_SIGNATURE, KdumpFile
 from .pagetable import PageTables
-from .vmcore import ElfDump, open_elf_dump
+from .vmcore import ELF_MAGIC, ElfDump, open_elf_dump
 
-__all__ = ["DumpFile", "open_dump", "dump_format", "dump_vmcoreinfo"]
+__all__ = ["DumpFile", "DumpFormat", "open_dump", "dump_format", "dump_vmcoreinfo", "sniff"]
 
 PAGE_SIZE = 0x1000
+
+
+class DumpFormat(Spelling):
+    """A dump file's format, as far as who reads it goes (the one spelling; ``describe()`` for prose)."""
+
+    ELF_VIRTUAL = "elf-virtual"  # ELF with kernel virtual addresses (QEMU dump-guest-memory with paging)
+    ELF_PHYSICAL = "elf-physical"  # ELF with physical addresses only (no paging, /proc/vmcore, makedumpfile -E)
+    KDUMP = "kdump"  # kdump-compressed, normal or flattened (makedumpfile -c/-l/-p/-z/-F, QEMU -z/-l/-s)
+
+    @property
+    def gdb_reads(self) -> bool:
+        """Whether gdb reads this format right itself (else kdlgdb reads it, through the dump's page tables)."""
+        return self is DumpFormat.ELF_VIRTUAL
+
+    def reader(self) -> str:
+        return "gdb reads it" if self.gdb_reads else "kdlgdb reads it"
+
+    def describe(self) -> str:
+        return {DumpFormat.ELF_VIRTUAL: "ELF vmcore with kernel virtual addresses",
+                DumpFormat.ELF_PHYSICAL: "ELF vmcore with physical addresses only",
+                DumpFormat.KDUMP: "kdump-compressed vmcore"}[self]
+
+
+def sniff(f: BinaryIO) -> Optional[str]:
+    """``"kdump"`` (kdump-compressed, normal or flattened), ``"elf"`` or None, from the first bytes of the open
+    file ``f`` (left at its start): the one place that looks at a file's magic."""
+    f.seek(0)
+    magic = f.read(16)
+    f.seek(0)
+    if magic.startswith(KDUMP_SIGNATURE) or magic.startswith(FLAT_SIGNATURE):
+        return "kdump"
+    return "elf" if magic.startswith(ELF_MAGIC) else None
 
 
 class _ElfPages:
@@ -59,7 +92,7 @@ class DumpFile:
             raise
 
     def _open(self) -> None:
-        kdump = open_kdump(self._f, self.path)
+        kdump = KdumpFile(self._f, self.path) if sniff(self._f) == "kdump" else None
         self.elf: Optional[ElfDump] = None
         self.kdump: Optional[KdumpFile] = kdump
         if kdump is not None:
@@ -135,17 +168,19 @@ class DumpFile:
         return bytes(out)
 
 
-def dump_format(path: str) -> str:
-    """``"elf-virtual"`` (gdb reads it), ``"elf-physical"`` or ``"kdump"`` (kdlgdb reads it); KdlError otherwise."""
+def dump_format(path: str) -> DumpFormat:
+    """The format of the dump at ``path`` (its headers read, so a damaged one fails here); KdlError (one line)
+    when it is no dump kdlgdb reads."""
     if not os.path.isfile(path):
         raise KdlError(f"no such file: {path}")
     try:
         with open(path, "rb") as f:
-            if open_kdump(f, path) is not None:
-                return "kdump"
+            if sniff(f) == "kdump":
+                KdumpFile(f, path)
+                return DumpFormat.KDUMP
     except OSError as e:
         raise KdlError(f"cannot open dump {path}: {e.strerror}") from None
-    return "elf-virtual" if open_elf_dump(path).has_virtual_addresses else "elf-physical"
+    return DumpFormat.ELF_VIRTUAL if open_elf_dump(path).has_virtual_addresses else DumpFormat.ELF_PHYSICAL
 
 
 def open_dump(path: str) -> DumpFile:
@@ -155,7 +190,7 @@ def open_dump(path: str) -> DumpFile:
 
 def dump_vmcoreinfo(path: str) -> dict[str, str]:
     """The VMCOREINFO note of a dump of any format ({} when it has none); KdlError when it is no dump."""
-    if dump_format(path) == "kdump":
+    if dump_format(path) is DumpFormat.KDUMP:
         with open(path, "rb") as f:
             return KdumpFile(f, path).vmcoreinfo()
     return open_elf_dump(path).vmcoreinfo() or {}

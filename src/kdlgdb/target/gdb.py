@@ -16,7 +16,7 @@ from typing import Optional
 import gdb  # type: ignore[import-not-found]
 
 from ..errors import KdlError, ReadError
-from .base import Target
+from .base import Target, TargetKind
 from .cpustate import registers_from_notes
 from .dumpfile import DumpFile, open_dump
 from .elfmemory import ElfMemory
@@ -54,7 +54,7 @@ class GdbTarget(Target):
         self.reads = 0  # read requests, and the bytes they asked for
         self.bytes_read = 0
         if memory is not None:
-            self.kind = "dump"
+            self.kind = TargetKind.DUMP
             self._where = memory.path
         else:
             self._attach_gdb()
@@ -69,9 +69,9 @@ class GdbTarget(Target):
                            "or `target remote HOST:PORT`")
         self._inferior = inferior
         conn = inferior.connection
-        self.kind = "dump" if conn is not None and conn.type == "core" else "live"
+        self.kind = TargetKind.DUMP if conn is not None and conn.type == "core" else TargetKind.LIVE
         self._where = conn.details if conn is not None and conn.details else ""
-        if self.kind == "dump":
+        if self.kind is TargetKind.DUMP:
             path = core_file_path()
             if path:
                 self._where = path
@@ -89,7 +89,7 @@ class GdbTarget(Target):
     @property
     def dump_path(self) -> Optional[str]:
         """The dump file being read, whoever reads it (None live)."""
-        return self._where if self.kind == "dump" and self._where else None
+        return self._where if self.kind is TargetKind.DUMP and self._where else None
 
     def read(self, address: int, size: int) -> bytes:
         self.reads += 1
@@ -101,7 +101,7 @@ class GdbTarget(Target):
         try:
             return bytes(self._inferior.read_memory(address, size))
         except gdb.MemoryError as e:
-            raise ReadError(address, size, "not in dump" if self.kind == "dump" else str(e)) from None
+            raise ReadError(address, size, "not in dump" if self.kind is TargetKind.DUMP else str(e)) from None
         except gdb.error as e:
             # A dropped gdbstub connection lands here ("Remote connection closed").
             raise KdlError(f"the debugger stopped answering: {e}") from None
@@ -194,12 +194,12 @@ class GdbTarget(Target):
             return registers_from_notes(self._memory.notes)
         if self._dump is not None:
             return registers_from_notes(self._dump.notes)
-        if self.kind != "live":
+        if self.kind is not TargetKind.LIVE:
             return None
         return _thread_registers(self._inferior)
 
     def describe(self) -> str:
-        if self.kind == "live":
+        if self.kind is TargetKind.LIVE:
             return f"live gdbstub {self._where}"
         if self._memory is not None:
             return self._memory.describe()

@@ -30,7 +30,7 @@ from typing import BinaryIO, Callable, Optional
 from ..errors import KdlError, ReadError
 from .vmcore import parse_notes, parse_vmcoreinfo
 
-__all__ = ["KdumpFile", "Flattened", "open_kdump", "KDUMP_SIGNATURE", "FLAT_SIGNATURE"]
+__all__ = ["KdumpFile", "Flattened", "KDUMP_SIGNATURE", "FLAT_SIGNATURE"]
 
 KDUMP_SIGNATURE = b"KDUMP   "
 FLAT_SIGNATURE = b"makedumpfile"
@@ -225,13 +225,3 @@ def _load_codec(kind: int) -> Callable[[bytes, int], bytes]:
         return lambda data, size: lib.uncompress(data)
     decompressor = lib.ZstdDecompressor()
     return lambda data, size: decompressor.decompress(data, max_output_size=size)
-
-
-def open_kdump(f: BinaryIO, path: str) -> Optional[KdumpFile]:
-    """A KdumpFile when ``f`` starts like one (normal or flattened), else None."""
-    f.seek(0)
-    magic = f.read(16)
-    f.seek(0)
-    if magic.startswith(KDUMP_SIGNATURE) or magic.startswith(FLAT_SIGNATURE):
-        return KdumpFile(f, path)
-    return None

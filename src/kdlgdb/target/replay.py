@@ -13,7 +13,7 @@ import gzip
 import json
 from typing import Any, Optional
 
-from .base import Target
+from .base import Target, TargetKind
 
 __all__ = ["RecordingTarget", "ReplayTarget", "RecordingMiss"]
 
@@ -109,7 +109,7 @@ class ReplayTarget(Target):
         with gzip.open(path, "rt", encoding="ascii") as f:
             doc = json.load(f)
         self.path = path
-        self.kind = doc["kind"]
+        self.kind = TargetKind(doc["kind"])
         self._starts = [int(a, 16) for a, _ in doc["memory"]]
         self._data = [bytes.fromhex(d) for _, d in doc["memory"]]
         self._failed = {(int(a, 16), n) for a, n in doc["failed"]}

@@ -14,7 +14,9 @@ from typing import BinaryIO, Optional
 
 from ..errors import KdlError
 
-__all__ = ["ElfDump", "open_elf_dump", "parse_vmcoreinfo", "parse_notes"]
+__all__ = ["ElfDump", "open_elf_dump", "parse_vmcoreinfo", "parse_notes", "ELF_MAGIC"]
+
+ELF_MAGIC = b"\x7fELF"
 
 PT_LOAD = 1
 PT_NOTE = 4
@@ -78,10 +80,8 @@ def open_elf_dump(path: str) -> ElfDump:
 
 def _parse(path: str, f: BinaryIO) -> ElfDump:
     ident = f.read(64)
-    if ident[:4] != b"\x7fELF":
-        if ident[:8] in (b"KDUMP   ", b"makedump"):
-            raise KdlError(f"{path} is a kdump-compressed dump; gdb cannot read it (convert it to ELF)")
-        raise KdlError(f"{path} is not an ELF vmcore")
+    if ident[:4] != ELF_MAGIC:
+        raise KdlError(f"{path} is not an ELF vmcore")  # (a kdump-compressed one is told apart by dumpfile.sniff)
     if ident[4] != 2 or ident[5] != 1:
         raise KdlError(f"{path}: only 64-bit little-endian dumps are supported")
     e_type, = struct.unpack_from("<H", ident, 16)
