@@ -19,12 +19,15 @@ LAYERS = (
     ("frontends",),
     ("cli", "report", "gdbrun"),
 )
-GDB_MODULES = {"target/gdb.py", "frontends/gdb.py"}
+# frontends/task.py is kd-task's gdb unwinder (gdb.unwinder), a part of the gdb front end.
+GDB_MODULES = {"target/gdb.py", "frontends/gdb.py", "frontends/task.py"}
 
 
 def _layer(module: str) -> int:
     """The layer of ``kdlgdb.X...`` (or of the package itself: the top)."""
     parts = module.split(".")
+    if parts == ["kdlgdb", "__version__"]:
+        return 0  # a constant of the package's __init__, which imports nothing
     if parts == ["kdlgdb"] or parts[1] == "__init__":
         return len(LAYERS)
     return next(i for i, names in enumerate(LAYERS) if parts[1] in names)
