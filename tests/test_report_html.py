@@ -46,7 +46,7 @@ def _report(scenario: str, real_kernel: str, tmp: Path) -> Path:
     # The vmlinux found by the dump's release; a kernel of ours has it in the sample cache, given as a user would.
     vmlinux = [str(dump.vmlinux)] if real_kernel in samples.builder.BUILT_KERNELS else []
     done = kdlgdb("report", *vmlinux, str(dump.path), "-o", str(out))
-    assert done.returncode == (1 if samples.expected(scenario, real_kernel)["cycles"] else 0), done.stderr
+    assert done.returncode == 0, done.stderr  # written, whatever it found
     return out
 
 

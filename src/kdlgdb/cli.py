@@ -1,8 +1,9 @@
 """The ``kdlgdb`` command: the same analysis without opening gdb by hand.
 
-It runs gdb in batch mode with the extension and passes its exit status on:
-0 analysed and no cycle, 1 a deadlock or probable deadlock found, 2 could not
-analyse (the reason on one line).
+It runs gdb in batch mode with the extension and passes its exit status on
+(report.EXIT_STATUS, one rule for waitfor, report and triage): 0 analysed and
+no cycle, or the report written to its file; 1 a deadlock or probable deadlock
+found and printed; 2 could not analyse (the reason on one line).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from . import report
 from .errors import KdlError
 from . import __version__
 from .gdbrun import BATCH, run_batch
+from .target.dumpfile import dump_format
 
 __all__ = ["main"]
 
@@ -29,9 +31,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="kdlgdb", description="Find kernel deadlocks in a vmcore or a live kernel.")
     p.add_argument("--version", action="version", version=f"kdlgdb {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    w = sub.add_parser("waitfor", help="print the wait-for graph (like kd-waitfor in gdb)")
-    w.add_argument("vmlinux", help="the vmlinux with debug info that matches the kernel")
-    w.add_argument("vmcore", nargs="?", help="the dump (ELF vmcore); omit with --remote")
+    w = sub.add_parser("waitfor", help="print the wait-for graph (like kd-waitfor in gdb)",
+                       description="Print the wait-for graph of a dump or a live kernel. " + report.EXIT_STATUS)
+    w.add_argument("paths", nargs="*", metavar="[VMLINUX] [VMCORE]",
+                   help=f"the dump ({report.DUMP_FORMATS}), optionally after its vmlinux (or give --vmlinux); "
+                        "with --remote, the vmlinux alone")
+    w.add_argument("--vmlinux", help=report.VMLINUX_HELP)
     w.add_argument("--remote", metavar="HOST:PORT", help="a live kernel's gdbstub (QEMU -s: localhost:1234)")
     w.add_argument("--json", action="store_true", help="JSON instead of text")
     w.add_argument("-p", "--pid", type=int, help="only the cycle or chain of this pid")
@@ -44,11 +49,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         sys.stderr.write(outcome.err)
         return outcome.status
 
-    if (args.vmcore is None) == (args.remote is None):
-        p.error("give either a VMCORE or --remote HOST:PORT")
+    try:
+        vmlinux, vmcore = _waitfor_inputs(args)
+    except KdlError as e:
+        print(f"kdlgdb: {e}", file=sys.stderr)
+        return 2
     kd_argv = (["--json"] if args.json else []) + (["-p", str(args.pid)] if args.pid is not None else [])
     try:
-        out, status = run_batch(args.vmlinux, args.vmcore, args.remote, BATCH,
+        out, status = run_batch(vmlinux, vmcore, args.remote, BATCH,
                                 {"command": "kd-waitfor", "argv": kd_argv, "record": args.record})
     except KdlError as e:
         print(f"kdlgdb: {e}", file=sys.stderr)
@@ -58,6 +66,26 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     sys.stdout.write(out)
     return status
+
+
+def _waitfor_inputs(args: argparse.Namespace) -> tuple[str, Optional[str]]:
+    """(vmlinux, dump or None) of ``kdlgdb waitfor``: ``[VMLINUX] VMCORE``, ``VMCORE --vmlinux V``, or with
+    ``--remote`` the vmlinux alone (positional or --vmlinux); the vmlinux found by the dump's release when
+    not given."""
+    paths = list(args.paths)
+    if args.vmlinux is not None:
+        paths.insert(0, args.vmlinux)
+    if args.remote is not None:
+        if len(paths) != 1:
+            raise KdlError("with --remote, give the vmlinux alone: kdlgdb waitfor VMLINUX --remote HOST:PORT")
+        return paths[0], None
+    if len(paths) == 1:
+        dump_format(paths[0])  # one line now if it is no dump at all
+        return report.vmlinux_for(paths[0], None)[0], paths[0]
+    if len(paths) != 2:
+        raise KdlError("give the dump, optionally after its vmlinux (kdlgdb waitfor [VMLINUX] VMCORE), "
+                       "or --remote HOST:PORT with the vmlinux")
+    return paths[0], paths[1]
 
 
 if __name__ == "__main__":

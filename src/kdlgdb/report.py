@@ -102,7 +102,7 @@ def find_vmlinux(release: str, places: Sequence[str] = VMLINUX_PLACES) -> tuple[
     return None, looked
 
 
-def _vmlinux_for(dump: str, vmlinux: Optional[str], places: Sequence[str] = VMLINUX_PLACES) -> tuple[str, str]:
+def vmlinux_for(dump: str, vmlinux: Optional[str], places: Sequence[str] = VMLINUX_PLACES) -> tuple[str, str]:
     """(vmlinux to use, how it was chosen); KdlError naming where it looked when none matches."""
     if vmlinux is not None:
         if not os.path.isfile(vmlinux):
@@ -161,7 +161,7 @@ def triage_one(dump: str, vmlinux: Optional[str] = None, places: Sequence[str] =
         except KdlError:
             if vmlinux is None:
                 raise
-        chosen, _ = _vmlinux_for(dump, vmlinux, places)
+        chosen, _ = vmlinux_for(dump, vmlinux, places)
         bundle = collect_bundle(chosen, dump, timeout=timeout)
     except KdlError as e:
         return TriageRow(dump, release or "?", f"error: {e}", "", 2, crashed)
@@ -230,16 +230,26 @@ class Outcome:
     err: str = ""
 
 
+#: The one exit-status rule of waitfor, report and triage (their --help quotes it).
+EXIT_STATUS = ("Exit status: 0 the analysis ran and found no lock cycle, or the report went to the file -o names "
+               "(its verdict is in the file and on the line printed); 1 a deadlock or probable deadlock was found "
+               "and printed on standard output; 2 it could not analyse (why, on one line).")
+DUMP_FORMATS = ("QEMU's or makedumpfile's ELF vmcore (paging or physical), kdump-compressed (zlib, lzo, snappy, zstd; "
+                "flattened or not, filtered or not)")
+VMLINUX_HELP = ("the vmlinux with DWARF that matches the dump (default: found by the dump's release in "
+                + ", ".join(VMLINUX_PLACES) + ")")
+
+
 def add_subcommands(sub: Any) -> None:
     """Declare ``report`` and ``triage`` on the CLI's argparse subparsers."""
     r = sub.add_parser(
         "report", help="write a post-mortem report (HTML, Markdown, JSON or text) of a dump",
         description="Analyse a vmcore and write a report: the verdict in one sentence, the wait-for graph as a "
                     "picture, each deadlock with stacks and evidence, wait chains, D-state tasks, the kernel log "
-                    "and system facts. Exit status: 0 no cycle, 1 deadlock or probable deadlock, 2 could not analyse.")
+                    "and system facts. " + EXIT_STATUS)
     r.add_argument("paths", nargs="*", metavar="[VMLINUX] VMCORE",
-                   help="the dump, optionally after its vmlinux (without it, the vmlinux matching the dump's release "
-                        "is looked for in " + ", ".join(VMLINUX_PLACES) + ")")
+                   help=f"the dump ({DUMP_FORMATS}), optionally after its vmlinux (or give --vmlinux)")
+    r.add_argument("--vmlinux", help=VMLINUX_HELP)
     r.add_argument("-o", "--output", metavar="FILE",
                    help="write the report to FILE; its extension (.html, .md, .json, .txt) gives the format "
                         "(default: text on standard output)")
@@ -252,10 +262,11 @@ def add_subcommands(sub: Any) -> None:
         description="Analyse many dumps and print one line for each: the dump, its kernel release, its crash time "
                     "(the dump's CRASHTIME, else the file's time marked '(file time)'), the verdict "
                     "(deadlock, probable deadlock, no deadlock, or error: why) and the cycle. A dump that cannot be "
-                    "read is listed with its error and the others go on. Exit status: 1 if some dump has a cycle, "
-                    "else 2 if some dump could not be analysed, else 0.")
+                    "read is listed with its error and the others go on. " + EXIT_STATUS + " With many dumps: 1 if "
+                    "some dump has a cycle, else 2 if some dump could not be analysed, else 0.")
     t.add_argument("dumps", nargs="+", metavar="VMCORE")
-    t.add_argument("--vmlinux", help="use this vmlinux for every dump (default: found by each dump's release)")
+    t.add_argument("--vmlinux", help="use this vmlinux for every dump (default: found by each dump's release in "
+                                     + ", ".join(VMLINUX_PLACES) + ")")
     t.add_argument("--timeout", type=float, default=GDB_TIMEOUT, help="seconds gdb may take on one dump (%(default)s)")
 
 
@@ -280,7 +291,9 @@ def _cli_report(args: argparse.Namespace) -> Outcome:
             raise KdlError("give the dump, optionally after its vmlinux: kdlgdb report [VMLINUX] VMCORE")
         dump = args.paths[-1]
         dump_format(dump)  # one line now if it is no dump at all
-        vmlinux, how = _vmlinux_for(dump, args.paths[0] if len(args.paths) == 2 else None)
+        if len(args.paths) == 2 and args.vmlinux is not None:
+            raise KdlError("give the vmlinux once: before the dump or with --vmlinux")
+        vmlinux, how = vmlinux_for(dump, args.paths[0] if len(args.paths) == 2 else args.vmlinux)
         bundle = collect_bundle(vmlinux, dump)
         if how != "given":
             bundle.facts["vmlinux_search"] = how
@@ -289,7 +302,9 @@ def _cli_report(args: argparse.Namespace) -> Outcome:
     if args.output is None or args.output == "-":
         return Outcome(status(bundle), out=render(bundle, fmt))
     write_report(bundle, args.output, fmt)
-    return Outcome(status(bundle), out=f"{summary_line(bundle)}\nwrote {args.output} ({fmt})\n")
+    # The report is what was asked for, and it is written: 0 whatever it found (EXIT_STATUS), so that
+    # `kdlgdb report vmcore -o hang.html && scp hang.html ...` sends the report of a deadlock too.
+    return Outcome(0, out=f"{summary_line(bundle)}\nwrote {args.output} ({fmt})\n")
 
 
 def _cli_triage(args: argparse.Namespace, progress: Optional[Progress] = None) -> Outcome:
