@@ -2,12 +2,15 @@
 
 It runs gdb in batch mode with the extension and passes its exit status on:
 0 analysed and no cycle, 1 a deadlock or probable deadlock found, 2 could not
-analyse (the reason on one line).
+analyse (the reason on one line). An exception kdlgdb did not foresee is one line
+too, naming the command and the exception; ``--debug`` adds the traceback.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from typing import Optional
 
 from . import report
@@ -26,6 +29,7 @@ def _progress(done: int, total: int, dump: str) -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="kdlgdb", description="Find kernel deadlocks in a vmcore or a live kernel.")
+    p.add_argument("--debug", action="store_true", help="show the Python traceback of an error (kdlgdb's and gdb's)")
     sub = p.add_subparsers(dest="command", required=True)
     w = sub.add_parser("waitfor", help="print the wait-for graph (like kd-waitfor in gdb)")
     w.add_argument("vmlinux", help="the vmlinux with debug info that matches the kernel")
@@ -36,6 +40,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     w.add_argument("--record", metavar="FILE", help=argparse.SUPPRESS)  # for the test recordings
     report.add_subcommands(sub)
     args = p.parse_args(argv)
+    if args.debug:
+        os.environ["KDLGDB_DEBUG"] = "1"  # for the batch gdb: kd-debug on, and its stderr shown on an error
+    try:
+        return _run(p, args)
+    except Exception as e:  # the one place that turns what kdlgdb did not foresee into one line
+        if args.debug:
+            traceback.print_exc()
+        hint = "" if args.debug else " (--debug for the traceback)"
+        print(f"kdlgdb {args.command}: internal error: {type(e).__name__}: {e}{hint}", file=sys.stderr)
+        return 2
+
+
+def _run(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command in ("report", "triage"):
         outcome = report.run_cli(args, progress=_progress)
         sys.stdout.write(outcome.out)

@@ -200,7 +200,7 @@ class KdCommand(gdb.Command):
 
 
 def _report(name: str, e: BaseException, errors: Optional[str] = None) -> None:
-    if _params["debug"].value:
+    if _params["debug"].value or os.environ.get("KDLGDB_DEBUG"):  # kd-debug, or the kdlgdb command's --debug
         traceback.print_exc()
     if isinstance(e, KdlError):
         line = f"{name}: {e}"
