@@ -135,7 +135,7 @@ class Kernel:
         static = self.target.symbol("linux_banner")
         if static is None:
             raise KdlError("the file given as vmlinux has no linux_banner: it is not a Linux vmlinux")
-        first = [int(self.vmcoreinfo["KERNELOFFSET"], 16)] if "KERNELOFFSET" in self.vmcoreinfo else []
+        first = [self._vmcoreinfo_hex("KERNELOFFSET")] if "KERNELOFFSET" in self.vmcoreinfo else []
         for offset in first + [0] + list(range(KASLR_ALIGN, KERNEL_IMAGE_END - static, KASLR_ALIGN)):
             try:
                 if self.read(static + offset, len(BANNER)) == BANNER:
@@ -147,16 +147,24 @@ class Kernel:
     def _kaslr_offset(self) -> int:
         """The kernel's KASLR offset (as VMCOREINFO's KERNELOFFSET counts it)."""
         if "KERNELOFFSET" in self.vmcoreinfo:
-            return int(self.vmcoreinfo["KERNELOFFSET"], 16)
+            return self._vmcoreinfo_hex("KERNELOFFSET")
         # Without VMCOREINFO: where _text is now against x86_64's default
         # __START_KERNEL (0xffffffff81000000 with Debian's PHYSICAL_START).
         return self.need_symbol("_text") - DEFAULT_TEXT
+
+    def _vmcoreinfo_hex(self, key: str) -> int:
+        """The hexadecimal number VMCOREINFO gives for ``key``; KdlError naming it when it is none."""
+        text = self.vmcoreinfo[key]
+        try:
+            return int(text, 16)
+        except ValueError:
+            raise KdlError(f"the dump's VMCOREINFO {key} is not a hexadecimal number: {text[:40]!r}") from None
 
     def _check_banner(self) -> str:
         """The kernel release; KdlError when the vmlinux and the kernel in memory differ."""
         uts = self.need_symbol("init_uts_ns")
         recorded = self.vmcoreinfo.get("SYMBOL(init_uts_ns)")
-        if recorded is not None and int(recorded, 16) != uts:
+        if recorded is not None and self._vmcoreinfo_hex("SYMBOL(init_uts_ns)") != uts:
             raise KdlError(
                 f"the vmlinux does not match the dump (the dump is {self.vmcoreinfo.get('OSRELEASE', 'another kernel')}): "
                 "its init_uts_ns is elsewhere"

@@ -1,0 +1,103 @@
+"""The fuzzing tier (issue 16): no input, however broken, makes kdlgdb raise an exception of its own
+making or hang.
+
+By default a fixed budget with fixed seeds (see ``BUDGET``); ``--fuzz-cases N`` runs N cases across
+the three kinds, ``--fuzz-seed S`` another seed, ``--fuzz-case KIND:CASE`` one case again. Each failure
+is printed with its seed, kind, case and mutations. The machinery is in tests/fuzzing.py.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import fuzzing
+import samples
+
+RECORDINGS = sorted((Path(__file__).parent / "vmcore_samples" / "recordings").glob("*/*.json.gz"))
+
+#: Cases of each kind in the default run (fixed seed 0): about 60 s of CPU in all on this 2-core machine.
+BUDGET = {"dump": 10000, "memory": 500, "gdbstub": 3}
+#: How ``--fuzz-cases N`` shares N out: the gdbstub's cases each start a gdb (~3 s), so they get few.
+SHARE = {"dump": 0.6, "memory": 0.4}
+
+
+def _cases(config: pytest.Config, kind: str) -> list[int]:
+    only = config.getoption("--fuzz-case")
+    if only:
+        want, _, number = only.partition(":")
+        return [int(number)] if want == kind else []
+    total = config.getoption("--fuzz-cases")
+    if not total:
+        return list(range(BUDGET[kind]))
+    if kind == "gdbstub":
+        return list(range(max(BUDGET["gdbstub"], total // 2000)))
+    return list(range(int(total * SHARE[kind])))
+
+
+def _check(config: pytest.Config, kind: str, failures: list[fuzzing.Failure], ran: int, started: float) -> None:
+    seed = config.getoption("--fuzz-seed")
+    print(f"\nfuzz {kind}: {ran} cases, seed {seed}, {len(failures)} failed, {time.process_time() - started:.1f} s CPU",
+          file=sys.stderr)
+    if failures:
+        lines = [f"seed {seed} {f}" for f in failures[:20]]
+        replay = f"replay one: python3 -m pytest -n 0 tests/test_fuzz.py --fuzz-seed {seed} --fuzz-case KIND:CASE"
+        pytest.fail(f"{len(failures)} of {ran} {kind} cases failed ({replay}):\n" + "\n".join(lines), pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def minis(tmp_path_factory: pytest.TempPathFactory) -> list[fuzzing.Mini]:
+    """A mini dump of each form of the kdl_abba sample on the default kernel (the form with every codec)."""
+    scenario = samples.PHYS_SCENARIO
+    why = samples.missing_message(samples.DEFAULT_KERNEL)
+    if why:
+        pytest.fail(why)
+    kinds = [k for k in samples.KINDS + samples.CODEC_KINDS]
+    paths = {kind: samples.ensure_dump(scenario, False, samples.DEFAULT_KERNEL, kind=kind).path for kind in kinds}
+    return fuzzing.make_minis(paths)
+
+
+@pytest.mark.realkernel
+def test_fuzz_dump_files(minis: list[fuzzing.Mini], request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """Mutated headers, program headers, notes, VMCOREINFO, bitmaps, page descriptors and compressed pages of
+    every dump form: each opens with one line of error at most, and its kernel objects read or not."""
+    config = request.config
+    seed = config.getoption("--fuzz-seed")
+    usable = [m for m in minis if not m.needs or importlib.util.find_spec(m.needs)]  # this Python may lack python3-lzo
+    for m in minis:
+        assert len(m.data) < 2 << 20, (m.name, len(m.data))
+        path = tmp_path / f"unmutated-{m.name}"
+        path.write_bytes(m.data)
+        if m in usable:
+            fuzzing.open_and_read(str(path), m)  # as it is, the mini dump reads without an error
+    failures, cases, started = [], _cases(config, "dump"), time.process_time()
+    for case in cases:
+        rng = fuzzing.case_rng(seed, "dump", case)
+        mini = usable[case % len(usable)]
+        what, body = fuzzing.dump_case(mini, rng, tmp_path)
+        failure = fuzzing.run_case("dump", case, what, body)
+        if failure:
+            failures.append(failure)
+    _check(config, "dump", failures, len(cases), started)
+
+
+def test_fuzz_kernel_memory(request: pytest.FixtureRequest) -> None:
+    """Mutated memory of the replay recordings (pointers, list heads, counts, stacks) through the analysis,
+    every kd-* command's text and JSON, DOT and every report format."""
+    config = request.config
+    seed = config.getoption("--fuzz-seed")
+    recordings = [fuzzing.load_recording(p) for p in RECORDINGS]
+    for rec in recordings[:2]:  # as it is, a recording analyses and renders (kd-info: not recorded)
+        errors = fuzzing.analyse_and_render(fuzzing.FuzzReplay(rec, [bytearray(d) for d in rec.data], rec.answers))
+        assert all(e.startswith("kd-info:") for e in errors), errors
+    failures, cases, started = [], _cases(config, "memory"), time.process_time()
+    for case in cases:
+        rng = fuzzing.case_rng(seed, "memory", case)
+        what, target = fuzzing.memory_case(recordings[case % len(recordings)], rng)
+        failure = fuzzing.run_case("memory", case, what, lambda: fuzzing.analyse_and_render(target))
+        if failure:
+            failures.append(failure)
+    _check(config, "memory", failures, len(cases), started)
