@@ -22,6 +22,9 @@ KERNEL_SPACE = 0xFFFF800000000000
 BANNER = b"Linux version "
 DEFAULT_TEXT = 0xFFFFFFFF81000000
 PAGE_SHIFT = 12
+#: The most one read asks for: the largest thing read whole is the printk text ring (LOG_BUF_LEN_MAX is 2 GiB,
+#: a kernel's default 128 KiB to 32 MiB); a larger size comes from a corrupt field.
+MAX_READ = 256 << 20
 
 
 class Kernel:
@@ -40,6 +43,9 @@ class Kernel:
 
     # -- memory -------------------------------------------------------------
     def read(self, address: int, size: int) -> bytes:
+        if not 0 <= size <= MAX_READ or not 0 <= address < 1 << 64:
+            raise ReadError(address, size, f"not a read kdlgdb makes (at most {MAX_READ >> 20} MiB in the "
+                                           "64-bit address space): a size or address from corrupt memory?")
         for start, data in self._kept.get(address >> PAGE_SHIFT, ()):
             if start <= address and address + size <= start + len(data):
                 return data[address - start : address - start + size]

@@ -30,13 +30,12 @@ from .layout import KERNEL_SPACE, Kernel, le32, le64
 from .locks import LockKind
 from .stack import Stack
 from .symbols import Symbols
-from .tasks import per_cpu_offsets
+from .tasks import MAX_CPUS, per_cpu_offsets
 from .waiters import StackRanges, base_name, past_scheduler
 
 __all__ = ["STRUCT", "percpu_rwsem_kind", "decode_percpu_rwsem", "readers", "find_writer_waits"]
 
 STRUCT = "struct percpu_rw_semaphore"
-MAX_CPUS = 8192
 READERS = "percpu_rwsem_readers"  # the type of the node a waiting writer waits on
 WRITER_WAIT = "percpu_down_write"  # where a writer sleeps until the readers are gone (rcuwait inlined)
 
