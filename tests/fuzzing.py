@@ -37,6 +37,8 @@ from kdlgdb.target.vmcore import PT_LOAD, PT_NOTE, open_elf_dump, parse_vmcorein
 
 #: A case taking longer than this (wall seconds, on a loaded 2-core machine) is a hang.
 CASE_SECONDS = 10.0
+#: The same for a gdbstub case: gdb loads the vmlinux (2-3 s), then reads through the stub.
+GDB_CASE_SECONDS = 150.0
 
 PAGE = 4096
 
@@ -77,7 +79,7 @@ def time_limit(seconds: float) -> Iterator[None]:
 def run_case(kind: str, case: int, what: str, body: Callable[[], None]) -> Optional[Failure]:
     """None when ``body`` ends or raises one of kdlgdb's own errors; a Failure otherwise."""
     try:
-        with time_limit(CASE_SECONDS):
+        with time_limit(GDB_CASE_SECONDS + 10 if kind == "gdbstub" else CASE_SECONDS):
             body()
     except KdlError:
         return None
