@@ -166,6 +166,7 @@ class Mini:
     symbols: list[int]  # kernel virtual addresses of the objects VMCOREINFO names (from the source)
     virtual: bool = False  # a paging ELF: read by ElfMemory (gdb reads it in real use)
     needs: str = ""  # a Python module the pages' codec needs
+    pfns: list[int] = field(default_factory=list)  # the page frames it holds (kdump)
 
 
 def vmcoreinfo_symbols(info: dict[str, str]) -> list[int]:
@@ -277,9 +278,10 @@ def mini_paging_elf(path: Path, name: str) -> Mini:
     return Mini(name, data, regions, symbols, virtual=True)
 
 
-def mini_kdump(path: Path, name: str, flattened: bool, needs: str = "") -> Mini:
-    """A normal (or flattened) kdump-compressed file holding only the pages the reads touch, each
-    page's compressed bytes and flags as the source has them."""
+def mini_kdump(path: Path, name: str, flattened: bool, needs: str = "", pfns: Optional[list[int]] = None) -> Mini:
+    """A normal (or flattened) kdump-compressed file holding only the pages the reads touch (or ``pfns``,
+    when this Python cannot decompress the source's pages), each page's compressed bytes and flags as the
+    source has them."""
     dump = DumpFile(str(path))
     try:
         k = dump.kdump
@@ -295,8 +297,10 @@ def mini_kdump(path: Path, name: str, flattened: bool, needs: str = "") -> Mini:
 
         inner = k.read_page
         k.read_page = read_page  # type: ignore[method-assign]
-        with contextlib.suppress(KdlError):  # a codec this Python lacks: the pages are still recorded
+        if pfns is None:
             touch(dump.read, symbols)
+        else:
+            seen = list(pfns)
         bs = k.block_size
         head = bytearray(real_desc(0, bs).ljust(bs, b"\0"))  # a flattened file leaves holes: zeros
         _, sub_hdr_size, bitmap_blocks, _ = struct.unpack_from("<iiII", head, 428)
@@ -332,7 +336,7 @@ def mini_kdump(path: Path, name: str, flattened: bool, needs: str = "") -> Mini:
                "bitmaps": (bitmap_at, descs_at), "page descriptors": (descs_at, data_at),
                "compressed pages": (data_at, len(normal))}
     if not flattened:
-        return Mini(name, normal, regions, symbols, needs=needs)
+        return Mini(name, normal, regions, symbols, needs=needs, pfns=sorted(descs))
     # Flattened: the same file as records, one a part (and one a page), then the end marker.
     cuts = sorted({0, bs, bitmap_at, descs_at, data_at, len(normal)} | set(page_at))
     out = bytearray(b"makedumpfile".ljust(4096, b"\0"))
@@ -348,20 +352,27 @@ def mini_kdump(path: Path, name: str, flattened: bool, needs: str = "") -> Mini:
         out += normal[a:b]
     out += struct.pack(">qq", -1, -1)
     moved["records"] = (4096, len(out))
-    return Mini(name, bytes(out), moved, symbols, needs=needs)
+    return Mini(name, bytes(out), moved, symbols, needs=needs, pfns=sorted(descs))
 
 
 def make_minis(dumps: dict[str, Path]) -> list[Mini]:
     """One mini dump per source form (``{kind: path}`` of sample dumps)."""
-    minis = []
+    import importlib.util
+
+    minis: list[Mini] = []
     codecs = {"kdump-lzo": "lzo", "kdump-snappy": "snappy", "kdump-zstd": "zstandard"}
-    for kind, path in dumps.items():
+    for kind, path in sorted(dumps.items(), key=lambda item: item[0] in codecs):  # the zlib ones first
+        needs = codecs.get(kind, "")
         if kind == "elf":
             minis.append(mini_paging_elf(path, kind))
         elif kind == "phys":
             minis.append(mini_physical_elf(path, kind))
+        elif needs and importlib.util.find_spec(needs) is None:
+            # The same pages as the filtered zlib dump of the same instant (every form of a sample is one).
+            same = next(m for m in minis if m.name == "kdump-filtered")
+            minis.append(mini_kdump(path, kind, flattened=False, needs=needs, pfns=same.pfns))
         else:
-            minis.append(mini_kdump(path, kind, flattened=kind == "kdump-flat", needs=codecs.get(kind, "")))
+            minis.append(mini_kdump(path, kind, flattened=kind == "kdump-flat", needs=needs))
     return minis
 
 
@@ -577,3 +588,56 @@ def analyse_and_render(target: FuzzReplay) -> list[str]:
         each(fmt, lambda: report.render(bundle, fmt, svg="<svg></svg>"))
     each("summary", lambda: report.summary_line(bundle))
     return errors
+
+
+# -- dump cases in another Python: the one with the codec this one lacks (Debian's python3-lzo) -------------
+
+
+def run_dump_cases(mini: Mini, seed: int, cases: list[int], tmp: Path) -> list[Failure]:
+    failures = []
+    for case in cases:
+        what, body = dump_case(mini, case_rng(seed, "dump", case), tmp)
+        failure = run_case("dump", case, what, body)
+        if failure:
+            failures.append(failure)
+    return failures
+
+
+def run_dump_cases_in(python: str, mini: Mini, seed: int, cases: list[int], tmp: Path) -> list[Failure]:
+    """:func:`run_dump_cases` in the Python ``python`` (gdb's, which has every codec Debian packages)."""
+    import os
+    import subprocess
+    import sys
+
+    spec = tmp / f"mini-{mini.name}.json"
+    spec.write_text(json.dumps({"name": mini.name, "data": mini.data.hex(), "regions": mini.regions,
+                                "symbols": mini.symbols, "virtual": mini.virtual, "needs": mini.needs,
+                                "seed": seed, "cases": cases, "tmp": str(tmp)}))
+    here = Path(__file__).parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here.parent / "src"), str(here)]))
+    done = subprocess.run([python, str(Path(__file__)), str(spec)], capture_output=True, text=True, env=env,
+                          timeout=CASE_SECONDS * len(cases) + 60, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        return [Failure("dump", cases[0], f"{mini.name} in {python}", (done.stderr or done.stdout)[-500:])]
+    sys.stderr.write(done.stderr)
+    return [Failure(**f) for f in json.loads(done.stdout)]
+
+
+def _main(spec_path: str) -> None:
+    from dataclasses import asdict
+
+    spec = json.loads(Path(spec_path).read_text())
+    mini = Mini(spec["name"], bytes.fromhex(spec["data"]), {k: tuple(v) for k, v in spec["regions"].items()},
+                spec["symbols"], spec["virtual"], spec["needs"])
+    __import__(mini.needs)  # the reason to be here: fail loudly if this Python lacks it too
+    unmutated = Path(spec["tmp"]) / f"unmutated-{mini.name}"
+    unmutated.write_bytes(mini.data)
+    open_and_read(str(unmutated), mini)  # as it is, the mini dump reads without an error
+    failures = run_dump_cases(mini, spec["seed"], spec["cases"], Path(spec["tmp"]))
+    print(json.dumps([asdict(f) for f in failures]))
+
+
+if __name__ == "__main__":
+    import sys
+
+    _main(sys.argv[1])

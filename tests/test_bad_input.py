@@ -178,6 +178,8 @@ def test_huge_pt_note_size(tmp_path: Path) -> None:
     path.write_bytes(data)
     line = _one_kdl_error(path, "PT_NOTE size 4611686018427387904 exceeds the file", f"({len(data)} bytes)")
     assert line.startswith(f"kdlgdb: {path}: ")
+    done = gdb(Path("/bin/true"), None, f"kd-open {path}", timeout=120)  # was "kd-open: internal error: MemoryError"
+    assert done.stderr.strip().splitlines() == [line.replace("kdlgdb: ", "kd-open: ", 1)], done.stderr
 
 
 @pytest.mark.parametrize("case", ["phoff past the end", "phoff 2^63", "phnum past the end", "phentsize 1",
