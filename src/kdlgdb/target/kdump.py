@@ -118,10 +118,6 @@ class KdumpFile:
         sub = self._file.pread(self.block_size, 104)
         if len(sub) < (104 if self.version >= 6 else 64):
             raise KdlError(f"{path} is truncated: its kdump sub-header is cut off")
-        size = self._file.size
-        if (1 + sub_hdr_size) * self.block_size > size:
-            raise KdlError(f"{path}: kdump sub_hdr_size {sub_hdr_size} ({sub_hdr_size} blocks of {self.block_size}) "
-                           f"exceeds the file ({file_size_text(size)})")
         self.phys_base, self.dump_level = struct.unpack_from("<Qi", sub, 0)
         off_info, size_info, off_note, size_note = struct.unpack_from("<qQqQ", sub, 32)
         self.max_mapnr = struct.unpack_from("<Q", sub, 96)[0] if self.version >= 6 else max_mapnr32
@@ -129,6 +125,10 @@ class KdumpFile:
             if self.version >= 3 and size_info else {}
         self.notes = parse_notes(self._region(off_note, size_note, "ELF notes")) if self.version >= 4 and size_note else []
 
+        size = self._file.size
+        if (1 + sub_hdr_size) * self.block_size > size:
+            raise KdlError(f"{path} is truncated or corrupt: its sub-header (sub_hdr_size {sub_hdr_size}, blocks of "
+                           f"{self.block_size}) exceeds the file ({file_size_text(size)})")
         half = bitmap_blocks * self.block_size // 2
         bitmap_at = (1 + sub_hdr_size) * self.block_size
         if bitmap_at + 2 * half > size:
