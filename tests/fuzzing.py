@@ -76,7 +76,7 @@ def time_limit(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, old)
 
 
-def run_case(kind: str, case: int, what: str, body: Callable[[], None]) -> Optional[Failure]:
+def run_case(kind: str, case: int, what: str, body: Callable[[], object]) -> Optional[Failure]:
     """None when ``body`` ends or raises one of kdlgdb's own errors; a Failure otherwise."""
     try:
         with time_limit(GDB_CASE_SECONDS + 10 if kind == "gdbstub" else CASE_SECONDS):
@@ -242,8 +242,13 @@ def mini_physical_elf(path: Path, name: str) -> Mini:
     try:
         symbols = vmcoreinfo_symbols(dump.vmcoreinfo())
         seen: list[int] = []
-        inner = dump._memory.read_page  # type: ignore[union-attr]
-        dump._memory.read_page = lambda pfn: (seen.append(pfn), inner(pfn))[1]  # type: ignore[union-attr]
+        inner = dump._memory.read_page
+
+        def read_page(pfn: int) -> bytes:
+            seen.append(pfn)
+            return inner(pfn)
+
+        dump._memory.read_page = read_page  # type: ignore[method-assign]
         touch(dump.read, symbols)
         loads = [(0, first * PAGE, b"".join(inner(p) for p in range(first, first + n))) for first, n in _runs(seen)]
     finally:
@@ -472,7 +477,8 @@ def load_recording(path: Path) -> Recording:
     for doc in docs:
         for a, d in doc["memory"]:
             ranges[int(a, 16)] = max(ranges.get(int(a, 16), b""), bytes.fromhex(d), key=len)
-    starts, data = [], []
+    starts: list[int] = []
+    data: list[bytes] = []
     for a in sorted(ranges):  # merge overlaps so bisection finds each address's one range
         if starts and a <= starts[-1] + len(data[-1]):
             merged = bytearray(data[-1])
