@@ -44,11 +44,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         os.environ["KDLGDB_DEBUG"] = "1"  # for the batch gdb: kd-debug on, and its stderr shown on an error
     try:
         return _run(p, args)
+    except KeyboardInterrupt:
+        print(f"kdlgdb {args.command}: interrupted", file=sys.stderr)
+        return 2
     except Exception as e:  # the one place that turns what kdlgdb did not foresee into one line
         if args.debug:
             traceback.print_exc()
         hint = "" if args.debug else " (--debug for the traceback)"
-        print(f"kdlgdb {args.command}: internal error: {type(e).__name__}: {e}{hint}", file=sys.stderr)
+        what = (str(e).splitlines() or [""])[0]
+        print(f"kdlgdb {args.command}: internal error: {type(e).__name__}: {what}{hint}", file=sys.stderr)
         return 2
 
 
