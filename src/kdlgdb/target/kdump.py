@@ -28,7 +28,7 @@ import zlib
 from typing import BinaryIO, Callable, Optional
 
 from ..errors import KdlError, ReadError
-from .vmcore import check_in_file, file_size_text, parse_notes, parse_vmcoreinfo
+from .vmcore import file_size_text, parse_notes, parse_vmcoreinfo
 
 __all__ = ["KdumpFile", "Flattened", "open_kdump", "KDUMP_SIGNATURE", "FLAT_SIGNATURE"]
 
