@@ -94,6 +94,7 @@ def test_fuzz_dump_files(minis: list[fuzzing.Mini], request: pytest.FixtureReque
         failure = fuzzing.run_case("dump", case, what, body)
         if failure:
             failures.append(failure)
+            print(f"\nfuzz failed: seed {seed} {failure}", file=sys.stderr, flush=True)  # at once: a long run
         _progress("dump", case + 1, len(cases), failures)
     for mini in minis:
         if mini.name in elsewhere:
@@ -117,6 +118,7 @@ def test_fuzz_kernel_memory(request: pytest.FixtureRequest) -> None:
         failure = fuzzing.run_case("memory", case, what, lambda: fuzzing.analyse_and_render(target))
         if failure:
             failures.append(failure)
+            print(f"\nfuzz failed: seed {seed} {failure}", file=sys.stderr, flush=True)  # at once: a long run
         _progress("memory", case + 1, len(cases), failures)
     _check(config, "memory", failures, len(cases), started)
 
@@ -152,6 +154,7 @@ def test_fuzz_gdbstub(request: pytest.FixtureRequest) -> None:
                 failure = fuzzing.Failure("gdbstub", case, what, f"the fake stub itself failed: {stub.error}")
             if failure:
                 failures.append(failure)
+                print(f"\nfuzz failed: seed {seed} {failure}", file=sys.stderr, flush=True)
     finally:
         dump.close()
     _check(config, "gdbstub", failures, len(cases), started)
