@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 import struct
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -279,3 +280,31 @@ def test_command_line_turns_any_exception_into_one_line(monkeypatch: pytest.Monk
     assert cli.main(["--debug", "waitfor", "/bin/true", "/etc/passwd"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" in err and err.strip().endswith("kdlgdb waitfor: internal error: MemoryError: boom")
+
+
+class _LoopedModules(ReplayTarget):
+    """Real kernel data whose first module's ``list.next`` points at itself (found by the fuzzing tier:
+    100,000 modules read, then every symbol lookup scanned them all)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.node = int.from_bytes(super().read(self._answer("symbol modules"), 8), "little")
+
+    def read(self, address: int, size: int) -> bytes:
+        data = bytearray(super().read(address, size))
+        at = self.node - address
+        if -8 < at < size:  # the bytes of node->next that this read holds
+            loop = self.node.to_bytes(8, "little")
+            for i in range(max(0, at), min(size, at + 8)):
+                data[i] = loop[i - at]
+        return bytes(data)
+
+
+def test_module_list_that_loops() -> None:
+    target = _LoopedModules(str(RECORDING))
+    started = time.process_time()
+    snap = collect(target)
+    assert time.process_time() - started < 5
+    [problem] = [p for p in snap.problems if p.what == "module list"]
+    assert f"is broken at {target.node:#x}: its prev does not point back to {target.node:#x}" in problem.why
+    assert "later modules have no symbols" in problem.why

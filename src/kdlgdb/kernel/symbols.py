@@ -95,19 +95,23 @@ class Symbols:
         regions = self._region_reader()
         kallsyms_off = k.offset(m_t, "kallsyms") if k.has_member(m_t, "kallsyms") else None
         modules = []
-        node = k.u64(head)
+        prev, node = head, k.u64(head)
         try:
             for _ in range(MAX_MODULES):
                 if node == head:
                     break
                 address = node - list_off
                 data = k.read(address, size)
+                if le64(data, list_off + 8) != prev:  # list.h's next->prev check: a loop or a stray pointer
+                    raise CorruptError(f"module list {head:#x} is broken at {node:#x}: its prev does not point back "
+                                       f"to {prev:#x}")
+                prev = node
                 name = data[name_off : name_off + name_size].split(b"\0", 1)[0].decode("ascii", "replace")
                 ranges, text = regions(data)
                 kallsyms = le64(data, kallsyms_off) if kallsyms_off is not None else 0
                 modules.append(Module(name, address, ranges, text, kallsyms))
                 node = le64(data, list_off)
-        except ReadError as e:
+        except (ReadError, CorruptError) as e:
             self.problems.append(Problem("module list", f"{node:#x}", f"{e}; later modules have no symbols"))
         return modules
 
