@@ -17,6 +17,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--full", action="store_true",
                      help="run every real-kernel case: every product of kernel, scenario, KASLR, form (before a "
                           "release); by default every dimension on every kernel (tests/matrix.py)")
+    parser.addoption("--fuzz-cases", type=int, default=0, metavar="N",
+                     help="the fuzzing tier (tests/test_fuzz.py) runs N cases across its three kinds instead of its "
+                          "fixed default budget (e.g. 100000, outside CI)")
+    parser.addoption("--fuzz-seed", type=int, default=0, help="the fuzzing tier's seed (default 0)")
+    parser.addoption("--fuzz-case", metavar="KIND:CASE", help="run only this fuzz case, as a failure names it")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

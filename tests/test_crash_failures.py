@@ -39,7 +39,7 @@ def test_bad_options_are_one_line(dump: samples.Dump) -> None:
     out = done.stdout
     assert "Traceback" not in out + done.stderr
     assert kd_lines(out) == [
-        "kd-tasks: unrecognized arguments: --bogus; usage: kd-tasks [-h] [-s STATES] [-p PID] [pattern]",
+        "kd-tasks: unrecognized arguments: --bogus; usage: kd-tasks [-h] [-s STATES] [-t SECONDS] [-l] [-p PID] [pattern]",
         "kd-bt: no task with pid or address 99999",
         "kd-waitfor: argument -p/--pid: invalid int value: 'x'; usage: kd-waitfor [-h] [--json] [-p PID]",
         "kd-set: unknown setting 'colour pink': kd-set [color on|off|auto] [debug on|off]",

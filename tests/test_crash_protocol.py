@@ -103,7 +103,7 @@ def test_errors_help_and_debug() -> None:
     recording = RECORDINGS / "kdl_mutex-nokaslr.json.gz"
     got = run(recording, ["kd-tasks", "--bogus"], ["kd-bt", "99999"], ["kd-waitfor", "-h"], ["kd-nothing"],
               ["kd-tasks", "-s", "D"])
-    assert got[0] == ("error", "unrecognized arguments: --bogus; usage: kd-tasks [-h] [-s STATES] [-p PID] [pattern]")
+    assert got[0] == ("error", "unrecognized arguments: --bogus; usage: kd-tasks [-h] [-s STATES] [-t SECONDS] [-l] [-p PID] [pattern]")
     assert got[1] == ("error", "no task with pid or address 99999")
     assert got[2][0] == "done" and got[2][1].startswith("usage: kd-waitfor [-h] [--json] [-p PID]\n")
     assert got[3] == ("error", "kdlgdb has no command kd-nothing")

@@ -60,7 +60,7 @@ def _lines(records: list[LogRecord]) -> list[str]:
 
 
 def _abba() -> Path:
-    return next(p for p in RECORDINGS if p.name == "kdl_abba-kaslr.json.gz")
+    return next(p for p in RECORDINGS if p.name == "kdl_abba-kaslr.json.gz" and p.parent.parent.name == samples.DEFAULT_KERNEL)
 
 
 # -- real dumps -----------------------------------------------------------------------------------

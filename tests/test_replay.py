@@ -111,7 +111,7 @@ def test_source_names() -> None:
 
 
 def _abba() -> Path:
-    return next(p for p in RECORDINGS if p.name == "kdl_abba-kaslr.json.gz")
+    return next(p for p in RECORDINGS if p.name == "kdl_abba-kaslr.json.gz" and p.parent.name == samples.DEFAULT_KERNEL)
 
 
 def test_abba_names_threads_semaphores_cycle_and_order() -> None:
@@ -212,7 +212,7 @@ def test_corrupt_task_list_is_reported_not_followed() -> None:
 
 
 def test_each_waiter_names_its_own_waiter_struct() -> None:
-    path = next(p for p in RECORDINGS if p.name == "kdl_control-kaslr.json.gz")
+    path = next(p for p in RECORDINGS if p.name == "kdl_control-kaslr.json.gz" and p.parent.name == samples.DEFAULT_KERNEL)
     snap = collect(ReplayTarget(str(path)))
     waiting = [t for t in snap.tasks if t.comm in ("kdl_c_w1", "kdl_c_w2")]
     nodes = {t.wait_evidence.split(" at ")[1].split()[0] for t in waiting}

@@ -3,12 +3,16 @@
 It runs gdb in batch mode with the extension and passes its exit status on
 (report.EXIT_STATUS, one rule for waitfor, report and triage): 0 analysed and
 no cycle, or the report written to its file; 1 a deadlock or probable deadlock
-found and printed; 2 could not analyse (the reason on one line).
+found and printed; 2 could not analyse (the reason on one line). An exception
+kdlgdb did not foresee is one line too, naming the command and the exception;
+``--debug`` adds the traceback.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from typing import Optional
 
 from . import report
@@ -30,6 +34,7 @@ def _progress(done: int, total: int, dump: str) -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="kdlgdb", description="Find kernel deadlocks in a vmcore or a live kernel.")
     p.add_argument("--version", action="version", version=f"kdlgdb {__version__}")
+    p.add_argument("--debug", action="store_true", help="show the Python traceback of an error (kdlgdb's and gdb's)")
     sub = p.add_subparsers(dest="command", required=True)
     w = sub.add_parser("waitfor", help="print the wait-for graph (like kd-waitfor in gdb)",
                        description="Print the wait-for graph of a dump or a live kernel. " + report.EXIT_STATUS)
@@ -43,6 +48,23 @@ def main(argv: Optional[list[str]] = None) -> int:
     w.add_argument("--record", metavar="FILE", help=argparse.SUPPRESS)  # for the test recordings
     report.add_subcommands(sub)
     args = p.parse_args(argv)
+    if args.debug:
+        os.environ["KDLGDB_DEBUG"] = "1"  # for the batch gdb: kd-debug on, and its stderr shown on an error
+    try:
+        return _run(p, args)
+    except KeyboardInterrupt:
+        print(f"kdlgdb {args.command}: interrupted", file=sys.stderr)
+        return 2
+    except Exception as e:  # the one place that turns what kdlgdb did not foresee into one line
+        if args.debug:
+            traceback.print_exc()
+        hint = "" if args.debug else " (--debug for the traceback)"
+        what = (str(e).splitlines() or [""])[0]
+        print(f"kdlgdb {args.command}: internal error: {type(e).__name__}: {what}{hint}", file=sys.stderr)
+        return 2
+
+
+def _run(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command in ("report", "triage"):
         outcome = report.run_cli(args, progress=_progress)
         sys.stdout.write(outcome.out)

@@ -73,6 +73,8 @@ def run_batch(vmlinux: str, dump: Optional[str], remote: Optional[str], function
         except subprocess.TimeoutExpired:
             raise KdlError(f"gdb took more than {timeout:.0f}s on {dump or remote}") from None
         if os.path.exists(out + ".err"):
+            if os.environ.get("KDLGDB_DEBUG"):
+                sys.stderr.write(done.stderr)  # kd-debug's traceback
             with open(out + ".err") as f:
                 raise KdlError((f.read().strip().splitlines() or ["failed"])[0])
         if not os.path.exists(out):

@@ -62,7 +62,12 @@ class Session:
             except EOFError:
                 return
             if verb == "run":
-                self.run(Request(payload))
+                try:
+                    request = Request(payload)
+                except KdlError as e:
+                    self.channel.send("error", str(e))
+                    continue
+                self.run(request)
 
     def run(self, request: Request) -> None:
         """Run one command; it ends with ``done`` and its output, or ``error`` and one line."""

@@ -235,7 +235,7 @@ class KdTask(KdCommand):
 
 
 def _error(name: str, e: BaseException, errors: Optional[str] = None) -> None:
-    if _params["debug"].value:
+    if _params["debug"].value or os.environ.get("KDLGDB_DEBUG"):  # kd-debug, or the kdlgdb command's --debug
         traceback.print_exc()
     if isinstance(e, KdlError):
         line = f"{name}: {e}"

@@ -23,6 +23,9 @@ KERNEL_SPACE = 0xFFFF800000000000
 BANNER = b"Linux version "
 DEFAULT_TEXT = 0xFFFFFFFF81000000
 PAGE_SHIFT = 12
+#: The most one read asks for: the largest thing read whole is the printk text ring (LOG_BUF_LEN_MAX is 2 GiB,
+#: a kernel's default 128 KiB to 32 MiB); a larger size comes from a corrupt field.
+MAX_READ = 256 << 20
 
 
 class Kernel:
@@ -41,6 +44,9 @@ class Kernel:
 
     # -- memory -------------------------------------------------------------
     def read(self, address: int, size: int) -> bytes:
+        if not 0 <= size <= MAX_READ or not 0 <= address < 1 << 64:
+            raise ReadError(address, size, f"not a read kdlgdb makes (at most {MAX_READ >> 20} MiB in the "
+                                           "64-bit address space): a size or address from corrupt memory?")
         for start, data in self._kept.get(address >> PAGE_SHIFT, ()):
             if start <= address and address + size <= start + len(data):
                 return data[address - start : address - start + size]
@@ -136,7 +142,7 @@ class Kernel:
         static = self.target.symbol("linux_banner")
         if static is None:
             raise KdlError("the file given as vmlinux has no linux_banner: it is not a Linux vmlinux")
-        first = [int(self.vmcoreinfo["KERNELOFFSET"], 16)] if "KERNELOFFSET" in self.vmcoreinfo else []
+        first = [self._vmcoreinfo_hex("KERNELOFFSET")] if "KERNELOFFSET" in self.vmcoreinfo else []
         for offset in first + [0] + list(range(KASLR_ALIGN, KERNEL_IMAGE_END - static, KASLR_ALIGN)):
             try:
                 if self.read(static + offset, len(BANNER)) == BANNER:
@@ -148,16 +154,24 @@ class Kernel:
     def _kaslr_offset(self) -> int:
         """The kernel's KASLR offset (as VMCOREINFO's KERNELOFFSET counts it)."""
         if "KERNELOFFSET" in self.vmcoreinfo:
-            return int(self.vmcoreinfo["KERNELOFFSET"], 16)
+            return self._vmcoreinfo_hex("KERNELOFFSET")
         # Without VMCOREINFO: where _text is now against x86_64's default
         # __START_KERNEL (0xffffffff81000000 with Debian's PHYSICAL_START).
         return self.need_symbol("_text") - DEFAULT_TEXT
+
+    def _vmcoreinfo_hex(self, key: str) -> int:
+        """The hexadecimal number VMCOREINFO gives for ``key``; KdlError naming it when it is none."""
+        text = self.vmcoreinfo[key]
+        try:
+            return int(text, 16)
+        except ValueError:
+            raise KdlError(f"the dump's VMCOREINFO {key} is not a hexadecimal number: {text[:40]!r}") from None
 
     def _check_banner(self) -> str:
         """The kernel release; KdlError when the vmlinux and the kernel in memory differ."""
         uts = self.need_symbol("init_uts_ns")
         recorded = self.vmcoreinfo.get("SYMBOL(init_uts_ns)")
-        if recorded is not None and int(recorded, 16) != uts:
+        if recorded is not None and self._vmcoreinfo_hex("SYMBOL(init_uts_ns)") != uts:
             raise KdlError(
                 f"the vmlinux does not match the dump (the dump is {self.vmcoreinfo.get('OSRELEASE', 'another kernel')}): "
                 "its init_uts_ns is elsewhere"

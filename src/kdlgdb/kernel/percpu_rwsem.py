@@ -30,14 +30,13 @@ from .layout import KERNEL_SPACE, Kernel, le32, le64
 from .locks import LockKind
 from .stack import Stack
 from .symbols import Symbols
-from .tasks import per_cpu_offsets
+from .tasks import MAX_CPUS, per_cpu_offsets
 from .functions import PERCPU_RWSEM_WRITER_WAIT as WRITER_WAIT, base_name, past_scheduler
 from .waiters import StackRanges
 
 __all__ = ["STRUCT", "percpu_rwsem_kind", "decode_percpu_rwsem", "readers", "find_writer_waits"]
 
 STRUCT = "struct percpu_rw_semaphore"
-MAX_CPUS = 8192
 READERS = "percpu_rwsem_readers"  # the type of the node a waiting writer waits on
 
 

@@ -32,6 +32,7 @@ from .layout import Kernel
 __all__ = ["LogRecord", "PrbLayout", "kernel_log", "panic_message"]
 
 PAGE = 4096
+PAGEWISE_MOST = 64 << 20  # the most of a ring that fails to read whole kdlgdb tries page by page
 
 # Descriptor states, in the top two bits of prb_desc.state_var ("enum
 # desc_state" of kernel/printk/printk_ringbuffer.h, v5.10+; constants, not in
@@ -177,8 +178,9 @@ class _Window:
         try:
             self.data += k.read(address, size)
             return
-        except ReadError:
-            pass
+        except ReadError as e:
+            if size > PAGEWISE_MOST:  # a ring that big, unreadable: page by page would take for ever
+                raise KdlError(f"cannot read the printk ring buffer: {e}") from None
         end = address + size
         while address < end:
             n = min(end, (address // PAGE + 1) * PAGE) - address
@@ -221,7 +223,8 @@ def kernel_log(k: Kernel, problems: Optional[list[Problem]] = None) -> list[LogR
     except ReadError as e:
         raise KdlError(f"cannot read the printk ring buffer: {e}") from None
     count_bits, size_bits = _get(ring, lay.count_bits), _get(ring, lay.size_bits)
-    if not 0 < count_bits < 32 or not 0 < size_bits < 40:
+    # LOG_BUF_LEN_MAX is 1 << 31; a descriptor per 32 bytes of text on average (PRB_AVGBITS 5).
+    if not 0 < count_bits <= size_bits <= 31:
         raise KdlError(f"the printk ring buffer at {prb:#x} makes no sense (count_bits {count_bits}, size_bits {size_bits})")
     notes: dict[str, int] = {}  # why records were skipped -> how many
     broken: list[str] = []  # what is wrong with the ring itself

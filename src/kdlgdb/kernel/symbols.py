@@ -16,6 +16,8 @@ from .list import list_for_each_entry_read
 __all__ = ["Module", "Symbols"]
 
 MAX_MODULES = 100_000
+MAX_MODULE_SYMBOLS = 1_000_000  # entries of one module's symtab (amdgpu: ~30,000)
+MAX_STRTAB = 64 << 20  # bytes of one module's string table
 ELF64_SYM = struct.Struct("<IBBHQQ")  # st_name, st_info, st_other, st_shndx, st_value, st_size
 STT_SECTION, STT_FILE = 3, 4
 
@@ -100,7 +102,7 @@ class Symbols:
         regions = self._region_reader()
         kallsyms_off = k.offset(m_t, "kallsyms") if k.has_member(m_t, "kallsyms") else None
         modules = []
-        node = k.u64(head)
+        prev, node = head, k.u64(head)
         try:
             for address, data in list_for_each_entry_read(k, head, list_off, size, "module list", MAX_MODULES):
                 assert data is not None
@@ -165,10 +167,17 @@ class Symbols:
             symtab = le64(data, k.offset(mk, "symtab"))
             count = le32(data, k.offset(mk, "num_symtab"))
             strtab = le64(data, k.offset(mk, "strtab"))
-            table = k.read(symtab, count * ELF64_SYM.size) if count < 1_000_000 else b""
+            if count > MAX_MODULE_SYMBOLS:
+                raise CorruptError(f"module {module.name}: mod_kallsyms at {module.kallsyms:#x} says num_symtab {count}, "
+                                   f"more than {MAX_MODULE_SYMBOLS}")
+            table = k.read(symtab, count * ELF64_SYM.size)
             entries = [e for e in ELF64_SYM.iter_unpack(table) if e[4] and e[1] & 0xF not in (STT_SECTION, STT_FILE)]
-            names = self._read_strtab(strtab, max((e[0] for e in entries), default=0))
-        except ReadError as e:
+            last = max((e[0] for e in entries), default=0)
+            if last > MAX_STRTAB:
+                raise CorruptError(f"module {module.name}: a symbol's name is at {last} of its string table, "
+                                   f"past {MAX_STRTAB >> 20} MiB")
+            names = self._read_strtab(strtab, last)
+        except (ReadError, CorruptError) as e:
             self.problems.append(Problem("module symbols", module.name, str(e)))
             return []
         out = []

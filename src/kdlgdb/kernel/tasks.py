@@ -18,6 +18,7 @@ __all__ = ["TaskLayout", "for_each_task", "task_state_letters", "read_task", "pe
 # Bound for list walks: far more tasks than any machine runs, so a corrupt
 # (cyclic) list ends with a problem instead of a hang.
 MAX_TASKS = 4_000_000
+MAX_CPUS = 8192  # x86_64's largest NR_CPUS (CONFIG_MAXSMP)
 
 # TASK_NOLOAD, 0x400 since v4.14 (92c4bc9f9cd9, "sched/debug: Convert TASK_state
 # to hex"); TASK_IDLE is TASK_UNINTERRUPTIBLE | TASK_NOLOAD and reports as 'I'.
@@ -137,7 +138,10 @@ class Runqueue:
 def per_cpu_offsets(k: Kernel) -> list[int]:
     """``__per_cpu_offset[cpu]`` for each possible CPU (``nr_cpu_ids`` of them): add one to a per-cpu
     variable's address for that CPU's copy."""
-    nr_cpus = k.u32(k.need_symbol("nr_cpu_ids"))
+    at = k.need_symbol("nr_cpu_ids")
+    nr_cpus = k.u32(at)
+    if not 0 < nr_cpus <= MAX_CPUS:
+        raise CorruptError(f"nr_cpu_ids at {at:#x} is {nr_cpus}: not 1 to {MAX_CPUS} (x86_64's largest NR_CPUS)")
     offsets = k.read(k.need_symbol("__per_cpu_offset"), 8 * nr_cpus)
     return [le64(offsets, 8 * cpu) for cpu in range(nr_cpus)]
 

@@ -78,7 +78,7 @@ class Channel:
         payload = self._stream.read(length)
         if len(payload) != length:
             raise EOFError("the crash extension closed the connection")
-        return parts[0].decode("ascii"), payload
+        return parts[0].decode("ascii", "replace"), payload
 
     def ask(self, verb: str, request: str = "") -> tuple[str, bytes]:
         self.send(verb, request)

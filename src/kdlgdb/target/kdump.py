@@ -28,7 +28,7 @@ import zlib
 from typing import BinaryIO, Callable, Optional
 
 from ..errors import KdlError, ReadError
-from .vmcore import parse_notes, parse_vmcoreinfo
+from .vmcore import file_size_text, parse_notes, parse_vmcoreinfo
 
 __all__ = ["KdumpFile", "Flattened", "KDUMP_SIGNATURE", "FLAT_SIGNATURE"]
 
@@ -65,8 +65,10 @@ class Flattened:
         pieces.sort()
         self._pieces = pieces
         self._starts = [p[0] for p in pieces]
+        self.size = max((start + length for start, length, _ in pieces), default=0)  # of the normal file
 
     def pread(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes at ``offset`` of the normal file: fewer where it has a hole or ends."""
         out = bytearray()
         while size > 0:
             i = bisect.bisect_right(self._starts, offset) - 1
@@ -84,8 +86,13 @@ class Flattened:
 class _Plain:
     def __init__(self, f: BinaryIO) -> None:
         self._f = f
+        self.size = f.seek(0, 2)
 
     def pread(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes at ``offset``: fewer where the file ends (never a read of more than it holds)."""
+        size = min(size, self.size - offset)
+        if offset < 0 or size <= 0:
+            return b""
         self._f.seek(offset)
         return self._f.read(size)
 
@@ -118,8 +125,15 @@ class KdumpFile:
             if self.version >= 3 and size_info else {}
         self.notes = parse_notes(self._region(off_note, size_note, "ELF notes")) if self.version >= 4 and size_note else []
 
+        size = self._file.size
+        if (1 + sub_hdr_size) * self.block_size > size:
+            raise KdlError(f"{path} is truncated or corrupt: its sub-header (sub_hdr_size {sub_hdr_size}, blocks of "
+                           f"{self.block_size}) exceeds the file ({file_size_text(size)})")
         half = bitmap_blocks * self.block_size // 2
         bitmap_at = (1 + sub_hdr_size) * self.block_size
+        if bitmap_at + 2 * half > size:
+            raise KdlError(f"{path} is truncated or corrupt: its page bitmaps (bitmap_blocks {bitmap_blocks}, "
+                           f"{2 * half} bytes at {bitmap_at}) exceed the file ({file_size_text(size)})")
         self._valid = self._file.pread(bitmap_at, half)
         self._dumped = self._file.pread(bitmap_at + half, half)
         if len(self._dumped) < half:
@@ -148,6 +162,8 @@ class KdumpFile:
         if len(last) < DESC.size:
             raise KdlError(f"{self.path} is truncated: its page table is cut off")
         offset, size, _, _ = DESC.unpack(last)
+        if offset < 0 or not 0 < size <= self.block_size:
+            raise KdlError(f"{self.path}: the last page descriptor is corrupt (offset {offset}, size {size})")
         if len(self._file.pread(offset + size - 1, 1)) != 1:
             raise KdlError(f"{self.path} is truncated: its last page ends at {offset + size} bytes")
 
@@ -179,7 +195,12 @@ class KdumpFile:
         first = chunk * BITS_PER_CHUNK // 8
         index = self._rank[chunk] + int.from_bytes(self._dumped[first : pfn >> 3], "little").bit_count()
         index += (self._dumped[pfn >> 3] & ((1 << (pfn & 7)) - 1)).bit_count()
-        offset, size, flags, _ = DESC.unpack(self._file.pread(self._descs_at + DESC.size * index, DESC.size))
+        desc = self._file.pread(self._descs_at + DESC.size * index, DESC.size)
+        if len(desc) < DESC.size:
+            raise ReadError(address, self.block_size, "page descriptor cut off (truncated dump)")
+        offset, size, flags, _ = DESC.unpack(desc)
+        if offset < 0 or not 0 < size <= self.block_size:
+            raise ReadError(address, self.block_size, f"corrupt page descriptor (offset {offset}, size {size})")
         data = self._file.pread(offset, size)
         if len(data) != size:
             raise ReadError(address, self.block_size, "page data cut off (truncated dump)")
@@ -194,6 +215,8 @@ class KdumpFile:
             return _codec(flags)(data, self.block_size)
         except KdlError:
             raise
+        except _BadPage as e:
+            raise ReadError(address, self.block_size, f"corrupt compressed page: {e}") from None
         except Exception as e:  # each library has its own error type
             raise ReadError(address, self.block_size, f"corrupt compressed page ({type(e).__name__})") from None
 
@@ -211,7 +234,7 @@ def _codec(flags: int) -> Callable[[bytes, int], bytes]:
 
 def _load_codec(kind: int) -> Callable[[bytes, int], bytes]:
     if kind == ZLIB:
-        return lambda data, size: zlib.decompress(data, bufsize=size)
+        return _zlib
     names = {LZO: ("lzo", "python3-lzo"), SNAPPY: ("snappy", "python3-snappy"), ZSTD: ("zstandard", "python3-zstandard")}
     module, package = names[kind]
     try:
@@ -222,6 +245,34 @@ def _load_codec(kind: int) -> Callable[[bytes, int], bytes]:
     if kind == LZO:
         return lambda data, size: lib.decompress(data, False, size)
     if kind == SNAPPY:
-        return lambda data, size: lib.uncompress(data)
+        return lambda data, size: lib.uncompress(_said_size(_snappy_length(data), size, "snappy", data))
     decompressor = lib.ZstdDecompressor()
-    return lambda data, size: decompressor.decompress(data, max_output_size=size)
+    return lambda data, size: decompressor.decompress(
+        _said_size(lib.frame_content_size(data), size, "zstd", data), max_output_size=size)
+
+
+def _zlib(data: bytes, size: int) -> bytes:
+    """At most ``size`` + 1 bytes out of a zlib stream (a corrupt page cannot inflate without bound)."""
+    return zlib.decompressobj().decompress(data, size + 1)
+
+
+def _snappy_length(data: bytes) -> int:
+    """The uncompressed length a snappy block starts with (a little-endian base-128 varint)."""
+    length = 0
+    for i, byte in enumerate(data[:5]):
+        length |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            return length
+    return -1
+
+
+def _said_size(said: int, size: int, codec: str, data: bytes) -> bytes:
+    """``data`` when the size its header says (-1: none said) is at most the page's; _BadPage otherwise:
+    a codec library allocates what the header says before it looks at the rest."""
+    if said > size:
+        raise _BadPage(f"{codec} says it holds {said} bytes, more than a page ({size})")
+    return data
+
+
+class _BadPage(Exception):
+    """A compressed page whose own header cannot be true."""

@@ -28,19 +28,18 @@ class PageTables:
     def __init__(self, read_phys: Callable[[int, int], bytes], vmcoreinfo: dict[str, str],
                  phys_base: Optional[int] = None) -> None:
         self._read_phys = read_phys
-        try:
-            root_virt = int(vmcoreinfo["SYMBOL(init_top_pgt)"], 16)
-            # The kernel's own number wins over a dump header's: QEMU's kdump header guesses it.
-            if "NUMBER(phys_base)" in vmcoreinfo or phys_base is None:
-                phys_base = int(vmcoreinfo.get("NUMBER(phys_base)", "0"), 0)
-        except (KeyError, ValueError):
+        if "SYMBOL(init_top_pgt)" not in vmcoreinfo:
             raise KdlError("the dump's VMCOREINFO does not give the kernel's page tables (no SYMBOL(init_top_pgt)); "
-                           "cannot translate kernel addresses") from None
+                           "cannot translate kernel addresses")
+        root_virt = _number(vmcoreinfo, "SYMBOL(init_top_pgt)", 16)
+        # The kernel's own number wins over a dump header's: QEMU's kdump header guesses it.
+        if "NUMBER(phys_base)" in vmcoreinfo or phys_base is None:
+            phys_base = _number(vmcoreinfo, "NUMBER(phys_base)", 0)
         # phys_base is printed signed (negative when the kernel runs below its link address): wrap it.
         self.root = (root_virt - START_KERNEL_MAP + phys_base) & 0xFFFFFFFFFFFFFFFF
         # 5-level paging (LA57) adds a level above the PGD: VMCOREINFO says when it is on.
         self.levels = 5 if vmcoreinfo.get("NUMBER(pgtable_l5_enabled)", "0").strip() == "1" else 4
-        sme_mask = int(vmcoreinfo.get("NUMBER(sme_mask)", "0"), 0)
+        sme_mask = _number(vmcoreinfo, "NUMBER(sme_mask)", 0)
         self._mask = ADDRESS_BITS & ~sme_mask
         self._tables: dict[int, bytes] = {}
         self._pages: dict[int, int] = {}
@@ -80,3 +79,12 @@ class PageTables:
                 raise ReadError(virt, 1, f"its page table at physical {table:#x} is not in the dump ({e.why})") from None
             self._tables[table] = data
         return int.from_bytes(data[index * 8 : index * 8 + 8], "little")
+
+
+def _number(vmcoreinfo: dict[str, str], key: str, base: int) -> int:
+    """VMCOREINFO's number ``key`` (0 when absent); KdlError naming it when it is not one."""
+    text = vmcoreinfo.get(key, "0")
+    try:
+        return int(text, base)
+    except ValueError:
+        raise KdlError(f"the dump's VMCOREINFO {key} is not a number: {text[:40]!r}") from None

@@ -14,7 +14,7 @@ from typing import BinaryIO, Optional
 
 from ..errors import KdlError
 
-__all__ = ["ElfDump", "open_elf_dump", "parse_vmcoreinfo", "parse_notes", "ELF_MAGIC"]
+__all__ = ["ElfDump", "open_elf_dump", "parse_vmcoreinfo", "parse_notes", "check_in_file", "file_size_text", "ELF_MAGIC"]
 
 ELF_MAGIC = b"\x7fELF"
 
@@ -78,6 +78,24 @@ def open_elf_dump(path: str) -> ElfDump:
         raise KdlError(f"{path}: truncated ELF headers") from None
 
 
+def file_size_text(size: int) -> str:
+    """A file's size as an error message gives it: ``"285 MB"``, ``"4096 bytes"``."""
+    return f"{size / 1e6:.0f} MB" if size >= 10**6 else f"{size} bytes"
+
+
+def check_in_file(path: str, what: str, offset: int, size: int, file_size: int) -> None:
+    """KdlError naming the file and the field when ``size`` bytes at ``offset`` (both read from the file)
+    are not all inside it: ``"vmcore.elf: PT_NOTE size 4611686018427387904 exceeds the file (285 MB)"``."""
+    if size < 0 or size > file_size:
+        raise KdlError(f"{path}: {what} size {size} exceeds the file ({file_size_text(file_size)})")
+    if offset < 0 or offset + size > file_size:
+        raise KdlError(f"{path}: {what} at offset {offset} (size {size}) exceeds the file "
+                       f"({file_size_text(file_size)})")
+
+
+PHDR = struct.Struct("<IIQQQQQQ")  # Elf64_Phdr
+
+
 def _parse(path: str, f: BinaryIO) -> ElfDump:
     ident = f.read(64)
     if ident[:4] != ELF_MAGIC:
@@ -87,28 +105,31 @@ def _parse(path: str, f: BinaryIO) -> ElfDump:
     e_type, = struct.unpack_from("<H", ident, 16)
     if e_type != 4:
         raise KdlError(f"{path} is an ELF file but not a core dump")
+    size = f.seek(0, 2)
     phoff, shoff = struct.unpack_from("<QQ", ident, 32)
     phentsize, phnum = struct.unpack_from("<HH", ident, 54)
+    if phentsize < PHDR.size:
+        raise KdlError(f"{path}: program header size (e_phentsize) {phentsize} is less than {PHDR.size}")
     if phnum == PN_XNUM:
         # More than 65534 program headers (a paging dump of a kernel with many vmapped ranges:
         # 6.12-rt makes ~65,700): the real count is section header 0's sh_info (ELF gABI).
         if not shoff:
             raise KdlError(f"{path}: e_phnum is PN_XNUM but there is no section header with the real count")
+        check_in_file(path, "section header 0 (e_shoff)", shoff, 64, size)
         f.seek(shoff)
         phnum, = struct.unpack_from("<I", f.read(64), 44)
+    check_in_file(path, f"program header table ({phnum} entries)", phoff, phentsize * phnum, size)
     f.seek(phoff)
     table = f.read(phentsize * phnum)
     dump = ElfDump(path)
-    size = f.seek(0, 2)
     for i in range(phnum):
-        p_type, _, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, _ = struct.unpack_from(
-            "<IIQQQQQQ", table, i * phentsize
-        )
+        p_type, _, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, _ = PHDR.unpack_from(table, i * phentsize)
         if p_type == PT_LOAD:
             if p_offset + p_filesz > size:
                 raise KdlError(f"{path} is truncated: it ends at {size} bytes, its headers say {p_offset + p_filesz}")
             dump.loads.append((p_vaddr, p_paddr, p_filesz, p_memsz, p_offset))
         elif p_type == PT_NOTE:
+            check_in_file(path, "PT_NOTE", p_offset, p_filesz, size)
             f.seek(p_offset)
             dump.notes.extend(parse_notes(f.read(p_filesz)))
     return dump
