@@ -85,7 +85,7 @@ def test_crash_session(crash_kernel: str) -> None:
     out = done.stdout
     assert "Traceback" not in out + done.stderr
     assert "kd-waitfor - the wait-for graph" in out and "SYNOPSIS\n  kd-waitfor [-h] [--json] [-p PID]" in out
-    assert "usage: kd-waitfor [-h] [--json] [-p PID]" in out
+    assert "usage: kd-waitfor [-h] [--json] [-p PID] [--stacks]" in out
     assert any(line.endswith("(D) linux_banner") for line in out.splitlines())
     assert f"PROBABLE DEADLOCK: kdl_a ({a}) and kdl_b ({b})" in out
     assert "take sem1 [kdl_abba] before sem2 [kdl_abba]" in out

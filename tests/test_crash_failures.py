@@ -41,7 +41,7 @@ def test_bad_options_are_one_line(dump: samples.Dump) -> None:
     assert kd_lines(out) == [
         "kd-tasks: unrecognized arguments: --bogus; usage: kd-tasks [-h] [-s STATES] [-t SECONDS] [-l] [-p PID] [pattern]",
         "kd-bt: no task with pid or address 99999",
-        "kd-waitfor: argument -p/--pid: invalid int value: 'x'; usage: kd-waitfor [-h] [--json] [-p PID]",
+        "kd-waitfor: argument -p/--pid: invalid int value: 'x'; usage: kd-waitfor [-h] [--json] [-p PID] [--stacks]",
         "kd-set: unknown setting 'colour pink': kd-set [color on|off|auto] [debug on|off]",
     ]
     assert "color auto\ndebug off\n" in out

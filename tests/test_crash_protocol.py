@@ -105,7 +105,7 @@ def test_errors_help_and_debug() -> None:
               ["kd-tasks", "-s", "D"])
     assert got[0] == ("error", "unrecognized arguments: --bogus; usage: kd-tasks [-h] [-s STATES] [-t SECONDS] [-l] [-p PID] [pattern]")
     assert got[1] == ("error", "no task with pid or address 99999")
-    assert got[2][0] == "done" and got[2][1].startswith("usage: kd-waitfor [-h] [--json] [-p PID]\n")
+    assert got[2][0] == "done" and got[2][1].startswith("usage: kd-waitfor [-h] [--json] [-p PID] [--stacks]\n")
     assert got[3] == ("error", "kdlgdb has no command kd-nothing")
     assert got[4][0] == "done" and "kdl_m1" in got[4][1]  # the session goes on after errors
     (verb, text), = run(recording, ["kd-bt", "99999"], debug=True)

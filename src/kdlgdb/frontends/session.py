@@ -45,11 +45,20 @@ __all__ = [
     "summary_line", "format_for", "write_report", "EXTENSIONS",
 ]
 
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2
 #: The shape of the model (:func:`model_schema`) each bundle version was written with.
-BUNDLE_SCHEMAS = {1: "57a6b1df"}
+BUNDLE_SCHEMAS = {1: "57a6b1df", 2: "c237cd2c"}
+
+
+def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 added fields that have defaults: a lock's ``naming`` (a heap object, per-CPU variable or stack
+    that holds it) and a task's ``unwinder``, ``unwind_error`` and interrupted frames. A version-1 bundle reads
+    as a snapshot without them: names by address, stacks said to come from a scan."""
+    return {**data, "kdlgdb_bundle": 2}
+
+
 #: version -> a function turning a bundle dict of that version into one of the next version.
-CONVERTERS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+CONVERTERS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
 
 EXTENSIONS = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".json": "json", ".txt": "txt"}
 
