@@ -153,8 +153,7 @@ DEADLOCK: kdl_a (91) and kdl_b (92) on sem1 [kdl_abba], sem2 [kdl_abba]
   kdl_b (92): holds sem2 [kdl_abba]; wants sem1 [kdl_abba]
   blocked behind it: 1 task
     kdl_c (93) --waits on--> sem1 [kdl_abba] --held by--> kdl_a (91)
-  advice: take sem1 [kdl_abba] before sem2 [kdl_abba]: kdl_b (pid 92) holds sem2 [kdl_abba] and then \
-takes sem1 [kdl_abba]; it must take sem1 [kdl_abba] first (or release sem2 [kdl_abba] before taking sem1 [kdl_abba])
+  advice: take sem1 before sem2 [kdl_abba]: kdl_b (pid 92) holds sem2 and then takes sem1
 
 CHAIN: 1 task blocked behind kdl_d (94)
   kdl_e (95) --waits on--> mc [kdl_control] --held by--> kdl_d (94)
@@ -265,7 +264,7 @@ def test_waitfor_json_schema_and_values():
         "verdict": "probable", "blocked_behind": [93]}
     assert [(e["waiter"], e["lock"], e["owner"]) for e in cycle["inferred"]] == [
         (91, "0xffffffffc020e060", 92), (92, "0xffffffffc020e020", 91)]
-    assert cycle["advice"].startswith("take sem1 [kdl_abba] before sem2 [kdl_abba]: kdl_b (pid 92)")
+    assert cycle["advice"].startswith("take sem1 before sem2 [kdl_abba]: kdl_b (pid 92)")
     [chain] = data["chains"]
     assert {k: chain[k] for k in ("pids", "locks", "root", "root_task", "root_reason")} == {
         "pids": [95, 94], "locks": ["0xffffffffc0300040"], "root": 94, "root_task": "0xffff888003a28000",

@@ -18,6 +18,8 @@ Everything here is plain data; the graph keeps no debugger objects.
 """
 from __future__ import annotations
 
+import re
+
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Optional
@@ -240,6 +242,15 @@ def format_duration(ns: int) -> str:
     return f"{ns // 1_000_000}ms" if ns < 1_000_000_000 else f"{ns / 1e9:.1f}s"
 
 
+def _one_module(names: list[str]) -> tuple[list[str], str]:
+    """``names`` without their `` [module]`` when every one has the same, and that suffix (else '')."""
+    suffixes = {m.group(0) if (m := re.search(r" \[[^\]]+\]$", name)) else "" for name in names}
+    if len(suffixes) != 1 or suffixes == {""}:
+        return names, ""
+    suffix = suffixes.pop()
+    return [name[: -len(suffix)] for name in names], suffix
+
+
 class WaitForGraph:
     """Wait-for graph of one snapshot, with its cycles and chains computed on construction.
 
@@ -405,12 +416,10 @@ class WaitForGraph:
                 f"(or do not take {held} in the work)"
             )
         first = min(range(n), key=lambda k: (self._lock_name(locks[k]), locks[k]))
-        order = " before ".join(self._lock_name(locks[(first + i) % n]) for i in range(n))
-        held, wanted = self._lock_name(locks[first - 1]), self._lock_name(locks[first])
-        return (
-            f"take {order}: {self._label(tasks[first])} holds {held} and then takes {wanted}; "
-            f"it must take {wanted} first (or release {held} before taking {wanted})"
-        )
+        names, module = _one_module([self._lock_name(locks[(first + i) % n]) for i in range(n)])
+        # Said once, the module once: the order to keep, and the task that breaks it.
+        return (f"take {' before '.join(names)}{module}: {self._label(tasks[first])} holds {names[-1]} "
+                f"and then takes {names[0]}")
 
     def _blocked_behind(self, cycles: list[Cycle]) -> None:
         """Claim every task whose waits lead into a cycle for the nearest cycle (multi-source BFS)."""
