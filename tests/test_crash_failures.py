@@ -30,7 +30,7 @@ def still_works(out: str, dump: samples.Dump) -> bool:
     """The `kd-tasks -s D` each session ends with printed both D-state tasks."""
     a, b = dump.truth["tasks"]["kdl_a"], dump.truth["tasks"]["kdl_b"]
     rows = [line.split() for line in out.splitlines() if line.split()[:1] in ([str(a)], [str(b)])]
-    return sorted((int(r[0]), r[2], r[-1]) for r in rows) == [(a, "D", "kdl_a"), (b, "D", "kdl_b")]
+    return sorted((int(r[0]), r[3], r[-1]) for r in rows) == [(a, "D", "kdl_a"), (b, "D", "kdl_b")]
 
 
 def test_bad_options_are_one_line(dump: samples.Dump) -> None:

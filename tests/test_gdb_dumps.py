@@ -39,7 +39,7 @@ def test_gdb_session_commands(real_kernel: str) -> None:
     out = done.stdout
     assert "Traceback" not in out + done.stderr
     rows = [line.split() for line in out.splitlines() if line.strip().endswith(("kdl_a", "kdl_b")) and line.split()[0].isdigit()]
-    assert sorted((int(r[0]), r[2], r[-1]) for r in rows[:2]) == [(a, "D", "kdl_a"), (b, "D", "kdl_b")]
+    assert sorted((int(r[0]), r[3], r[-1]) for r in rows[:2]) == [(a, "D", "kdl_a"), (b, "D", "kdl_b")]
     assert f'PID: {a}' in out and "kdl_a_fn+" in out and "[kdl_abba]" in out and "__down_common+" in out
     assert re.search(r"down\+0x\w+ +kernel/locking/semaphore\.c:\d+\n", out)  # looked up after kd-tasks ran
     sem1 = dump.truth["locks"]["sem1"]["address"]

@@ -703,7 +703,7 @@ def test_kdlgdb_report_every_format(real_kernel: str, scenario: str, fmt: str, t
         facts = doc["facts"]
         assert facts["cpus"] == 2 and facts["read_from"] == f"ELF vmcore (QEMU dump-guest-memory with paging) {dump.path}"
         # a guest is dumped ~3 s after boot (kdl_irq: as soon as its CPU locks up), or after the hung-task report
-        assert 1e9 < facts["uptime_ns"] < 60e9 and facts["crash_time"] is None and facts["panic"] is None
+        assert 1e9 < facts["uptime_ns"] < 600e9 and facts["crash_time"] is None and facts["panic"] is None
         assert facts["crash_time_text"] == render_report.format_utc(dump.path.stat().st_mtime) + " (file time)"
         # gdb's line table names the call each blocked task sleeps in.
         for task in doc["tasks"]:

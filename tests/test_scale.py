@@ -72,10 +72,14 @@ def test_waitfor_on_a_live_1k_guest_reads_in_bulk(real_kernel: str) -> None:
         assert status == 1
         done = gdb(live.vmlinux, None, "kd-tasks",
                    "python import kdlgdb.frontends.gdb as f; print('kdl-reads', f.kernel().target.reads)", remote=remote)
-    tasks = len([line for line in done.stdout.splitlines() if re.match(r">?\s+\d+\s+\d+\s+[A-Z]\s", line)])
+    tasks = len([line for line in done.stdout.splitlines() if re.match(r">?\s+\d+\s+\d+\s+[0-9a-f]+\s+[A-Z]\s", line)])
     reads = int(re.search(r"^kdl-reads (\d+)$", done.stdout, re.MULTILINE).group(1))
     assert tasks > live.truth["counts"]["threads"]
-    assert reads <= 2 * tasks + 512 + 1000, f"{reads} reads for {tasks} tasks"
+    # The part that does not grow with the tasks: the KASLR probes (512), the locks and the code around return
+    # addresses, and since session 6 the ORC tables (one orc_lookup block per code region unwound) and the slab
+    # pages of heap locks. The lock-debugging kernel (-Os, lockdep's code between every lock call) needs ~2,000
+    # of them on this sample, Debian's kernels fewer; still per sample, not per task.
+    assert reads <= 2 * tasks + 512 + 2000, f"{reads} reads for {tasks} tasks"
 
 
 class Terminal:

@@ -70,7 +70,7 @@ def hung_tasks(records: Iterable[LogRecord]) -> list[HungTask]:
 # A frame of a stack the kernel prints (show_trace_log_lvl): "  func+0x27/0x50 [mod]"; "? " marks a word the
 # unwinder did not vouch for (a stale return address); "<IRQ>", "<TASK>", "</EOI>" mark stacks.
 _TRACE_FRAME = re.compile(r"^\s*(?P<guess>\? )?(?P<func>[\w.$]+\+0x[0-9a-f]+)/0x[0-9a-f]+(?P<module> \[[^\]]+\])?\s*$")
-_TASK_LINE = re.compile(r"^task:(?P<comm>.*?)\s+state:\S+.*\bpid:\s*(?P<pid>\d+)")
+_TASK_LINE = re.compile(r"^task:(?P<comm>.*?)\s+state:(?P<state>\S+).*\bpid:\s*(?P<pid>\d+)")
 
 
 def hung_task_stacks(records: Iterable[LogRecord]) -> dict[int, list[str]]:
@@ -83,7 +83,9 @@ def hung_task_stacks(records: Iterable[LogRecord]) -> dict[int, list[str]]:
         for line in _lines(record):
             m = _TASK_LINE.search(line)
             if m:
-                pid, frames = int(m["pid"]), []
+                # Only a blocked task's (the hung-task detector's): an RCU stall prints a running task the same
+                # way, with a stack of that moment, not of the dump's.
+                pid, frames = (int(m["pid"]) if m["state"] == "D" else None), []
                 continue
             if pid is None:
                 continue
