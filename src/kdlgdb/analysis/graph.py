@@ -18,8 +18,6 @@ Everything here is plain data; the graph keeps no debugger objects.
 """
 from __future__ import annotations
 
-import re
-
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Optional
@@ -242,15 +240,6 @@ def format_duration(ns: int) -> str:
     return f"{ns // 1_000_000}ms" if ns < 1_000_000_000 else f"{ns / 1e9:.1f}s"
 
 
-def _one_module(names: list[str]) -> tuple[list[str], str]:
-    """``names`` without their `` [module]`` when every one has the same, and that suffix (else '')."""
-    suffixes = {m.group(0) if (m := re.search(r" \[[^\]]+\]$", name)) else "" for name in names}
-    if len(suffixes) != 1 or suffixes == {""}:
-        return names, ""
-    suffix = suffixes.pop()
-    return [name[: -len(suffix)] for name in names], suffix
-
-
 class WaitForGraph:
     """Wait-for graph of one snapshot, with its cycles and chains computed on construction.
 
@@ -358,6 +347,14 @@ class WaitForGraph:
         task = self._tasks.get(address)
         return f"{task.comm} (pid {task.pid})" if task else f"task {address:#x}"
 
+    def _one_module(self, addresses: list[int]) -> tuple[list[str], str]:
+        """The locks' names, and `` [module]`` once when every one is a symbol of that same module (else '')."""
+        locks = [self._locks.get(a) for a in addresses]
+        modules = {lk.module if lk is not None and lk.label is None and lk.symbol is not None else None for lk in locks}
+        if len(modules) != 1 or None in modules:
+            return [self._lock_name(a) for a in addresses], ""
+        return [lk.symbol for lk in locks], f" [{modules.pop()}]"  # type: ignore[union-attr]
+
     def _lock_name(self, address: int) -> str:
         lock = self._locks.get(address)
         return lock.name() if lock else f"{address:#x}"
@@ -416,7 +413,7 @@ class WaitForGraph:
                 f"(or do not take {held} in the work)"
             )
         first = min(range(n), key=lambda k: (self._lock_name(locks[k]), locks[k]))
-        names, module = _one_module([self._lock_name(locks[(first + i) % n]) for i in range(n)])
+        names, module = self._one_module([locks[(first + i) % n] for i in range(n)])
         # Said once, the module once: the order to keep, and the task that breaks it.
         return (f"take {' before '.join(names)}{module}: {self._label(tasks[first])} holds {names[-1]} "
                 f"and then takes {names[0]}")

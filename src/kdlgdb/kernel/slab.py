@@ -14,8 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from ..errors import ReadError
-from .layout import KERNEL_SPACE, Kernel, le32, le64
+from ..errors import CorruptError, ReadError
+from .layout import Kernel, le32, le64
+from .list import list_for_each_entry_read
 
 __all__ = ["SlabCache", "SlabObject", "SlabReader"]
 
@@ -100,21 +101,13 @@ class SlabReader:
         size_off, object_off = k.offset(t, "size"), k.offset(t, "object_size")
         pad = k.member(t, "red_left_pad")
         span = max(list_off + 16, name_off + 8, pad[0] + 4 if pad else 0)
-        # list_for_each's checked walk, with one read a cache: its node comes with the fields (next->prev checked).
-        prev, node = head, k.u64(head)
-        try:
-            for _ in range(MAX_CACHES):
-                if node == head or node < KERNEL_SPACE:
-                    break
-                cache = node - list_off
-                data = k.read(cache, span)
-                if le64(data, list_off + 8) != prev:
-                    break  # a broken list: the caches read so far still name their objects
+        try:  # one read a cache: its list node comes with its fields
+            for cache, data in list_for_each_entry_read(k, head, list_off, span, "slab_caches", MAX_CACHES):
+                assert data is not None
                 self._caches[cache] = (le64(data, name_off), le32(data, size_off), le32(data, object_off),
                                        le32(data, pad[0]) if pad else 0)
-                prev, node = node, le64(data, list_off)
-        except ReadError:
-            pass
+        except (ReadError, CorruptError):
+            pass  # a broken list: the caches read so far still name their objects
         return self._caches
 
     def _page(self, page: int) -> bytes:

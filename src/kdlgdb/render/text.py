@@ -11,7 +11,7 @@ from tabulate import tabulate
 
 from ..analysis.kernlog import LockdepFindings, LockdepReport
 from ..analysis.graph import Chain, Cycle, Edge, WaitForGraph, format_duration, interesting_frame
-from ..model import CERTAIN, Frame, Lock, Snapshot, Task
+from ..model import CERTAIN, Frame, Lock, Snapshot, Task, symbol_name
 from .color import paint
 from .words import and_list as _and, plural as _plural, task_label
 
@@ -80,8 +80,7 @@ def render_stack_groups(snapshot: Snapshot, tasks: list[Task]) -> str:
     group first: a count, the tasks, then the shared frames."""
     groups: dict[tuple[str, ...], list[Task]] = {}
     for task in tasks:
-        key = tuple(f"{f.symbol}{' [' + f.module + ']' if f.module else ''}" if f.symbol else f"{f.pc:#x}"
-                    for f in task.frames)
+        key = tuple(symbol_name(f.symbol, f.module) if f.symbol else f"{f.pc:#x}" for f in task.frames)
         groups.setdefault(key, []).append(task)
     if not groups:
         return "no task in those states"
