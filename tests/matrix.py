@@ -10,8 +10,9 @@ declares its cases with :func:`over`, which adds the kernel. By default:
 
 A test whose every case is costly and whose products another test already runs (crash: ~6 s of CPU to
 start, for each dump) asks for the covering subset on the default kernel too (``default_product=False``);
-one whose cases are boots of a guest (a live kernel: ~15 s each) and whose every value the dump tests
-already run on every kernel asks for ``other_kernels=N`` cases on each other kernel, rotated.
+one whose cases are boots of a guest (a live kernel: ~8 s each) and whose every value the dump tests
+already run on every kernel asks for ``other_kernels=N`` cases on each other kernel, rotated, and names
+the few it runs on the default kernel (``default_cases``).
 
 The other cases are marked ``full`` and run only with ``python3 -m pytest --full`` (before a release).
 A scenario added to ``SCENARIOS`` gets its cases on every kernel this way, without a test changing.
@@ -53,13 +54,19 @@ def covering(values: Sequence[tuple[Any, ...]], rotate: int = 0) -> list[tuple[A
 
 
 def cases(values: Iterable[Any], kernels: Sequence[str] = samples.KERNELS, default_product: bool = True,
-          other_kernels: Optional[int] = None) -> list[tuple[str, tuple[Any, ...], bool]]:
-    """(kernel, case, in the default run) for every kernel and case; a case that is not a tuple is one value."""
+          other_kernels: Optional[int] = None,
+          default_cases: Optional[Iterable[Any]] = None) -> list[tuple[str, tuple[Any, ...], bool]]:
+    """(kernel, case, in the default run) for every kernel and case; a case that is not a tuple is one value.
+    ``default_cases``: on the default kernel only these (a guest boot each), instead of every case."""
     values = [v if isinstance(v, tuple) else (v,) for v in values]
+    chosen = None if default_cases is None else {v if isinstance(v, tuple) else (v,) for v in default_cases}
+    assert chosen is None or chosen <= set(values), chosen - set(values)
     others = [kernel for kernel in kernels if kernel != samples.DEFAULT_KERNEL]
     out = []
     for k, kernel in enumerate(kernels):
-        if kernel == samples.DEFAULT_KERNEL and default_product:
+        if kernel == samples.DEFAULT_KERNEL and chosen is not None:
+            default = chosen
+        elif kernel == samples.DEFAULT_KERNEL and default_product:
             default = set(values)
         elif kernel != samples.DEFAULT_KERNEL and other_kernels is not None:
             # Spread over the values, each other kernel its own: the j-th takes j, j + m, j + 2m, ... (m = how
@@ -74,13 +81,14 @@ def cases(values: Iterable[Any], kernels: Sequence[str] = samples.KERNELS, defau
 
 
 def over(names: str, values: Iterable[Any], default_product: bool = True,
-         other_kernels: Optional[int] = None) -> pytest.MarkDecorator:
+         other_kernels: Optional[int] = None, default_cases: Optional[Iterable[Any]] = None) -> pytest.MarkDecorator:
     """``@pytest.mark.parametrize`` of ``real_kernel`` and ``names`` (comma-separated, as parametrize takes
     them) over ``values`` on every kernel, the cases beyond the default run marked ``full``; a case's id is
     the kernel and its values (KASLR as ``kaslr``/``nokaslr``).
     """
     params = []
-    for kernel, case, default in cases(values, default_product=default_product, other_kernels=other_kernels):
+    for kernel, case, default in cases(values, default_product=default_product, other_kernels=other_kernels,
+                                   default_cases=default_cases):
         params.append(pytest.param(kernel, *case, id="-".join([kernel, *(_id(v) for v in case)]),
                                    marks=() if default else (pytest.mark.full,)))
     return pytest.mark.parametrize("real_kernel," + names, params, indirect=["real_kernel"])

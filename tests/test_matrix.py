@@ -50,6 +50,10 @@ def test_one_dimension_and_a_few_cases_on_other_kernels() -> None:
     assert len(picked[samples.DEFAULT_KERNEL]) == len(SCENARIOS)
     assert all(len(picked[k]) == 2 for k in kernels if k != samples.DEFAULT_KERNEL)
     assert len({c for k in kernels if k != samples.DEFAULT_KERNEL for c in picked[k]}) == 2 * (len(kernels) - 1)
+    named = matrix.cases(SCENARIOS, kernels, other_kernels=2, default_cases=SCENARIOS[:3])
+    assert [case for k, case, default in named if k == samples.DEFAULT_KERNEL and default] == [(s,) for s in SCENARIOS[:3]]
+    assert [c for k, c, d in named if d and k != samples.DEFAULT_KERNEL] == \
+        [c for k, c, d in live if d and k != samples.DEFAULT_KERNEL]
 
 
 def test_over_marks_the_rest_full() -> None:
