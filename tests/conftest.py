@@ -1,6 +1,7 @@
 """Shared fixtures: the real-kernel samples and the checks every tier applies."""
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -57,14 +58,25 @@ _crash_cannot_open: dict[str, str] = {}
 
 
 @pytest.fixture(scope="session")
-def crash_kernel(real_kernel: str) -> str:
+def crash_kernel(real_kernel: str, request: pytest.FixtureRequest) -> str:
     """``real_kernel`` when the installed crash opens its dumps (with this checkout's extension built);
     a skip naming crash's own error when it does not (Debian 12's crash 8.0.2 stops on 6.4+ kernels)."""
     import realcrash
 
     if real_kernel not in _crash_cannot_open:  # once a kernel: the fixture comes back when the kernel does
         realcrash.build_extension()
-        _crash_cannot_open[real_kernel] = realcrash.cannot_open(samples.ensure_dump(samples.SCENARIOS[0], False, real_kernel))
+        dump = samples.ensure_dump(samples.SCENARIOS[0], False, real_kernel)
+        # crash's own refusal (it stops before the extension loads: 7 s of CPU) is remembered in pytest's
+        # cache for every worker and run, keyed by crash's binary, the vmlinux and the dump; an answer that
+        # involves kdlgdb is asked again each time, so a broken extension fails tests instead of skipping them.
+        key = "kdlgdb/crash_refuses/" + "-".join(
+            f"{path.stat().st_mtime_ns:x}" for path in (Path(shutil.which("crash") or "/"), dump.vmlinux, dump.path))
+        known = request.config.cache.get(key, "")
+        if not known:
+            known, stopped_before_the_extension = realcrash.cannot_open(dump)
+            if known and stopped_before_the_extension:
+                request.config.cache.set(key, known)
+        _crash_cannot_open[real_kernel] = known
     why = _crash_cannot_open[real_kernel]
     if why:
         pytest.skip(why)

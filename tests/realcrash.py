@@ -116,12 +116,13 @@ class Interactive:
             os.close(self.fd)
 
 
-def cannot_open(dump: Any) -> str:
-    """Why crash does not get to its prompt on ``dump`` (a samples.Dump), or '' when it does."""
+def cannot_open(dump: Any) -> tuple[str, bool]:
+    """Why crash does not get to its prompt on ``dump`` (a samples.Dump), or '' when it does; and whether
+    crash stopped before it loaded the extension (its own refusal, nothing of kdlgdb's)."""
     done = crash(dump.vmlinux, dump.path, "kd-set")
     if "color auto" in done.stdout:
-        return ""
+        return "", False
     version = subprocess.run(["crash", "--version"], capture_output=True, text=True, check=False).stdout.split()
     said = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("crash:")]
     return (f"{' '.join(version[:2])} cannot open {dump.kernel} dumps: "
-            f"{said[0] if said else f'it exits with status {done.returncode}'}")
+            f"{said[0] if said else f'it exits with status {done.returncode}'}"), "shared object loaded" not in done.stdout
