@@ -27,6 +27,16 @@ def for_kernel(expected: dict[str, Any], kernel: str) -> dict[str, Any]:
     return samples.for_kernel(expected, kernel)
 
 
+def without_wait_sources(doc: dict[str, Any]) -> dict[str, Any]:
+    """``kd-waitfor --json`` without the tasks' ``wait_source`` and ``wait_evidence``, to compare the answers of two
+    readers of which only one reads frame variables: gdb with its own core file or gdbstub does (the slow-path
+    frame's lock argument, ``"frame"``); crash and gdb on a dump kdlgdb reads itself (no registers for gdb's frames)
+    do not (``Target.frame_variables`` is None there), so their waits come from the wait lists and other records,
+    which name the same locks (``waits_on`` is compared)."""
+    tasks = [{k: v for k, v in task.items() if k not in ("wait_source", "wait_evidence")} for task in doc["tasks"]]
+    return {**doc, "tasks": tasks}
+
+
 def check_waitfor(doc: dict[str, Any], expected: dict[str, Any], truth: dict[str, Any]) -> None:
     """Assert every fact of ``expected`` (names) holds in ``doc`` (kdlgdb's JSON), via ``truth``.
 
