@@ -13,7 +13,7 @@ import pytest
 
 import matrix
 import samples
-from expectations import check_dump_answer
+from expectations import check_dump_answer, check_wait_sources
 from realgdb import EXTENSION, gdb, kd_waitfor_json, kdlgdb, shared_gdb, waitfor_json
 
 pytestmark = pytest.mark.realkernel
@@ -262,40 +262,15 @@ def test_heap_locks_named_by_their_objects(real_kernel: str) -> None:
     assert dev["name"] == f"{naming['cache']} object {start:#x}+0x8 (pointed to by kdl_ino_dev [kdl_inode])"
 
 
-# What a task asleep on these waits for is no lock argument of a slow path: a flush's completion, the readers a
-# percpu rw-semaphore's writer waits out (kernel/framevars.py covers every other lock a task sleeps on).
-NO_SLOW_PATH = ("work", "workqueue", "percpu_rwsem_readers")
-# Waiters whose slow-path frame has no location for the lock at the pc it sleeps at, by kernel: the -Os
-# lock-debugging 6.1 keeps percpu_rwsem_wait's `sem` only as the entry value of its caller's %rdi there.
-FRAME_GAPS = {"6.1-lockdep": ("percpu_rwsem",)}
-
-
 def test_frame_variables_name_each_waiters_lock(real_kernel: str) -> None:
     """Every lock waiter of every scenario (KASLR on): the lock it waits on is the guest's own truth, and every
-    waiter asleep in a lock's slow path has it from that frame's lock argument (`wait_source` "frame": `lock` of
-    __mutex_lock, `sem` of __down_common, rwsem_down_*_slowpath, percpu_rwsem_wait, `lock` of the rt_mutex slow
-    path, PREEMPT_RT's mutexes, rwsems and sleeping spinlocks included), with no disagreement noted; only where
-    the DWARF has no location for it (FRAME_GAPS) the wait list decides. A task spinning on a CPU has its lock
-    from the CPU's registers (or, on PREEMPT_RT, the rt_mutex waiter tree); a flush from its completion; a percpu
-    rw-semaphore's writer from the rcuwait."""
-    gaps = FRAME_GAPS.get(real_kernel, ())
-    sources: dict[str, str] = {}  # scenario:comm -> wait_source
+    waiter asleep in a lock's slow path has it from that frame's lock argument (expectations.check_wait_sources)."""
+    frames = 0
     for scenario in samples.SCENARIOS:
         dump = samples.ensure_dump(scenario, True, real_kernel)
-        expected = samples.expected(scenario, real_kernel)
         _, doc = kd_waitfor_json(dump.vmlinux, dump.path)
-        by_pid = {t["pid"]: t for t in doc["tasks"]}
-        assert not [p for p in doc["problems"] if "slow-path frame" in p["why"]]
-        for comm, lock_name in expected.get("waits", {}).items():
-            pid = dump.truth["tasks"][comm]
-            task = by_pid[pid]
-            assert task["waits_on"] == dump.truth["locks"][lock_name]["address"], (scenario, comm)
-            kind = expected["lock_types"][lock_name]
-            frame = not task["on_cpu"] and kind not in NO_SLOW_PATH and kind not in gaps
-            assert (task["wait_source"] == "frame") == frame, (scenario, comm, kind, task["wait_source"], task["stack"][:5])
-            assert not frame or task["wait_evidence"].startswith(("lock = ", "sem = ", "rwb = "))
-            sources[f"{scenario}:{comm}"] = task["wait_source"]
-    assert len([s for s in sources.values() if s == "frame"]) >= 30, sources
+        frames += check_wait_sources(doc, samples.expected(scenario, real_kernel), dump.truth, real_kernel)
+    assert frames >= 30
 
 
 @pytest.mark.parametrize("real_kernel", [samples.DEFAULT_KERNEL], indirect=True)

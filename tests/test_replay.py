@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import samples
-from expectations import check_waitfor
+from expectations import NO_SLOW_PATH, check_waitfor
 from kdlgdb.analysis.graph import WaitForGraph
 from kdlgdb.errors import ReadError
 from kdlgdb.frontends import commands
@@ -47,10 +47,6 @@ def test_replay_matches_the_kernel(path: Path) -> None:
     assert snap.kaslr_offset == int(truth["kernel_offset"], 16)
     assert snap.problems == []
     check_waitfor(waitfor_json(snap, WaitForGraph(snap)), samples.expected(_scenario(path)), truth)
-
-
-# What a task asleep on these waits for is no lock argument of a slow path (tests/test_gdb_dumps.py).
-NO_SLOW_PATH = ("work", "workqueue", "percpu_rwsem_readers")
 
 
 @pytest.mark.parametrize("path", RECORDINGS, ids=lambda p: f"{p.parent.name}/{p.name.split('.')[0]}")
