@@ -17,7 +17,7 @@ import pytest
 
 import matrix
 import samples
-from expectations import check_dump_answer, check_waitfor
+from expectations import check_dump_answer, check_waitfor, without_wait_sources
 from realgdb import gdb, kd_waitfor_json, shared_gdb, waitfor_json
 
 pytestmark = pytest.mark.realkernel
@@ -43,7 +43,8 @@ def _same_answer(scenario: str, kaslr: bool, kind: str, kernel: str) -> dict[str
     dump = samples.ensure_dump(scenario, kaslr, kernel, kind=kind)
     _, doc = kd_waitfor_json(dump.vmlinux, dump.path)
     check_waitfor(doc, samples.expected(scenario, kernel), dump.truth)
-    assert doc == _reference(scenario, kaslr, kernel)
+    assert {t["wait_source"] for t in doc["tasks"]} <= {"", "wait list", "blocked_on", "rt_mutex waiter", "cpu registers", "rcuwait", "completion"}
+    assert without_wait_sources(doc) == without_wait_sources(_reference(scenario, kaslr, kernel))
     return doc
 
 
@@ -63,7 +64,7 @@ def test_the_kdlgdb_command_reads_every_form(kind: str, real_kernel: str) -> Non
     dump = samples.ensure_dump(samples.PHYS_SCENARIO, True, real_kernel, kind=kind)
     status, doc = waitfor_json(dump.vmlinux, dump.path)
     assert (status, doc) == kd_waitfor_json(dump.vmlinux, dump.path)
-    assert doc == _reference(samples.PHYS_SCENARIO, True, real_kernel)
+    assert without_wait_sources(doc) == without_wait_sources(_reference(samples.PHYS_SCENARIO, True, real_kernel))
 
 
 def test_kd_open_in_gdb(real_kernel: str) -> None:

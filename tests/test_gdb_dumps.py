@@ -13,7 +13,7 @@ import pytest
 
 import matrix
 import samples
-from expectations import check_dump_answer, idle_tasks
+from expectations import check_dump_answer, check_wait_sources, idle_tasks
 from realgdb import EXTENSION, gdb, kd_waitfor_json, kdlgdb, shared_gdb, waitfor_json
 
 pytestmark = pytest.mark.realkernel
@@ -286,3 +286,37 @@ def test_heap_locks_named_by_their_objects(real_kernel: str) -> None:
     assert naming["cache"].startswith("kmalloc-") and size <= cache_size < 2 * size + 64, naming
     assert naming["details"] == {"pointer": "kdl_ino_dev [kdl_inode]"}
     assert dev["name"] == f"{naming['cache']} object {start:#x}+0x8 (pointed to by kdl_ino_dev [kdl_inode])"
+
+
+def test_frame_variables_name_each_waiters_lock(real_kernel: str) -> None:
+    """Every lock waiter of every scenario (KASLR on): the lock it waits on is the guest's own truth, and every
+    waiter asleep in a lock's slow path has it from that frame's lock argument (expectations.check_wait_sources)."""
+    frames = 0
+    for scenario in samples.SCENARIOS:
+        dump = samples.ensure_dump(scenario, True, real_kernel)
+        _, doc = kd_waitfor_json(dump.vmlinux, dump.path)
+        frames += check_wait_sources(doc, samples.expected(scenario, real_kernel), dump.truth, real_kernel)
+    assert frames >= 30
+
+
+@pytest.mark.parametrize("real_kernel", [samples.DEFAULT_KERNEL], indirect=True)
+def test_frame_variables_beside_kd_task(real_kernel: str) -> None:
+    """With gdb showing a task (kd-task's unwinder on), the analysis still reads each waiter's frame, and gdb
+    shows the same task after it; in symbols relocated by the user (`symbol-file -o`) as in static ones."""
+    sources = ("python from kdlgdb.frontends import gdb as f; "
+               "print('@@', sorted((t.pid, t.wait_source) for t in f.snapshot().tasks if t.waits_on))")
+
+    def want(dump: samples.Dump) -> str:
+        return f"@@ {sorted((dump.truth['tasks'][c], 'frame') for c in ('kdl_m1', 'kdl_m2', 'kdl_m3'))}"
+
+    plain = samples.ensure_dump("kdl_mutex", False, real_kernel)  # KASLR off: kd-task's frames have gdb's names
+    done = shared_gdb(plain.vmlinux, plain.path, f"kd-task {plain.truth['tasks']['kdl_m1']}", "bt 4", sources, "bt 4")
+    assert want(plain) in done.stdout, done.stdout + done.stderr
+    before, after = done.stdout.split("gdb shows task", 1)[1].split("\n", 1)[1].split(want(plain))
+    assert before.strip() == after.strip() and before.count("\n#") == 3, done.stdout  # kd-task's frames, as before
+    dump = samples.ensure_dump("kdl_mutex", True, real_kernel)
+    relocated = subprocess.run(
+        ["gdb", "-nx", "-q", "-batch", "-ex", f"symbol-file {dump.vmlinux} -o {dump.kernel_offset:#x}",
+         "-ex", f"core-file {dump.path}", "-ex", f"source {EXTENSION}", "-ex", sources],
+        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert want(dump) in relocated.stdout, relocated.stdout + relocated.stderr

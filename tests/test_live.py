@@ -5,7 +5,7 @@ import pytest
 
 import matrix
 import samples
-from expectations import check_waitfor
+from expectations import check_wait_sources, check_waitfor
 from realgdb import gdb, waitfor_json
 
 pytestmark = pytest.mark.realkernel
@@ -25,6 +25,7 @@ def test_kdlgdb_waitfor_live(real_kernel: str, scenario: str) -> None:
         status, doc = waitfor_json(live.vmlinux, remote=remote)
         expected = samples.expected(scenario, real_kernel)
         check_waitfor(doc, expected, live.truth)
+        check_wait_sources(doc, expected, live.truth, real_kernel)  # frame variables over the gdbstub too
         assert status == (1 if expected["cycles"] else 0)
         assert int(doc["kaslr_offset"], 16) == live.kernel_offset  # found by probing, not told
         # kdlgdb detached: the guest still runs and answers a second session.

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import samples
-from expectations import check_waitfor
+from expectations import NO_SLOW_PATH, check_waitfor
 from kdlgdb.analysis.graph import WaitForGraph
 from kdlgdb.errors import ReadError
 from kdlgdb.frontends import commands
@@ -47,6 +47,21 @@ def test_replay_matches_the_kernel(path: Path) -> None:
     assert snap.kaslr_offset == int(truth["kernel_offset"], 16)
     assert snap.problems == []
     check_waitfor(waitfor_json(snap, WaitForGraph(snap)), samples.expected(_scenario(path)), truth)
+
+
+@pytest.mark.parametrize("path", RECORDINGS, ids=lambda p: f"{p.parent.name}/{p.name.split('.')[0]}")
+def test_waiters_lock_from_the_slow_path_frame(path: Path) -> None:
+    """Each sleeping lock waiter's lock comes from its slow-path frame's variable (as gdb read it when recorded:
+    `lock` of __mutex_lock, `sem` of __down_common, rwsem_down_*_slowpath, percpu_rwsem_wait, `lock` of the
+    rt_mutex slow path), and is the truth; a task spinning on a CPU and a flush have it from elsewhere."""
+    snap = collect(ReplayTarget(str(path)))
+    truth, expected = _truth(path), samples.expected(_scenario(path))
+    by_pid = {t.pid: t for t in snap.tasks}
+    for comm, lock_name in expected.get("waits", {}).items():
+        task = by_pid[truth["tasks"][comm]]
+        assert task.waits_on == int(truth["locks"][lock_name]["address"], 16), comm
+        frame = not task.on_cpu and expected["lock_types"][lock_name] not in NO_SLOW_PATH
+        assert (task.wait_source == "frame") == frame, (comm, task.wait_source, task.wait_evidence)
 
 
 def _console_end(path: Path) -> float:
@@ -215,8 +230,8 @@ def test_each_waiter_names_its_own_waiter_struct() -> None:
     path = next(p for p in RECORDINGS if p.name == "kdl_control-kaslr.json.gz" and p.parent.name == samples.DEFAULT_KERNEL)
     snap = collect(ReplayTarget(str(path)))
     waiting = [t for t in snap.tasks if t.comm in ("kdl_c_w1", "kdl_c_w2")]
-    nodes = {t.wait_evidence.split(" at ")[1].split()[0] for t in waiting}
+    nodes = {re.search(r"mutex_waiter at (0x[0-9a-f]+)", t.wait_evidence).group(1) for t in waiting}  # type: ignore[union-attr]
     assert len(nodes) == 2
     for t in waiting:
-        node = int(t.wait_evidence.split(" at ")[1].split()[0], 16)
+        node = int(re.search(r"mutex_waiter at (0x[0-9a-f]+)", t.wait_evidence).group(1), 16)  # type: ignore[union-attr]
         assert t.stack_base <= node < t.stack_base + 16384  # on that task's own stack

@@ -18,6 +18,11 @@ INFERRED = "inferred"  # evidence from code or the stack, not a record
 # Kept for what it says about the lock, but no holder: it makes no wait-for edge.
 STALE = "stale"
 
+# Where a task's ``waits_on`` came from (``Task.wait_source``), strongest first.
+FRAME_VARIABLE = "frame"  # the lock argument of its slow-path frame, as the debug info locates it (kernel/framevars.py)
+BLOCKED_ON = "blocked_on"  # task->blocked_on (DEBUG_MUTEXES, or every kernel from v6.17)
+WAIT_LIST = "wait list"  # its waiter struct on its stack, linked into the lock's wait list
+
 
 def symbol_name(symbol: str, module: Optional[str]) -> str:
     """``sem1 [kdl_abba]`` for a module's symbol, ``sem1`` for the vmlinux's."""
@@ -109,6 +114,9 @@ class Task:
     frames: list[Frame] = field(default_factory=list)
     waits_on: Optional[int] = None  # address of the lock it waits on
     wait_evidence: str = ""
+    # Which source decided waits_on: FRAME_VARIABLE, BLOCKED_ON, WAIT_LIST, or what another decoder read
+    # ("rt_mutex waiter", "cpu registers", "rcuwait", "completion"); "" when it waits on no lock.
+    wait_source: str = ""
     blocked_in: Optional[BlockedIn] = None  # what it waits for when blocked but not on a lock
     cpu_context: Optional[CpuContext] = None  # for the task current on a CPU whose registers are known
     held: Optional[list[HeldLock]] = None  # lockdep's held_locks, oldest first (None: the kernel has no lockdep)

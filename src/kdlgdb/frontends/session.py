@@ -45,9 +45,9 @@ __all__ = [
     "summary_line", "format_for", "write_report", "EXTENSIONS",
 ]
 
-BUNDLE_VERSION = 2
+BUNDLE_VERSION = 3
 #: The shape of the model (:func:`model_schema`) each bundle version was written with.
-BUNDLE_SCHEMAS = {1: "57a6b1df", 2: "c237cd2c"}
+BUNDLE_SCHEMAS = {1: "57a6b1df", 2: "c237cd2c", 3: "9b3c98b2"}
 
 
 def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
@@ -57,8 +57,14 @@ def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "kdlgdb_bundle": 2}
 
 
+def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 3 added a task's ``wait_source`` (which source decided the lock it waits on), default "": a
+    version-2 bundle reads as a snapshot that does not say."""
+    return {**data, "kdlgdb_bundle": 3}
+
+
 #: version -> a function turning a bundle dict of that version into one of the next version.
-CONVERTERS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+CONVERTERS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 EXTENSIONS = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".json": "json", ".txt": "txt"}
 

@@ -30,6 +30,7 @@ from ..kernel.stack import StackReader
 from ..kernel.symbols import Symbols
 from ..kernel.unwind import start_blocked, unwind
 from ..model import Problem, Task
+from ..target.gdb import unwind_info
 
 __all__ = ["select_task", "selected", "TaskUnwinder", "frame_variables"]
 
@@ -37,14 +38,6 @@ __all__ = ["select_task", "selected", "TaskUnwinder", "frame_variables"]
 _SAVED = ("r15", "r14", "r13", "r12", "rbx", "rbp")
 _CPU_REGISTERS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12", "r13",
                   "r14", "r15", "rip", "eflags")
-
-
-class _FrameId:
-    """What ``PendingFrame.create_unwind_info`` takes as a frame id (gdb 13 has no class for it)."""
-
-    def __init__(self, sp: gdb.Value, pc: gdb.Value) -> None:
-        self.sp = sp
-        self.pc = pc
 
 
 class TaskUnwinder(gdb.unwinder.Unwinder):
@@ -68,10 +61,7 @@ class TaskUnwinder(gdb.unwinder.Unwinder):
             caller = self.exact.get((pc, sp))
             if caller is None or (self.in_image is not None and self.in_image[0] <= pc < self.in_image[1]):
                 return None  # gdb's DWARF unwinder: it knows the callee-saved registers too
-        info = pending.create_unwind_info(_FrameId(pending.read_register("rsp"), pending.read_register("rip")))
-        for name, value in caller.items():
-            info.add_saved_register(name, gdb.Value(value).cast(gdb.lookup_type("unsigned long")))
-        return info
+        return unwind_info(pending, pending.read_register("rsp"), caller)
 
 
 class _HideCpuFrame:

@@ -6,16 +6,17 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from ..errors import CorruptError, ReadError
-from ..model import INFERRED, Lock, Owner, Problem, Snapshot, Task
+from ..model import BLOCKED_ON, INFERRED, WAIT_LIST, Lock, Owner, Problem, Snapshot, Task
 from ..target.base import Target
 from .backtrace import Backtracer
 from .blocked import find_blocked_in
 from .cpus import CpuState, apply_cpu_states, cpu_states
 from .held import CodeReader
-from .layout import Kernel, le64
+from .layout import KERNEL_SPACE, Kernel, le64
 from .naming import name_locks
 from .lockdep import LockdepLayout, held_lock_owners, lockdep_on, read_held_locks, task_held_locks
-from .locks import lock_kinds, last_reader
+from .locks import LockKind, lock_kinds, last_reader
+from .framevars import SLOW_PATH_VARIABLES, FrameVariables, FrameValue, exact_frames, rt_lock_frames, take_frame_lock
 from .freeze import name_freezes
 from .superblocks import SuperBlocks
 from .owners import Timing, check_owners
@@ -247,10 +248,7 @@ def find_lock_waits(c: Collection) -> None:
     Reads ``tasks``, ``live``, ``ranges``; skips the tasks that already wait. Writes ``locks``,
     ``tasks`` (``waits_on``, ``wait_evidence``)."""
     k, tasks, live, ranges, problems = c.k, c.tasks, c.live, c.ranges, c.problems
-    kinds = lock_kinds(k)
-    percpu = percpu_rwsem_kind(k)
-    if percpu is not None:
-        kinds[percpu.name] = percpu
+    kinds = _sleeping_lock_kinds(k)
     locks = c.locks
     known: dict[int, Wait] = {}
     blocked_on = BlockedOn.detect(k) if "mutex" in kinds else None
@@ -286,13 +284,89 @@ def find_lock_waits(c: Collection) -> None:
             continue
         task.waits_on = wait.lock
         task.wait_evidence = wait.evidence
+        task.wait_source = BLOCKED_ON if wait.evidence.startswith("task->blocked_on") else WAIT_LIST
         if wait.lock not in locks:
             lock = Lock(wait.lock, kind.name, waiters=[t for _, t in wait.waiters])
-            try:
-                lock.owners, lock.details = kind.decode(k, wait.lock)
-            except ReadError as e:
-                problems.append(Problem("lock", f"{kind.struct} {wait.lock:#x}", str(e)))
+            _decode(k, kind, lock, problems)
             locks[wait.lock] = lock
+
+
+def _sleeping_lock_kinds(k: Kernel) -> dict[str, LockKind]:
+    """The layouts of the locks a task sleeps on with a waiter on its stack, by kind name."""
+    kinds = lock_kinds(k)
+    percpu = percpu_rwsem_kind(k)
+    if percpu is not None:
+        kinds[percpu.name] = percpu
+    return kinds
+
+
+def _decode(k: Kernel, kind: LockKind, lock: Lock, problems: list[Problem]) -> None:
+    """A lock's owners and details from its own fields."""
+    try:
+        lock.owners, lock.details = kind.decode(k, lock.address)
+    except ReadError as e:
+        problems.append(Problem("lock", f"{kind.struct} {lock.address:#x}", str(e)))
+
+
+def find_frame_locks(c: Collection) -> None:
+    """The lock argument of each blocked task's slow-path frame where the debug info locates it (``lock`` of
+    __mutex_lock, ``sem`` of __down_common, rwsem_down_*_slowpath, percpu_rwsem_wait): the strongest source of
+    the lock it waits on (kernel/framevars.py). It agrees with the wait-list scan: the source becomes "frame";
+    it disagrees: the frame wins, a Problem says so. On an rt_mutex (``lock``, the rt_mutex_base, of the rt
+    slow path) the frame confirms the waiter tree's lock, or a Problem says it does not. Only frames an exact
+    unwind found. Reads ``tasks``, ``live``, ``locks``. Writes ``tasks`` (``waits_on``, ``wait_source``,
+    ``wait_evidence``), ``locks`` (waiters; a lock only the frame found)."""
+    if c.backtracer is None:
+        return
+    k, kinds = c.k, _sleeping_lock_kinds(c.k)
+    frames = FrameVariables(k, c.backtracer.frame_layout[2])
+    rt = RtLayout.detect(k) if any(t.wait_source == "rt_mutex waiter" for t in c.tasks.values()) else None
+    for address, task in c.tasks.items():
+        stack = c.live.get(address)
+        if rt is not None and stack is not None and task.wait_source == "rt_mutex waiter":
+            _confirm_rt_wait(c, rt, frames, task, stack)
+            continue
+        found = slow_path(task.frames)
+        if stack is None or found is None or found[0] not in kinds or not exact_frames(task, found[1]):
+            continue
+        kind_name, last = found
+        got = frames.lock(task, last, stack, SLOW_PATH_VARIABLES[kind_name])
+        if got is not None and not got.asked and got.value != task.waits_on:
+            got = frames.lock(task, last, stack, SLOW_PATH_VARIABLES[kind_name], confirm=True)  # the debugger's own word
+        if got is None or got.value < KERNEL_SPACE:
+            continue
+        made, problem = take_frame_lock(task, got.value, kind_name, got.describe(), c.locks)
+        if made is not None:
+            _decode(k, kinds[kind_name], made, c.problems)
+        if problem is not None:
+            c.problems.append(problem)
+
+
+def _confirm_rt_wait(c: Collection, rt: RtLayout, frames: FrameVariables, task: Task, stack: Stack) -> None:
+    """The rt_mutex slow path's ``lock`` against the lock the waiter tree gave ``task``: the same base, the frame
+    is its source too; another, a Problem (the kernel's waiter tree is kept: the task is queued there)."""
+    lock = c.locks.get(task.waits_on) if task.waits_on is not None else None
+    kind = rt.kinds.get(lock.type) if lock is not None else None
+    if lock is None or kind is None:
+        return
+    base = lock.address + kind.base
+    got: Optional[FrameValue] = None
+    for last, names, to_base in rt_lock_frames(c.k, task.frames):  # the innermost frame the DWARF locates it in
+        if not exact_frames(task, last):
+            return
+        got = frames.lock(task, last, stack, names)
+        if got is not None and not got.asked and got.value + to_base != base:
+            got = frames.lock(task, last, stack, names, confirm=True)
+        if got is not None:
+            break
+    if got is None or got.value < KERNEL_SPACE:
+        return
+    if got.value + to_base == base:
+        take_frame_lock(task, lock.address, lock.type, f"{got.describe()}: the rt_mutex of {kind.struct} {lock.address:#x}", c.locks)
+    else:
+        c.problems.append(Problem("wait", f"task {task.pid} ({task.comm})", f"its slow-path frame says it waits on the "
+                                  f"rt_mutex_base {got.value + to_base:#x}, its rt_mutex waiter is queued on {base:#x} "
+                                  f"({kind.struct} {lock.address:#x}): the waiter tree's lock is kept"))
 
 
 def find_percpu_rwsem_writer_waits(c: Collection) -> None:
@@ -454,6 +528,7 @@ STAGES: tuple[Stage, ...] = (
     list_tasks,
     find_rt_mutex_waits,
     find_lock_waits,
+    find_frame_locks,
     find_percpu_rwsem_writer_waits,
     find_freezes,
     find_spinlock_waits,

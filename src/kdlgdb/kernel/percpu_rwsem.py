@@ -109,7 +109,7 @@ def find_writer_waits(k: Kernel, symbols: Symbols, tasks: dict[int, Task], live:
                                           details={"semaphore": f"{sem:#x}", "readers": count, "waits_for": "readers"})
                 lock.owners = _readers_by_stack(tasks, live, sem, address, count)
             lock.waiters.append(address)
-            task.waits_on = node
+            task.waits_on, task.wait_source = node, "rcuwait"
             task.wait_evidence = (f"in {WRITER_WAIT}, and percpu_rw_semaphore {sem:#x}.writer (an rcuwait) names it: "
                                   f"it waits for the readers to leave")
         except ReadError as e:

@@ -285,7 +285,7 @@ def find_rt_waits(k: Kernel, rt: RtLayout, code: CodeReader, tasks: dict[int, Ta
             problems.append(Problem("wait", where, f"in {task.frames[start].describe()} but neither task->pi_blocked_on "
                                     "nor its stack names an rt_mutex it waits on"))
             continue
-        task.waits_on, task.wait_evidence = wait.lock, wait.evidence
+        task.waits_on, task.wait_evidence, task.wait_source = wait.lock, wait.evidence, "rt_mutex waiter"
         waits.append(wait)
 
     locks: dict[int, Lock] = {}

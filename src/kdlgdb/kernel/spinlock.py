@@ -145,7 +145,7 @@ def find_spin_waits(k: Kernel, code: CodeReader, cpus: list[CpuState], tasks: di
         wait = spin_wait(k, code, state)
         if wait is None:
             continue
-        task.waits_on, task.wait_evidence = wait.lock, wait.evidence
+        task.waits_on, task.wait_evidence, task.wait_source = wait.lock, wait.evidence, "cpu registers"
         if task.cpu_context is not None:  # the context of the spinning frame (a timer interrupt may be on top of it)
             task.cpu_context.context = wait.context
         waits[task.address] = wait

@@ -61,6 +61,7 @@ def task_json(task: Task, holds: list[int]) -> dict[str, Any]:
         "holds": [_hex(lk) for lk in holds],
         "last_ran_ns": task.last_ran_ns,
         "wait_evidence": task.wait_evidence,
+        "wait_source": task.wait_source,  # which source decided waits_on: "frame", "blocked_on", "wait list", ...
         "stack": [frame.describe() for frame in task.frames],
         "sources": [frame.source for frame in task.frames],  # stack[i]'s file:line, or None
         "interrupted": [i for i, frame in enumerate(task.frames) if frame.regs],  # stack[i] is a pt_regs' ip

@@ -8,7 +8,7 @@ offset. (A debugger that relocated the symbols itself, crash or gdb's
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import Enum
 from typing import Optional
 
@@ -94,6 +94,22 @@ class Target:
         note order, a gdbstub's threads in thread order): register name -> value, at least
         ``rip``, ``rsp``, ``rbp``, and ``gs_base`` / ``kernel_gs_base`` where known. Which
         Linux CPU a set belongs to is for the kernel model to work out (``kernel/cpus.py``).
+        """
+        return None
+
+    def frame_variables(self, pcs: Sequence[int], registers: Mapping[str, int],
+                        names: Sequence[str]) -> Optional[dict[str, Optional[int]]]:
+        """The values the debug info gives the variables ``names`` in the last frame of a call chain.
+
+        ``pcs`` are the frames' pcs, innermost first, as static addresses (like :meth:`symbolize`'s): the
+        return addresses an exact unwind found. ``registers`` are the innermost frame's callee-saved registers
+        and stack pointer (``rsp``, ``rbp``, ``rbx``, ``r12``..``r15``: a sleeping task's
+        ``inactive_task_frame``). The debugger unwinds them frame by frame with the vmlinux's call-frame
+        information and reads each name in the last frame (and the calls inlined into it).
+
+        Returns name -> value for each name the frame has: a pointer or integer variable's value, a variable in
+        memory's address; None where the debug info has no location for it at that pc (optimised out). None
+        when the target cannot tell (no DWARF unwinder: crash, kdlgdb's own reader): never an exception.
         """
         return None
 

@@ -10,10 +10,13 @@ vmlinux.
 """
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Mapping, Sequence
 from typing import Optional
 
 import gdb  # type: ignore[import-not-found]
+import gdb.unwinder  # type: ignore[import-not-found]
 
 from ..errors import KdlError, ReadError
 from .base import Target, TargetKind
@@ -22,11 +25,14 @@ from .dumpfile import DumpFile, open_dump
 from .elfmemory import ElfMemory
 from .vmcore import ElfDump, open_elf_dump
 
-__all__ = ["GdbTarget", "core_file_path"]
+__all__ = ["GdbTarget", "core_file_path", "FrameId", "unwind_info"]
 
 # Registers read from each vCPU of a gdbstub (QEMU names the GS bases gs_base and k_gs_base).
 _LIVE_REGISTERS = ("rip", "rsp", "rbp", "rdi", "gs_base")
 _LIVE_OPTIONAL = {"kernel_gs_base": "k_gs_base"}
+# The registers a caller's frame gets back from its callees (x86-64 SysV callee-saved), and its stack pointer.
+_CALLEE_SAVED = ("rsp", "rbp", "rbx", "r12", "r13", "r14", "r15")
+_MASK = (1 << 64) - 1
 _INFO_SYMBOL = re.compile(r"^(\S+)(?: \+ (\d+))? in section (\S+)")
 
 
@@ -198,6 +204,41 @@ class GdbTarget(Target):
             return None
         return _thread_registers(self._inferior)
 
+    def frame_variables(self, pcs: Sequence[int], registers: Mapping[str, int],
+                        names: Sequence[str]) -> Optional[dict[str, Optional[int]]]:
+        """gdb's own frames, one at a time: the frame at ``pcs[i]`` gets the registers gdb's call-frame
+        information gave its callee's caller (one frame at a time, so the vmlinux's symbols need no KASLR
+        relocation: every pc handed to gdb is static). The last frame's variables are read as ``info locals``
+        would."""
+        if not pcs:
+            return None
+        unwinder = _chain_unwinder()
+        others = [u for u in _all_unwinders() if u is not unwinder and u.enabled]
+        for other in others:  # kd-task's, while it shows a task
+            other.enabled = False
+        try:
+            regs = {name: registers[name] for name in _CALLEE_SAVED if name in registers}
+            for i, pc in enumerate(pcs):
+                frame = unwinder.innermost(dict(regs, rip=pc))
+                if frame is None or frame.pc() != pc:
+                    return None
+                if i == len(pcs) - 1:
+                    return _read_variables(frame, names)
+                while frame.type() == gdb.INLINE_FRAME:
+                    frame = frame.older()
+                caller = frame.older()
+                if caller is None:
+                    return None
+                regs = {name: int(caller.read_register(name)) & _MASK for name in _CALLEE_SAVED}
+            return None
+        except (gdb.error, RuntimeError):
+            return None
+        finally:
+            unwinder.registers = None
+            for other in others:
+                other.enabled = True
+            gdb.invalidate_cached_frames()
+
     def describe(self) -> str:
         if self.kind is TargetKind.LIVE:
             return f"live gdbstub {self._where}"
@@ -240,6 +281,99 @@ class GdbTarget(Target):
             return None
         t = sym.type.strip_typedefs()
         return t if t.code == gdb.TYPE_CODE_STRUCT and t.tag == tag else None
+
+
+class FrameId:
+    """What ``PendingFrame.create_unwind_info`` takes as a frame id (gdb 13 has no class for it)."""
+
+    def __init__(self, sp: gdb.Value, pc: gdb.Value) -> None:
+        self.sp = sp
+        self.pc = pc
+
+
+def unwind_info(pending, sp: gdb.Value, caller: Mapping[str, int]):  # noqa: ANN001, ANN201 - gdb.PendingFrame, gdb.UnwindInfo
+    """The unwind info of ``pending`` (its id: ``sp`` and its pc) that gives its caller the registers ``caller``."""
+    info = pending.create_unwind_info(FrameId(sp, pending.read_register("rip")))
+    ulong = gdb.lookup_type("unsigned long")
+    for name, value in caller.items():
+        info.add_saved_register(name, gdb.Value(value).cast(ulong))
+    return info
+
+
+class _ChainUnwinder(gdb.unwinder.Unwinder):
+    """While :meth:`innermost` sets ``registers``: the caller of gdb's frame #0 is a frame with those registers
+    (and the calls inlined at its pc); gdb's DWARF unwinder unwinds that one frame, and its caller (a pc gdb
+    may know only relocated) ends the chain here instead of in gdb's prologue guesses."""
+
+    def __init__(self) -> None:
+        super().__init__("kdlgdb frame variables")
+        self.registers: Optional[dict[str, int]] = None
+
+    def innermost(self, registers: dict[str, int]):  # -> gdb.Frame
+        self.registers = registers
+        gdb.invalidate_cached_frames()
+        return gdb.newest_frame().older()
+
+    def __call__(self, pending):  # noqa: ANN001 - gdb.PendingFrame
+        if self.registers is None:
+            return None
+        if pending.level() == 0:
+            # An id below the chain's frames: frame #0 is a CPU's, maybe on a stack above the task's, and gdb
+            # stops at a caller it finds inner to its callee.
+            sp, caller = gdb.Value(self.registers["rsp"] - 64).cast(gdb.lookup_type("unsigned long")), self.registers
+        elif int(pending.read_register("rip")) != self.registers["rip"]:  # the caller: the chain's next step
+            sp, caller = pending.read_register("rsp"), {"rip": 0, "rsp": 0}
+        else:
+            return None
+        return unwind_info(pending, sp, caller)
+
+
+@functools.lru_cache(maxsize=None)
+def _chain_unwinder() -> _ChainUnwinder:
+    """The one chain unwinder, registered for every program space the first time it is needed."""
+    unwinder = _ChainUnwinder()
+    gdb.unwinder.register_unwinder(None, unwinder, replace=True)
+    return unwinder
+
+
+def _all_unwinders() -> list:
+    return list(gdb.frame_unwinders) + list(gdb.current_progspace().frame_unwinders) + [
+        u for objfile in gdb.objfiles() for u in objfile.frame_unwinders]
+
+
+def _read_variables(frame, names: Sequence[str]) -> dict[str, Optional[int]]:  # noqa: ANN001 - gdb.Frame
+    """Each of ``names`` that ``frame`` or the calls inlined at its pc have: its value (None: optimised out)."""
+    found: dict[str, Optional[int]] = {}
+    pc = frame.pc()
+    while frame is not None and frame.pc() == pc:
+        try:
+            block = frame.block()
+        except RuntimeError:
+            block = None
+        while block is not None:
+            for symbol in block:
+                if symbol.name in names and found.get(symbol.name) is None and (symbol.is_argument or symbol.is_variable):
+                    found[symbol.name] = _integer(frame, symbol, block)  # an inlined call's may be optimised out
+            if block.function is not None:
+                break
+            block = block.superblock
+        if frame.type() != gdb.INLINE_FRAME:
+            break
+        frame = frame.older()
+    return found
+
+
+def _integer(frame, symbol, block) -> Optional[int]:  # noqa: ANN001
+    """A pointer or integer variable's value, another variable's address; None when gdb has neither."""
+    try:
+        value = frame.read_var(symbol, block)
+        if value.is_optimized_out:
+            return None
+        if value.type.strip_typedefs().code in (gdb.TYPE_CODE_PTR, gdb.TYPE_CODE_INT):
+            return int(value) & _MASK
+        return int(value.address) & _MASK if value.address is not None else None
+    except (gdb.error, RuntimeError):
+        return None  # a location gdb cannot evaluate here (DW_OP_entry_value of a caller it cannot unwind)
 
 
 def _thread_registers(inferior) -> Optional[list[dict[str, int]]]:

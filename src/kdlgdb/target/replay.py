@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import gzip
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
 from .base import Target, TargetKind
@@ -79,6 +80,10 @@ class RecordingTarget(Target):
 
     def cpu_registers(self) -> Optional[list[dict[str, int]]]:
         return self._ask("cpu_registers", self.inner.cpu_registers())
+
+    def frame_variables(self, pcs: Sequence[int], registers: Mapping[str, int],
+                        names: Sequence[str]) -> Optional[dict[str, Optional[int]]]:
+        return self._ask(_frame_key(pcs, registers, names), self.inner.frame_variables(pcs, registers, names))
 
     def save(self, path: str) -> None:
         """Write the recording: memory as merged ranges, answers as they were given."""
@@ -166,3 +171,14 @@ class ReplayTarget(Target):
     def cpu_registers(self) -> Optional[list[dict[str, int]]]:
         value = self._answer("cpu_registers")
         return [dict(regs) for regs in value] if value is not None else None
+
+    def frame_variables(self, pcs: Sequence[int], registers: Mapping[str, int],
+                        names: Sequence[str]) -> Optional[dict[str, Optional[int]]]:
+        value = self._answer(_frame_key(pcs, registers, names))
+        return dict(value) if value is not None else None
+
+
+def _frame_key(pcs: Sequence[int], registers: Mapping[str, int], names: Sequence[str]) -> str:
+    """The answer's key: the chain's pcs, the registers it starts from (sorted by name) and the names asked."""
+    regs = ",".join(f"{name}={registers[name]:#x}" for name in sorted(registers))
+    return f"frame_variables {','.join(f'{pc:#x}' for pc in pcs)} {regs} {','.join(names)}"
