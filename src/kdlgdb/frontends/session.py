@@ -45,9 +45,9 @@ __all__ = [
     "summary_line", "format_for", "write_report", "EXTENSIONS",
 ]
 
-BUNDLE_VERSION = 2
+BUNDLE_VERSION = 3
 #: The shape of the model (:func:`model_schema`) each bundle version was written with.
-BUNDLE_SCHEMAS = {1: "57a6b1df", 2: "c237cd2c"}
+BUNDLE_SCHEMAS = {1: "57a6b1df", 2: "c237cd2c", 3: "bee2c944"}
 
 
 def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
@@ -57,8 +57,14 @@ def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "kdlgdb_bundle": 2}
 
 
+def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 3 added the snapshot's ``debug_info`` (``"btf"`` when the dump's own BTF and kallsyms gave the types
+    and symbols); every version-2 bundle was written by gdb or crash from the vmlinux: ``"dwarf"``, the default."""
+    return {**data, "kdlgdb_bundle": 3}
+
+
 #: version -> a function turning a bundle dict of that version into one of the next version.
-CONVERTERS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+CONVERTERS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 EXTENSIONS = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".json": "json", ".txt": "txt"}
 
@@ -295,6 +301,10 @@ class Session:
     def forget(self) -> None:
         """The kernel may have changed: read it again next time."""
         self._kernel = self._snapshot = self._with_lines = None
+
+    def opened_target(self) -> Optional[Target]:
+        """The Target of the Kernel read so far, or None (nothing asked yet)."""
+        return self._kernel.target if self._kernel is not None else None
 
     def kernel(self) -> Kernel:
         """The Kernel (KASLR and layouts found once)."""
