@@ -233,7 +233,7 @@ SYMBOLS = [
 def test_kallsyms_names_and_static_addresses(absolute_percpu: bool) -> None:
     symbols = SYMBOLS if absolute_percpu else [s for s in SYMBOLS if s[1] >= 0xFFFFFFFF80000000]
     memory, info = kallsyms_tables(symbols, absolute_percpu)
-    k = Kallsyms(reader(memory), info, KASLR)
+    k = Kallsyms.from_memory(reader(memory), info, KASLR)
     assert k.count == len(symbols)
     for typed, static in symbols[:-1]:
         assert k.address(typed[1:]) == static, typed
@@ -247,7 +247,7 @@ def test_kallsyms_names_and_static_addresses(absolute_percpu: bool) -> None:
 
 def test_kallsyms_lookup_by_address() -> None:
     memory, info = kallsyms_tables(SYMBOLS)
-    k = Kallsyms(reader(memory), info, KASLR)
+    k = Kallsyms.from_memory(reader(memory), info, KASLR)
     assert k.lookup(0xFFFFFFFF81000010) == ("_text", 0x10)  # the first of aliases, as %pS
     assert k.lookup(0xFFFFFFFF81A1343D) == ("__mutex_lock.constprop.0", 0x39D)
     assert k.lookup(0xFFFFFFFF81C00126) == ("entry_SYSCALL_64_after_hwframe", 0x6E)
@@ -271,11 +271,11 @@ def test_kallsyms_missing_from_vmcoreinfo_is_one_line() -> None:
     memory, info = kallsyms_tables(SYMBOLS)
     del info["SYMBOL(kallsyms_token_table)"]
     with pytest.raises(KdlError, match=r"no SYMBOL\(kallsyms_token_table\) \(kernels before 6.0"):
-        Kallsyms(reader(memory), info, KASLR)
+        Kallsyms.from_memory(reader(memory), info, KASLR)
 
 
 def test_a_damaged_symbol_count_is_one_line() -> None:
     memory, info = kallsyms_tables(SYMBOLS)
     memory[TABLES["kallsyms_num_syms"]] = struct.pack("<I", 0)
     with pytest.raises(KdlError, match="kallsyms_num_syms is 0"):
-        Kallsyms(reader(memory), info, KASLR)
+        Kallsyms.from_memory(reader(memory), info, KASLR)

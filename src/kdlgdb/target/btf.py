@@ -19,6 +19,7 @@ bit-field and type (through anonymous structs and unions), and a type's C spelli
 """
 from __future__ import annotations
 
+import array
 import struct
 from typing import Optional
 
@@ -69,7 +70,9 @@ class Btf:
     (by the name's offset in the string section, which BTF's deduplicated strings make unique).
     """
 
-    def __init__(self, data: bytes, what: str = "BTF", base: Optional["Btf"] = None) -> None:
+    def __init__(self, data: bytes, what: str = "BTF", base: Optional["Btf"] = None,
+                 index: Optional[tuple[bytes, bytes]] = None) -> None:
+        """``index``: :attr:`index` of the same bytes, kept from an earlier parse (a cache), instead of indexing again."""
         hdr_len, type_off, type_len, str_off, str_len = parse_header(data, what)
         self.what = what
         self.base = base
@@ -77,15 +80,19 @@ class Btf:
         self.strings = data[hdr_len + str_off : hdr_len + str_off + str_len]
         self.first_id = base.next_id if base is not None else 1
         self.first_str = base.next_str if base is not None else 0
-        self._starts: list[int] = []
-        self._named: dict[int, list[int]] = {}  # name_off -> type ids
-        self._index()
+        self._starts = array.array("I")  # where each type starts in the type section
+        self._names = array.array("I")  # each type's name_off
+        if index is not None:
+            self._starts.frombytes(index[0])
+            self._names.frombytes(index[1])
+        else:
+            self._index()
         self.next_id = self.first_id + len(self._starts)
         self.next_str = self.first_str + len(self.strings)
         self._by_name: dict[str, Optional[int]] = {}
 
     def _index(self) -> None:
-        types, starts, named = self.types, self._starts, self._named
+        types, starts, names = self.types, self._starts, self._names
         unpack = TYPE.unpack_from
         pos, end = 0, len(types)
         type_id = self.first_id
@@ -95,14 +102,18 @@ class Btf:
             name_off, info, _ = unpack(types, pos)
             kind = (info >> 24) & 0x1F
             starts.append(pos)
-            if name_off:
-                named.setdefault(name_off, []).append(type_id)
+            names.append(name_off)
             pos += 12 + _EXTRA.get(kind, 0) + (info & 0xFFFF) * _PER_ITEM.get(kind, 0)
             if not 1 <= kind <= Kind.ENUM64:
                 raise KdlError(f"{self.what}: type {type_id} has unknown kind {kind}")
             type_id += 1
         if pos != end:
             raise KdlError(f"{self.what}: the last type runs past the type section")
+
+    @property
+    def index(self) -> tuple[bytes, bytes]:
+        """Where each type starts in the type section and its name's offset, as bytes (what a cache keeps)."""
+        return self._starts.tobytes(), self._names.tobytes()
 
     # -- raw access -------------------------------------------------------------
     def _owner(self, type_id: int) -> "Btf":
@@ -145,11 +156,16 @@ class Btf:
         out = self.base._ids_named(name) if self.base is not None else []
         key = b"\0" + name.encode() + b"\0"
         at = self.strings.find(key)
-        if at >= 0:
-            out += self._named.get(self.first_str + at + 1, [])
-        elif self.strings.startswith(key[1:]):
-            out += self._named.get(self.first_str, [])
-        return out
+        if at < 0 and not self.strings.startswith(key[1:]):  # (split BTF's strings need not start with "")
+            return out
+        name_off = self.first_str + at + 1
+        names, i = self._names, -1
+        while True:
+            try:
+                i = names.index(name_off, i + 1)
+            except ValueError:
+                return out
+            out.append(self.first_id + i)
 
     # -- questions ----------------------------------------------------------------
     def find(self, type_name: str) -> Optional[int]:

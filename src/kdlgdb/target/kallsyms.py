@@ -26,7 +26,7 @@ from typing import Callable, Optional
 
 from ..errors import KdlError, ReadError
 
-__all__ = ["Kallsyms", "KALLSYMS_KEYS", "decode_names", "decode_offsets"]
+__all__ = ["Kallsyms", "NoKallsyms", "KALLSYMS_KEYS", "decode_names", "decode_offsets", "symbol_count", "table_addresses"]
 
 #: The VMCOREINFO entries kallsyms needs (all of them, since v6.0).
 KALLSYMS_KEYS = ("kallsyms_names", "kallsyms_num_syms", "kallsyms_token_table", "kallsyms_token_index",
@@ -35,6 +35,10 @@ START_KERNEL_MAP = 0xFFFFFFFF80000000
 MAX_SYMBOLS = 4_000_000  # Debian's 6.12: ~200,000
 MAX_NAMES = 256 << 20
 Read = Callable[[int, int], bytes]
+
+
+class NoKallsyms(KdlError):
+    """The dump gives no kallsyms tables that can be decoded (one line saying why)."""
 
 
 def decode_names(names: bytes, tokens: list[bytes], count: int) -> list[str]:
@@ -47,7 +51,7 @@ def decode_names(names: bytes, tokens: list[bytes], count: int) -> list[str]:
     end = len(names)
     for _ in range(count):
         if pos >= end:
-            raise KdlError(f"kallsyms_names ends after {len(starts)} of its {count} symbols")
+            raise NoKallsyms(f"kallsyms_names ends after {len(starts)} of its {count} symbols")
         starts.append(pos)
         length = names[pos]
         if length & 0x80:
@@ -55,7 +59,7 @@ def decode_names(names: bytes, tokens: list[bytes], count: int) -> list[str]:
         else:
             pos += length + 1
     if pos > end:
-        raise KdlError(f"kallsyms_names ends inside its last symbol ({count} symbols)")
+        raise NoKallsyms(f"kallsyms_names ends inside its last symbol ({count} symbols)")
     expanded = list(map(tokens.__getitem__, names[:pos]))
     for start in starts:
         expanded[start] = b"\n"
@@ -86,21 +90,31 @@ def decode_offsets(offsets: bytes, relative_base: int, count: int) -> list[int]:
 class Kallsyms:
     """The kernel's symbols, by name and by address (static addresses; see the module docstring).
 
-    ``read(address, size)`` reads kernel virtual memory at runtime addresses; ``vmcoreinfo`` gives the
-    tables' (runtime) addresses and ``kaslr_offset`` the image's slide.
+    Made from the symbols in the tables' order (``typed``: each name with its type letter first, and its static
+    address): :meth:`from_memory` reads and decodes them, a cache (:mod:`.debuginfocache`) keeps them.
     """
 
-    def __init__(self, read: Read, vmcoreinfo: Mapping[str, str], kaslr_offset: int) -> None:
-        missing = [key for key in KALLSYMS_KEYS if f"SYMBOL({key})" not in vmcoreinfo]
-        if missing:
-            raise KdlError(f"the dump's VMCOREINFO has no SYMBOL({missing[0]}) (kernels before 6.0 do not give "
-                           "kallsyms there)")
-        at = {key: _hex(vmcoreinfo, f"SYMBOL({key})") for key in KALLSYMS_KEYS}
-        self.kaslr_offset = kaslr_offset
+    def __init__(self, typed: list[str], addresses: list[int]) -> None:
+        self.count = len(typed)
+        self.typed, self.static_addresses = typed, addresses  # as the tables list them (what a cache keeps)
+        names_only = [name[1:] for name in typed]
+        # Of namesakes (static functions, static data of several files) the first, as kallsyms_lookup_name().
+        self._by_name = dict(zip(reversed(names_only), reversed(addresses)))
+        # scripts/kallsyms writes the symbols in address order, the one %pS names first among aliases.
+        if any(a > b for a, b in zip(addresses, addresses[1:])):
+            order = sorted(range(len(typed)), key=addresses.__getitem__)
+            addresses, names_only, typed = ([seq[i] for i in order] for seq in (addresses, names_only, typed))
+        self._addresses = addresses
+        self._names = names_only
+        self._types = [name[:1] for name in typed]
+
+    @classmethod
+    def from_memory(cls, read: Read, vmcoreinfo: Mapping[str, str], kaslr_offset: int) -> "Kallsyms":
+        """Read and decode the tables VMCOREINFO points at (``read(address, size)`` reads kernel virtual memory at
+        runtime addresses; ``kaslr_offset`` is the image's slide); KdlError (one line) when there are none."""
+        at = table_addresses(vmcoreinfo)
         try:
-            count = int.from_bytes(read(at["kallsyms_num_syms"], 4), "little")
-            if not 0 < count <= MAX_SYMBOLS:
-                raise KdlError(f"kallsyms_num_syms is {count}: not a kernel's symbol count")
+            count = symbol_count(read, vmcoreinfo)
             base = int.from_bytes(read(at["kallsyms_relative_base"], 8), "little")
             index = array.array("H")
             index.frombytes(read(at["kallsyms_token_index"], 512))
@@ -111,25 +125,12 @@ class Kallsyms:
             names = read(at["kallsyms_names"], _names_size(at, count))
             offsets = read(at["kallsyms_offsets"], 4 * count)
         except ReadError as e:
-            raise KdlError(f"cannot read the kernel's kallsyms tables: {e}") from None
+            raise NoKallsyms(f"cannot read the kernel's kallsyms tables: {e}") from None
         except ValueError:
-            raise KdlError("the kernel's kallsyms_token_table is damaged (a token without its NUL)") from None
+            raise NoKallsyms("the kernel's kallsyms_token_table is damaged (a token without its NUL)") from None
         typed = decode_names(names, tokens, count)
-        addresses = [self._static(a) for a in decode_offsets(offsets, base, count)]
-        self.count = count
-        names_only = [name[1:] for name in typed]
-        # Of namesakes (static functions, static data of several files) the first, as kallsyms_lookup_name().
-        self._by_name = dict(zip(reversed(names_only), reversed(addresses)))
-        # scripts/kallsyms writes the symbols in address order, the one %pS names first among aliases.
-        if any(a > b for a, b in zip(addresses, addresses[1:])):
-            order = sorted(range(count), key=addresses.__getitem__)
-            addresses, names_only, typed = ([seq[i] for i in order] for seq in (addresses, names_only, typed))
-        self._addresses = addresses
-        self._names = names_only
-        self._types = [name[:1] for name in typed]
-
-    def _static(self, runtime: int) -> int:
-        return runtime - self.kaslr_offset if runtime >= START_KERNEL_MAP else runtime
+        runtime = decode_offsets(offsets, base, count)
+        return cls(typed, [a - kaslr_offset if a >= START_KERNEL_MAP else a for a in runtime])
 
     def address(self, name: str) -> Optional[int]:
         """The static address of ``name``, or None."""
@@ -161,6 +162,23 @@ class Kallsyms:
         return None
 
 
+def table_addresses(vmcoreinfo: Mapping[str, str]) -> dict[str, int]:
+    """The runtime address of each kallsyms table, from VMCOREINFO; KdlError naming the first one missing."""
+    missing = [key for key in KALLSYMS_KEYS if f"SYMBOL({key})" not in vmcoreinfo]
+    if missing:
+        raise NoKallsyms(f"the dump's VMCOREINFO has no SYMBOL({missing[0]}) (kernels before 6.0 do not give "
+                       "kallsyms there)")
+    return {key: _hex(vmcoreinfo, f"SYMBOL({key})") for key in KALLSYMS_KEYS}
+
+
+def symbol_count(read: Read, vmcoreinfo: Mapping[str, str]) -> int:
+    """``kallsyms_num_syms``; KdlError when it is no kernel's count (or cannot be read: ReadError)."""
+    count = int.from_bytes(read(table_addresses(vmcoreinfo)["kallsyms_num_syms"], 4), "little")
+    if not 0 < count <= MAX_SYMBOLS:
+        raise NoKallsyms(f"kallsyms_num_syms is {count}: not a kernel's symbol count")
+    return count
+
+
 def _names_size(at: dict[str, int], count: int) -> int:
     """How many bytes of ``kallsyms_names`` to read: up to the next kallsyms table above it (the linker keeps
     them together, ``kallsyms_markers`` after the names), else a bound from the count."""
@@ -173,4 +191,4 @@ def _hex(vmcoreinfo: Mapping[str, str], key: str) -> int:
     try:
         return int(vmcoreinfo[key], 16)
     except ValueError:
-        raise KdlError(f"the dump's VMCOREINFO {key} is not a hexadecimal number: {vmcoreinfo[key][:40]!r}") from None
+        raise NoKallsyms(f"the dump's VMCOREINFO {key} is not a hexadecimal number: {vmcoreinfo[key][:40]!r}") from None
