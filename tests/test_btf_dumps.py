@@ -210,3 +210,21 @@ def open_dump_of(path: Path):
     from kdlgdb.target.dumpfile import open_dump
 
     return open_dump(str(path))
+
+
+def test_a_modules_type_from_its_own_btf(real_kernel: str) -> None:
+    """``struct kdl_dev`` of kdl_exit.c (a name, a mutex, an enum and two ints) from the module's BTF, which the
+    kernel keeps in ``btf_modules``; its mutex is the vmlinux's type."""
+    if not has_btf(real_kernel):
+        pytest.skip(f"{real_kernel} is built without CONFIG_DEBUG_INFO_BTF")
+    dump = samples.ensure_dump("kdl_exit", True, real_kernel, kind="kdump")
+    target = open_btf_target(str(dump.path))
+    if not any(m.what == "module kdl_exit's BTF" for m in target._module_btfs()):
+        pytest.skip(f"the sample modules of {real_kernel} are built without BTF (its headers have no vmlinux)")
+    mutex = target.type_size("struct mutex")
+    assert mutex is not None and target.type_size("struct vmcore_nothing") is None
+    assert target.member("struct kdl_dev", "lock") == (8, mutex)
+    assert target.member_type("struct kdl_dev", "lock") == "struct mutex"
+    assert target.member("struct kdl_dev", "users") == (8 + mutex + 4, 4)
+    assert target.member("struct kdl_dev", "cfg") == (8 + mutex + 8, 4)
+    assert target.type_size("struct kdl_dev") == 8 + mutex + 16

@@ -4,8 +4,8 @@ Memory comes from kdlgdb's own dump reader (:mod:`.dumpfile`: every format, the 
 included), symbols from the kernel's kallsyms tables that VMCOREINFO points at (:mod:`.kallsyms`,
 v6.0+), types from the kernel's own BTF between ``__start_BTF`` and ``__stop_BTF``
 (:mod:`.btf`, CONFIG_DEBUG_INFO_BTF), and a module's type from its own split BTF
-(``struct module``'s ``btf_data``, CONFIG_DEBUG_INFO_BTF_MODULES) when the vmlinux's has no type
-of that name. What only DWARF knows is not here: source lines (``source_line`` is None), the
+(CONFIG_DEBUG_INFO_BTF_MODULES, as ``btf_modules`` keeps it) when the vmlinux's has no type of that
+name. What only DWARF knows is not here: source lines (``source_line`` is None), the
 size of a data symbol BTF has no variable for (``symbol_size`` answers for per-CPU variables only).
 
 Decoded once per kernel build and kept (:mod:`.debuginfocache`): decoding takes 0.3-0.8 s, loading what
@@ -162,27 +162,39 @@ class BtfTarget(Target):
         return self._modules
 
     def _read_module_btfs(self, out: list[Btf]) -> None:
-        head = self.symbol("modules")
+        """Each module's BTF as the BPF subsystem keeps it: ``btf_modules``, a list of ``struct btf_module``
+        whose ``btf`` is a ``struct btf`` with the module's raw BTF in ``data``/``data_size`` (the module's own
+        copy, ``struct module``'s ``btf_data``, is freed once the module is loaded: ``btf_data_size`` stays, the
+        pointer is NULL)."""
         base = self.btf
-        where = {m: base.member(base.find("struct module") or 0, m) for m in ("list", "btf_data", "btf_data_size", "name")}
-        if head is None or any(v is None for v in where.values()):
-            return  # no modules, or no module BTF (CONFIG_DEBUG_INFO_BTF_MODULES)
-        list_off, data_off, size_off, name_off = (where[m][0] // 8 for m in ("list", "btf_data", "btf_data_size", "name"))
+        head = self.symbol("btf_modules")
+        holder, btf_t = base.find("struct btf_module"), base.find("struct btf")
+        if head is None or holder is None or btf_t is None:
+            return  # CONFIG_DEBUG_INFO_BTF_MODULES is off
+        at = {m: base.member(holder, m) for m in ("list", "btf")}
+        data_at = {m: base.member(btf_t, m) for m in ("data", "data_size", "name")}
+        if any(v is None for v in (*at.values(), *data_at.values())):
+            return
+        list_off, btf_off = (at[m][0] // 8 for m in ("list", "btf"))
+        data_off, size_off, name_off = (data_at[m][0] // 8 for m in ("data", "data_size", "name"))
         head = self._runtime(head)
-        node = int.from_bytes(self.read(head, 8), "little")
+        node = self._pointer(head)
         for _ in range(MAX_MODULES):
-            if node == head:
+            if node == head or not node:
                 return
-            module = node - list_off
-            data = int.from_bytes(self.read(module + data_off, 8), "little")
-            size = int.from_bytes(self.read(module + size_off, 4), "little")
-            name = self.read(module + name_off, 56).split(b"\0")[0].decode("ascii", "replace")
-            if data and 0 < size <= MAX_BTF:
-                try:
-                    out.append(Btf(self.read(data, size), f"module {name}'s BTF", base=base))
-                except (ReadError, KdlError):
-                    pass  # that module's types only
-            node = int.from_bytes(self.read(node, 8), "little")
+            btf = self._pointer(node - list_off + btf_off)
+            if btf:
+                data, size = self._pointer(btf + data_off), int.from_bytes(self.read(btf + size_off, 4), "little")
+                name = self.read(btf + name_off, 56).split(b"\0")[0].decode("ascii", "replace")
+                if data and 0 < size <= MAX_BTF:
+                    try:
+                        out.append(Btf(self.read(data, size), f"module {name}'s BTF", base=base))
+                    except (ReadError, KdlError):
+                        pass  # that module's types only
+            node = self._pointer(node)
+
+    def _pointer(self, address: int) -> int:
+        return int.from_bytes(self.read(address, 8), "little")
 
     def _runtime(self, static: int) -> int:
         return static + self.kaslr_offset if static >= START_KERNEL_MAP else static
