@@ -66,14 +66,19 @@ def sniff(f: BinaryIO) -> Optional[str]:
 class _ElfPages:
     """Physical pages of an ELF vmcore (``p_paddr``), in the shape KdumpFile gives them."""
 
-    def __init__(self, elf: ElfDump) -> None:
-        self._memory = ElfMemory(elf, physical=True)
+    def __init__(self, elf: ElfDump, lazy: bool = False) -> None:
+        """``lazy``: index the segments at the first read (a paging ELF is read by its virtual addresses)."""
+        self._elf = elf
+        self._memory: Optional[ElfMemory] = None if lazy else ElfMemory(elf, physical=True)
 
     def read_page(self, pfn: int) -> bytes:
+        if self._memory is None:
+            self._memory = ElfMemory(self._elf, physical=True)
         return self._memory.read(pfn * PAGE_SIZE, PAGE_SIZE)
 
     def close(self) -> None:
-        self._memory.close()
+        if self._memory is not None:
+            self._memory.close()
 
 
 class DumpFile:
@@ -109,7 +114,7 @@ class DumpFile:
                 # QEMU's paging ELF: its segments are the kernel's virtual mappings (one physical page may be
                 # in several); read by them, as gdb reads it, not through the page tables.
                 self._virtual = ElfMemory(self.elf)
-            self._memory = self._elf_pages = _ElfPages(self.elf)
+            self._memory = self._elf_pages = _ElfPages(self.elf, lazy=self._virtual is not None)
             info = self.elf.vmcoreinfo() or {}
             self.notes = self.elf.notes
             phys_base = None

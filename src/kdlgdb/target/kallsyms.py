@@ -60,12 +60,14 @@ def decode_names(names: bytes, tokens: list[bytes], count: int) -> list[str]:
             pos += length + 1
     if pos > end:
         raise NoKallsyms(f"kallsyms_names ends inside its last symbol ({count} symbols)")
-    expanded = list(map(tokens.__getitem__, names[:pos]))
+    # str, not bytes: bytes.join takes a buffer view (~80 bytes) of every piece first, 170 MB for 6.12's 2 million.
+    texts = [token.decode("ascii", "replace") for token in tokens]
+    expanded = list(map(texts.__getitem__, names[:pos]))
     for start in starts:
-        expanded[start] = b"\n"
+        expanded[start] = "\n"
         if names[start] & 0x80:
-            expanded[start + 1] = b""
-    return b"".join(expanded).decode("ascii", "replace").split("\n")[1:]
+            expanded[start + 1] = ""
+    return "".join(expanded).split("\n")[1:]
 
 
 def decode_offsets(offsets: bytes, relative_base: int, count: int) -> list[int]:
