@@ -76,7 +76,8 @@ def bench(dump: samples.Dump, runs: int, cache_root: str) -> dict[str, Any]:
     btf = [kdlgdb(["waitfor", "--btf", "--json", str(dump.path)], cache) for _ in range(runs)]
     gdb = [kdlgdb(["waitfor", "--json", str(dump.vmlinux), str(dump.path)], cache) for _ in range(runs)]
     same = comparable(btf[0][2]) == comparable(gdb[0][2])
-    row = {"dump": f"{dump.path.parent.name.rsplit('-', 1)[0]} {dump.kind}", "kernel": dump.kernel, "size_mb": dump.path.stat().st_size / 1e6,
+    row = {"dump": f"{dump.path.parent.name.rsplit('-', 1)[0]} {dump.kind}", "kernel": dump.kernel,
+           "size_mb": dump.path.stat().st_size / 1e6,
            "tasks": len(json.loads(btf[0][2])["tasks"]), "same": same,
            "btf_first_s": first[0], "btf_first_kb": first[1], "btf_first_cpu": first[3],
            "btf_s": statistics.median(r[0] for r in btf), "btf_kb": statistics.median(r[1] for r in btf),

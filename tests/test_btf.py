@@ -178,7 +178,8 @@ TABLES = {"kallsyms_num_syms": 0xFFFFFFFF82000000, "kallsyms_relative_base": 0xF
           "kallsyms_names": 0xFFFFFFFF82003000, "kallsyms_offsets": 0xFFFFFFFF82100000}
 
 
-def kallsyms_tables(symbols: list[tuple[str, int]], absolute_percpu: bool = True) -> tuple[dict[int, bytes], dict[str, str]]:
+def kallsyms_tables(symbols: list[tuple[str, int]],
+                    absolute_percpu: bool = True) -> tuple[dict[int, bytes], dict[str, str]]:
     """(memory at runtime addresses, VMCOREINFO) of a kernel whose kallsyms hold ``symbols`` ((typed name, static
     address), in address order). Tokens: 0 to 127 the ASCII characters, 128 "mutex", 129 "_lock", the rest "?"."""
     tokens = [bytes([i]) for i in range(128)] + [b"mutex", b"_lock"] + [b"?"] * 126

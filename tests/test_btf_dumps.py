@@ -112,7 +112,8 @@ def test_symbols_and_types_equal_gdbs(real_kernel: str, tmp_path: Path, monkeypa
     if not has_btf(real_kernel):
         pytest.skip(f"{real_kernel} is built without CONFIG_DEBUG_INFO_BTF")
     dump = samples.ensure_dump("kdl_mutex", True, real_kernel, kind="kdump")
-    script = _GDB_FACTS.replace("SYMBOLS", repr(SYMBOLS)).replace("TYPES", repr(TYPES)).replace("MEMBERS", repr(MEMBERS))
+    script = _GDB_FACTS.replace("SYMBOLS", repr(SYMBOLS)).replace("TYPES", repr(TYPES))
+    script = script.replace("MEMBERS", repr(MEMBERS))
     done = gdb(dump.vmlinux, None, f"python exec({script!r})")
     (line,) = [line for line in done.stdout.splitlines() if line.startswith("@@")]
     facts = json.loads(line[2:])

@@ -72,14 +72,15 @@ class Btf:
 
     def __init__(self, data: bytes, what: str = "BTF", base: Optional["Btf"] = None,
                  index: Optional[tuple[bytes, bytes]] = None) -> None:
-        """``index``: :attr:`index` of the same bytes, kept from an earlier parse (a cache), instead of indexing again."""
+        """``index``: :attr:`index` of the same bytes, kept from an earlier parse (a cache), instead of indexing
+        again."""
         hdr_len, type_off, type_len, str_off, str_len = parse_header(data, what)
         self.what = what
         self.base = base
         self.types = data[hdr_len + type_off : hdr_len + type_off + type_len]
         self.strings = data[hdr_len + str_off : hdr_len + str_off + str_len]
-        self.first_id = base.next_id if base is not None else 1
-        self.first_str = base.next_str if base is not None else 0
+        self.first_id: int = base.next_id if base is not None else 1
+        self.first_str: int = base.next_str if base is not None else 0
         self._starts = array.array("I")  # where each type starts in the type section
         self._names = array.array("I")  # each type's name_off
         if index is not None:
@@ -87,8 +88,8 @@ class Btf:
             self._names.frombytes(index[1])
         else:
             self._index()
-        self.next_id = self.first_id + len(self._starts)
-        self.next_str = self.first_str + len(self.strings)
+        self.next_id: int = self.first_id + len(self._starts)
+        self.next_str: int = self.first_str + len(self.strings)
         self._by_name: dict[str, Optional[int]] = {}
 
     def _index(self) -> None:

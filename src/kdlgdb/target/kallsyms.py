@@ -26,7 +26,8 @@ from typing import Callable, Optional
 
 from ..errors import KdlError, ReadError
 
-__all__ = ["Kallsyms", "NoKallsyms", "KALLSYMS_KEYS", "decode_names", "decode_offsets", "symbol_count", "table_addresses"]
+__all__ = ["Kallsyms", "NoKallsyms", "KALLSYMS_KEYS", "decode_names", "decode_offsets", "symbol_count",
+           "table_addresses"]
 
 #: The VMCOREINFO entries kallsyms needs (all of them, since v6.0).
 KALLSYMS_KEYS = ("kallsyms_names", "kallsyms_num_syms", "kallsyms_token_table", "kallsyms_token_index",
@@ -46,7 +47,7 @@ def decode_names(names: bytes, tokens: list[bytes], count: int) -> list[str]:
 
     Every byte is expanded to its token at once (C speed), then each symbol's length byte (or two) is
     replaced by a newline, which no symbol name holds, and the whole split there."""
-    starts = []
+    starts: list[int] = []
     pos = 0
     end = len(names)
     for _ in range(count):
@@ -105,7 +106,9 @@ class Kallsyms:
         # scripts/kallsyms writes the symbols in address order, the one %pS names first among aliases.
         if any(a > b for a, b in zip(addresses, addresses[1:])):
             order = sorted(range(len(typed)), key=addresses.__getitem__)
-            addresses, names_only, typed = ([seq[i] for i in order] for seq in (addresses, names_only, typed))
+            addresses = [addresses[i] for i in order]
+            names_only = [names_only[i] for i in order]
+            typed = [typed[i] for i in order]
         self._addresses = addresses
         self._names = names_only
         self._types = [name[:1] for name in typed]
