@@ -27,11 +27,18 @@ def for_kernel(expected: dict[str, Any], kernel: str) -> dict[str, Any]:
     return samples.for_kernel(expected, kernel)
 
 
+def idle_tasks(expected: dict[str, Any]) -> set[str]:
+    """The scenario's threads that wait for work, on nothing (``"states"`` says I: TASK_IDLE, with or without
+    TASK_FREEZABLE): in no cycle or chain, and in no list of blocked (D) tasks."""
+    return {comm for comm, state in expected.get("states", {}).items() if state == "I"}
+
+
 def check_waitfor(doc: dict[str, Any], expected: dict[str, Any], truth: dict[str, Any]) -> None:
     """Assert every fact of ``expected`` (names) holds in ``doc`` (kdlgdb's JSON), via ``truth``.
 
     Waiting tasks are in D unless ``expected["states"]`` says otherwise (a CPU spinning on a spinlock
-    is R); ``expected["cpus"]`` names the CPU and context (``task``, ``softirq``, ``hardirq``) of tasks
+    is R), and idle tasks (:func:`idle_tasks`) are not listed at all (the JSON lists D tasks and tasks on
+    locks); ``expected["cpus"]`` names the CPU and context (``task``, ``softirq``, ``hardirq``) of tasks
     kdlgdb must find current on a CPU; a cycle's ``"interrupt"`` is a self-deadlock through an interrupt
     whose advice names the fix and the function that took the lock.
     """
@@ -44,7 +51,11 @@ def check_waitfor(doc: dict[str, Any], expected: dict[str, Any], truth: dict[str
     tasks = {t["pid"]: t for t in doc["tasks"]}
     locks = {lk["address"]: lk for lk in doc["locks"]}
 
+    idle = idle_tasks(expected)
     for comm in expected["tasks"]:
+        if comm in idle:
+            assert pid[comm] not in tasks, f"{comm} (pid {pid[comm]}) is idle, but listed: {tasks.get(pid[comm])}"
+            continue
         assert pid[comm] in tasks, f"{comm} (pid {pid[comm]}) missing from tasks"
         assert tasks[pid[comm]]["comm"] == comm
     for comm, lock in expected["waits"].items():

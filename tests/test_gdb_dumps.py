@@ -13,7 +13,7 @@ import pytest
 
 import matrix
 import samples
-from expectations import check_dump_answer
+from expectations import check_dump_answer, idle_tasks
 from realgdb import EXTENSION, gdb, kd_waitfor_json, kdlgdb, shared_gdb, waitfor_json
 
 pytestmark = pytest.mark.realkernel
@@ -121,6 +121,32 @@ def test_stacks_grouped_and_crash_state_names(real_kernel: str) -> None:
         assert f"1 task [D]: {comm} ({pid})" in groups and f"{comm}_fn [kdl_mutex]" in groups
     assert groups.count("mutex_lock") >= 3 or groups.count("rt_mutex") >= 3, groups
     assert stacks.index("DEADLOCK") < min(stacks.index(f"PID: {p} ") for p in pids.values()), stacks
+
+
+def test_idle_kthreads_read_I_and_are_not_blocked(real_kernel: str, tmp_path) -> None:
+    """kdl_control's two threads that wait for work: in TASK_IDLE, and in TASK_IDLE | TASK_FREEZABLE as nfsd's
+    threads do (0x2402). Both read I, as the guest's own /proc said, and are in no list of blocked tasks:
+    kd-tasks -s D, kd-bt -g, kd-waitfor's D count and NOT DECODED, the report's tasks, D groups and hung
+    tasks. A state compared with TASK_IDLE exactly reads the freezable one as D, and fails here."""
+    dump = samples.ensure_dump("kdl_control", False, real_kernel)
+    exp = samples.expected("kdl_control", real_kernel)
+    idle = {comm: dump.truth["tasks"][comm] for comm in idle_tasks(exp)}
+    assert set(idle) == {"kdl_c_idle", "kdl_c_frzidle"}
+    assert all(dump.truth["threads"][comm]["state"] == "I" for comm in idle)  # the kernel's own letter
+    report = tmp_path / "report.json"
+    listed, d_tasks, groups, graph, wrote = (shared_gdb(dump.vmlinux, dump.path, c).stdout for c in (
+        "kd-tasks kdl_c_", "kd-tasks -s D", "kd-bt -g", "kd-waitfor", f"kd-report -o {report}"))
+    assert f"wrote {report}" in wrote
+    for comm, pid in idle.items():
+        assert re.search(rf"^\s+{pid}\s+{pid}\s+[0-9a-f]{{16}}\s+I\s.*\s{comm}$", listed, re.M), listed
+        assert comm not in d_tasks + groups + graph
+    blocked = len(exp["tasks"]) - len(idle)  # the mutex's owner and its two waiters, all in the chain
+    assert f"D tasks: {blocked}, {blocked} in the graph above, 0 not decoded" in graph, graph
+    doc = json.loads(report.read_text())
+    pids = set(idle.values())
+    assert not pids & {t["pid"] for t in doc["tasks"]}  # the JSON lists D tasks and tasks on locks
+    assert not pids & {p for group in doc["d_state_groups"] for p in group["pids"]}
+    assert not pids & {h["pid"] for h in doc["kernel_log"]["hung_tasks"]}
 
 
 def test_spinning_cpus_in_gdb(real_kernel: str) -> None:

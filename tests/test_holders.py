@@ -11,6 +11,7 @@ from array import array
 from kdlgdb.analysis.graph import WaitForGraph
 from kdlgdb.kernel.collect import _infer_holders
 from kdlgdb.kernel.cpus import CpuState
+from kdlgdb.kernel.held import first_argument
 from kdlgdb.kernel.stack import Stack
 from kdlgdb.model import Lock, Snapshot, Task
 
@@ -54,3 +55,37 @@ def test_the_lock_a_cpu_spins_on_is_not_held_by_it() -> None:
     cpu0 = CpuState(0, {"rdi": QB, "rbx": QB}, A, "note 0", stacks=[stack_with(0xFFFFC90000203F00, QB)])
     _infer_holders(None, NoCode(), locks, tasks, {}, [cpu0])  # type: ignore[arg-type]
     assert locks[QB].owners == []
+
+
+# -- the constant argument of a call, from the code before it (kernel/held.py) ------------------------------
+def _call(code: bytes) -> bytes:
+    return code + b"\xe8\x00\x00\x00\x00"
+
+
+MOV_LOCK = b"\x48\xc7\xc7" + (0xFFFFFFFFC0123450 - (1 << 64)).to_bytes(4, "little", signed=True)  # mov $lock,%rdi
+
+
+def test_the_constant_loaded_into_rdi_right_before_the_call() -> None:
+    assert first_argument(_call(MOV_LOCK), len(MOV_LOCK), 0) == 0xFFFFFFFFC0123450
+    # the second argument set up in between: xor %esi,%esi; mov $0x2,%edx
+    between = b"\x31\xf6\xba\x02\x00\x00\x00"
+    assert first_argument(_call(MOV_LOCK + between), len(MOV_LOCK + between), 0) == 0xFFFFFFFFC0123450
+    lea = b"\x48\x8d\x3d\x10\x00\x00\x00"  # lea 0x10(%rip),%rdi: relative to the next instruction
+    assert first_argument(_call(lea), len(lea), 0x1000) == 0x1000 + len(lea) + 0x10
+
+
+def test_no_constant_when_rdi_is_written_after_it() -> None:
+    """What made a printk format read as kdl_spinjob's lock on the lock-debugging kernel: the constant was
+    an earlier call's argument."""
+    for between in (b"\xe8\x00\x00\x00\x00",  # call printk: %rdi is the callee's to change
+                    b"\x48\x89\xdf",  # mov %rbx,%rdi
+                    b"\x48\x8b\x7b\x08",  # mov 0x8(%rbx),%rdi
+                    b"\x48\x8d\x7b\x10",  # lea 0x10(%rbx),%rdi
+                    b"\xbf\x01\x00\x00\x00",  # mov $1,%edi
+                    b"\x31\xff"):  # xor %edi,%edi
+        code = MOV_LOCK + between
+        assert first_argument(_call(code), len(code), 0) is None, between.hex()
+    # ... but not when another register is written: mov %rbx,%r15; mov 0x8(%rbx),%r15
+    for between in (b"\x49\x89\xdf", b"\x4c\x8b\x7b\x08"):
+        code = MOV_LOCK + between
+        assert first_argument(_call(code), len(code), 0) == 0xFFFFFFFFC0123450, between.hex()

@@ -10,9 +10,12 @@ from __future__ import annotations
 import struct
 from typing import Optional
 
-from kdlgdb.errors import ReadError
+import pytest
+
+from kdlgdb.errors import CorruptError, ReadError
 from kdlgdb.kernel.naming import Namer, name_locks
 from kdlgdb.kernel.slab import SlabReader
+from kdlgdb.kernel.superblocks import SuperBlocks
 from kdlgdb.model import Frame, Lock, Naming, Snapshot, Task
 from kdlgdb.render.json import lock_json
 from kdlgdb.analysis.graph import WaitForGraph
@@ -291,3 +294,22 @@ def test_the_cache_list_is_read_once_and_pages_are_kept() -> None:
     for i in range(1, 30):
         n.name(OBJECTS + 64 * i + 8, "mutex")  # the same slab page: no read at all
     assert m.reads == before
+
+
+def test_the_superblock_list_is_walked_once_for_every_stage_that_asks() -> None:
+    """The freeze stage and the naming stage share one walk of ``super_blocks`` (kernel/superblocks.py)."""
+    m = heap()
+    m.superblock(SB + 0x4000, "proc", "proc")
+    sbs = SuperBlocks(m)  # type: ignore[arg-type]
+    assert sbs.all() == [SB, SB + 0x4000] and sbs.fs_and_device(SB) == ("ext2", "ram0")
+    before = m.reads
+    assert sbs.all() == [SB, SB + 0x4000] and Namer(m, {}, 16384, superblocks=sbs).superblocks() == {SB, SB + 0x4000}  # type: ignore[arg-type]
+    assert m.reads == before
+    # A list that cannot be walked: the error each time it is asked for; naming goes on without it.
+    broken = heap()
+    broken.put64(SB + 8, 0xDEAD000000000000)  # the first superblock's s_list.prev: the list is cut
+    sbs = SuperBlocks(broken)  # type: ignore[arg-type]
+    for _ in range(2):
+        with pytest.raises((ReadError, CorruptError)):
+            sbs.all()
+    assert sbs.readable() == set()

@@ -20,7 +20,7 @@ from typing import Any, Optional
 import matrix
 import pytest
 import samples
-from expectations import _behind, check_waitfor
+from expectations import _behind, check_waitfor, idle_tasks
 from realgdb import kdlgdb, shared_gdb
 
 from kdlgdb import cli, report
@@ -242,8 +242,9 @@ def test_document_formats_hold_summary_stacks_log_and_facts(scenario: str, fmt: 
     assert want["headline"] in head  # the verdict and its sentence come first
     assert len(head) < 600
     exp, truth = samples.expected(scenario), _truth(scenario)
-    for comm in exp["tasks"]:
-        assert f"{comm} (pid {truth['tasks'][comm]})" in plain or f"{comm} ({truth['tasks'][comm]})" in plain
+    for comm in exp["tasks"]:  # the idle ones (TASK_IDLE, also freezable) in no cycle, chain or list of D tasks
+        named = f"{comm} (pid {truth['tasks'][comm]})" in plain or f"{comm} ({truth['tasks'][comm]})" in plain
+        assert named != (comm in idle_tasks(exp)), comm
     # Stacks: every blocked task's lock slow path, marked.
     if fmt == "html":
         marked = re.findall(r'<span class="hll">(.*?)</span>\n', text)
@@ -264,9 +265,9 @@ def test_document_formats_hold_summary_stacks_log_and_facts(scenario: str, fmt: 
     if exp.get("blocked_when_loaded"):  # spinning CPUs: running threads, which no hung-task report names
         assert not any(f"INFO: task {comm}:{pid} blocked" in plain for comm, pid in truth["tasks"].items())
     else:
-        # The kernel log: the hung-task detector named every thread, and the graph explains each.
+        # The kernel log: the hung-task detector named every thread but the idle ones, and the graph explains each.
         for comm, pid in truth["tasks"].items():
-            assert f"INFO: task {comm}:{pid} blocked for more than 5 seconds." in plain
+            assert (f"INFO: task {comm}:{pid} blocked for more than 5 seconds." in plain) != (comm in idle_tasks(exp))
         assert "NO" not in re.findall(r"\bNO\b", plain.split("Kernel log")[-1].split("System")[0])  # every row says yes
     # System facts and the problems footer.
     for fact in (truth["kernel"], truth["kernel_offset"], f"/var/crash/{scenario}/vmcore", "wait-list scan",
@@ -302,8 +303,10 @@ def test_json_is_the_waitfor_schema_plus_report_keys(scenario: str) -> None:
     if samples.expected(scenario).get("blocked_when_loaded"):  # spinning CPUs: their threads are not hung
         assert not {(h["comm"], h["pid"]) for h in hung} & set(truth["tasks"].items())
     else:
-        # each task once or more: the detector reports again after another timeout when the dump came late
-        assert {(h["comm"], h["pid"]) for h in hung} == set(truth["tasks"].items())
+        # each task but the idle ones, once or more: the detector reports again after another timeout when the
+        # dump came late
+        idle = idle_tasks(samples.expected(scenario))
+        assert {(h["comm"], h["pid"]) for h in hung} == {(c, p) for c, p in truth["tasks"].items() if c not in idle}
         assert all(h["explained"] for h in hung)
     assert doc["kernel_log"]["records"] == len(bundle.log) > 300
     assert doc["facts"]["task_count"] == len(bundle.snapshot.tasks)
@@ -350,9 +353,9 @@ def test_dot_parses_and_draws_the_cycle_in_red(scenario: str) -> None:
     nodes = {n[1]: n for n in plain if n[0] == "node"}
     exp, truth = samples.expected(scenario), _truth(scenario)
     by_pid = {t.pid: t for t in bundle_of(scenario).snapshot.tasks}
-    for comm in exp["tasks"]:
+    for comm in exp["tasks"]:  # an idle task waits for work, not for a lock: no node
         task = by_pid[truth["tasks"][comm]]
-        assert render_dot.task_node(task.pid, task.address) in nodes, comm
+        assert (render_dot.task_node(task.pid, task.address) in nodes) != (comm in idle_tasks(exp)), comm
     for comm, held in exp["holds"].items():  # every chain's root is marked (a holder that waits on nothing)
         if held and not exp["cycles"] and comm not in exp["waits"]:
             root = by_pid[truth["tasks"][comm]]

@@ -17,6 +17,7 @@ from .naming import name_locks
 from .lockdep import LockdepLayout, held_lock_owners, lockdep_on, read_held_locks, task_held_locks
 from .locks import lock_kinds, last_reader
 from .freeze import name_freezes
+from .superblocks import SuperBlocks
 from .owners import Timing, check_owners
 from .percpu_rwsem import find_writer_waits, percpu_rwsem_kind
 from .rtmutex import RtLayout, find_rt_waits
@@ -88,6 +89,7 @@ class Collection:
     on_cpu: list[CpuState] = field(default_factory=list)  #: the CPUs whose registers the target has
     locks: dict[int, Lock] = field(default_factory=dict)  #: lock address -> Lock, every lock some task waits on
     spins: dict[int, SpinWait] = field(default_factory=dict)  #: task address -> the spinlock its CPU spins on
+    superblocks: Optional[SuperBlocks] = None  #: the super_blocks list, walked once (made by start)
 
     @property
     def problems(self) -> list[Problem]:
@@ -109,6 +111,9 @@ class Collection:
         k.forget_kept()  # what an interrupted collect kept
         return cls(k, snap, symbols, stacks, CodeReader(k, symbols), layout, letters, LockdepLayout.detect(k),
                    progress, source_lines, Backtracer(k, symbols, stacks) if exact else None)
+
+    def __post_init__(self) -> None:
+        self.superblocks = self.superblocks or SuperBlocks(self.k)
 
     def run(self, stages: Iterable[Stage]) -> Collection:
         for stage in stages:
@@ -300,7 +305,7 @@ def find_percpu_rwsem_writer_waits(c: Collection) -> None:
 def find_freezes(c: Collection) -> None:
     """A frozen superblock's sb_writers is held by the freeze, not a task. Before holders are inferred.
     Reads ``locks``. Writes ``locks`` (owners, details)."""
-    name_freezes(c.k, c.locks, c.problems)
+    name_freezes(c.k, c.locks, c.problems, c.superblocks)
 
 
 def find_spinlock_waits(c: Collection) -> None:
@@ -438,7 +443,7 @@ def name_heap_locks(c: Collection) -> None:
     """A name for each lock no symbol names: the field of a slab object (an inode's i_rwsem, a kmalloc'd
     struct's), a per-CPU variable, a task's stack object. Reads ``snap.locks``, ``tasks``. Writes
     ``snap.locks`` (``naming``)."""
-    name_locks(c.k, c.snap.locks, c.tasks, c.stacks.thread_size, c.symbols)
+    name_locks(c.k, c.snap.locks, c.tasks, c.stacks.thread_size, c.symbols, superblocks=c.superblocks)
 
 
 #: The algorithm: the stages of :func:`collect`, in order.

@@ -19,6 +19,7 @@ from ..model import Lock, Problem
 from .functions import FREEZE_WAITERS
 from .layout import Kernel
 from .list import list_for_each
+from .superblocks import SuperBlocks
 
 __all__ = ["name_freezes", "FREEZE_LEVELS"]
 
@@ -26,20 +27,20 @@ __all__ = ["name_freezes", "FREEZE_LEVELS"]
 FREEZE_LEVELS = {1: "SB_FREEZE_WRITE", 2: "SB_FREEZE_PAGEFAULT", 3: "SB_FREEZE_FS"}
 FROZEN = {0: "unfrozen", 1: "freezing (writes)", 2: "freezing (page faults)", 3: "freezing (filesystem)",
           4: "frozen"}
-MAX_SUPERBLOCKS = 100_000
 MAX_MOUNTS = 10_000
 MAX_DEPTH = 256
 
 
-def name_freezes(k: Kernel, locks: dict[int, Lock], problems: list[Problem]) -> None:
+def name_freezes(k: Kernel, locks: dict[int, Lock], problems: list[Problem], superblocks: Optional[SuperBlocks] = None) -> None:
     """Give each percpu rw-semaphore waited on that is a frozen superblock's ``sb_writers`` level
     its name and the freeze as holder. Reads: the ``super_blocks`` list. Writes: ``label``,
     ``holder`` and ``details["freeze"]`` of those locks."""
     wanted = [lk for lk in locks.values() if lk.type == "percpu_rwsem" and not lk.owners and "waits_for" not in lk.details]
     if not wanted or not k.has_member("struct super_block", "s_writers.rw_sem"):
         return
+    superblocks = superblocks or SuperBlocks(k)
     try:
-        found = _superblocks_of(k, {lk.address for lk in wanted})
+        found = _superblocks_of(k, superblocks.all(), {lk.address for lk in wanted})
     except (ReadError, CorruptError) as e:
         problems.append(Problem("superblocks", "super_blocks", str(e)))
         return
@@ -48,24 +49,19 @@ def name_freezes(k: Kernel, locks: dict[int, Lock], problems: list[Problem]) -> 
             continue
         sb, level = found[lock.address]
         try:
-            _describe(k, lock, sb, level)
+            _describe(k, superblocks, lock, sb, level)
         except (ReadError, CorruptError) as e:
             problems.append(Problem("superblock", f"{sb:#x}", str(e)))
 
 
-def _superblocks_of(k: Kernel, sems: set[int]) -> dict[int, tuple[int, int]]:
+def _superblocks_of(k: Kernel, superblocks: list[int], sems: set[int]) -> dict[int, tuple[int, int]]:
     """``{sem: (struct super_block *, freeze level)}`` for the semaphores that are some sb_writers level."""
-    head = k.symbol("super_blocks")
-    if head is None:
-        return {}
-    t = "struct super_block"
-    base = k.offset(t, "s_writers") + k.offset("struct sb_writers", "rw_sem")
+    base = k.offset("struct super_block", "s_writers") + k.offset("struct sb_writers", "rw_sem")
     size = k.size("struct percpu_rw_semaphore")
     levels = k.member("struct sb_writers", "rw_sem")
     count = levels[1] // size if levels else 3
     found = {}
-    for sb in list_for_each(k, head, MAX_SUPERBLOCKS):  # s_list is the first member: its node is the sb
-        sb -= k.offset(t, "s_list")
+    for sb in superblocks:
         for sem in sems:
             index, rest = divmod(sem - sb - base, size)
             if rest == 0 and 0 <= index < count:
@@ -73,13 +69,11 @@ def _superblocks_of(k: Kernel, sems: set[int]) -> dict[int, tuple[int, int]]:
     return found
 
 
-def _describe(k: Kernel, lock: Lock, sb: int, level: int) -> None:
-    t = "struct super_block"
-    writers = sb + k.offset(t, "s_writers")
+def _describe(k: Kernel, superblocks: SuperBlocks, lock: Lock, sb: int, level: int) -> None:
+    writers = sb + k.offset("struct super_block", "s_writers")
     frozen_at, frozen_size = k.member("struct sb_writers", "frozen") or (0, 4)
     frozen = int.from_bytes(k.read(writers + frozen_at, frozen_size), "little")
-    fstype = k.string(k.u64(k.u64(sb + k.offset(t, "s_type")) + k.offset("struct file_system_type", "name")), 64)
-    device = k.string(sb + k.offset(t, "s_id"), 32)
+    fstype, device = superblocks.fs_and_device(sb)
     where = mount_point(k, sb)
     what = f"{fstype} {device}" + (f" on {where}" if where else "")
     lock.label = f"sb_writers of {what} ({FREEZE_LEVELS.get(level, level)})"

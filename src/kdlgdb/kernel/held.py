@@ -22,7 +22,7 @@ from .layout import Kernel
 from .symbols import Symbols
 from .functions import ACQUIRE, RELEASE, SCHEDULER, SLOW_PATH_KIND, base_name
 
-__all__ = ["Acquisition", "CodeReader", "first_argument"]
+__all__ = ["Acquisition", "CodeReader", "first_argument", "may_write_rdi"]
 
 MAX_FUNCTION = 64 * 1024
 REACH_LIMIT = 2048  # bytes of a tail-calling function searched for the lock functions it reaches
@@ -177,12 +177,43 @@ def first_argument(code: bytes, call: int, start: int) -> Optional[int]:
     """The constant loaded into %rdi shortly before the call at ``code[call]``, if any.
 
     Recognises ``mov $imm32, %rdi`` (48 c7 c7, sign-extended: kernel and module
-    addresses fit) and ``lea disp32(%rip), %rdi`` (48 8d 3d) within 24 bytes.
+    addresses fit) and ``lea disp32(%rip), %rdi`` (48 8d 3d) within 24 bytes, the one
+    nearest the call. None when something between it and the call may write %rdi
+    (:func:`may_write_rdi`): then the constant was an earlier call's argument (a printk
+    format), or was replaced.
     """
     for end in range(call, max(call - 24, 6), -1):
         op = code[end - 7 : end - 4]
+        if op not in (b"\x48\xc7\xc7", b"\x48\x8d\x3d"):
+            continue
+        if may_write_rdi(code[end:call]):
+            return None
         if op == b"\x48\xc7\xc7":
             return struct.unpack_from("<i", code, end - 4)[0] & 0xFFFFFFFFFFFFFFFF
-        if op == b"\x48\x8d\x3d":
-            return start + end + struct.unpack_from("<i", code, end - 4)[0]
+        return start + end + struct.unpack_from("<i", code, end - 4)[0]
     return None
+
+
+def may_write_rdi(code: bytes) -> bool:
+    """Whether some instruction in ``code`` (a few bytes, not decoded) may write %rdi/%edi or call out.
+
+    Without an instruction decoder this looks for the byte patterns at every offset, so an immediate or a
+    displacement that contains one also counts: the answer errs towards "may", and the caller towards
+    not knowing the argument. The patterns: a call (``e8``), ``mov $imm32, %edi`` (``bf``), ``xor`` of
+    %edi (``31 ff``, ``33 ff``), and ``mov``/``lea`` with %rdi or %edi as destination
+    (``[REX] 89 /r`` with r/m = 7 in a register form, ``[REX] 8b /r`` and ``[REX] 8d /r`` with reg = 7).
+    """
+    for i, byte in enumerate(code):
+        if byte in (0xE8, 0xBF):
+            return True
+        if byte in (0x31, 0x33) and code[i + 1 : i + 2] == b"\xff":
+            return True
+        rex = i > 0 and 0x40 <= code[i - 1] <= 0x4F
+        modrm = code[i + 1] if i + 1 < len(code) else None
+        if modrm is None:
+            continue
+        if byte == 0x89 and modrm & 0xC7 == 0xC7 and not (rex and code[i - 1] & 1):  # REX.B: %r15, not %rdi
+            return True
+        if byte in (0x8B, 0x8D) and (modrm >> 3) & 7 == 7 and not (rex and code[i - 1] & 4):  # REX.R: %r15
+            return True
+    return False

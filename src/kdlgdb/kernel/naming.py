@@ -28,13 +28,12 @@ from typing import Optional
 from ..errors import CorruptError, ReadError
 from ..model import Lock, Naming, Task
 from .layout import Kernel, le64
-from .list import list_for_each
 from .slab import SlabObject, SlabReader
+from .superblocks import SuperBlocks
 from .symbols import Symbols
 
 __all__ = ["name_locks", "Namer", "CACHE_TYPES", "LOCK_MEMBERS"]
 
-MAX_SUPERBLOCKS = 100_000
 POINTER_SPAN = 16 * 4096  # module pointer variables closer than this are read together
 
 # Caches whose objects are one C type, starting at the object (the kernel's own kmem_cache_create names).
@@ -77,12 +76,13 @@ LOCK_MEMBERS = {
 
 
 def name_locks(k: Kernel, locks: list[Lock], tasks: dict[int, Task], thread_size: int,
-               symbols: Optional[Symbols] = None, per_cpu: Optional[list[int]] = None) -> None:
+               symbols: Optional[Symbols] = None, per_cpu: Optional[list[int]] = None,
+               superblocks: Optional[SuperBlocks] = None) -> None:
     """Set ``naming`` of every lock that has no symbol (``name()`` prefers a ``label`` of its kind to it)."""
     wanted = [lk for lk in locks if lk.symbol is None]
     if not wanted:
         return
-    namer = Namer(k, tasks, thread_size, symbols, per_cpu)
+    namer = Namer(k, tasks, thread_size, symbols, per_cpu, superblocks)
     for lock in wanted:
         try:
             lock.naming = namer.name(lock.address, lock.type)
@@ -107,7 +107,7 @@ class Namer:
     """Names for addresses of one snapshot; reads are kept for its life."""
 
     def __init__(self, k: Kernel, tasks: dict[int, Task], thread_size: int, symbols: Optional[Symbols] = None,
-                 per_cpu: Optional[list[int]] = None) -> None:
+                 per_cpu: Optional[list[int]] = None, superblocks: Optional[SuperBlocks] = None) -> None:
         self.k = k
         self.symbols = symbols
         self._pointers: Optional[dict[int, str]] = None
@@ -116,8 +116,8 @@ class Namer:
         self.slabs = SlabReader(k)
         self._per_cpu = per_cpu
         self._stacks = sorted((t.stack_base, a) for a, t in tasks.items() if t.stack_base)
-        self._superblocks: Optional[set[int]] = None
-        self._sb_names: dict[int, str] = {}
+        self._superblocks = superblocks or SuperBlocks(k)
+        self._readable: Optional[set[int]] = None
 
     def name(self, address: int, lock_type: str) -> Optional[Naming]:
         return self.per_cpu(address) or self.stack(address, lock_type) or self.heap(address)
@@ -262,29 +262,15 @@ class Namer:
 
     # -- superblocks --------------------------------------------------------
     def superblocks(self) -> set[int]:
-        """Every ``struct super_block`` on ``super_blocks``, read once."""
-        if self._superblocks is None:
-            self._superblocks = set()
-            k = self.k
-            head = k.symbol("super_blocks")
-            s_list = k.member("struct super_block", "s_list")
-            if head is not None and s_list is not None:
-                try:
-                    for node in list_for_each(k, head, MAX_SUPERBLOCKS):
-                        self._superblocks.add(node - s_list[0])
-                except (ReadError, CorruptError):
-                    pass
-        return self._superblocks
+        """Every ``struct super_block`` on ``super_blocks`` (none when the list cannot be walked)."""
+        if self._readable is None:
+            self._readable = self._superblocks.readable()
+        return self._readable
 
     def _sb_name(self, sb: int) -> str:
-        """``ext2 ram0``: the filesystem type and the device (``s_id``) of a superblock."""
-        if sb not in self._sb_names:
-            k = self.k
-            t = "struct super_block"
-            try:
-                fstype = k.string(k.u64(k.u64(sb + k.offset(t, "s_type")) + k.offset("struct file_system_type", "name")), 32)
-                device = k.string(sb + k.offset(t, "s_id"), 32)
-                self._sb_names[sb] = f"{fstype} {device}" if device and device != fstype else fstype
-            except ReadError:
-                self._sb_names[sb] = ""
-        return self._sb_names[sb]
+        """``ext2 ram0``: the filesystem type and the device (``s_id``) of a superblock; '' if unreadable."""
+        try:
+            fstype, device = self._superblocks.fs_and_device(sb)
+        except ReadError:
+            return ""
+        return f"{fstype} {device}" if device and device != fstype else fstype
