@@ -246,9 +246,13 @@ def test_kallsyms_names_and_static_addresses(absolute_percpu: bool) -> None:
         assert k.address("runqueues") == 0x31980 and k.lookup(0x31990) == ("runqueues", 0x10)
 
 
-def test_kallsyms_lookup_by_address() -> None:
-    memory, info = kallsyms_tables(SYMBOLS)
+@pytest.mark.parametrize("order", ["address", "other"])
+def test_kallsyms_lookup_by_address(order: str) -> None:
+    """Looked up by address whatever order the tables list the symbols in (scripts/kallsyms sorts them)."""
+    symbols = SYMBOLS if order == "address" else SYMBOLS[4:] + SYMBOLS[:4]
+    memory, info = kallsyms_tables(symbols)
     k = Kallsyms.from_memory(reader(memory), info, KASLR)
+    assert k.type_of("__mutex_lock.constprop.0") == "t" and k.type_of("linux_banner") == "D"
     assert k.lookup(0xFFFFFFFF81000010) == ("_text", 0x10)  # the first of aliases, as %pS
     assert k.lookup(0xFFFFFFFF81A1343D) == ("__mutex_lock.constprop.0", 0x39D)
     assert k.lookup(0xFFFFFFFF81C00126) == ("entry_SYSCALL_64_after_hwframe", 0x6E)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import array
 import struct
-from typing import Optional
+from typing import Iterator, Optional
 
 from ..errors import KdlError
 
@@ -152,21 +152,22 @@ class Btf:
     def name(self, type_id: int) -> str:
         return self.string(self.header(type_id)[3]) if type_id else ""
 
-    def _ids_named(self, name: str) -> list[int]:
-        """Every type called ``name`` (its base's first, for split BTF)."""
-        out = self.base._ids_named(name) if self.base is not None else []
+    def _ids_named(self, name: str) -> Iterator[int]:
+        """Every type called ``name`` (its base's first, for split BTF), found as they are asked for."""
+        if self.base is not None:
+            yield from self.base._ids_named(name)
         key = b"\0" + name.encode() + b"\0"
         at = self.strings.find(key)
         if at < 0 and not self.strings.startswith(key[1:]):  # (split BTF's strings need not start with "")
-            return out
+            return
         name_off = self.first_str + at + 1
         names, i = self._names, -1
         while True:
             try:
                 i = names.index(name_off, i + 1)
             except ValueError:
-                return out
-            out.append(self.first_id + i)
+                return
+            yield self.first_id + i
 
     # -- questions ----------------------------------------------------------------
     def find(self, type_name: str) -> Optional[int]:

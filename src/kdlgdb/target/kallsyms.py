@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import array
 import bisect
+import itertools
+import operator
 import sys
 from collections.abc import Mapping
 from typing import Callable, Optional
@@ -104,14 +106,13 @@ class Kallsyms:
         # Of namesakes (static functions, static data of several files) the first, as kallsyms_lookup_name().
         self._by_name = dict(zip(reversed(names_only), reversed(addresses)))
         # scripts/kallsyms writes the symbols in address order, the one %pS names first among aliases.
-        if any(a > b for a, b in zip(addresses, addresses[1:])):
-            order = sorted(range(len(typed)), key=addresses.__getitem__)
-            addresses = [addresses[i] for i in order]
-            names_only = [names_only[i] for i in order]
-            typed = [typed[i] for i in order]
+        self._order: Optional[list[int]] = None  # positions in address order, when the tables' is not
+        if not all(map(operator.le, addresses, itertools.islice(addresses, 1, None))):
+            self._order = sorted(range(len(typed)), key=addresses.__getitem__)
+            addresses = [addresses[i] for i in self._order]
+            names_only = [names_only[i] for i in self._order]
         self._addresses = addresses
         self._names = names_only
-        self._types = [name[:1] for name in typed]
 
     @classmethod
     def from_memory(cls, read: Read, vmcoreinfo: Mapping[str, str], kaslr_offset: int) -> "Kallsyms":
@@ -162,7 +163,7 @@ class Kallsyms:
         i = bisect.bisect_left(self._addresses, address)
         while i < len(self._addresses) and self._addresses[i] == address:
             if self._names[i] == name:
-                return self._types[i]
+                return self.typed[self._order[i] if self._order is not None else i][:1]
             i += 1
         return None
 
