@@ -225,3 +225,21 @@ def test_a_modules_type_from_its_own_btf(real_kernel: str) -> None:
     assert target.member("struct kdl_dev", "users") == (8 + mutex + 4, 4)
     assert target.member("struct kdl_dev", "cfg") == (8 + mutex + 8, 4)
     assert target.type_size("struct kdl_dev") == 8 + mutex + 16
+
+
+def test_no_vmlinux_installed_means_the_btf_path(real_kernel: str, tmp_path: Path) -> None:
+    """Where no vmlinux of the dump's release is installed (here: looked for where there is none), triage and the
+    report read the dump's own BTF and kallsyms, and say where they looked."""
+    if not has_btf(real_kernel):
+        pytest.skip(f"{real_kernel} is built without CONFIG_DEBUG_INFO_BTF")
+    from kdlgdb import report
+
+    dump = samples.ensure_dump("kdl_mutex", False, real_kernel, kind="kdump")
+    nowhere = [str(tmp_path / "vmlinux-{release}")]
+    row = report.triage_one(str(dump.path), places=nowhere)
+    assert (row.verdict, row.status, row.release) == ("deadlock", 1, samples.release(real_kernel))
+    vmlinux, how = report.debug_info_for(str(dump.path), None, places=nowhere)
+    assert vmlinux is None and how.startswith(f"no vmlinux for {samples.release(real_kernel)} (looked in {tmp_path}")
+    bundle = report.collect_bundle(None, str(dump.path), how=how)
+    assert bundle.snapshot.debug_info == "btf" and all(f.source is None for t in bundle.snapshot.tasks for f in t.frames)
+    assert "vmlinux" not in bundle.facts and "debugger" not in bundle.facts
