@@ -86,6 +86,8 @@ def lzo1x_decompress(src: bytes, limit: int) -> bytes:
         start = len(out) - distance
         if start < 0:
             raise LzoError(f"a match {distance} bytes back, with {len(out)} bytes out")
+        if len(out) + length > limit:
+            raise LzoError(f"more than {limit} bytes")
         if distance >= length:
             out += out[start : start + length]
         else:  # overlapping: a run of the last `distance` bytes
