@@ -202,8 +202,10 @@ class Btf:
             type_id = inner
         raise KdlError(f"{self.what}: a typedef chain longer than {_MAX_DEPTH} at type {type_id}")
 
-    def size(self, type_id: int) -> Optional[int]:
+    def size(self, type_id: int, depth: int = 0) -> Optional[int]:
         """``sizeof`` the type, or None (void, a function, a declaration)."""
+        if depth > _MAX_DEPTH:
+            raise KdlError(f"{self.what}: arrays nested deeper than {_MAX_DEPTH} at type {type_id}")
         type_id = self.resolve(type_id)
         if not type_id:
             return None
@@ -212,7 +214,7 @@ class Btf:
             return 8
         if kind == Kind.ARRAY:
             elem, _, count = self.items(type_id)[0]
-            each = self.size(elem)
+            each = self.size(elem, depth + 1)
             return None if each is None else each * count
         if kind in (Kind.INT, Kind.STRUCT, Kind.UNION, Kind.ENUM, Kind.ENUM64, Kind.FLOAT, Kind.DATASEC):
             return size
