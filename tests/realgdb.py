@@ -22,9 +22,11 @@ EXTENSION = ROOT / "gdbext" / "kdlgdb.py"
 HERE = Path(__file__).resolve().parent
 
 
-def kdlgdb(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    """The ``kdlgdb`` command of *this* checkout (an installed console script may point at another clone)."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])))
+def kdlgdb(*args: str, timeout: int = 300, env: Optional[dict[str, str]] = None) -> subprocess.CompletedProcess:
+    """The ``kdlgdb`` command of *this* checkout (an installed console script may point at another clone); ``env``
+    adds to the environment."""
+    env = dict(os.environ, **(env or {}),
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])))
     return subprocess.run([sys.executable, "-m", "kdlgdb.cli"] + list(args), capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL, env=env)
 

@@ -1,6 +1,7 @@
 """kdlgdb's own dump reader, without gdb: page tables, kdump files, flattened files, codecs."""
 from __future__ import annotations
 
+import types
 from pathlib import Path
 
 import pytest
@@ -80,20 +81,48 @@ def test_no_page_tables_in_vmcoreinfo() -> None:
         PageTables(lambda a, n: bytes(n), {"OSRELEASE": "6.1.0"})
 
 
-def test_missing_codec_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+def _without(module: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``import module`` fail, and kdump forget the codecs it loaded."""
     import builtins
 
     real_import = builtins.__import__
 
-    def no_lzo(name, *args, **kwargs):
-        if name == "lzo":
+    def without(name, *args, **kwargs):
+        if name == module:
             raise ImportError(name)
         return real_import(name, *args, **kwargs)
 
-    monkeypatch.setattr(builtins, "__import__", no_lzo)
+    monkeypatch.setattr(builtins, "__import__", without)
     monkeypatch.setattr(kdump, "_CODECS", {})
-    with pytest.raises(KdlError, match=r"lzo-compressed: install python3-lzo \(apt-get install python3-lzo\)"):
-        kdump._codec(kdump.LZO)
+
+
+def test_missing_codec_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    _without("snappy", monkeypatch)
+    with pytest.raises(KdlError, match=r"snappy-compressed: install python3-snappy \(apt-get install python3-snappy\)"):
+        kdump._codec(kdump.SNAPPY)
+
+
+def test_lzo_without_python_lzo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without python-lzo, kdlgdb's own LZO1X decoder (target/lzo.py): literals, a match that overlaps its own
+    output, the end marker; a corrupt stream is a corrupt page."""
+    _without("lzo", monkeypatch)
+    codec = kdump._codec(kdump.LZO)
+    end = b"\x11\x00\x00"
+    assert codec(b"\x16hello" + end, 4096) == b"hello"  # first byte 22: 5 literals
+    # 3 literals, then 1 01 010 00 (copy 5 + 1 bytes from (0 << 3) + 2 + 1 = 3 back), its byte H = 0
+    assert codec(b"\x14abc" + bytes([0b10101000, 0]) + end, 4096) == b"abcabcabc"
+    # state 0, opcode 0 and its byte 3: a run of 15 + 3 + 3 literals; then 0 0 1 00011 (copy 3 + 2 bytes),
+    # le16 (1 << 2) | 2: from 2 back, then 2 literals
+    run = bytes(range(65, 86))
+    assert codec(b"\x00\x03" + run + bytes([0b00100011, 0b110, 0]) + b"yz" + end, 4096) == \
+        run + run[-2:] * 2 + run[-2:-1] + b"yz"
+    # 0 0 0 1 0 001: copy 2 + 1 bytes from 16384 + (4 >> 2) back, with nothing out yet
+    with pytest.raises(ReadError, match="corrupt compressed page: lzo: a match 16385 bytes back, with 0 bytes out"):
+        kdump.KdumpFile._decompress(types.SimpleNamespace(block_size=4096), kdump.LZO,  # type: ignore[arg-type]
+                                    bytes([0b00010001, 4, 0]) + end, 0x1000)
+    with pytest.raises(ReadError, match="more than 8 bytes"):
+        kdump.KdumpFile._decompress(types.SimpleNamespace(block_size=8), kdump.LZO,  # type: ignore[arg-type]
+                                    b"\x14abc" + bytes([0b10101000, 0]) + end, 0x1000)
 
 
 # -- the real sample dumps ---------------------------------------------------------------------
@@ -115,7 +144,7 @@ def test_every_format_holds_the_same_kernel_memory(kaslr: bool, real_kernel: str
         path = samples.ensure_dump("kdl_abba", kaslr, real_kernel, kind=kind).path
         assert dump_format(str(path)) == ("elf-physical" if kind == "phys" else "kdump")
         assert dump_vmcoreinfo(str(path))["KERNELOFFSET"] == f"{offset:x}"
-        if not _importable(CODEC_MODULES.get(kind, "zlib")):
+        if kind != "kdump-lzo" and not _importable(CODEC_MODULES.get(kind, "zlib")):  # (lzo: kdlgdb's own)
             continue  # read in gdb's Python (Debian's packages) by test_formats; this Python may lack it
         dump = open_dump(str(path))
         try:

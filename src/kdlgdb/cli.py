@@ -42,6 +42,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                    help=f"the dump ({report.DUMP_FORMATS}), optionally after its vmlinux (or give --vmlinux); "
                         "with --remote, the vmlinux alone")
     w.add_argument("--vmlinux", help=report.VMLINUX_HELP)
+    w.add_argument("--btf", action="store_true", help=report.BTF_HELP)
     w.add_argument("--remote", metavar="HOST:PORT", help="a live kernel's gdbstub (QEMU -s: localhost:1234)")
     w.add_argument("--json", action="store_true", help="JSON instead of text")
     w.add_argument("-p", "--pid", type=int, help="only the cycle or chain of this pid")
@@ -72,14 +73,18 @@ def _run(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return outcome.status
 
     try:
-        vmlinux, vmcore = _waitfor_inputs(args)
+        vmlinux, vmcore, how = _waitfor_inputs(args)
     except KdlError as e:
         print(f"kdlgdb: {e}", file=sys.stderr)
         return 2
     kd_argv = (["--json"] if args.json else []) + (["-p", str(args.pid)] if args.pid is not None else [])
     try:
-        out, status = run_batch(vmlinux, vmcore, args.remote, BATCH,
-                                {"command": "kd-waitfor", "argv": kd_argv, "record": args.record})
+        if vmlinux is None:
+            assert vmcore is not None
+            out, status = _without_gdb(vmcore, kd_argv, args.record, how)
+        else:
+            out, status = run_batch(vmlinux, vmcore, args.remote, BATCH,
+                                    {"command": "kd-waitfor", "argv": kd_argv, "record": args.record})
     except KdlError as e:
         print(f"kdlgdb: {e}", file=sys.stderr)
         return 2
@@ -90,24 +95,36 @@ def _run(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return status
 
 
-def _waitfor_inputs(args: argparse.Namespace) -> tuple[str, Optional[str]]:
-    """(vmlinux, dump or None) of ``kdlgdb waitfor``: ``[VMLINUX] VMCORE``, ``VMCORE --vmlinux V``, or with
-    ``--remote`` the vmlinux alone (positional or --vmlinux); the vmlinux found by the dump's release when
-    not given."""
+def _without_gdb(dump: str, kd_argv: list[str], record: Optional[str], how: str) -> tuple[str, int]:
+    """kd-waitfor on the dump read with its own BTF and kallsyms, in this process."""
+    from .frontends import btf
+
+    try:
+        return btf.batch("kd-waitfor", kd_argv, dump, record=record)
+    except KdlError as e:
+        raise KdlError(f"{e}{report.without_vmlinux(how)}") from None
+
+
+def _waitfor_inputs(args: argparse.Namespace) -> tuple[Optional[str], Optional[str], str]:
+    """(vmlinux or None, dump or None, how the vmlinux was chosen) of ``kdlgdb waitfor``: ``[VMLINUX] VMCORE``,
+    ``VMCORE --vmlinux V``, or with ``--remote`` the vmlinux alone (positional or --vmlinux); the vmlinux found by
+    the dump's release when not given, and None (the dump's own BTF and kallsyms) when none is found or ``--btf``."""
     paths = list(args.paths)
     if args.vmlinux is not None:
         paths.insert(0, args.vmlinux)
     if args.remote is not None:
         if len(paths) != 1:
             raise KdlError("with --remote, give the vmlinux alone: kdlgdb waitfor VMLINUX --remote HOST:PORT")
-        return paths[0], None
-    if len(paths) == 1:
-        dump_format(paths[0])  # one line now if it is no dump at all
-        return report.vmlinux_for(paths[0], None)[0], paths[0]
-    if len(paths) != 2:
+        if args.btf:
+            raise KdlError("--btf reads a dump; a live kernel is read by gdb with its vmlinux")
+        return paths[0], None, "given"
+    if len(paths) not in (1, 2):
         raise KdlError("give the dump, optionally after its vmlinux (kdlgdb waitfor [VMLINUX] VMCORE), "
                        "or --remote HOST:PORT with the vmlinux")
-    return paths[0], paths[1]
+    if len(paths) == 1:
+        dump_format(paths[0])  # one line now if it is no dump at all
+    vmlinux, how = report.debug_info_for(paths[-1], paths[0] if len(paths) == 2 else None, args.btf)
+    return vmlinux, paths[-1], how
 
 
 if __name__ == "__main__":

@@ -224,6 +224,9 @@ class Snapshot:
     # lockdep (CONFIG_LOCKDEP): None without it; else whether it was still checking (debug_locks): after its first
     # report it turns itself off and records no acquisition or release since, so held_locks may be stale.
     lockdep_on: Optional[bool] = None
+    # Where the types and symbols came from: "dwarf" (the vmlinux, through gdb or crash) or "btf" (the dump's own
+    # BTF and kallsyms, no vmlinux: frames then have no file:line). target.base.DEBUG_INFO says it in words.
+    debug_info: str = "dwarf"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

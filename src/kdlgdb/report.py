@@ -39,6 +39,7 @@ from .frontends.session import (  # noqa: F401  (the bundle's API, named here to
     with_log_facts,
     write_report,
 )
+from .frontends import btf as btf_front_end
 from .gdbrun import BATCH_BUNDLE, run_batch
 from .render.report import FORMATS, chain_sentence, cycle_line, format_crash_time, verdict
 from .kernel.collect import crash_time
@@ -63,6 +64,7 @@ __all__ = [
     "format_for",
     "dump_release",
     "find_vmlinux",
+    "debug_info_for",
     "collect_bundle",
     "triage",
     "triage_one",
@@ -80,6 +82,7 @@ VMLINUX_PLACES = (
 )
 
 GDB_TIMEOUT = 600.0
+NO_VMLINUX = ": the dump's own BTF and kallsyms"  # ends debug_info_for's "how" when no vmlinux was found
 
 
 # -- dumps, vmlinux and gdb ------------------------------------------------------
@@ -116,15 +119,47 @@ def vmlinux_for(dump: str, vmlinux: Optional[str], places: Sequence[str] = VMLIN
     return found, f"found by the dump's release {release}"
 
 
-def collect_bundle(vmlinux: str, dump: str, timeout: float = GDB_TIMEOUT) -> Bundle:
-    """Run gdb in batch mode on ``dump`` and return the bundle it writes; KdlError (one line) when it fails."""
-    try:
-        out, _ = run_batch(vmlinux, dump, None, BATCH_BUNDLE, {}, timeout=timeout)
-        bundle = Bundle.from_dict(json.loads(out))
-    except KdlError as e:
-        raise KdlError(str(e).removeprefix("kdlgdb report: ")) from None
-    except ValueError as e:
-        raise KdlError(f"gdb wrote no bundle for {dump}: {e}") from None
+def debug_info_for(dump: str, vmlinux: Optional[str], btf: bool = False,
+                   places: Sequence[str] = VMLINUX_PLACES) -> tuple[Optional[str], str]:
+    """(the vmlinux to read the dump with, or None for the dump's own BTF and kallsyms; how it was chosen).
+
+    A vmlinux given or found by the dump's release is used (gdb, with DWARF's source lines); without one,
+    or with ``btf``, the dump's own BTF and kallsyms, and no gdb."""
+    if btf:
+        if vmlinux is not None:
+            raise KdlError("give either a vmlinux or --btf, not both")
+        return None, "--btf: the dump's own BTF and kallsyms"
+    if vmlinux is not None:
+        return vmlinux_for(dump, vmlinux, places)
+    release = dump_release(dump)
+    found, looked = find_vmlinux(release, places)
+    if found is not None:
+        return found, f"found by the dump's release {release}"
+    return None, f"no vmlinux for {release} (looked in {', '.join(looked)}){NO_VMLINUX}"
+
+
+def without_vmlinux(how: str) -> str:
+    """What to add to the error of the dump's own BTF and kallsyms (``how``, from :func:`debug_info_for`): where
+    kdlgdb looked for a vmlinux, or nothing (``--btf``)."""
+    return f"; {how.removesuffix(NO_VMLINUX)}" if how.endswith(NO_VMLINUX) else ""
+
+
+def collect_bundle(vmlinux: Optional[str], dump: str, timeout: float = GDB_TIMEOUT, how: str = "") -> Bundle:
+    """Run gdb in batch mode on ``dump`` and return the bundle it writes, or without a vmlinux read the dump
+    with its own BTF and kallsyms in this process; KdlError (one line) when it fails."""
+    if vmlinux is None:
+        try:
+            bundle = btf_front_end.bundle(dump)
+        except KdlError as e:
+            raise KdlError(f"{e}{without_vmlinux(how)}") from None
+    else:
+        try:
+            out, _ = run_batch(vmlinux, dump, None, BATCH_BUNDLE, {}, timeout=timeout)
+            bundle = Bundle.from_dict(json.loads(out))
+        except KdlError as e:
+            raise KdlError(str(e).removeprefix("kdlgdb report: ")) from None
+        except ValueError as e:
+            raise KdlError(f"gdb wrote no bundle for {dump}: {e}") from None
     bundle.facts.setdefault("dump", dump)
     if "dump_mtime" not in bundle.facts and file_time(dump) is not None:
         bundle.facts["dump_mtime"] = file_time(dump)
@@ -150,7 +185,7 @@ class TriageRow:
 
 
 def triage_one(dump: str, vmlinux: Optional[str] = None, places: Sequence[str] = VMLINUX_PLACES,
-               timeout: float = GDB_TIMEOUT) -> TriageRow:
+               timeout: float = GDB_TIMEOUT, btf: bool = False) -> TriageRow:
     """The verdict on one dump; never raises for a dump it cannot read (the row says why)."""
     release = ""
     crashed = format_crash_time(None, file_time(dump))
@@ -161,8 +196,8 @@ def triage_one(dump: str, vmlinux: Optional[str] = None, places: Sequence[str] =
         except KdlError:
             if vmlinux is None:
                 raise
-        chosen, _ = vmlinux_for(dump, vmlinux, places)
-        bundle = collect_bundle(chosen, dump, timeout=timeout)
+        chosen, how = debug_info_for(dump, vmlinux, btf, places)
+        bundle = collect_bundle(chosen, dump, timeout=timeout, how=how)
     except KdlError as e:
         return TriageRow(dump, release or "?", f"error: {e}", "", 2, crashed)
     snap = bundle.snapshot
@@ -188,7 +223,7 @@ Progress = Callable[[int, int, str], None]
 
 
 def triage(dumps: Sequence[str], vmlinux: Optional[str] = None, progress: Optional[Progress] = None,
-           places: Sequence[str] = VMLINUX_PLACES, timeout: float = GDB_TIMEOUT) -> list[TriageRow]:
+           places: Sequence[str] = VMLINUX_PLACES, timeout: float = GDB_TIMEOUT, btf: bool = False) -> list[TriageRow]:
     """One :class:`TriageRow` per dump, in the order given.
 
     ``progress(done, total, dump)`` is called before each dump and once more at the end (``done == total``).
@@ -197,7 +232,7 @@ def triage(dumps: Sequence[str], vmlinux: Optional[str] = None, progress: Option
     for i, dump in enumerate(dumps):
         if progress is not None:
             progress(i, len(dumps), dump)
-        rows.append(triage_one(dump, vmlinux, places, timeout))
+        rows.append(triage_one(dump, vmlinux, places, timeout, btf))
     if progress is not None:
         progress(len(dumps), len(dumps), "")
     return rows
@@ -237,7 +272,9 @@ EXIT_STATUS = ("Exit status: 0 the analysis ran and found no lock cycle, or the 
 DUMP_FORMATS = ("QEMU's or makedumpfile's ELF vmcore (paging or physical), kdump-compressed (zlib, lzo, snappy, zstd; "
                 "flattened or not, filtered or not)")
 VMLINUX_HELP = ("the vmlinux with DWARF that matches the dump (default: found by the dump's release in "
-                + ", ".join(VMLINUX_PLACES) + ")")
+                + ", ".join(VMLINUX_PLACES) + "; without one, the dump's own BTF and kallsyms)")
+BTF_HELP = ("read types and symbols from the dump's own BTF and kallsyms even when a vmlinux is installed: no gdb, "
+            "no source lines (kernels 6.0 and later built with CONFIG_DEBUG_INFO_BTF)")
 
 
 def add_subcommands(sub: Any) -> None:
@@ -250,6 +287,7 @@ def add_subcommands(sub: Any) -> None:
     r.add_argument("paths", nargs="*", metavar="[VMLINUX] VMCORE",
                    help=f"the dump ({DUMP_FORMATS}), optionally after its vmlinux (or give --vmlinux)")
     r.add_argument("--vmlinux", help=VMLINUX_HELP)
+    r.add_argument("--btf", action="store_true", help=BTF_HELP)
     r.add_argument("-o", "--output", metavar="FILE",
                    help="write the report to FILE; its extension (.html, .md, .json, .txt) gives the format "
                         "(default: text on standard output)")
@@ -267,6 +305,7 @@ def add_subcommands(sub: Any) -> None:
     t.add_argument("dumps", nargs="+", metavar="VMCORE")
     t.add_argument("--vmlinux", help="use this vmlinux for every dump (default: found by each dump's release in "
                                      + ", ".join(VMLINUX_PLACES) + ")")
+    t.add_argument("--btf", action="store_true", help=BTF_HELP)
     t.add_argument("--timeout", type=float, default=GDB_TIMEOUT, help="seconds gdb may take on one dump (%(default)s)")
 
 
@@ -293,10 +332,10 @@ def _cli_report(args: argparse.Namespace) -> Outcome:
         dump_format(dump)  # one line now if it is no dump at all
         if len(args.paths) == 2 and args.vmlinux is not None:
             raise KdlError("give the vmlinux once: before the dump or with --vmlinux")
-        vmlinux, how = vmlinux_for(dump, args.paths[0] if len(args.paths) == 2 else args.vmlinux)
-        bundle = collect_bundle(vmlinux, dump)
-        if how != "given":
-            bundle.facts["vmlinux_search"] = how
+        vmlinux, how = debug_info_for(dump, args.paths[0] if len(args.paths) == 2 else args.vmlinux, args.btf)
+        bundle = collect_bundle(vmlinux, dump, how=how)
+        if vmlinux is not None and how != "given" or how.startswith("no vmlinux"):
+            bundle.facts["vmlinux_search"] = how.removesuffix(NO_VMLINUX)
         if args.save_bundle:
             save_bundle(bundle, args.save_bundle)
     if args.output is None or args.output == "-":
@@ -308,5 +347,5 @@ def _cli_report(args: argparse.Namespace) -> Outcome:
 
 
 def _cli_triage(args: argparse.Namespace, progress: Optional[Progress] = None) -> Outcome:
-    rows = triage(args.dumps, vmlinux=args.vmlinux, progress=progress, timeout=args.timeout)
+    rows = triage(args.dumps, vmlinux=args.vmlinux, progress=progress, timeout=args.timeout, btf=args.btf)
     return Outcome(triage_status(rows), out=triage_table(rows) + "\n")

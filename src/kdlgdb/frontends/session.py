@@ -47,7 +47,7 @@ __all__ = [
 
 BUNDLE_VERSION = 3
 #: The shape of the model (:func:`model_schema`) each bundle version was written with.
-BUNDLE_SCHEMAS = {1: "57a6b1df", 2: "c237cd2c", 3: "9b3c98b2"}
+BUNDLE_SCHEMAS = {1: "57a6b1df", 2: "c237cd2c", 3: "fd195705"}
 
 
 def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
@@ -59,7 +59,9 @@ def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
 
 def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
     """Version 3 added a task's ``wait_source`` (which source decided the lock it waits on), default "": a
-    version-2 bundle reads as a snapshot that does not say."""
+    version-2 bundle reads as a snapshot that does not say; and the snapshot's ``debug_info`` (``"btf"`` when the
+    dump's own BTF and kallsyms gave the types and symbols): every version-2 bundle was written by gdb or crash
+    from the vmlinux, ``"dwarf"``, the default."""
     return {**data, "kdlgdb_bundle": 3}
 
 
@@ -301,6 +303,10 @@ class Session:
     def forget(self) -> None:
         """The kernel may have changed: read it again next time."""
         self._kernel = self._snapshot = self._with_lines = None
+
+    def opened_target(self) -> Optional[Target]:
+        """The Target of the Kernel read so far, or None (nothing asked yet)."""
+        return self._kernel.target if self._kernel is not None else None
 
     def kernel(self) -> Kernel:
         """The Kernel (KASLR and layouts found once)."""

@@ -103,6 +103,7 @@ class Collection:
         stacks of sleeping tasks are scanned for return addresses instead of unwound."""
         k = source if isinstance(source, Kernel) else Kernel(source)
         snap = Snapshot(release=k.release, kaslr_offset=k.kaslr_offset, sources=lock_sources(k), dump=k.target.describe(),
+                        debug_info=k.target.debug_info,
                         crash_time=crash_time(k.vmcoreinfo))
         layout = TaskLayout.detect(k)
         letters = task_state_letters(k)

@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 from ..errors import KdlError, ReadError
 from ..model import Problem
+from ..target.base import DEBUG_INFO
 from .collect import LOCK_SOURCES, crash_time, lock_sources
 from .layout import Kernel
 from .printk import kernel_log, panic_message
@@ -37,6 +38,7 @@ class SystemInfo:
     sources: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     preempt_rt: bool = False  # mutex, rw_semaphore and spinlock_t are built on rt_mutex
+    debug_info: str = "dwarf"  # where types and symbols come from (target.base.DEBUG_INFO)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,6 +56,7 @@ class SystemInfo:
             ("uptime", uptime),
             ("kaslr offset", f"{self.kaslr_offset:#x}"),
             ("dump", self.dump),
+            ("types", DEBUG_INFO.get(self.debug_info, self.debug_info)),
             ("crash time", crashed),
             ("panic", self.panic or "none in the kernel log"),
             ("PREEMPT_RT", "yes (struct mutex is built on rt_mutex: mutex, rw_semaphore, spinlock_t and rwlock_t "
@@ -92,4 +95,5 @@ def system_info(k: Kernel) -> SystemInfo:
         sources=lock_sources(k),
         problems=[str(p) for p in problems],
         preempt_rt=preempt_rt(k),
+        debug_info=k.target.debug_info,
     )

@@ -19,6 +19,7 @@ __all__ = ["TaskLayout", "for_each_task", "task_state_letters", "read_task", "pe
 # (cyclic) list ends with a problem instead of a hang.
 MAX_TASKS = 4_000_000
 MAX_CPUS = 8192  # x86_64's largest NR_CPUS (CONFIG_MAXSMP)
+MAX_TASK_STATES = 16  # entries of task_state_array: 9 since v4.14
 
 # TASK_NOLOAD, 0x400 since v4.14 (92c4bc9f9cd9, "sched/debug: Convert TASK_state
 # to hex"); TASK_IDLE is TASK_UNINTERRUPTIBLE | TASK_NOLOAD and reports as 'I'.
@@ -105,9 +106,22 @@ class TaskLayout:
 def task_state_letters(k: Kernel) -> list[str]:
     """First letters of the kernel's own ``task_state_array`` ("R", "S", "D", ..., "I")."""
     address = k.need_symbol("task_state_array")
-    count = (k.target.symbol_size("task_state_array") or 0) // 8
-    pointers = k.read(address, 8 * count)
-    return [k.string(le64(pointers, 8 * i), 2)[:1] for i in range(count)]
+    size = k.target.symbol_size("task_state_array")
+    if size is not None:
+        pointers = k.read(address, size // 8 * 8)
+        return [k.string(le64(pointers, 8 * i), 2)[:1] for i in range(size // 8)]
+    # A target without the array's type (the dump's BTF describes per-CPU variables only): its entries are
+    # "R (running)" ... "I (idle)", 9 since v4.14; it ends where an entry is not such a string (padding).
+    letters = []
+    for i in range(MAX_TASK_STATES):
+        try:
+            text = k.string(k.u64(address + 8 * i), 3)
+        except ReadError:
+            break
+        if len(text) < 3 or not text[0].isalpha() or text[1:3] != " (":
+            break
+        letters.append(text[0])
+    return letters
 
 
 def state_letter(letters: list[str], state: int, exit_state: int) -> str:

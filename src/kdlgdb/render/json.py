@@ -245,7 +245,8 @@ def waitfor_json(snapshot: Snapshot, graph: WaitForGraph, lockdep: Optional[Lock
          "problems": [{"what", "where", "why"}], "release": str, "kaslr_offset": "0x...",
          "lockdep": null (no lockdep) or {"on": bool} (false: it turned itself off, held_locks may be stale),
          "lockdep_reports": [{"kind", "headline", "ts_ns", "comm", "pid", "locks", "scenario", "cycle"}],
-         "lockdep_turned_off": bool}  # lockdep's reports in the kernel log (see lockdep_report_json)
+         "lockdep_turned_off": bool,  # lockdep's reports in the kernel log (see lockdep_report_json)
+         "debug_info": "dwarf" (types and symbols from the vmlinux) or "btf" (the dump's own BTF and kallsyms)}
     """
     tasks = {t.address: t for t in snapshot.tasks}
     involved = {t.address for t in snapshot.tasks if t.state == "D" or t.waits_on is not None}
@@ -264,4 +265,5 @@ def waitfor_json(snapshot: Snapshot, graph: WaitForGraph, lockdep: Optional[Lock
         "lockdep": None if snapshot.lockdep_on is None else {"on": snapshot.lockdep_on},
         "lockdep_reports": [lockdep_report_json(r, c) for r, c in zip(lockdep.reports, lockdep.explains)] if lockdep else [],
         "lockdep_turned_off": bool(lockdep and lockdep.turned_off),
+        "debug_info": snapshot.debug_info,
     }

@@ -14,6 +14,7 @@ from ..analysis import kernlog
 from ..analysis.graph import Chain, Cycle, describe_blocked_in, Edge, FLUSHED_TYPES, interesting_frame, WaitForGraph
 from ..errors import KdlError
 from ..model import CERTAIN, Snapshot, Task
+from ..target.base import DEBUG_INFO
 from .words import and_list as _and, plural as _plural, task_label as _short
 from .dot import dot_to_svg, render_dot
 from .text import format_last_ran, lockdep_lines
@@ -382,6 +383,7 @@ def _facts(snapshot: Snapshot, facts: dict[str, Any], log_count: int, log_note: 
         ("tasks", f"{len(snapshot.tasks)} ({d_state} in D state)"),
         ("locks with waiters", str(len(snapshot.locks))),
         ("lock data sources", ", ".join(snapshot.sources) or "none recorded"),
+        ("types and symbols", DEBUG_INFO.get(snapshot.debug_info, snapshot.debug_info)),
         ("kernel log", f"{log_count} records" if log_count else (log_note or "not read")),
     ]
     if facts.get("analysed"):

@@ -51,6 +51,7 @@ def _json(data: _Data) -> dict[str, Any]:
             "cpus": data.snapshot.cpus,
             "uptime_ns": data.snapshot.uptime_ns,
             "read_from": data.snapshot.dump,
+            "debug_info": data.snapshot.debug_info,
             "crash_time": data.snapshot.crash_time,
             "crash_time_text": format_crash_time(data.snapshot.crash_time, data.raw_facts.get("dump_mtime")),
             "panic": data.snapshot.panic,

@@ -12,7 +12,11 @@ from collections.abc import Mapping, Sequence
 from enum import Enum
 from typing import Optional
 
-__all__ = ["Target", "TargetKind", "Spelling"]
+__all__ = ["Target", "TargetKind", "Spelling", "DEBUG_INFO"]
+
+#: Where a target's types and symbols come from (``Target.debug_info``), and those words in prose.
+DEBUG_INFO = {"dwarf": "the vmlinux's DWARF and symbol table",
+              "btf": "the dump's own BTF and kallsyms (no vmlinux)"}
 
 
 class Spelling(str, Enum):
@@ -40,6 +44,8 @@ class Target:
     """What the kernel model needs from a debugger. Subclasses implement all of it."""
 
     kind: TargetKind = TargetKind.DUMP
+    #: Where types and symbols come from: a key of :data:`DEBUG_INFO` (gdb and crash read the vmlinux's DWARF).
+    debug_info: str = "dwarf"
 
     def read(self, address: int, size: int) -> bytes:
         """Return ``size`` bytes of kernel virtual memory; raise ReadError if any is unreadable."""

@@ -10,7 +10,9 @@ data). :func:`open_dump` opens any of them:
 - kdump-compressed, normal or flattened, zlib/lzo/snappy/zstd pages, filtered or not;
 
 and reads kernel virtual memory from them with :class:`~.pagetable.PageTables`
-and the dump's VMCOREINFO. gdb still supplies symbols and types.
+and the dump's VMCOREINFO. gdb, or the kernel's own BTF and kallsyms
+(:mod:`~.btfdump`), supply symbols and types. It reads the paging ELF too (by its
+segments' virtual addresses, as gdb does), for a target that runs without gdb.
 """
 from __future__ import annotations
 
@@ -64,14 +66,19 @@ def sniff(f: BinaryIO) -> Optional[str]:
 class _ElfPages:
     """Physical pages of an ELF vmcore (``p_paddr``), in the shape KdumpFile gives them."""
 
-    def __init__(self, elf: ElfDump) -> None:
-        self._memory = ElfMemory(elf, physical=True)
+    def __init__(self, elf: ElfDump, lazy: bool = False) -> None:
+        """``lazy``: index the segments at the first read (a paging ELF is read by its virtual addresses)."""
+        self._elf = elf
+        self._memory: Optional[ElfMemory] = None if lazy else ElfMemory(elf, physical=True)
 
     def read_page(self, pfn: int) -> bytes:
+        if self._memory is None:
+            self._memory = ElfMemory(self._elf, physical=True)
         return self._memory.read(pfn * PAGE_SIZE, PAGE_SIZE)
 
     def close(self) -> None:
-        self._memory.close()
+        if self._memory is not None:
+            self._memory.close()
 
 
 class DumpFile:
@@ -85,6 +92,7 @@ class DumpFile:
             raise KdlError(f"cannot open dump {path}: {e.strerror}") from None
         self._cache: dict[int, bytes] = {}
         self._elf_pages: Optional[_ElfPages] = None
+        self._virtual: Optional[ElfMemory] = None  # a paging ELF's segments, by kernel virtual address
         try:
             self._open()
         except BaseException:
@@ -103,9 +111,10 @@ class DumpFile:
         else:
             self.elf = open_elf_dump(self.path)
             if self.elf.has_virtual_addresses:
-                # QEMU's paging ELF maps one physical page in several segments; gdb reads it right.
-                raise KdlError(f"{self.path} has kernel virtual addresses: gdb reads it itself (gdb VMLINUX {self.path})")
-            self._memory = self._elf_pages = _ElfPages(self.elf)
+                # QEMU's paging ELF: its segments are the kernel's virtual mappings (one physical page may be
+                # in several); read by them, as gdb reads it, not through the page tables.
+                self._virtual = ElfMemory(self.elf)
+            self._memory = self._elf_pages = _ElfPages(self.elf, lazy=self._virtual is not None)
             info = self.elf.vmcoreinfo() or {}
             self.notes = self.elf.notes
             phys_base = None
@@ -118,6 +127,8 @@ class DumpFile:
         self._f.close()
         if self._elf_pages is not None:
             self._elf_pages.close()
+        if self._virtual is not None:
+            self._virtual.close()
 
     # -- facts -------------------------------------------------------------------
     def vmcoreinfo(self) -> dict[str, str]:
@@ -149,6 +160,8 @@ class DumpFile:
 
     def read(self, address: int, size: int) -> bytes:
         """``size`` bytes of kernel virtual memory at ``address``; ReadError naming why not."""
+        if self._virtual is not None:
+            return self._virtual.read(address, size)
         return self._read(address, size, self.pages.translate)
 
     def _read(self, address: int, size: int, to_physical: Callable[[int], int]) -> bytes:

@@ -29,6 +29,7 @@ class RecordingTarget(Target):
     def __init__(self, inner: Target) -> None:
         self.inner = inner
         self.kind = inner.kind
+        self.debug_info = inner.debug_info
         self.memory: dict[int, bytes] = {}
         self.failed: set[tuple[int, int]] = set()
         self.answers: dict[str, Any] = {}
@@ -99,6 +100,7 @@ class RecordingTarget(Target):
                 ranges.append([address, data])
         doc = {
             "kind": self.kind,
+            "debug_info": self.debug_info,
             "memory": [[f"{a:#x}", d.hex()] for a, d in ranges],
             "failed": [[f"{a:#x}", n] for a, n in sorted(self.failed)],
             "answers": self.answers,
@@ -115,6 +117,7 @@ class ReplayTarget(Target):
             doc = json.load(f)
         self.path = path
         self.kind = TargetKind(doc["kind"])
+        self.debug_info = doc.get("debug_info", "dwarf")  # recordings before the BTF target: gdb's
         self._starts = [int(a, 16) for a, _ in doc["memory"]]
         self._data = [bytes.fromhex(d) for _, d in doc["memory"]]
         self._failed = {(int(a, 16), n) for a, n in doc["failed"]}

@@ -122,8 +122,10 @@ def _parse(path: str, f: BinaryIO) -> ElfDump:
     f.seek(phoff)
     table = f.read(phentsize * phnum)
     dump = ElfDump(path)
-    for i in range(phnum):
-        p_type, _, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, _ = PHDR.unpack_from(table, i * phentsize)
+    # (iter_unpack: one C loop over the table; a 6.12-rt paging dump has ~65,700 entries)
+    headers = PHDR.iter_unpack(table) if phentsize == PHDR.size else \
+        (PHDR.unpack_from(table, i * phentsize) for i in range(phnum))
+    for p_type, _, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, _ in headers:
         if p_type == PT_LOAD:
             if p_offset + p_filesz > size:
                 raise KdlError(f"{path} is truncated: it ends at {size} bytes, its headers say {p_offset + p_filesz}")
