@@ -96,6 +96,7 @@ def _task(graph: WaitForGraph, address: int) -> str:
 
 
 def _comm(graph: WaitForGraph, address: int) -> str:
+    """``"kdl_b"``: the command alone, quoted, where the sentence named the task with its pid already."""
     task = graph.task(address)
     return f'"{task.comm}"' if task else f"task {address:#x}"
 
@@ -192,10 +193,11 @@ def summary_sentence(snapshot: Snapshot, graph: WaitForGraph) -> str:
         if len(sentences) == 1:
             return sentences[0] + "."
         return f"{len(sentences)} deadlocks: " + "; ".join(sentences) + "."
-    said = no_cycle(len(undecoded(snapshot, graph)))
-    said = said[0].upper() + said[1:]
+    lost = len(undecoded(snapshot, graph))
+    said = no_cycle(lost)
+    said = said[:1].upper() + said[1:]  # "No deadlock", or "No lock cycle found; 3 D tasks with undecoded waits"
     if not graph.chains:
-        return f"{said}: no task waits on a lock" + ("; the D tasks are below." if said != "No deadlock" else ".")
+        return f"{said}: no task waits on a lock" + ("; the D tasks are below." if lost else ".")
     if len(graph.chains) == 1:
         return f"{said}: " + chain_sentence(graph.chains[0], graph) + "."
     blocked = sum(_blocked_in(c) for c in graph.chains)
@@ -357,8 +359,9 @@ def format_uptime(ns: Optional[int]) -> str:
 
 def header_times(snapshot: Snapshot, facts: dict[str, Any]) -> list[tuple[str, str]]:
     """The report's two times, labelled: when the dump was taken (the kernel's CRASHTIME, else the dump file's
-    time, with the uptime then) and when kdlgdb analysed it. ``[("dump taken", "2026-12-05 10:55:01 UTC
-    (CRASHTIME), 2m 03s after boot"), ("analysed", "2026-12-05 14:20:07 UTC")]``."""
+    time, with the uptime then) and when kdlgdb analysed it: ``[("dump taken", "2026-12-05 10:55:01 UTC (the
+    kernel's CRASHTIME), 2m 03s after boot"), ("analysed", "2026-12-05 14:20:07 UTC")]``; a live kernel's first
+    is ``("read live", "2m 03s after boot")``."""
     uptime = f"{format_uptime(snapshot.uptime_ns)} after boot" if snapshot.uptime_ns is not None else ""
     if snapshot.dump.startswith("live ") or facts.get("remote"):
         taken = ("read live", uptime or "uptime unknown")
