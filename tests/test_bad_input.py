@@ -110,7 +110,7 @@ def test_lock_page_filtered_out(real_kernel: str, tmp_path: Path) -> None:
     assert f"{lock:#x}" in done.stdout and "not in dump" in done.stdout
     assert "skipped:" in done.stdout
     # the other tasks are still there
-    assert f"({phys.truth['tasks']['kdl_m2']})" in done.stdout
+    assert f"(pid {phys.truth['tasks']['kdl_m2']})" in done.stdout
 
 
 @pytest.mark.realkernel

@@ -62,7 +62,7 @@ def test_chain_root_names_what_it_waits_for(blocked: BlockedIn | None, reason: s
     assert chain.root_reason == reason
     assert graph.cycles == []
     text = render_waitfor(snap, graph)
-    assert f"  root: kdl_c1 (94) {reason}\n" in text and "no deadlock; 1 blocked task in 1 chain" in text
+    assert f"  root: \"kdl_c1\" (pid 94) {reason}\n" in text and "no deadlock; 1 blocked task in 1 chain" in text
 
 
 def test_blocked_in_duration_and_state() -> None:
@@ -148,8 +148,8 @@ def test_gdb_names_each_chain_root(real_kernel: str) -> None:
     for (root, waiter, lock) in (("kdl_c1", "kdl_c2", "m_c"), ("kdl_s1", "kdl_s2", "m_s"), ("kdl_io1", "kdl_io2", "m_io"),
                                  ("kdl_w1", "kdl_w2", "m_w")):
         r, w = pid[root], pid[waiter]
-        assert f"CHAIN: 1 task blocked behind {root} ({r})\n  {waiter} ({w}) --waits on--> {lock} [kdl_chain] --held by--> {root} ({r})\n" in text
-        assert re.search(rf"^  root: {root} \({r}\) {roots[root]}{since} while holding {lock} \[kdl_chain\]$", text, re.M), text
+        assert f"CHAIN: 1 task blocked behind \"{root}\" (pid {r})\n  \"{waiter}\" (pid {w}) --waits on--> {lock} [kdl_chain] --held by--> \"{root}\" (pid {r})\n" in text
+        assert re.search(rf"^  root: \"{root}\" \(pid {r}\) {roots[root]}{since} while holding {lock} \[kdl_chain\]$", text, re.M), text
     assert "\nno deadlock; 4 blocked tasks in 4 chains\nD tasks: " in text
     assert text.rstrip().endswith(" not decoded")
     tasks = {t["pid"]: t for t in doc["tasks"]}

@@ -89,7 +89,7 @@ def test_crash_session(crash_kernel: str) -> None:
     assert "kd-waitfor - the wait-for graph" in out and "SYNOPSIS\n  kd-waitfor [-h] [--json] [-p PID]" in out
     assert "usage: kd-waitfor [-h] [--json] [-p PID] [--stacks]" in out
     assert any(line.endswith("(D) linux_banner") for line in out.splitlines())
-    assert f"PROBABLE DEADLOCK: kdl_a ({a}) and kdl_b ({b})" in out
+    assert f"PROBABLE DEADLOCK: \"kdl_a\" (pid {a}) and \"kdl_b\" (pid {b})" in out
     assert "take sem1 before sem2 [kdl_abba]" in out
     assert all(name in out.split("kd-waitfor -h")[-1] for name in ("kd-bt", "kd-locks", "kd-tasks", "kd-set"))
 
@@ -131,7 +131,7 @@ def test_crash_pipes_and_redirection(crash_kernel: str, tmp_path: Path) -> None:
                            "kd-tasks -s D | wc -l")
     out = done.stdout
     m1, m2 = dump.truth["tasks"]["kdl_m1"], dump.truth["tasks"]["kdl_m2"]
-    header = f"DEADLOCK: kdl_m1 ({m1}) and kdl_m2 ({m2}) on m1 [kdl_mutex], m2 [kdl_mutex]"
+    header = f"DEADLOCK: \"kdl_m1\" (pid {m1}) and \"kdl_m2\" (pid {m2}) on m1 [kdl_mutex], m2 [kdl_mutex]"
     counts = [int(line) for line in out.splitlines() if line.strip().isdigit()]
     size, lines = saved.stat().st_size, len(text.read_text().splitlines())
     assert json.loads(saved.read_text())["cycles"]

@@ -80,7 +80,7 @@ def test_kd_open_in_gdb(real_kernel: str) -> None:
     rt = samples.preempt_rt(real_kernel)
     assert ("PREEMPT_RT    yes (struct mutex is built on rt_mutex" in out) == rt and ("PREEMPT_RT    no" in out) != rt
     assert ("lock data     wait-list scan, task->pi_blocked_on, PREEMPT_RT" in out) == rt
-    assert "DEADLOCK" in out and f"({dump.truth['tasks']['kdl_m1']})" in out
+    assert "DEADLOCK" in out and f"(pid {dump.truth['tasks']['kdl_m1']})" in out
 
 
 def test_gdb_loads_a_physical_elf_and_kdlgdb_reads_it(real_kernel: str) -> None:
@@ -91,4 +91,4 @@ def test_gdb_loads_a_physical_elf_and_kdlgdb_reads_it(real_kernel: str) -> None:
     assert "Traceback" not in done.stderr and "kd-waitfor:" not in done.stderr, done.stderr
     assert f"dump          ELF vmcore (QEMU dump-guest-memory without paging) {dump.path} (read by kdlgdb)" in done.stdout
     pids = dump.truth["tasks"]
-    assert f"kdl_a ({pids['kdl_a']}) and kdl_b ({pids['kdl_b']}) on sem1 [kdl_abba], sem2 [kdl_abba]" in done.stdout
+    assert f"\"kdl_a\" (pid {pids['kdl_a']}) and \"kdl_b\" (pid {pids['kdl_b']}) on sem1 [kdl_abba], sem2 [kdl_abba]" in done.stdout

@@ -44,7 +44,7 @@ def test_gdb_session_commands(real_kernel: str) -> None:
     assert re.search(r"down\+0x\w+ +kernel/locking/semaphore\.c:\d+\n", out)  # looked up after kd-tasks ran
     sem1 = dump.truth["locks"]["sem1"]["address"]
     assert f"semaphore {sem1}  sem1 [kdl_abba]" in out
-    assert f"PROBABLE DEADLOCK: kdl_a ({a}) and kdl_b ({b})" in out
+    assert f"PROBABLE DEADLOCK: \"kdl_a\" (pid {a}) and \"kdl_b\" (pid {b})" in out
     assert "take sem1 before sem2 [kdl_abba]" in out
     assert "usage: kd-waitfor" in out  # help text from the argparse declaration
 
@@ -92,7 +92,7 @@ def test_symbols_already_relocated_by_the_user(real_kernel: str) -> None:
         capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
     )
     m1, m2 = dump.truth["tasks"]["kdl_m1"], dump.truth["tasks"]["kdl_m2"]
-    assert f"DEADLOCK: kdl_m1 ({m1}) and kdl_m2 ({m2}) on m1 [kdl_mutex], m2 [kdl_mutex]" in done.stdout
+    assert f"DEADLOCK: \"kdl_m1\" (pid {m1}) and \"kdl_m2\" (pid {m2}) on m1 [kdl_mutex], m2 [kdl_mutex]" in done.stdout
     assert '= "swapper/0' in done.stdout
 
 
@@ -100,7 +100,7 @@ def test_colour_and_pid_filter(real_kernel: str) -> None:
     dump = samples.ensure_dump("kdl_mutex", False, real_kernel)
     m3 = dump.truth["tasks"]["kdl_m3"]
     plain = shared_gdb(dump.vmlinux, dump.path, f"kd-waitfor -p {m3}").stdout
-    assert f"kdl_m3 ({m3}) --waits on--> m1 [kdl_mutex]" in plain and "\x1b[" not in plain
+    assert f"\"kdl_m3\" (pid {m3}) --waits on--> m1 [kdl_mutex]" in plain and "\x1b[" not in plain
     coloured = shared_gdb(dump.vmlinux, dump.path, "set kd-color on", "kd-waitfor").stdout
     assert "\x1b[" in coloured and "DEADLOCK" in coloured
     nothing = shared_gdb(dump.vmlinux, dump.path, "kd-waitfor -p 1").stdout  # colour off again: a fresh start
@@ -118,7 +118,7 @@ def test_stacks_grouped_and_crash_state_names(real_kernel: str) -> None:
     assert un == d and all(re.search(rf"^\s+{p}\s+{p}\s+[0-9a-f]{{16}}\s+D\s", un, re.M) for p in pids.values()), un
     assert re.search(r"^3 tasks in 3 distinct stacks$", groups, re.M), groups
     for comm, pid in pids.items():
-        assert f"1 task [D]: {comm} ({pid})" in groups and f"{comm}_fn [kdl_mutex]" in groups
+        assert f"1 task [D]: \"{comm}\" (pid {pid})" in groups and f"{comm}_fn [kdl_mutex]" in groups
     assert groups.count("mutex_lock") >= 3 or groups.count("rt_mutex") >= 3, groups
     assert stacks.index("DEADLOCK") < min(stacks.index(f"PID: {p} ") for p in pids.values()), stacks
 
@@ -160,19 +160,19 @@ def test_spinning_cpus_in_gdb(real_kernel: str) -> None:
     if samples.preempt_rt(real_kernel):
         # spinlock_t is an rt_mutex on PREEMPT_RT: each lock records its owner. Both tasks sleep, or (in some
         # boots) still spin adaptively on their CPUs while the owner runs (rtmutex_spin_on_owner), queued all the same.
-        assert f"DEADLOCK: kdl_spin_a ({a}) and kdl_spin_b ({b}) on lock_a [kdl_spin], lock_b [kdl_spin]" in out
-        assert f"kdl_spin_a ({a}) --waits on--> lock_b [kdl_spin] --held by--> kdl_spin_b ({b})" in out
-        assert f"kdl_spin_b ({b}) --waits on--> lock_a [kdl_spin] --held by--> kdl_spin_a ({a})" in out
+        assert f"DEADLOCK: \"kdl_spin_a\" (pid {a}) and \"kdl_spin_b\" (pid {b}) on lock_a [kdl_spin], lock_b [kdl_spin]" in out
+        assert f"\"kdl_spin_a\" (pid {a}) --waits on--> lock_b [kdl_spin] --held by--> \"kdl_spin_b\" (pid {b})" in out
+        assert f"\"kdl_spin_b\" (pid {b}) --waits on--> lock_a [kdl_spin] --held by--> \"kdl_spin_a\" (pid {a})" in out
         assert "PROBABLE" not in out
         if "spins on" in out:
-            assert (f"CPU 0: kdl_spin_a ({a}) spins on lock_b [kdl_spin] (held by kdl_spin_b ({b}), the task on "
+            assert (f"CPU 0: \"kdl_spin_a\" (pid {a}) spins on lock_b [kdl_spin] (held by \"kdl_spin_b\" (pid {b}), the task on "
                     "CPU 1) while holding lock_a [kdl_spin]") in out
         frames = re.findall(r"^ *#\d+ \[\w+\] (\S+)", out.split(f"PID: {a} ")[1], re.M)
         assert any(f.startswith("rt_spin_lock+") for f in frames) and any(f.startswith("kdl_spin_a_fn+") for f in frames)
         return
-    assert (f"CPU 0: kdl_spin_a ({a}) spins on lock_b [kdl_spin] (held by kdl_spin_b ({b}), the task on CPU 1) "
+    assert (f"CPU 0: \"kdl_spin_a\" (pid {a}) spins on lock_b [kdl_spin] (held by \"kdl_spin_b\" (pid {b}), the task on CPU 1) "
             "while holding lock_a [kdl_spin]") in out
-    assert (f"CPU 1: kdl_spin_b ({b}) spins on lock_a [kdl_spin] (held by kdl_spin_a ({a}), the task on CPU 0) "
+    assert (f"CPU 1: \"kdl_spin_b\" (pid {b}) spins on lock_a [kdl_spin] (held by \"kdl_spin_a\" (pid {a}), the task on CPU 0) "
             "while holding lock_b [kdl_spin]") in out
     assert re.search(rf"^>\s+{a}\s+{a}\s+[0-9a-f]+\s+R\s+0\s", out, re.M) and re.search(rf"^>\s+{b}\s+{b}\s+[0-9a-f]+\s+R\s+1\s", out, re.M)
     frames = re.findall(r"^ *#\d+ \[\w+\] (\S+)", out.split(f"PID: {a} ")[1], re.M)
@@ -183,11 +183,11 @@ def test_spinning_cpus_in_gdb(real_kernel: str) -> None:
     frames = frames[spin[0]:]
     if samples.lockdep(real_kernel):
         # DEBUG_SPINLOCK records both owners (a certain DEADLOCK); -Os: _raw_spin_lock tail-calls do_raw_spin_lock.
-        assert f"DEADLOCK: kdl_spin_a ({a}) and kdl_spin_b ({b})" in out and "PROBABLE" not in out
+        assert f"DEADLOCK: \"kdl_spin_a\" (pid {a}) and \"kdl_spin_b\" (pid {b})" in out and "PROBABLE" not in out
         assert frames[0].startswith("queued_spin_lock_slowpath+") and frames[1].startswith("do_raw_spin_lock+")
         assert frames[2].startswith("kdl_spin_a_fn+")
         return
-    assert f"PROBABLE DEADLOCK: kdl_spin_a ({a}) and kdl_spin_b ({b})" in out
+    assert f"PROBABLE DEADLOCK: \"kdl_spin_a\" (pid {a}) and \"kdl_spin_b\" (pid {b})" in out
     assert frames[0].startswith("native_queued_spin_lock_slowpath+") and frames[1].startswith("_raw_spin_lock+")
     assert frames[2].startswith("kdl_spin_a_fn+")
 
@@ -201,8 +201,8 @@ def test_irq_self_deadlock_names_the_call(real_kernel: str) -> None:
         # kdl_irq: a chain whose root runs, no cycle and no interrupt advice.
         irq, timer = dump.truth["tasks"]["kdl_irq"], dump.truth["tasks"]["ktimers/0"]
         out = shared_gdb(dump.vmlinux, dump.path, "kd-waitfor").stdout
-        assert f"ktimers/0 ({timer}) --waits on--> l [kdl_irq] --held by--> kdl_irq ({irq})" in out
-        assert re.search(rf"root: kdl_irq \({irq}\) is running on CPU 0 .*while holding .*l \[kdl_irq\]", out), out
+        assert f"\"ktimers/0\" (pid {timer}) --waits on--> l [kdl_irq] --held by--> \"kdl_irq\" (pid {irq})" in out
+        assert re.search(rf"root: \"kdl_irq\" \(pid {irq}\) is running on CPU 0 .*while holding .*l \[kdl_irq\]", out), out
         assert "DEADLOCK" not in out and "spin_lock_bh" not in out
         return
     _, doc = kd_waitfor_json(dump.vmlinux, dump.path)

@@ -144,7 +144,7 @@ def test_three_cycle_rotated_to_smallest_pid_with_advice():
         (T(10), L(1), T(20)), (T(20), L(2), T(30)), (T(30), L(3), T(10))]
     assert cycle.verdict == "deadlock" and cycle.inferred == []
     assert cycle.blocked_behind == []
-    assert cycle.advice == "take a before b before c [mod]: t30 (pid 30) holds c and then takes a"
+    assert cycle.advice == "take a before b before c [mod]: \"t30\" (pid 30) holds c and then takes a"
     assert graph.chains == []
 
 
@@ -165,7 +165,7 @@ def test_abba_probable_names_inferred_edges_and_advice():
         Edge(T(91), L(2), T(92), "inferred", "sem2 on stack above down"),
         Edge(T(92), L(1), T(91), "inferred", "sem1 on stack above down"),
     ]
-    assert cycle.advice == "take sem1 before sem2 [kdl_abba]: kdl_b (pid 92) holds sem2 and then takes sem1"
+    assert cycle.advice == "take sem1 before sem2 [kdl_abba]: \"kdl_b\" (pid 92) holds sem2 and then takes sem1"
 
 
 def test_abba_certain_is_deadlock():
@@ -187,7 +187,7 @@ def test_self_deadlock():
     graph = WaitForGraph(snap)
     [cycle] = graph.cycles
     assert (cycle.tasks, cycle.locks, cycle.verdict) == ([T(5)], [L(1)], "deadlock")
-    assert cycle.advice == "kdl_x (pid 5) takes m1 [mod] again while holding it"
+    assert cycle.advice == "\"kdl_x\" (pid 5) takes m1 [mod] again while holding it"
     assert graph.holds(T(5)) == [L(1)]
 
 
@@ -353,7 +353,7 @@ def test_self_deadlock_through_an_interrupt_advice() -> None:
         held = lock(1, owner(1, "inferred", "f+0xc [kdl] called _raw_spin_lock()"), type="spinlock", waiters=[1])
         (cycle,) = WaitForGraph(Snapshot(tasks=[spinner], locks=[held])).cycles
         assert cycle.interrupt == {"context": context, "fix": fix, "acquire": ctx.interrupt_acquire}
-        assert cycle.advice == (f"a {context} handler on CPU 0 interrupted kdl_irq (pid 1) while it held l1 [mod] and "
+        assert cycle.advice == (f"a {context} handler on CPU 0 interrupted \"kdl_irq\" (pid 1) while it held l1 [mod] and "
                                 f"spins on it: {ctx.interrupt_acquire} without disabling {masked}; take it there with "
                                 f"{fix}(){also}")
 
@@ -368,8 +368,8 @@ def test_flush_under_a_lock_the_work_takes_is_a_deadlock_with_flush_advice():
                     locks=[lock(1, owner(1)), work])
     (cycle,) = WaitForGraph(snap).cycles
     assert pids(WaitForGraph(snap), cycle.tasks) == [1, 2] and cycle.verdict == "deadlock"
-    assert cycle.advice == ("t1 (pid 1) waits for work reset_fn [mod] on events while holding l1 [mod], and "
-                            "kworker/0:1 (pid 2), running it, needs l1 [mod]: flush after releasing l1 [mod] "
+    assert cycle.advice == ("\"t1\" (pid 1) waits for work reset_fn [mod] on events while holding l1 [mod], and "
+                            "\"kworker/0:1\" (pid 2), running it, needs l1 [mod]: flush after releasing l1 [mod] "
                             "(or do not take l1 [mod] in the work)")
 
 

@@ -225,7 +225,7 @@ def test_a_kmalloced_superblock_and_a_task_struct() -> None:
     m.slab(0xFFFF888007000000, 8, TASKS)
     task = Task(0xFFFF888007000000, 93, 93, "kdl_a", "D", 0)
     named = namer(m, {task.address: task}).name(task.address + 2000, "spinlock")
-    assert named is not None and named.text == f"pi_lock of struct task_struct {task.address:#x} (kdl_a (93), task_struct)"
+    assert named is not None and named.text == f"pi_lock of struct task_struct {task.address:#x} (\"kdl_a\" (pid 93), task_struct)"
 
 
 def test_per_cpu_variables_and_stack_objects() -> None:
@@ -241,7 +241,7 @@ def test_per_cpu_variables_and_stack_objects() -> None:
                 frames=[Frame(0xFFFFFFFF81000000, "schedule", 0x5A, sp=stack + 0x3E00),
                         Frame(0xFFFFFFFFC0000010, "kdl_a_fn", 0x10, "kdl_x", sp=stack + 0x3F00)])
     on_stack = namer(m, {task.address: task}).name(stack + 0x3E80, "mutex")
-    assert on_stack is not None and on_stack.text == "mutex on the stack of kdl_a (93), in schedule's frame"
+    assert on_stack is not None and on_stack.text == "mutex on the stack of \"kdl_a\" (pid 93), in schedule's frame"
     assert namer(m, {task.address: task}).name(stack + 0x3F10, "mutex").symbol == "kdl_a_fn"  # type: ignore[union-attr]
 
 

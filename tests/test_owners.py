@@ -38,7 +38,7 @@ def test_owner_that_started_after_the_waiter_blocked_is_stale() -> None:
     (stale,) = m.owners
     assert stale.confidence == STALE and stale.task == T(140)
     assert stale.evidence.startswith(f"owner exited or slot reused: struct task_struct {T(140):#x} now belongs to "
-                                     "newthread (140), which started 0.8 s after t128 (128) began waiting")
+                                     "\"newthread\" (pid 140), which started 0.8 s after \"t128\" (pid 128) began waiting")
     assert graph.edges_from(T(128)) == [] and graph.holds(T(140)) == [] and graph.cycles == []
     (chain,) = graph.chains
     assert chain.root is None and chain.tasks == [T(128)] and chain.locks == [L(1)]
@@ -46,7 +46,7 @@ def test_owner_that_started_after_the_waiter_blocked_is_stale() -> None:
     assert graph.holder_note(L(1)) == "owner exited"
     text = render_waitfor(graph.snapshot, graph)
     assert "CHAIN: 1 task blocked on l1 [mod], whose owner exited" in text
-    assert "root: owner exited: t128 (128) waits on l1 [mod], whose recorded owner is gone" in text
+    assert "root: owner exited: \"t128\" (pid 128) waits on l1 [mod], whose recorded owner is gone" in text
     assert "newthread" not in text.split("root:")[0]  # never named as the holder
 
 
@@ -91,7 +91,7 @@ def test_owner_that_waits_on_its_own_lock_without_evidence_is_no_self_deadlock()
     (stale,) = m.owners
     assert stale.confidence == STALE
     assert stale.evidence == (f"owner exited or slot reused: mutex.owner names struct task_struct {T(128):#x}, now "
-                              "kdl_x_reader (128), which waits on this lock itself and has no earlier acquisition "
+                              "\"kdl_x_reader\" (pid 128), which waits on this lock itself and has no earlier acquisition "
                               "of it on its stack")
     assert graph.cycles == []
     (chain,) = graph.chains

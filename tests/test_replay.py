@@ -134,9 +134,9 @@ def test_abba_names_threads_semaphores_cycle_and_order() -> None:
     text = commands.run("kd-waitfor", commands.parse("kd-waitfor", []), snap)
     truth = _truth(_abba())
     a, b = truth["tasks"]["kdl_a"], truth["tasks"]["kdl_b"]
-    assert f"PROBABLE DEADLOCK: kdl_a ({a}) and kdl_b ({b}) on sem1 [kdl_abba], sem2 [kdl_abba]" in text
-    assert f"kdl_a ({a}) --waits on--> sem2 [kdl_abba] --held by--> kdl_b ({b})" in text
-    assert f"take sem1 before sem2 [kdl_abba]: kdl_b (pid {b}) holds sem2 and then takes sem1" in text
+    assert f"PROBABLE DEADLOCK: \"kdl_a\" (pid {a}) and \"kdl_b\" (pid {b}) on sem1 [kdl_abba], sem2 [kdl_abba]" in text
+    assert f"\"kdl_a\" (pid {a}) --waits on--> sem2 [kdl_abba] --held by--> \"kdl_b\" (pid {b})" in text
+    assert f"take sem1 before sem2 [kdl_abba]: \"kdl_b\" (pid {b}) holds sem2 and then takes sem1" in text
 
 
 def test_kd_tasks_and_bt_on_real_data() -> None:

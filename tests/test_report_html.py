@@ -7,6 +7,8 @@ any of them, as it would when mailed to someone.
 """
 from __future__ import annotations
 
+import html as html_lib
+import json
 import re
 import shutil
 import struct
@@ -139,8 +141,51 @@ def test_the_dom_has_the_svg_with_red_cycle_edges(real_kernel: str, tmp_path: Pa
     m3 = re.search(rf'<g id="wait_{truth["tasks"]["kdl_m3"]}_[0-9a-f]+" class="edge wait">(.*?)</g>', dom, re.DOTALL)
     assert m3 and 'stroke="red"' not in m3.group(1)
     # The summary sentence came first, as text a reader sees.
-    assert re.search(r'<p class="summary">kdl_m1 \(pid \d+\) and kdl_m2 \(pid \d+\) deadlock on m1 and m2 '
+    assert re.search(r'<p class="summary">"kdl_m1" \(pid \d+\) and "kdl_m2" \(pid \d+\) deadlock on m1 and m2 '
                      r"\[kdl_mutex\]: ABBA order", dom)
+
+
+# Measures, in the page as Chromium lays it out, the font size in CSS pixels of every label of a task or lock
+# (Graphviz's font size in the SVG's units times the scale the page draws the SVG at). Added to a copy only:
+# the report itself has no script.
+_MEASURE = """<script>
+const px = [];
+for (const text of document.querySelectorAll("figure.graph g.node text")) {
+  const m = text.getScreenCTM();
+  px.push(parseFloat(text.getAttribute("font-size")) * Math.hypot(m.a, m.b));
+}
+const out = document.createElement("pre");
+out.id = "kd-label-px";
+out.textContent = JSON.stringify(px);
+document.body.appendChild(out);
+</script>"""
+
+
+def _label_px(html: Path, tmp: Path) -> list[float]:
+    """The rendered font size of each task and lock label of the report's wait-for pictures, in CSS pixels."""
+    measured = tmp / ("measured-" + html.name)
+    measured.write_text(html.read_text().replace("</body>", _MEASURE + "</body>"))
+    done = _browse(measured, tmp, "--dump-dom")
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = re.search(r'<pre id="kd-label-px">(.*?)</pre>', done.stdout, re.DOTALL)
+    assert found, done.stdout[-2000:]
+    return json.loads(html_lib.unescape(found.group(1)))
+
+
+# Many parts: kdl_chain's four chains on every kernel; kdl_scale_1k's sixteen cycles and chains (its dump is built
+# on the default kernel only).
+@pytest.mark.parametrize("scenario", ["kdl_chain", "kdl_scale_1k"])
+def test_the_wait_for_labels_stay_legible_with_many_parts(real_kernel: str, scenario: str, tmp_path: Path) -> None:
+    """One picture per connected part, one under the other: every task and lock label is drawn at 9 px or more
+    at the page's width (all parts side by side in one picture drew seven parts' labels ~5 px high)."""
+    if scenario == "kdl_scale_1k" and real_kernel != samples.DEFAULT_KERNEL:
+        pytest.skip(f"kdl_scale_1k is dumped on {samples.DEFAULT_KERNEL} only")
+    html = _report(scenario, real_kernel, tmp_path)
+    figures = html.read_text().count('<figure class="graph">')
+    assert figures >= (4 if scenario == "kdl_chain" else 10)
+    sizes = _label_px(html, tmp_path)
+    assert len(sizes) >= 3 * figures  # two tasks and a lock at least in each part
+    assert min(sizes) >= 9.0, sorted(sizes)[:10]
 
 
 def _addr(dom: str, pid: int) -> str:

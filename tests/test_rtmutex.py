@@ -251,7 +251,7 @@ def test_a_corrupt_tree_is_a_problem_and_the_rest_goes_on() -> None:
     problems: list[Problem] = []
     locks = find_rt_waits(mem, RT, Calls(), tasks, {TASKS[0]: Stack(WAITERS[0] - 0x100, bytes(0x200))}, problems)  # type: ignore[arg-type]
     assert locks == {} and tasks[TASKS[0]].waits_on is None
-    assert [(p.what, p.where) for p in problems] == [("wait", "task 100 (kdl_0)")] and "loops" in problems[0].why
+    assert [(p.what, p.where) for p in problems] == [("wait", "task \"kdl_0\" (pid 100)")] and "loops" in problems[0].why
 
 
 @pytest.mark.parametrize("saved", ["rw_semaphore", "its rt_mutex"])

@@ -140,7 +140,7 @@ def test_ctrl_c_stops_kd_waitfor_and_gdb_goes_on(real_kernel: str) -> None:
         term.type("kd-waitfor\n")
         shown = term.expect(prompt)
         pids = sorted(m["pid"] for m in dump.truth["cycles"]["A"]["members"])
-        assert re.search(rf"\nDEADLOCK: kdl_s\d+ \({pids[0]}\) and kdl_s\d+ \({pids[1]}\)", shown), shown
+        assert re.search(rf"\nDEADLOCK: \"kdl_s\d+\" \(pid {pids[0]}\) and \"kdl_s\d+\" \(pid {pids[1]}\)", shown), shown
         assert "interrupted" not in shown
     finally:
         term.close()

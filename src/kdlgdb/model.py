@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-__all__ = ["Frame", "BlockedIn", "CpuContext", "HeldLock", "Task", "Owner", "Naming", "Lock", "Problem", "Snapshot"]
+__all__ = ["task_name", "symbol_name", "Frame", "BlockedIn", "CpuContext", "HeldLock", "Task", "Owner", "Naming", "Lock", "Problem", "Snapshot"]
 
 CERTAIN = "certain"  # the kernel's own record (mutex.owner, a write-held rw_semaphore's owner, rt_mutex_base.owner)
 INFERRED = "inferred"  # evidence from code or the stack, not a record
@@ -22,6 +22,15 @@ STALE = "stale"
 FRAME_VARIABLE = "frame"  # the lock argument of its slow-path frame, as the debug info locates it (kernel/framevars.py)
 BLOCKED_ON = "blocked_on"  # task->blocked_on (DEBUG_MUTEXES, or every kernel from v6.17)
 WAIT_LIST = "wait list"  # its waiter struct on its stack, linked into the lock's wait list
+
+
+def task_name(comm: str, pid: int) -> str:
+    """A task as every sentence of kdlgdb names it: ``"kdl_m1" (pid 93)``.
+
+    The command in double quotes, as crash prints ``COMMAND: "kdl_m1"``, so that a task called ``sleep`` or
+    ``cat`` does not read as a verb ("blocked behind "sleep" (pid 105), which sleeps (S)"). Tables and JSON
+    fields show the bare command."""
+    return f'"{comm}" (pid {pid})'
 
 
 def symbol_name(symbol: str, module: Optional[str]) -> str:
@@ -131,6 +140,10 @@ class Task:
         if self.waits_on is None:
             return None
         return next((e for e in reversed(self.held or []) if e.lock == self.waits_on), None)
+
+    def name(self) -> str:
+        """``"kdl_m1" (pid 93)``: :func:`task_name`."""
+        return task_name(self.comm, self.pid)
 
 
 @dataclass

@@ -41,7 +41,7 @@ from .frontends.session import (  # noqa: F401  (the bundle's API, named here to
 )
 from .frontends import btf as btf_front_end
 from .gdbrun import BATCH_BUNDLE, run_batch
-from .render.report import FORMATS, chain_sentence, cycle_line, format_crash_time, verdict
+from .render.report import FORMATS, chain_sentence, cycle_line, format_crash_time, no_cycle, undecoded, verdict
 from .kernel.collect import crash_time
 from .target.dumpfile import dump_format, dump_vmcoreinfo
 
@@ -171,7 +171,8 @@ def collect_bundle(vmlinux: Optional[str], dump: str, timeout: float = GDB_TIMEO
 
 @dataclass
 class TriageRow:
-    """One dump in ``kdlgdb triage``: verdict ``deadlock``/``probable deadlock``/``no deadlock``/``error: why``.
+    """One dump in ``kdlgdb triage``: verdict ``deadlock``/``probable deadlock``/``no deadlock``/``error: why``,
+    or ``no lock cycle found; N D tasks with undecoded waits`` for no cycle while some D task is unexplained.
 
     ``crash_time``: the dump's CRASHTIME (UTC), else the file's time marked ``(file time)``, else "".
     """
@@ -215,8 +216,8 @@ def triage_one(dump: str, vmlinux: Optional[str] = None, places: Sequence[str] =
         largest = max(graph.chains, key=lambda c: len(c.tasks) + len(c.joined))
         more = f" (+{len(graph.chains) - 1} more chains)" if len(graph.chains) > 1 else ""
         cycle = f"chain: {chain_sentence(largest, graph)}{more}"
-        return TriageRow(dump, snap.release or release, "no deadlock", cycle, 0, crashed)
-    return TriageRow(dump, snap.release or release, "no deadlock", "", 0, crashed)
+        return TriageRow(dump, snap.release or release, no_cycle(len(undecoded(snap, graph))), cycle, 0, crashed)
+    return TriageRow(dump, snap.release or release, no_cycle(len(undecoded(snap, graph))), "", 0, crashed)
 
 
 Progress = Callable[[int, int, str], None]
@@ -299,7 +300,8 @@ def add_subcommands(sub: Any) -> None:
         "triage", help="one line per dump: release, crash time, verdict, the cycle",
         description="Analyse many dumps and print one line for each: the dump, its kernel release, its crash time "
                     "(the dump's CRASHTIME, else the file's time marked '(file time)'), the verdict "
-                    "(deadlock, probable deadlock, no deadlock, or error: why) and the cycle. A dump that cannot be "
+                    "(deadlock, probable deadlock, no deadlock, no lock cycle found while some D tasks' waits were not "
+                    "decoded, or error: why) and the cycle. A dump that cannot be "
                     "read is listed with its error and the others go on. " + EXIT_STATUS + " With many dumps: 1 if "
                     "some dump has a cycle, else 2 if some dump could not be analysed, else 0.")
     t.add_argument("dumps", nargs="+", metavar="VMCORE")

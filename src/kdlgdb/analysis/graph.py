@@ -345,7 +345,7 @@ class WaitForGraph:
 
     def _label(self, address: int) -> str:
         task = self._tasks.get(address)
-        return f"{task.comm} (pid {task.pid})" if task else f"task {address:#x}"
+        return task.name() if task else f"task {address:#x}"
 
     def _one_module(self, addresses: list[int]) -> tuple[list[str], str]:
         """The locks' names, and `` [module]`` once when every one is a symbol of that same module (else '')."""

@@ -35,7 +35,7 @@ from ..kernel.layout import Kernel
 from ..kernel.printk import LogRecord, kernel_log
 from ..kernel.stack import add_source_lines
 from ..model import Problem, Snapshot
-from ..render.report import FORMATS, headline, log_record, render_report, summary_sentence, verdict
+from ..render.report import FORMATS, headline, log_record, render_report, summary_sentence, undecoded, verdict
 from ..target.base import Target
 from ..target.replay import RecordingTarget
 
@@ -247,12 +247,14 @@ def status(bundle: Bundle) -> int:
 
 
 def summary_line(bundle: Bundle) -> str:
-    """``DEADLOCK: kdl_m1 (pid 92) and kdl_m2 (pid 93) deadlock on m1 and m2 [kdl_mutex]: ...``"""
+    """``DEADLOCK: "kdl_m1" (pid 92) and "kdl_m2" (pid 93) deadlock on m1 and m2 [kdl_mutex]: ...``;
+    ``NO LOCK CYCLE FOUND; 3 D tasks with undecoded waits: ...``."""
     graph = WaitForGraph(bundle.snapshot)
     sentence = summary_sentence(bundle.snapshot, graph)
-    if sentence.startswith("No deadlock"):  # says the verdict already
-        return "NO DEADLOCK" + sentence[len("No deadlock"):]
-    return f"{headline(verdict(graph))}: {sentence}"
+    head = headline(verdict(graph), len(undecoded(bundle.snapshot, graph)))
+    if sentence.lower().startswith(head.lower()):  # says the verdict already
+        return head + sentence[len(head):]
+    return f"{head}: {sentence}"
 
 
 def format_for(path: Optional[str], fmt: Optional[str]) -> str:

@@ -188,4 +188,4 @@ def find_blocked_in(k: Kernel, symbols: Symbols, tasks: dict[int, Task], live: d
         try:
             task.blocked_in = blocked_in(k, queues, symbols, task, live.get(address), stacks, known)
         except ReadError as e:
-            problems.append(Problem("blocked", f"task {task.pid} ({task.comm})", str(e)))
+            problems.append(Problem("blocked", f"task {task.name()}", str(e)))

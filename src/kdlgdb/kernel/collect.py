@@ -212,7 +212,7 @@ def read_stacks(c: Collection) -> None:
                 else:
                     task.frames, task.unwinder = c.stacks.frames(stack), SCAN
         except ReadError as e:
-            c.problems.append(Problem("stack", f"task {task.pid} ({task.comm}) {task.stack_base:#x}", str(e)))
+            c.problems.append(Problem("stack", f"task {task.name()} {task.stack_base:#x}", str(e)))
     c.ranges = StackRanges([t.stack_base for t in tasks.values()], c.stacks.thread_size)
 
 
@@ -257,7 +257,7 @@ def find_lock_waits(c: Collection) -> None:
         if address not in live or task.waits_on is not None:
             continue
         found = slow_path(task.frames)
-        where = f"task {task.pid} ({task.comm})"
+        where = f"task {task.name()}"
         wait = None
         if blocked_on is not None and (found is None or found[0] == "mutex"):
             # The kernel's own pointer, strongest, and whatever the compiler made of the slow path's frames.

@@ -153,7 +153,7 @@ def read_held_locks(k: Kernel, layout: LockdepLayout, symbols: Symbols, tasks: d
     as collect read it, where it has them)."""
     names = ClassNames(k, layout)
     for address, task in tasks.items():
-        where = f"task {task.pid} ({task.comm})"
+        where = f"task {task.name()}"
         try:
             depth, data = raw[address] if raw is not None and address in raw else (k.u32(address + layout.depth), None)
             if depth > layout.max_depth:

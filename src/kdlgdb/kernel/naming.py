@@ -155,7 +155,7 @@ class Namer:
         below = [f for f in task.frames if f.sp and f.sp < address]
         function = max(below, key=lambda f: f.sp).symbol if below else None
         where = f", in {function}'s frame" if function else ""
-        return Naming("stack", f"{lock_type} on the stack of {task.comm} ({task.pid}){where}", object=task.address,
+        return Naming("stack", f"{lock_type} on the stack of {task.name()}{where}", object=task.address,
                       offset=address - task.stack_base, symbol=function)
 
     # -- the heap -----------------------------------------------------------
@@ -228,7 +228,7 @@ class Namer:
         """What identifies an object of a known type, and the same as JSON details."""
         if type_name == "struct task_struct" and start in self.tasks:
             task = self.tasks[start]
-            return f"{task.comm} ({task.pid})", {"pid": task.pid, "comm": task.comm}
+            return task.name(), {"pid": task.pid, "comm": task.comm}
         if type_name == "struct super_block":
             name = self._sb_name(start)
             return name, {"superblock": f"{start:#x}", "filesystem": name}

@@ -94,7 +94,7 @@ def _checked(lock: Lock, owner: Owner, tasks: Mapping[int, Task], timing: Mappin
     task = tasks.get(owner.task)
     if task is None:
         return replace(owner, confidence=STALE, evidence=f"owner exited: {field}, which is no task in the task list")
-    who = f"{task.comm} ({task.pid})"
+    who = task.name()
     if owner.task in waiters:
         evidence = took_before(task, lock)
         if evidence is None:
@@ -112,7 +112,7 @@ def _checked(lock: Lock, owner: Owner, tasks: Mapping[int, Task], timing: Mappin
         return owner
     return replace(owner, confidence=STALE, evidence=(
         f"owner exited or slot reused: struct task_struct {owner.task:#x} now belongs to {who}, which started "
-        f"{_seconds(started - blocked)} after {waiter.comm} ({waiter.pid}) began waiting ({owner.evidence})"))
+        f"{_seconds(started - blocked)} after {waiter.name()} began waiting ({owner.evidence})"))
 
 
 def _seconds(ns: int) -> str:

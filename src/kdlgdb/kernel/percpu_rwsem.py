@@ -91,7 +91,7 @@ def find_writer_waits(k: Kernel, symbols: Symbols, tasks: dict[int, Task], live:
             continue
         if base_name(task.frames[i].symbol) != WRITER_WAIT or address not in live:
             continue
-        where = f"task {task.pid} ({task.comm})"
+        where = f"task {task.name()}"
         try:
             if writer_off is None or block_off is None:
                 writer_off, block_off = k.offset(STRUCT, "writer"), k.offset(STRUCT, "block")

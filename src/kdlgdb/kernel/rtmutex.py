@@ -267,7 +267,7 @@ def find_rt_waits(k: Kernel, rt: RtLayout, code: CodeReader, tasks: dict[int, Ta
         if found is None:
             continue
         kind, start = found
-        where = f"task {task.pid} ({task.comm})"
+        where = f"task {task.name()}"
         try:
             wait = _find_one(k, rt, kind, address, live[address], task.frames[start:], trees, stacks)
             if wait is None and task.state == "S":

@@ -112,7 +112,7 @@ class Workqueues:
                 try:
                     worker = self._worker(address)
                 except (ReadError, CorruptError) as e:
-                    self.problems.append(Problem("worker", f"task {task.pid} ({task.comm})", str(e)))
+                    self.problems.append(Problem("worker", f"task {task.name()}", str(e)))
                     continue
                 if worker is not None:
                     self._workers.append(worker)
@@ -215,7 +215,7 @@ def find_work_waits(k: Kernel, symbols: Symbols, tasks: dict[int, Task], locks: 
     for task in sorted(flushers, key=lambda t: (t.pid, t.address)):
         completion = task.blocked_in.address  # type: ignore[union-attr]
         assert completion is not None
-        where = f"task {task.pid} ({task.comm})"
+        where = f"task {task.name()}"
         try:
             barrier = wqs.barrier(completion, task.address)
             if barrier is not None:

@@ -30,7 +30,7 @@ from ..analysis.graph import WaitForGraph, describe_activity, interesting_frame
 from ..errors import KdlError
 from ..model import CERTAIN, Snapshot
 
-__all__ = ["render_dot", "dot_to_svg", "svg_for_html", "task_node", "lock_node", "CYCLE_COLOR"]
+__all__ = ["render_dot", "render_dots", "dot_to_svg", "dots_to_svgs", "svg_for_html", "task_node", "lock_node", "CYCLE_COLOR"]
 
 CYCLE_COLOR = "red"
 _BEHIND = "#e67e22"  # orange: blocked behind a cycle
@@ -114,21 +114,70 @@ class _Picture:
             self.tasks.append(task)
 
 
+_HEAD = [
+    '  graph [fontname="Helvetica", fontsize="11", nodesep="0.35", ranksep="0.45", bgcolor="white", pad="0.2"];',
+    '  node [fontname="Helvetica", fontsize="10", style="filled"];',
+    '  edge [fontname="Helvetica", fontsize="8", color="#555555", arrowsize="0.7"];',
+]
+
+
+class _Statements:
+    """The DOT statements of the picture: each node's line under its name, each edge's line with its two ends."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, str] = {}
+        self.edges: list[tuple[str, str, str]] = []
+
+    def node(self, name: str, attrs: str) -> None:
+        self.nodes[name] = f"  {name} {attrs}"
+
+    def edge(self, tail: str, head: str, attrs: str) -> None:
+        self.edges.append((tail, head, f"  {tail} -> {head} {attrs}"))
+
+    def components(self) -> list[list[str]]:
+        """The statements of each connected part of the picture, in the order their first node was drawn."""
+        parent = {name: name for name in self.nodes}
+
+        def root(name: str) -> str:
+            parent.setdefault(name, name)  # an end drawn by no node line of its own
+            while parent[name] != name:
+                parent[name] = parent[parent[name]]
+                name = parent[name]
+            return name
+
+        for tail, head, _ in self.edges:
+            parent[root(tail)] = root(head)
+        parts: dict[str, list[str]] = {}
+        for name, line in self.nodes.items():
+            parts.setdefault(root(name), []).append(line)
+        for tail, _, line in self.edges:
+            parts.setdefault(root(tail), []).append(line)
+        return list(parts.values())
+
+
+def _digraph(lines: list[str]) -> str:
+    return "\n".join(["digraph waitfor {", *_HEAD, *lines, "}"]) + "\n"
+
+
 def render_dot(snapshot: Snapshot, graph: WaitForGraph, max_tasks: int = MAX_TASKS) -> str:
     """DOT source of the wait-for graph: cycles in red, tasks blocked behind them, chain roots marked."""
+    return _digraph([line for part in _picture(snapshot, graph, max_tasks).components() for line in part])
+
+
+def render_dots(snapshot: Snapshot, graph: WaitForGraph, max_tasks: int = MAX_TASKS) -> list[str]:
+    """The same picture as :func:`render_dot`, one DOT graph per connected part (each cycle with the tasks behind
+    it, each chain), the cycles first: drawn one under the other at its own size, a part's labels stay
+    legible however many parts there are (side by side in one picture, seven parts shrink them to ~5 px)."""
+    return [_digraph(part) for part in _picture(snapshot, graph, max_tasks).components()]
+
+
+def _picture(snapshot: Snapshot, graph: WaitForGraph, max_tasks: int) -> _Statements:
     pic = _Picture(snapshot, graph, max_tasks)
     pic.choose()
-    lines = [
-        "digraph waitfor {",
-        '  graph [fontname="Helvetica", fontsize="11", nodesep="0.35", ranksep="0.45", '
-        'bgcolor="white", pad="0.2"];',
-        '  node [fontname="Helvetica", fontsize="10", style="filled"];',
-        '  edge [fontname="Helvetica", fontsize="8", color="#555555", arrowsize="0.7"];',
-    ]
+    out = _Statements()
     if not pic.tasks:
-        lines.append('  empty [shape="plaintext", label="no task waits on a lock", style=""];')
-        lines.append("}")
-        return "\n".join(lines) + "\n"
+        out.node("empty", '[shape="plaintext", label="no task waits on a lock", style=""]')
+        return out
 
     drawn_tasks = set(pic.tasks)
     # Locks: every lock a drawn task waits on, in the order the tasks were chosen.
@@ -157,14 +206,14 @@ def render_dot(snapshot: Snapshot, graph: WaitForGraph, max_tasks: int = MAX_TAS
     for task in pic.tasks:
         if task in hidden:
             continue
-        lines.append("  " + _task_line(snapshot, graph, task, pic.role[task]))
+        out.node(*_task_line(snapshot, graph, task, pic.role[task]))
     for lock in lock_order:
-        lines.append("  " + _lock_line(graph, lock, any((lock, o) in pic.cycle_edges for o in drawn_tasks)))
+        out.node(lock_node(lock), _lock_line(graph, lock, any((lock, o) in pic.cycle_edges for o in drawn_tasks)))
         if lock in more:
             name = f"more_{lock:x}"
-            lines.append(f"  {name} " + _attrs(shape="note", label=f"{more[lock]} more tasks wait here",
-                                                   fillcolor=_FILL["other"], color="#999999"))
-            lines.append(f"  {name} -> {lock_node(lock)} " + _attrs(label="wait on", style="dashed"))
+            out.node(name, _attrs(shape="note", label=f"{more[lock]} more tasks wait here",
+                                  fillcolor=_FILL["other"], color="#999999"))
+            out.edge(name, lock_node(lock), _attrs(label="wait on", style="dashed"))
     for task in pic.tasks:
         if task in hidden:
             continue
@@ -172,12 +221,10 @@ def render_dot(snapshot: Snapshot, graph: WaitForGraph, max_tasks: int = MAX_TAS
         if t is None or t.waits_on is None:
             continue
         in_cycle = (task, t.waits_on) in pic.cycle_edges
-        lines.append(
-            f"  {task_node(t.pid, task)} -> {lock_node(t.waits_on)} "
-            + _attrs(label="waits on", color=CYCLE_COLOR if in_cycle else None,
-                     fontcolor=CYCLE_COLOR if in_cycle else None, penwidth="2.2" if in_cycle else None,
-                     id=f"wait_{t.pid}_{task:x}", class_="cycle" if in_cycle else "wait")
-        )
+        out.edge(task_node(t.pid, task), lock_node(t.waits_on),
+                 _attrs(label="waits on", color=CYCLE_COLOR if in_cycle else None,
+                        fontcolor=CYCLE_COLOR if in_cycle else None, penwidth="2.2" if in_cycle else None,
+                        id=f"wait_{t.pid}_{task:x}", class_="cycle" if in_cycle else "wait"))
     for lock in lock_order:
         known = graph.lock(lock)
         if known is None:
@@ -190,32 +237,30 @@ def render_dot(snapshot: Snapshot, graph: WaitForGraph, max_tasks: int = MAX_TAS
                 # An owner that is not blocked (so in no chain): draw it so the hold edge has an end.
                 drawn_tasks.add(owner.task)
                 role = "root" if any(c.root == owner.task for c in graph.chains) else "other"
-                lines.append("  " + _task_line(snapshot, graph, owner.task, role))
+                out.node(*_task_line(snapshot, graph, owner.task, role))
             in_cycle = (lock, owner.task) in pic.cycle_edges
             inferred = owner.confidence != CERTAIN
             label = "held by" + (" (inferred)" if inferred else "")
             if owner.mode != "exclusive":
                 label += f" [{owner.mode}]"
-            lines.append(
-                f"  {lock_node(lock)} -> {task_node(o.pid if o else 0, owner.task)} "
-                + _attrs(label=label, style="dashed" if inferred else None,
-                         color=CYCLE_COLOR if in_cycle else None, fontcolor=CYCLE_COLOR if in_cycle else None,
-                         penwidth="2.2" if in_cycle else None,
-                         id=f"hold_{lock:x}_{owner.task:x}", class_="cycle" if in_cycle else "hold")
-            )
-    lines += _waited_for(graph, [t for t in drawn_tasks if pic.role.get(t, "root") == "root"])
+            out.edge(lock_node(lock), task_node(o.pid if o else 0, owner.task),
+                     _attrs(label=label, style="dashed" if inferred else None,
+                            color=CYCLE_COLOR if in_cycle else None, fontcolor=CYCLE_COLOR if in_cycle else None,
+                            penwidth="2.2" if in_cycle else None,
+                            id=f"hold_{lock:x}_{owner.task:x}", class_="cycle" if in_cycle else "hold"))
+    _waited_for(out, graph, [t for t in drawn_tasks if pic.role.get(t, "root") == "root"])
     if pic.left_out:
-        lines.append("  left_out " + _attrs(
+        out.node("left_out", _attrs(
             shape="note", fillcolor=_FILL["other"], color="#999999",
             label=f"{pic.left_out} more blocked tasks in {pic.left_out_groups} more chains not drawn"))
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+    return out
 
 
-def _task_line(snapshot: Snapshot, graph: WaitForGraph, address: int, role: str) -> str:
+def _task_line(snapshot: Snapshot, graph: WaitForGraph, address: int, role: str) -> tuple[str, str]:
+    """(node name, attributes) of a task."""
     task = graph.task(address)
     if task is None:
-        return f"{task_node(0, address)} " + _attrs(
+        return task_node(0, address), _attrs(
             shape="box", label=f"task {address:#x}\n(not in the dump)", fillcolor=_FILL["other"], color="#999999")
     label = f"{task.comm}\npid {task.pid} · {task.state}"
     extra: dict[str, object] = {}
@@ -233,14 +278,13 @@ def _task_line(snapshot: Snapshot, graph: WaitForGraph, address: int, role: str)
         if frame is not None:
             label += f"\nin {frame.describe()}"
         extra = {"color": "#999999"}
-    return f"{task_node(task.pid, address)} " + _attrs(
+    return task_node(task.pid, address), _attrs(
         shape="box", label=label, fillcolor=_FILL[role], style="rounded,filled",
         id=task_node(task.pid, address), class_=f"task {role}", URL=f"#task-{task.pid}", **extra)
 
 
-def _waited_for(graph: WaitForGraph, roots: list[int]) -> list[str]:
+def _waited_for(out: _Statements, graph: WaitForGraph, roots: list[int]) -> None:
     """A node for each completion or wait queue a chain's root waits for (``wait_<address>``), and its edge."""
-    lines: list[str] = []
     drawn: set[int] = set()
     for address in sorted(roots):
         task = graph.task(address)
@@ -251,11 +295,10 @@ def _waited_for(graph: WaitForGraph, roots: list[int]) -> list[str]:
         if blocked.address not in drawn:
             drawn.add(blocked.address)
             kind = "wait queue" if blocked.kind == "waitqueue" else blocked.kind
-            lines.append(f"  {node} " + _attrs(shape="octagon", label=f"{blocked.object_name()}\n{kind} {blocked.address:#x}",
-                                               fillcolor=_WAIT_FILL, color=_ROOT, id=node, class_=f"waited {blocked.kind}"))
-        lines.append(f"  {task_node(task.pid, address)} -> {node} " + _attrs(
+            out.node(node, _attrs(shape="octagon", label=f"{blocked.object_name()}\n{kind} {blocked.address:#x}",
+                                  fillcolor=_WAIT_FILL, color=_ROOT, id=node, class_=f"waited {blocked.kind}"))
+        out.edge(task_node(task.pid, address), node, _attrs(
             label="waits for", style="dashed", color=_ROOT, id=f"waitsfor_{task.pid}_{address:x}", class_="waitsfor"))
-    return lines
 
 
 def _lock_name(graph: WaitForGraph, address: int) -> str:
@@ -269,7 +312,7 @@ def _lock_line(graph: WaitForGraph, address: int, in_cycle: bool) -> str:
         label = f"lock {address:#x}\n(not decoded)"
     else:
         label = f"{lock.name()}\n{lock.type} {address:#x}"
-    return f"{lock_node(address)} " + _attrs(
+    return _attrs(
         shape="ellipse", label=label, fillcolor=_LOCK_FILL, color=CYCLE_COLOR if in_cycle else "#2c7a8c",
         penwidth="2.2" if in_cycle else None, id=lock_node(address),
         class_="lock cycle" if in_cycle else "lock")
@@ -291,6 +334,18 @@ def dot_to_svg(source: str, dot: str = "dot", timeout: float = 60.0) -> str:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise KdlError(f"Graphviz could not draw the graph: {last}")
     return done.stdout
+
+
+def dots_to_svgs(sources: list[str], dot: str = "dot", timeout: float = 60.0) -> list[str]:
+    """Each DOT graph of ``sources`` as an SVG, drawn by one run of Graphviz (it draws every graph of its input
+    in turn); KdlError as :func:`dot_to_svg`."""
+    if not sources:
+        return []
+    drawn = dot_to_svg("".join(sources), dot, timeout)
+    svgs = [part.lstrip() + "</svg>" for part in drawn.split("</svg>")[:-1]]  # each with its own XML prolog
+    if len(svgs) != len(sources):
+        raise KdlError(f"Graphviz drew {len(svgs)} pictures of {len(sources)} graphs")
+    return svgs
 
 
 _PROLOG = re.compile(r"\A.*?(?=<svg\b)", re.S)

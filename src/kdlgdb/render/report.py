@@ -50,8 +50,10 @@ from .report_data import (  # noqa: F401  (the report's API, named here)
     format_utc,
     headline,
     log_record,
+    no_cycle,
     stack_groups,
     summary_sentence,
+    undecoded,
     verdict,
 )
 from .report_html import _html
@@ -67,6 +69,8 @@ __all__ = [
     "verdict",
     "headline",
     "summary_sentence",
+    "no_cycle",
+    "undecoded",
     "cycle_sentence",
     "cycle_line",
     "chain_sentence",

@@ -13,10 +13,10 @@ from typing import Any, Iterable, Optional, Sequence, Union
 from ..analysis import kernlog
 from ..analysis.graph import Chain, Cycle, describe_blocked_in, Edge, FLUSHED_TYPES, interesting_frame, WaitForGraph
 from ..errors import KdlError
-from ..model import CERTAIN, Snapshot, Task
+from ..model import CERTAIN, Snapshot, Task, task_name
 from ..target.base import DEBUG_INFO
-from .words import and_list as _and, plural as _plural, task_label as _short
-from .dot import dot_to_svg, render_dot
+from .words import and_list as _and, no_cycle, plural as _plural, task_cell as _cell, task_label as _short, undecoded
+from .dot import dots_to_svgs, render_dot, render_dots
 from .text import format_last_ran, lockdep_lines
 
 
@@ -36,6 +36,7 @@ MAX_NAMED = 3  # tasks named in a sentence before "and N more"
 
 
 _HEADLINES = {"deadlock": "DEADLOCK", "probable": "PROBABLE DEADLOCK", "none": "NO DEADLOCK"}
+UNSURE = "NO LOCK CYCLE FOUND"  # the headline of "none" while some D task's wait is not decoded
 
 
 LogLike = Union[dict, Any]  # a dict or an object with seq, ts_ns, level, text (kdlgdb.kernel.printk.LogRecord)
@@ -79,19 +80,26 @@ def verdict(graph: WaitForGraph) -> str:
     return "probable" if graph.cycles else "none"
 
 
-def headline(kind: str) -> str:
-    """``DEADLOCK``, ``PROBABLE DEADLOCK`` or ``NO DEADLOCK`` for a :func:`verdict`."""
-    return _HEADLINES[kind]
+def headline(kind: str, undecoded_count: int = 0) -> str:
+    """``DEADLOCK``, ``PROBABLE DEADLOCK`` or ``NO DEADLOCK`` for a :func:`verdict`; ``NO LOCK CYCLE FOUND``
+    instead of ``NO DEADLOCK`` while ``undecoded_count`` D tasks wait on something kdlgdb did not decode."""
+    return UNSURE if kind == "none" and undecoded_count else _HEADLINES[kind]
+
+
+def verdict_class(kind: str, undecoded_count: int = 0) -> str:
+    """The HTML header's class: the verdict, or ``unsure`` (not green) for no cycle with undecoded D tasks."""
+    return "unsure" if kind == "none" and undecoded_count else kind
 
 
 def _task(graph: WaitForGraph, address: int) -> str:
     task = graph.task(address)
-    return f"{task.comm} (pid {task.pid})" if task else f"task {address:#x} (not in the dump)"
+    return task.name() if task else f"task {address:#x} (not in the dump)"
 
 
 def _comm(graph: WaitForGraph, address: int) -> str:
+    """``"kdl_b"``: the command alone, quoted, where the sentence named the task with its pid already."""
     task = graph.task(address)
-    return task.comm if task else f"task {address:#x}"
+    return f'"{task.comm}"' if task else f"task {address:#x}"
 
 
 def _lock(graph: WaitForGraph, address: int) -> str:
@@ -186,17 +194,16 @@ def summary_sentence(snapshot: Snapshot, graph: WaitForGraph) -> str:
         if len(sentences) == 1:
             return sentences[0] + "."
         return f"{len(sentences)} deadlocks: " + "; ".join(sentences) + "."
+    lost = len(undecoded(snapshot, graph))
+    said = no_cycle(lost)
+    said = said[:1].upper() + said[1:]  # "No deadlock", or "No lock cycle found; 3 D tasks with undecoded waits"
     if not graph.chains:
-        d_state = sum(t.state == "D" for t in snapshot.tasks)
-        text = "No deadlock: no task waits on a lock"
-        if d_state:
-            text += f" ({_plural(d_state, 'task')} in D state, see below)"
-        return text + "."
+        return f"{said}: no task waits on a lock" + ("; the D tasks are below." if lost else ".")
     if len(graph.chains) == 1:
-        return "No deadlock: " + chain_sentence(graph.chains[0], graph) + "."
+        return f"{said}: " + chain_sentence(graph.chains[0], graph) + "."
     blocked = sum(_blocked_in(c) for c in graph.chains)
     largest = max(graph.chains, key=_blocked_in)
-    return (f"No deadlock: {_plural(blocked, 'blocked task')} in {len(graph.chains)} chains; "
+    return (f"{said}: {_plural(blocked, 'blocked task')} in {len(graph.chains)} chains; "
             f"the largest: {chain_sentence(largest, graph)}.")
 
 
@@ -251,8 +258,7 @@ def stack_groups(tasks: Iterable[Task]) -> list[dict[str, Any]]:
 def d_state_groups(snapshot: Snapshot, graph: WaitForGraph) -> list[dict[str, Any]]:
     """D-state tasks in no cycle or chain (they wait on no lock kdlgdb knows), grouped by identical stacks
     (see :func:`stack_groups`)."""
-    return stack_groups(t for t in snapshot.tasks if t.state == "D" and t.waits_on is None
-                        and graph.membership(t.address) is None)
+    return stack_groups(undecoded(snapshot, graph))
 
 
 def _blocked_groups(graph: WaitForGraph, addresses: Iterable[int]) -> list[dict[str, Any]]:
@@ -294,7 +300,7 @@ def explain_hung(snapshot: Snapshot, graph: WaitForGraph, hung: Iterable[HungLik
         if task is None:
             entry["explanation"] = "no task with this pid in the dump (it has exited or the pid was never there)"
         elif task.comm != comm:
-            entry["explanation"] = f"pid {pid} is now {task.comm}, not {comm}: the hung task has exited"
+            entry["explanation"] = f'pid {pid} is now "{task.comm}", not "{comm}": the hung task has exited'
         elif isinstance(member, Cycle):
             kind, n = numbers[id(member)]
             word = "deadlock" if member.verdict == "deadlock" else "probable deadlock"
@@ -350,6 +356,25 @@ def format_uptime(ns: Optional[int]) -> str:
     if hours:
         return f"{hours}h {minutes:02d}m {secs:02d}s"
     return f"{minutes}m {secs:02d}s"
+
+
+def header_times(snapshot: Snapshot, facts: dict[str, Any]) -> list[tuple[str, str]]:
+    """The report's two times, labelled: when the dump was taken (the kernel's CRASHTIME, else the dump file's
+    time, with the uptime then) and when kdlgdb analysed it: ``[("dump taken", "2026-12-05 10:55:01 UTC (the
+    kernel's CRASHTIME), 2m 03s after boot"), ("analysed", "2026-12-05 14:20:07 UTC")]``; a live kernel's first
+    is ``("read live", "2m 03s after boot")``."""
+    uptime = f"{format_uptime(snapshot.uptime_ns)} after boot" if snapshot.uptime_ns is not None else ""
+    if snapshot.dump.startswith("live ") or facts.get("remote"):
+        taken = ("read live", uptime or "uptime unknown")
+    elif snapshot.crash_time is not None:
+        taken = ("dump taken", f"{format_utc(snapshot.crash_time)} (the kernel's CRASHTIME)")
+    elif facts.get("dump_mtime") is not None:
+        taken = ("dump taken", f"{format_utc(facts['dump_mtime'])} (the dump file's time)")
+    else:
+        taken = ("dump taken", "unknown (no CRASHTIME, no file time)")
+    if uptime and taken[0] == "dump taken":
+        taken = (taken[0], f"{taken[1]}, {uptime}")
+    return [taken, ("analysed", str(facts.get("analysed") or "unknown"))]
 
 
 def _read_from(snapshot: Snapshot, facts: dict[str, Any]) -> str:
@@ -412,7 +437,7 @@ class _Data:
     kind: str
     summary: str
     dot: str
-    svg: Optional[str]
+    svgs: list[str]  # the picture: one SVG per connected part of the graph
     svg_error: str
     groups: list[dict[str, Any]]
     hung: list[dict[str, Any]]
@@ -422,6 +447,8 @@ class _Data:
     log_note: str
     facts: list[tuple[str, str]]
     raw_facts: dict[str, Any]
+    times: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # the header's: dump taken, analysed
+    undecoded: int = 0  # D tasks the graph does not account for
     lockdep: Optional[kernlog.LockdepFindings] = None  # on a kernel with lockdep: its reports in the log
 
 
@@ -430,20 +457,22 @@ def _data(snapshot: Snapshot, graph: WaitForGraph, log: Sequence[LogLike], hung:
     facts = dict(facts or {})
     dot = render_dot(snapshot, graph)
     svg_error = ""
+    svgs = [svg] if svg is not None else []
     if svg is None and want_svg:
         try:
-            svg = dot_to_svg(dot)
+            svgs = dots_to_svgs(render_dots(snapshot, graph))
         except KdlError as e:
             svg_error = str(e)
     records = [log_record(r) for r in notable]
     log_note = str(facts.get("log_note") or "")
     return _Data(
         snapshot=snapshot, graph=graph, kind=verdict(graph), summary=summary_sentence(snapshot, graph), dot=dot,
-        svg=svg, svg_error=svg_error, groups=d_state_groups(snapshot, graph),
+        svgs=svgs, svg_error=svg_error, groups=d_state_groups(snapshot, graph),
         hung=explain_hung(snapshot, graph, hung), notable=records[-MAX_LOG_LINES:],
         tail=[log_record(r) for r in log[-TAIL_LINES:]], log_count=len(log),
         log_note=log_note, facts=_facts(snapshot, facts, len(log), log_note), raw_facts=facts,
-        lockdep=_lockdep(snapshot, graph, log),
+        times=header_times(snapshot, facts),
+        lockdep=_lockdep(snapshot, graph, log), undecoded=len(undecoded(snapshot, graph)),
     )
 
 
@@ -500,7 +529,7 @@ def _task_state(task: Task) -> str:
 
 
 def _task_head(graph: WaitForGraph, task: Task) -> str:
-    return f"{task.comm} (pid {task.pid}), {_task_state(task)}"
+    return f"{task.name()}, {_task_state(task)}"
 
 
 def _holds_wants(graph: WaitForGraph, task: Task) -> str:
@@ -513,7 +542,7 @@ def _holds_wants(graph: WaitForGraph, task: Task) -> str:
 
 
 def _group_head(group: dict[str, Any]) -> str:
-    named = [f"{c} ({p})" for c, p in zip(group["comms"][:8], group["pids"][:8])]
+    named = [task_name(c, p) for c, p in zip(group["comms"][:8], group["pids"][:8])]
     if group["count"] > 8:
         named.append(f"{group['count'] - 8} more")
     return f"{_plural(group['count'], 'task')}: {', '.join(named)}"

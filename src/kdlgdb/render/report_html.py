@@ -15,7 +15,7 @@ from pygments.token import Comment, Name, Number, Text, Whitespace
 from ..analysis.graph import WaitForGraph
 from ..model import CERTAIN, Task
 from .dot import svg_for_html
-from .report_data import REPORT_VERSION, _Data, _and, _blocked_groups, _focus, _frame_rows, _group_frames, _group_head, _holds_wants, _lock, _log_line, _plural, _seconds, _short, _task_state, chain_sentence, cycle_sentence, headline, lockdep_section
+from .report_data import REPORT_VERSION, _Data, _and, _blocked_groups, _cell, _focus, _frame_rows, _group_frames, _group_head, _holds_wants, _lock, _log_line, _plural, _seconds, _short, _task_state, chain_sentence, cycle_sentence, headline, lockdep_section, verdict_class
 
 
 class StackLexer(RegexLexer):
@@ -83,11 +83,11 @@ class _Anchors:
         return f' id="{_h(name)}"'
 
 
-def _task_link(graph: WaitForGraph, address: int) -> str:
+def _task_link(graph: WaitForGraph, address: int, cell: bool = False) -> str:
+    """A link to the task's stack, named as a sentence names it, or bare in a table ``cell``."""
     task = graph.task(address)
-    if task is None:
-        return _h(_short(graph, address))
-    return f'<a href="#task-{task.pid}">{_h(task.comm)} ({task.pid})</a>'
+    name = _cell(graph, address) if cell else _short(graph, address)
+    return f'<a href="#task-{task.pid}">{_h(name)}</a>' if task is not None else _h(name)
 
 
 def _path_html(graph: WaitForGraph, task: int) -> str:
@@ -102,7 +102,7 @@ def _path_html(graph: WaitForGraph, task: int) -> str:
 
 def _task_html(graph: WaitForGraph, task: Task, anchors: _Anchors, role: str = "") -> str:
     out = [f'<div class="task"{anchors.take(f"task-{task.pid}")}>',
-           f"<h4>{_h(role)}{_h(task.comm)} (pid {task.pid})</h4>",
+           f"<h4>{_h(role)}{_h(task.name())}</h4>",
            f'<p class="facts">{_h(_task_state(task))}<br>{_h(_holds_wants(graph, task))}']
     if task.wait_evidence:
         out.append(f"<br>how kdlgdb knows it waits: {_h(task.wait_evidence)}")
@@ -133,13 +133,15 @@ def _groups_html(groups: list[dict[str, Any]], anchors: _Anchors, note: str) -> 
 def _html(data: _Data) -> str:
     graph, snap = data.graph, data.snapshot
     anchors = _Anchors()
-    title = f"kdlgdb: {headline(data.kind)}" + (f" in {snap.release}" if snap.release else "")
-    meta = " · ".join(v for k, v in data.facts if k in ("kernel release", "dump", "live target", "analysed"))
+    title = f"kdlgdb: {headline(data.kind, data.undecoded)}" + (f" in {snap.release}" if snap.release else "")
+    meta = " · ".join(v for k, v in data.facts if k in ("kernel release", "dump", "live target"))
+    times = " · ".join(f'<span class="time"><b>{_h(label)}:</b> {_h(value)}</span>' for label, value in data.times)
     body = [
-        f'<header class="verdict {data.kind}">',
-        f'<div class="label">{_h(headline(data.kind))}</div>',
+        f'<header class="verdict {verdict_class(data.kind, data.undecoded)}">',
+        f'<div class="label">{_h(headline(data.kind, data.undecoded))}</div>',
         f'<p class="summary">{_h(data.summary)}</p>',
         f'<p class="meta">{_h(meta)}</p>',
+        f'<p class="meta times">{times}</p>',
         "</header>",
     ]
     nav = ['<a href="#graph">Wait-for graph</a>']
@@ -153,9 +155,9 @@ def _html(data: _Data) -> str:
     body.append("<nav>" + "".join(nav) + "</nav>")
 
     body.append('<section id="graph"><h2>Wait-for graph</h2>')
-    if data.svg:
-        body.append(f'<figure class="graph">{svg_for_html(data.svg)}</figure>')
-    else:
+    for svg in data.svgs:  # one picture per connected part, one under the other, each at its own size
+        body.append(f'<figure class="graph">{svg_for_html(svg)}</figure>')
+    if not data.svgs:
         body.append(f'<p class="note">No picture: {_h(data.svg_error)}</p>')
     body.append(
         '<p class="legend"><span><i class="sw" style="border-color:red;background:#ffe0e0"></i>cycle</span>'
@@ -180,8 +182,8 @@ def _html(data: _Data) -> str:
             lock = graph.lock(e.lock)
             kind = f"{lock.type} {e.lock:#x}" if lock else f"{e.lock:#x}"
             body.append(
-                f"<tr><td>{_task_link(graph, e.waiter)}</td><td><b>{_h(_lock(graph, e.lock))}</b><br>"
-                f"<small>{_h(kind)}</small></td><td>{_task_link(graph, e.owner)}</td>"
+                f"<tr><td>{_task_link(graph, e.waiter, cell=True)}</td><td><b>{_h(_lock(graph, e.lock))}</b><br>"
+                f"<small>{_h(kind)}</small></td><td>{_task_link(graph, e.owner, cell=True)}</td>"
                 f'<td class="conf-{_h(e.confidence)}">{_h(e.confidence)}</td><td>{_h(e.evidence)}</td></tr>'
             )
         body.append("</table><h3>Tasks</h3>")

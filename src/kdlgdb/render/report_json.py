@@ -14,6 +14,7 @@ def report_json(snapshot: Snapshot, graph: WaitForGraph, **kwargs: Any) -> dict[
     """The report as a dict: :func:`~kdlgdb.render.json.waitfor_json`'s keys plus the report's own.
 
     Added keys: ``report_version``, ``verdict`` (deadlock | probable | none), ``headline``,
+    ``undecoded_d_tasks`` (D tasks in no cycle or chain: their wait was not decoded),
     ``summary``, ``cycle_summaries``, ``chain_summaries``, ``dot``, ``d_state_groups``,
     ``kernel_log`` (``records``, ``note``, ``hung_tasks``, ``notable``) and ``facts`` (the front
     end's facts plus ``release``, ``kaslr_offset``, ``task_count``, ``sources``, ``cpus``,
@@ -29,7 +30,8 @@ def _json(data: _Data) -> dict[str, Any]:
     doc.update({
         "report_version": REPORT_VERSION,
         "verdict": data.kind,
-        "headline": headline(data.kind),
+        "headline": headline(data.kind, data.undecoded),
+        "undecoded_d_tasks": data.undecoded,
         "summary": data.summary,
         "cycle_summaries": [cycle_sentence(c, graph) for c in graph.cycles],
         "chain_summaries": [chain_sentence(c, graph) for c in graph.chains],

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 from tabulate import tabulate
 
 from .dot import svg_for_html
-from .report_data import _Data, _blocked_groups, _group_head, _group_lines, _holds_wants, _lock, _log_line, _path, _seconds, _short, _stack_lines, _task_head, chain_sentence, cycle_sentence, headline, lockdep_section
+from .report_data import _Data, _blocked_groups, _cell, _group_head, _group_lines, _holds_wants, _lock, _log_line, _path, _seconds, _stack_lines, _task_head, chain_sentence, cycle_sentence, headline, lockdep_section
 
 
 def _md(text: str) -> str:
@@ -41,27 +41,27 @@ def _groups_md(groups: list[dict[str, Any]], note: str) -> list[str]:
 
 def _markdown(data: _Data) -> str:
     graph, snap = data.graph, data.snapshot
-    out = [f"# kdlgdb report: {headline(data.kind)}", "", f"**{_md(data.summary)}**", ""]
+    out = [f"# kdlgdb report: {headline(data.kind, data.undecoded)}", "", f"**{_md(data.summary)}**", ""]
+    out += [" · ".join(f"*{_md(label)}:* {_md(value)}" for label, value in data.times), ""]
     out += ["## Wait-for graph", ""]
-    if data.svg:
-        svg = svg_for_html(data.svg)  # a standalone SVG still, without its DTD URL
-        encoded = base64.b64encode(svg.encode()).decode()
+    for svg in data.svgs:  # one picture per connected part
+        encoded = base64.b64encode(svg_for_html(svg).encode()).decode()  # a standalone SVG still, without its DTD URL
         out += [f"![wait-for graph: cycles in red, roots of chains in purple](data:image/svg+xml;base64,{encoded})", ""]
-    else:
+    if not data.svgs:
         out += [f"*No picture: {_md(data.svg_error)}*", ""]
     out += ["<details><summary>DOT source</summary>", "", *_fence(data.dot.rstrip().splitlines(), "dot"), "",
             "</details>", ""]
     for n, cycle in enumerate(graph.cycles, 1):
         word = "Deadlock" if cycle.verdict == "deadlock" else "Probable deadlock"
         out += [f"## {word} {n}", "", _md(cycle_sentence(cycle, graph)) + ".", ""]
-        rows = [(_short(graph, e.waiter), _lock(graph, e.lock), _short(graph, e.owner), e.confidence, e.evidence)
+        rows = [(_cell(graph, e.waiter), _lock(graph, e.lock), _cell(graph, e.owner), e.confidence, e.evidence)
                 for e in cycle.edges]
         out += _md_table(rows, ("waiter", "waits on", "held by", "confidence", "evidence")) + [""]
         for address in cycle.tasks:
             task = graph.task(address)
             if task is None:
                 continue
-            out += [f"### {_md(task.comm)} (pid {task.pid})", "", _md(_task_head(graph, task)) + "; "
+            out += [f"### {_md(task.name())}", "", _md(_task_head(graph, task)) + "; "
                     + _md(_holds_wants(graph, task)) + ".", ""]
             if task.wait_evidence:
                 out += [f"How kdlgdb knows it waits: {_md(task.wait_evidence)}.", ""]

@@ -12,7 +12,8 @@ from .text import render_waitfor
 
 def _text(data: _Data) -> str:
     graph, snap = data.graph, data.snapshot
-    out = [f"kdlgdb report: {headline(data.kind)}", "", data.summary, ""]
+    out = [f"kdlgdb report: {headline(data.kind, data.undecoded)}", "", data.summary, ""]
+    out += [f"{label}: {value}" for label, value in data.times] + [""]
     out += ["== Wait-for graph ==", render_waitfor(dataclasses.replace(snap, problems=[]), graph, lockdep=data.lockdep), ""]
     for n, cycle in enumerate(graph.cycles, 1):
         word = "Deadlock" if cycle.verdict == "deadlock" else "Probable deadlock"

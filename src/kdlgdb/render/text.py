@@ -13,7 +13,7 @@ from ..analysis.kernlog import LockdepFindings, LockdepReport
 from ..analysis.graph import Chain, Cycle, Edge, WaitForGraph, format_duration, interesting_frame
 from ..model import CERTAIN, Frame, Lock, Snapshot, Task, symbol_name
 from .color import paint
-from .words import and_list as _and, plural as _plural, task_label
+from .words import and_list as _and, no_cycle, plural as _plural, task_label, undecoded as _undecoded_tasks
 
 __all__ = ["render_tasks", "render_bt", "render_held", "lockdep_lines", "render_locks", "render_waitfor", "format_last_ran"]
 
@@ -86,7 +86,7 @@ def render_stack_groups(snapshot: Snapshot, tasks: list[Task]) -> str:
         return "no task in those states"
     lines = [f"{_plural(len(tasks), 'task')} in {_plural(len(groups), 'distinct stack')}"]
     for key, members in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[1][0].pid)):
-        names = ", ".join(f"{t.comm} ({t.pid})" for t in members[:8]) + (", ..." if len(members) > 8 else "")
+        names = ", ".join(t.name() for t in members[:8]) + (", ..." if len(members) > 8 else "")
         states = "".join(sorted({t.state for t in members}))
         lines += ["", f"{_plural(len(members), 'task')} [{states}]: {names}"]
         lines += [f"  {'#' + str(n):>3} {name}" for n, name in enumerate(key)] or ["    (no stack frames)"]
@@ -308,11 +308,11 @@ def _chain_lines(chain: Chain, graph: WaitForGraph, names: _Names) -> list[str]:
     return lines
 
 
-def _summary(graph: WaitForGraph) -> str:
+def _summary(graph: WaitForGraph, undecoded: int) -> str:
     chains = len(graph.chains)
     if not graph.cycles:
         blocked = sum(len(c.tasks) - (c.root is not None) + len(c.joined) for c in graph.chains)
-        return f"no deadlock; {_plural(blocked, 'blocked task')} in {_plural(chains, 'chain')}"
+        return f"{no_cycle(undecoded)}; {_plural(blocked, 'blocked task')} in {_plural(chains, 'chain')}"
     count = len(graph.cycles)
     probable = sum(c.verdict == "probable" for c in graph.cycles)
     if probable == count:
@@ -331,9 +331,7 @@ def _summary(graph: WaitForGraph) -> str:
 def _undecoded(snapshot: Snapshot, graph: WaitForGraph) -> list[list[Task]]:
     """D tasks in no cycle or chain (their wait was not decoded), grouped by the function they sleep in."""
     groups: dict[str, list[Task]] = {}
-    for task in snapshot.tasks:
-        if task.state != "D" or graph.membership(task.address) is not None:
-            continue
+    for task in _undecoded_tasks(snapshot, graph):
         frame = interesting_frame(task.frames)
         where = "?" if frame is None or frame.symbol is None else frame.symbol + (f" [{frame.module}]" if frame.module else "")
         groups.setdefault(where, []).append(task)
@@ -345,7 +343,7 @@ def _undecoded_lines(groups: list[list[Task]], color: bool) -> list[str]:
     for group in groups:
         frame = interesting_frame(group[0].frames)
         where = "an unknown function" if frame is None or frame.symbol is None else frame.symbol + (f" [{frame.module}]" if frame.module else "")
-        shown = ", ".join(f"{t.comm} ({t.pid})" for t in group[:8]) + (", ..." if len(group) > 8 else "")
+        shown = ", ".join(t.name() for t in group[:8]) + (", ..." if len(group) > 8 else "")
         lines.append(f"  {_plural(len(group), 'task')} in D in {where}: wait not decoded: {shown}")
     return lines
 
@@ -382,10 +380,10 @@ def render_waitfor(
         elif not items:
             blocks.append([f"pid {pid} is not in any deadlock or wait chain"])
     elif not items:
-        d_state = sum(t.state == "D" for t in snapshot.tasks)
+        d_state = sum(t.state == "D" for t in snapshot.tasks)  # none of them in the graph: all undecoded
         line = "no blocked tasks: no task waits on a known lock"
         if d_state:
-            line += f" ({_plural(d_state, 'task')} in D state)"
+            line = paint(no_cycle(d_state), "heading", color) + ": no task waits on a known lock"
         blocks.append([line])
     for item in items:
         if isinstance(item, Cycle):
@@ -406,10 +404,10 @@ def render_waitfor(
             block.append("lockdep turned itself off after its first report (\"INFO: lockdep is turned off\"): "
                          "lock-order inversions after it were not checked")
         blocks.append(block)
-    summary = [paint(_summary(graph), "heading", color)] if pid is None and items else []
+    missing = sum(len(group) for group in undecoded)
+    summary = [paint(_summary(graph, missing), "heading", color)] if pid is None and items else []
     d_state = sum(t.state == "D" for t in snapshot.tasks) if pid is None else 0
     if d_state:
-        missing = sum(len(group) for group in undecoded)
         summary.append(f"D tasks: {d_state}, {d_state - missing} in the graph above, {missing} not decoded")
     if summary:
         blocks.append(summary)

@@ -4,8 +4,9 @@ from __future__ import annotations
 from typing import Sequence
 
 from ..analysis.graph import WaitForGraph
+from ..model import Snapshot, Task
 
-__all__ = ["and_list", "plural", "task_label"]
+__all__ = ["and_list", "plural", "task_label", "task_cell", "undecoded", "no_cycle"]
 
 
 def and_list(items: Sequence[str]) -> str:
@@ -21,6 +22,27 @@ def plural(count: int, word: str) -> str:
 
 
 def task_label(graph: WaitForGraph, address: int) -> str:
-    """``kdl_a (94)``, or ``task 0x... (not found)`` for an address the snapshot has no task for."""
+    """``"kdl_a" (pid 94)`` (:func:`~kdlgdb.model.task_name`), or ``task 0x... (not found)`` for an address the
+    snapshot has no task for."""
+    task = graph.task(address)
+    return task.name() if task else f"task {address:#x} (not found)"
+
+
+def task_cell(graph: WaitForGraph, address: int) -> str:
+    """A task in a table cell, where no sentence can misread it: ``kdl_a (94)``, the bare command."""
     task = graph.task(address)
     return f"{task.comm} ({task.pid})" if task else f"task {address:#x} (not found)"
+
+
+def undecoded(snapshot: Snapshot, graph: WaitForGraph) -> list[Task]:
+    """The D tasks the graph does not account for: in no cycle or chain, their wait not decoded."""
+    return [t for t in snapshot.tasks if t.state == "D" and graph.membership(t.address) is None]
+
+
+def no_cycle(undecoded_count: int) -> str:
+    """What is known when there is no cycle: ``no deadlock`` only when every D task is accounted for, else
+    ``no lock cycle found; 3 D tasks with undecoded waits`` (they may wait on each other through what kdlgdb
+    cannot read)."""
+    if not undecoded_count:
+        return "no deadlock"
+    return f"no lock cycle found; {plural(undecoded_count, 'D task')} with undecoded waits"
