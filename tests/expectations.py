@@ -168,7 +168,7 @@ def check_waitfor(doc: dict[str, Any], expected: dict[str, Any], truth: dict[str
         assert tasks[pid[comm]].get("blocked_in") is None, f"{comm} waits on a lock: no blocked_in"
     for comm in expected.get("deadlock_detected", ()):  # rt_mutex's -EDEADLK: the kernel's own verdict, cited
         evidence = tasks[pid[comm]]["wait_evidence"]
-        assert evidence.startswith("rt_mutex_handle_deadlock: parked (S)"), evidence
+        assert "rt_mutex_handle_deadlock: parked (S)" in evidence, evidence  # after the frame's, if it has one
         assert f"rtmutex deadlock detected / [" in evidence and f"PID: {pid[comm]} at " in evidence, evidence
     _check_blocked_in(doc, expected, truth)
 

@@ -16,7 +16,7 @@ import pytest
 
 import matrix
 import samples
-from expectations import check_dump_answer
+from expectations import check_dump_answer, without_wait_sources
 from kdlgdb.errors import KdlError, ReadError
 from kdlgdb.frontends import btf as btf_front_end
 from kdlgdb.target.btfdump import BtfTarget, open_btf_target
@@ -80,7 +80,10 @@ def test_btf_path_gives_the_dwarf_answer(scenario: str, kind: str, kaslr: bool, 
     assert status == dwarf_status
     check_dump_answer(status, doc, samples.expected(scenario, real_kernel), dump)
     target = open_btf_target(str(dump.path))
-    same_but_for_debug_info(dwarf, doc, target.kallsyms)
+    # gdb reads the slow-path frames' lock arguments where it has the registers (its own core file: the paging
+    # ELF); the BTF path has no DWARF: there its waits come from the wait lists, naming the same locks.
+    assert all(t["wait_source"] != "frame" for t in doc["tasks"])
+    same_but_for_debug_info(without_wait_sources(dwarf), without_wait_sources(doc), target.kallsyms)
 
 
 _GDB_FACTS = """
@@ -142,7 +145,7 @@ def test_the_commands_without_a_vmlinux(tmp_path: Path, real_kernel: str) -> Non
     done = kdlgdb("waitfor", "--btf", str(dump.path), env=env)
     assert done.returncode == 1, done.stderr
     pids = dump.truth["tasks"]
-    assert f"DEADLOCK: kdl_m1 ({pids['kdl_m1']}) and kdl_m2 ({pids['kdl_m2']})" in done.stdout
+    assert f'DEADLOCK: "kdl_m1" (pid {pids["kdl_m1"]}) and "kdl_m2" (pid {pids["kdl_m2"]})' in done.stdout
     out = tmp_path / "r.json"
     done = kdlgdb("report", "--btf", str(dump.path), "-o", str(out), env=env)
     assert done.returncode == 0 and "DEADLOCK" in done.stdout, done.stderr
