@@ -284,3 +284,20 @@ def test_a_damaged_symbol_count_is_one_line() -> None:
     memory[TABLES["kallsyms_num_syms"]] = struct.pack("<I", 0)
     with pytest.raises(KdlError, match="kallsyms_num_syms is 0"):
         Kallsyms.from_memory(reader(memory), info, KASLR)
+
+
+def test_thread_size_without_init_stack() -> None:
+    """BTF has no size for init_stack: THREAD_SIZE is struct irq_stack's (the same order on x86_64, KASAN's
+    doubling included), and 16 KiB only when the debug info knows neither."""
+    from types import SimpleNamespace
+
+    from kdlgdb.kernel.stack import StackReader
+
+    def reader(init_stack, irq_stack):  # type: ignore[no-untyped-def]
+        target = SimpleNamespace(symbol_size=lambda name: init_stack if name == "init_stack" else None,
+                                 type_size=lambda name: irq_stack if name == "struct irq_stack" else None)
+        return StackReader(SimpleNamespace(target=target), None).thread_size  # type: ignore[arg-type]
+
+    assert reader(16384, 32768) == 16384  # the vmlinux's DWARF sizes init_stack: that decides
+    assert reader(None, 32768) == 32768  # a KASAN kernel read with its BTF
+    assert reader(None, None) == 16384

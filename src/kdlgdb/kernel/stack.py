@@ -71,9 +71,12 @@ class StackReader:
     def __init__(self, k: Kernel, symbols: Symbols) -> None:
         self.k = k
         self.symbols = symbols
-        init_stack = k.target.symbol_size("init_stack")
-        # THREAD_SIZE: init_stack is declared as unsigned long[THREAD_SIZE / 8].
-        self.thread_size = init_stack or 16384
+        # THREAD_SIZE: init_stack is declared as unsigned long[THREAD_SIZE / 8]. Where the debug info has no
+        # size for it (BTF describes per-CPU variables only), struct irq_stack's: x86_64 sizes both by the same
+        # order (THREAD_SIZE_ORDER and IRQ_STACK_ORDER are 2 + KASAN_STACK_ORDER), so a KASAN kernel's 32 KiB
+        # is read whole too. 16 KiB, x86_64's without KASAN, when neither is known.
+        self.thread_size = (k.target.symbol_size("init_stack") or k.target.type_size("struct irq_stack")
+                            or 16384)
         self._return_address: dict[int, bool] = {}
         self._frames: dict[int, Frame] = {}
 

@@ -20,7 +20,8 @@ from .base import Target, TargetKind
 from .btf import Btf
 from .cpustate import registers_from_notes
 from .dumpfile import DumpFile, open_dump
-from .kallsyms import START_KERNEL_MAP, Kallsyms, NoKallsyms, symbol_count
+from .kallsyms import Kallsyms, NoKallsyms, symbol_count
+from .pagetable import START_KERNEL_MAP
 from . import debuginfocache
 
 __all__ = ["BtfTarget", "open_btf_target"]

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from typing import Callable, Optional
 
 from ..errors import KdlError, ReadError
+from .pagetable import START_KERNEL_MAP
 
 __all__ = ["Kallsyms", "NoKallsyms", "KALLSYMS_KEYS", "decode_names", "decode_offsets", "symbol_count",
            "table_addresses"]
@@ -34,7 +35,6 @@ __all__ = ["Kallsyms", "NoKallsyms", "KALLSYMS_KEYS", "decode_names", "decode_of
 #: The VMCOREINFO entries kallsyms needs (all of them, since v6.0).
 KALLSYMS_KEYS = ("kallsyms_names", "kallsyms_num_syms", "kallsyms_token_table", "kallsyms_token_index",
                  "kallsyms_offsets", "kallsyms_relative_base")
-START_KERNEL_MAP = 0xFFFFFFFF80000000
 MAX_SYMBOLS = 4_000_000  # Debian's 6.12: ~200,000
 MAX_NAMES = 256 << 20
 Read = Callable[[int, int], bytes]
