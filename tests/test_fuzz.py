@@ -174,4 +174,4 @@ def _one_line_from_gdb(realgdb, vmlinux: Path, port: int) -> None:
     assert "Traceback" not in out and "internal error" not in out, out[-2000:]
     ours = [line for line in done.stderr.splitlines() if line.startswith("kd-")]
     assert len(ours) <= 1, ours
-    assert ours or "kdl_a (" in done.stdout or "skipped:" in done.stdout, out[-2000:]
+    assert ours or '"kdl_a" (pid' in done.stdout or "skipped:" in done.stdout, out[-2000:]

@@ -37,6 +37,7 @@ from ..kernel.stack import add_source_lines
 from ..model import Problem, Snapshot
 from ..render.report import FORMATS, headline, log_record, render_report, summary_sentence, undecoded, verdict
 from ..target.base import Target
+from . import commands
 from ..target.replay import RecordingTarget
 
 __all__ = [
@@ -243,7 +244,7 @@ def render(bundle: Bundle, fmt: str, svg: Optional[str] = None) -> str:
 
 def status(bundle: Bundle) -> int:
     """Exit status: 1 when the snapshot has a cycle (deadlock or probable deadlock), else 0."""
-    return 1 if WaitForGraph(bundle.snapshot).cycles else 0
+    return commands.verdict_status(bundle.snapshot)
 
 
 def summary_line(bundle: Bundle) -> str:

@@ -16,6 +16,8 @@ frames are #1 and up. ``kd-task`` alone turns the unwinder off.
 """
 from __future__ import annotations
 
+import weakref
+
 from typing import Optional
 
 import gdb  # type: ignore[import-not-found]
@@ -29,13 +31,11 @@ from ..kernel.layout import Kernel, le64
 from ..kernel.stack import StackReader
 from ..kernel.symbols import Symbols
 from ..kernel.unwind import start_blocked, unwind
-from ..model import Problem, Task
+from ..model import Task
 from ..target.gdb import unwind_info
 
 __all__ = ["select_task", "selected", "TaskUnwinder", "frame_variables"]
 
-# struct inactive_task_frame (x86_64): the registers __switch_to_asm pushed, gdb's names.
-_SAVED = ("r15", "r14", "r13", "r12", "rbx", "rbp")
 _CPU_REGISTERS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12", "r13",
                   "r14", "r15", "rip", "eflags")
 
@@ -92,6 +92,17 @@ def _install() -> TaskUnwinder:
     return _unwinder
 
 
+_tracers: "weakref.WeakKeyDictionary[Kernel, Backtracer]" = weakref.WeakKeyDictionary()
+
+
+def _backtracer(k: Kernel) -> Backtracer:
+    """One Backtracer (its module symbols, ORC tables) per Kernel, for every kd-task and ``kd-bt -f`` on it."""
+    if k not in _tracers:
+        symbols = Symbols(k, [])
+        _tracers[k] = Backtracer(k, symbols, StackReader(k, symbols))
+    return _tracers[k]
+
+
 def select_task(k: Kernel, task: Optional[Task]) -> str:
     """Make ``task`` the one gdb's frame commands show (None: the dump's own thread again); a line saying so."""
     unwinder = _install()
@@ -99,10 +110,8 @@ def select_task(k: Kernel, task: Optional[Task]) -> str:
         unwinder.registers, unwinder.exact, unwinder.task = None, {}, None
         gdb.invalidate_cached_frames()
         return "gdb shows the dump's own thread again"
-    problems: list[Problem] = []
-    symbols = Symbols(k, problems)
-    stacks = StackReader(k, symbols)
-    tracer = Backtracer(k, symbols, stacks)
+    tracer = _backtracer(k)
+    symbols, stacks = tracer.symbols, tracer.stacks
     if task.on_cpu:
         state = cpu_of_task(k, per_cpu_runqueues(k), task, symbols, stacks)
         if state is None:
@@ -115,7 +124,7 @@ def select_task(k: Kernel, task: Optional[Task]) -> str:
         sp = k.u64(task.address + k.offset("struct task_struct", "thread.sp"))
         frame_size = tracer.frame_layout[2]
         data = k.read(sp, frame_size)
-        registers = {name: le64(data, 8 * i) for i, name in enumerate(_SAVED)}
+        registers = {name: le64(data, offset) for name, offset in tracer.switch_registers if offset + 8 <= len(data)}
         registers["rip"] = le64(data, tracer.frame_layout[0])
         registers["rsp"] = sp + frame_size
         if not task.stack_base <= sp < task.stack_base + stacks.thread_size:

@@ -19,7 +19,7 @@ from typing import Optional
 from ..errors import ReadError
 from ..model import Frame, Problem, Task
 from .layout import Kernel
-from .orc import KernelOrc, module_finder
+from .orc import KernelOrc
 from .stack import Stack, StackReader
 from .symbols import Symbols
 from .unwind import FRAME_POINTERS, ORC, SCAN, Unwind, start_blocked, start_registers, unwind
@@ -34,6 +34,18 @@ class Backtrace:
     error: Optional[str] = None  # why an exact unwind stopped early (shown as a marked last frame)
 
 
+# struct inactive_task_frame's callee-saved registers: its member -> gdb's register name.
+_SWITCH_FRAME = (("r15", "r15"), ("r14", "r14"), ("r13", "r13"), ("r12", "r12"), ("bx", "rbx"), ("bp", "rbp"))
+
+
+def switch_frame_registers(k: Kernel) -> list[tuple[str, int]]:
+    """(gdb's register name, its offset in ``struct inactive_task_frame``) of each callee-saved register a
+    sleeping task's switch frame holds, from the type (which members it has, and their order, is the kernel's:
+    x86_64 kept ``flags`` first for a while after 6690e86be83a)."""
+    return [(register, found[0]) for member, register in _SWITCH_FRAME
+            if (found := k.member("struct inactive_task_frame", member)) is not None]
+
+
 class Backtracer:
     """Unwinds the tasks of one kernel."""
 
@@ -41,13 +53,15 @@ class Backtracer:
         self.k = k
         self.symbols = symbols
         self.stacks = stacks
-        self.orc = KernelOrc(k, module_finder(k, symbols.modules))
+        self.orc = KernelOrc(k, lambda address: (m := symbols.module_of(address)) and int(m.address) or None)
         self.frame_pointers = not self.orc.available
         frame = "struct inactive_task_frame"
         ret_addr, bp = k.member(frame, "ret_addr"), k.member(frame, "bp")
         size = k.target.type_size(frame)
-        # x86_64's frame since v4.9 (0100301bfdf5): r15, r14, r13, r12, bx, bp, ret_addr.
+        # x86_64's frame since v4.9 (0100301bfdf5): r15, r14, r13, r12, bx, bp, ret_addr; the type says where
+        # each is (the fallbacks are that layout, for a target without the type).
         self.frame_layout = (ret_addr[0] if ret_addr else 48, bp[0] if bp else 40, size or 56)
+        self.switch_registers = switch_frame_registers(k)
         self._frames: dict[int, tuple[Optional[str], int, Optional[str]]] = {}
 
     def blocked(self, stack: Stack, stack_base: int) -> Backtrace:

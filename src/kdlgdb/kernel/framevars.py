@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..model import FRAME_VARIABLE, Frame, Lock, Problem, Task
+from .backtrace import switch_frame_registers
 from .functions import RT_PATH, RT_SLEEP, RTLOCK_SLEEP, RWBASE, SCHEDULER, base_name, past_scheduler
 from .layout import Kernel
 from .stack import Stack
@@ -42,8 +43,6 @@ RT_LOCK_FRAMES = (RT_SLEEP | RTLOCK_SLEEP) - RWBASE - SCHEDULER
 RT_LOCK_VARIABLES = ("lock",)
 RWBASE_VARIABLES = ("rwb",)
 
-# The callee-saved registers struct inactive_task_frame keeps (x86_64, v4.9+), by member -> register name.
-_SWITCH_FRAME = (("r15", "r15"), ("r14", "r14"), ("r13", "r13"), ("r12", "r12"), ("bx", "rbx"), ("bp", "rbp"))
 LEARN_FROM = 2  # tasks of one chain whose answers must share a single stack offset before it is trusted
 
 
@@ -102,8 +101,7 @@ class FrameVariables:
     def __init__(self, k: Kernel, switch_frame_size: int) -> None:
         self.k = k
         self.switch_frame_size = switch_frame_size
-        self.registers = [(register, found[0]) for member, register in _SWITCH_FRAME
-                          if (found := k.member("struct inactive_task_frame", member)) is not None]
+        self.registers = switch_frame_registers(k)
         self.chains: dict[tuple[int, ...], _Chain] = {}
         self.asked = 0  # questions put to the target
 

@@ -247,16 +247,3 @@ class KernelOrc:
         if not ip_table or not table or not 0 < count < 1 << 22:
             return None
         return OrcTable.from_memory(ip_table, k.read(ip_table, 4 * count), k.read(table, ENTRY_SIZE * count), self.fmt)
-
-
-def module_finder(k: Kernel, modules: list) -> Callable[[int], Optional[int]]:
-    """``address -> struct module *`` over ``Symbols.modules`` (each with ``contains`` and ``address``)."""
-
-    def find(address: int) -> Optional[int]:
-        for m in modules:
-            if m.contains(address):
-                return int(m.address)
-        return None
-
-    return find
-

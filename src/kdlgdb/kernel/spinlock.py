@@ -72,11 +72,6 @@ def spin_wait(k: Kernel, code: CodeReader, state: CpuState) -> Optional[SpinWait
             lock = _lock_argument(k, code, caller, acquire)
             where = "%rdi" if i == 0 else "the interrupted %rdi"
             rdi = state.registers.get("rdi") if i == 0 else state.interrupted_di.get(i)
-            if lock is not None and rdi is not None and rdi != lock and rdi >= KERNEL_SPACE \
-                    and not _looks_like_spinlock(k, lock) and _looks_like_spinlock(k, rdi):
-                # The constant found before the call was loaded for an earlier call (a printk's format, say) and
-                # a register move we do not decode set %rdi since: the slow path's own argument wins.
-                lock = None
             if lock is not None:
                 evidence = f"{caller.describe()} passes it to {acquire}() (the call before {caller.pc:#x})"
                 if rdi == lock:
@@ -103,18 +98,6 @@ def _lock_argument(k: Kernel, code: CodeReader, caller: Frame, acquire: str) -> 
     if code.call_target(caller.pc) != acquire:  # its last 5 bytes, already read
         return None
     return first_argument(text, len(text) - 5, start)
-
-
-def _looks_like_spinlock(k: Kernel, address: int) -> bool:
-    """Whether the word at ``address`` can be a qspinlock a CPU spins on: its locked byte is 0 or 1
-    (_Q_LOCKED_VAL), and with CONFIG_DEBUG_SPINLOCK its ``magic`` is SPINLOCK_MAGIC."""
-    try:
-        if k.u32(address) & _Q_LOCKED_MASK not in (0, 1):
-            return False
-        magic = k.member("struct raw_spinlock", "magic")
-        return magic is None or k.u32(address + magic[0]) == SPINLOCK_MAGIC
-    except ReadError:
-        return False
 
 
 def decode_spinlock(k: Kernel, address: int) -> dict[str, object]:

@@ -177,8 +177,6 @@ class _Walker:
 
     def next(self) -> Optional[UnwoundFrame]:
         """Unwind one frame: the caller's frame, or None at the end of the stack."""
-        if self.regs is not None and self._read(self.regs + PT_REGS["cs"]) & 3:
-            return None  # the entry from user mode: the end of a user task's kernel stack
         orc: Optional[OrcEntry] = FRAME_POINTER if self.frame_pointers else self.find(self.ip if self.signal else self.ip - 1)
         self.guessed = orc is None
         if orc is None:

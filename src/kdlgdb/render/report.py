@@ -3,8 +3,8 @@
 Its parts, in order:
 
 1. the verdict and one sentence naming the tasks and locks
-   (:func:`summary_sentence`: "kdl_a (pid 94) and kdl_b (pid 95) probably deadlock on
-   sem1 and sem2 [kdl_abba]: ABBA order ...");
+   (:func:`summary_sentence`: '"kdl_a" (pid 94) and "kdl_b" (pid 95) probably deadlock on
+   sem1 and sem2 [kdl_abba]: ABBA order ...');
 2. the wait-for graph as a picture (Graphviz SVG, inline in HTML, a ``data:`` image in
    Markdown) and its DOT source (:mod:`kdlgdb.render.dot`);
 3. each cycle: every edge with its evidence, each task's stack with the lock

@@ -132,7 +132,7 @@ def _symbol(graph: WaitForGraph, address: int) -> str:
 
 
 def cycle_sentence(cycle: Cycle, graph: WaitForGraph) -> str:
-    """One cycle in words, e.g. "kdl_m1 (pid 92) and kdl_m2 (pid 93) deadlock on m1 and m2 [kdl_mutex]: ABBA order"."""
+    """One cycle in words, e.g. '"kdl_m1" (pid 92) and "kdl_m2" (pid 93) deadlock on m1 and m2 [kdl_mutex]: ABBA order'."""
     who = _and([_task(graph, t) for t in cycle.tasks])
     locks = _lock_set(graph, cycle.locks)
     certain = cycle.verdict == "deadlock"
