@@ -9,6 +9,7 @@ owners. Building everything from scratch takes a few minutes under TCG.
 """
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shutil
@@ -127,14 +128,57 @@ def test_cache_key_depends_on_sources_and_kernel():
     assert re.fullmatch(r"[0-9a-f]{12}", a)
 
 
-def test_code_digest_ignores_prose_not_code(tmp_path):
+def test_builder_definitions_ignore_prose_and_imports_not_code(tmp_path):
     src = tmp_path / "m.py"
-    src.write_text('"""Doc."""\nX = "echo a"  # why\n\ndef f():\n    """Doc."""\n    return X\n')
-    digest = builder.code_digest(src)
-    src.write_text('"""Other doc."""\n# a comment\nX = "echo a"\n\ndef f():\n    """Other."""\n    return X\n')
-    assert builder.code_digest(src) == digest
+    src.write_text('"""Doc."""\nimport os\nX = "echo a"  # why\n\ndef f():\n    """Doc."""\n    return X\n')
+    digest = builder.definitions(src)
+    src.write_text('"""Other doc."""\n# a comment\nfrom os import path\nX = "echo a"\n\ndef f():\n    """Other."""\n'
+                   '    return X\n')
+    assert builder.definitions(src) == digest
     src.write_text('"""Doc."""\nX = "say a"\n\ndef f():\n    return X\n')  # a string the code uses
-    assert builder.code_digest(src) != digest
+    assert builder.definitions(src) != digest
+
+
+def test_moving_a_definition_between_builder_files_keeps_the_key(tmp_path):
+    """The dump cache key hashes the builder's definitions, not its file layout: splitting a file does not
+    rebuild every dump, and a changed definition does."""
+    (tmp_path / "a.py").write_text("import os\n\ndef f():\n    return 1\n\ndef g():\n    return 2\n")
+    (tmp_path / "b.py").write_text("")
+    (tmp_path / "t.sh").write_text("echo @X@\n")
+    before = builder.builder_digest(("a.py", "b.py", "t.sh"), tmp_path)
+    (tmp_path / "a.py").write_text("def f():\n    return 1\n")
+    (tmp_path / "b.py").write_text("from a import f\n\n\ndef g():\n    return 2\n")
+    assert builder.builder_digest(("a.py", "b.py", "t.sh"), tmp_path) == before
+    (tmp_path / "b.py").write_text("def g():\n    return 3\n")
+    assert builder.builder_digest(("a.py", "b.py", "t.sh"), tmp_path) != before
+    (tmp_path / "b.py").write_text("def g():\n    return 2\n")
+    (tmp_path / "t.sh").write_text("echo @Y@\n")
+    assert builder.builder_digest(("a.py", "b.py", "t.sh"), tmp_path) != before
+
+
+def test_every_builder_module_is_in_the_cache_key():
+    """Each module of tests/vmcore_samples/ that the builder imports, directly or through another, is hashed
+    into the dump key (BUILDER_FILES) or contributes only data that is (NOT_KEYED); a new file split off
+    build.py and left off the list would stop rebuilds silently."""
+    here = Path(builder.__file__).parent
+    local = {p.stem for p in here.glob("*.py")}
+    seen, todo = set(), ["build"]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        tree = ast.parse((here / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            todo += [n for n in names if n in local]
+    assert seen - {"build"}, "the walk found no module"
+    listed = {Path(f).stem for f in builder.BUILDER_FILES + builder.NOT_KEYED if f.endswith(".py")}
+    assert seen <= listed, f"imported by the builder but not in BUILDER_FILES or NOT_KEYED: {sorted(seen - listed)}"
+    assert (here / "init.sh").read_text() and "init.sh" in builder.BUILDER_FILES
+    for name in builder.BUILDER_FILES + builder.NOT_KEYED:
+        assert (here / name).is_file(), name
 
 
 @pytest.mark.skipif(shutil.which("cpio") is None, reason="cpio(1) not installed")
@@ -201,7 +245,7 @@ def test_a_kernel_that_dies_before_init_is_booted_again(monkeypatch, tmp_path):
         def console(self):
             return self.text
 
-    monkeypatch.setattr(builder, "Guest", FakeGuest)
+    monkeypatch.setattr(sys.modules[builder.blocked_guest.__module__], "Guest", FakeGuest)
     logged = []
     with builder.blocked_guest("kdl_abba", False, "k", tmp_path / "initrd", tmp_path / "console", logged.append) as guest:
         assert "KDL-BLOCKED" in guest.console()
