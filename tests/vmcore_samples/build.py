@@ -320,23 +320,28 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("missing:\n  " + "\n  ".join(missing), file=sys.stderr)
         return 2
     t0 = time.monotonic()
-    try:
+    if args.prune and not args.kernel_only:
         for kernel in kernels:
-            ensure_kernel(kernel)  # a kernel of ours is built first, on every core
-            if args.prune and not args.kernel_only:
-                for path in prune(kernel):
-                    print(f"removed {path}")
-    except BuildError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    if args.kernel_only:
-        print(f"done in {time.monotonic() - t0:.1f} s; cache {cache_root()}")
-        return 0
-    jobs = [(kernel, scenario) for scenario in args.scenario or DEFAULT_SAMPLES for kernel in kernels]
-    done = build_all(jobs, args.jobs, args.force)
-    failed = [job for job, outcome in done.items() if isinstance(outcome, BuildError)]
-    for kernel, scenario in failed:
-        print(f"error: {scenario} on {kernel}: {done[(kernel, scenario)]}", file=sys.stderr)
+            for path in prune(kernel):
+                print(f"removed {path}")
+    # A kernel of ours compiles (on every core) beside the first guests, which mostly wait; its samples come
+    # last and wait for it.
+    ours = [k for k in kernels if k in BUILT_KERNELS]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as compiler:
+        kernel_builds = {k: compiler.submit(ensure_kernel, k) for k in ours}
+        jobs = [] if args.kernel_only else [
+            (kernel, scenario) for kernel_group in ([k for k in kernels if k not in ours], ours)
+            for scenario in args.scenario or DEFAULT_SAMPLES for kernel in kernel_group]
+        done = build_all(jobs, args.jobs, args.force, kernel_builds)
+    failed = []
+    for kernel, future in kernel_builds.items():
+        if future.exception() is not None:
+            failed.append(kernel)
+            print(f"error: building kernel {kernel}: {future.exception()}", file=sys.stderr)
+    for (kernel, scenario), outcome in done.items():
+        if isinstance(outcome, BuildError) and kernel not in failed:
+            failed.append(f"{scenario} on {kernel}")
+            print(f"error: {scenario} on {kernel}: {outcome}", file=sys.stderr)
     booted = sum(n for n in done.values() if isinstance(n, int))
     print(f"done in {time.monotonic() - t0:.1f} s: {len(jobs)} samples, {booted} boots, "
           f"{args.jobs} at a time, {len(failed)} failed; cache {cache_root()}")
@@ -350,11 +355,15 @@ def default_jobs() -> int:
     return (os.cpu_count() or 1) + 1
 
 
-def build_all(jobs: list[tuple[str, str]], parallel: int, force: bool = False) -> dict[tuple[str, str], Any]:
+def build_all(jobs: list[tuple[str, str]], parallel: int, force: bool = False,
+              kernel_builds: Optional[dict[str, concurrent.futures.Future]] = None) -> dict[tuple[str, str], Any]:
     """Build every variant of each ``(kernel, sample)`` in ``jobs``, ``parallel`` samples at a time (the variants
     of one sample share its build and lock, so they boot one after the other). Returns, per job, the number of
-    boots it made, or the BuildError that stopped it; the others go on."""
+    boots it made, or the BuildError that stopped it; the others go on. A sample of a kernel in
+    ``kernel_builds`` (being compiled) waits for it, and fails with it."""
     def one(kernel: str, scenario: str) -> int:
+        if kernel_builds and kernel in kernel_builds:
+            kernel_builds[kernel].result()
         if force:
             clean_build(scenario, kernel)
         booted = 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -197,13 +198,20 @@ def builder_digest(files: tuple[str, ...] = BUILDER_FILES, folder: Path = HERE) 
     return "\0".join(f"{name}\0{tree}" for name, tree in sorted(pairs)).encode()
 
 
+@functools.lru_cache(maxsize=1)
+def this_builder() -> bytes:
+    """This builder's :func:`builder_digest`, read once a process: an edit during a run does not split its dumps
+    between two keys."""
+    return builder_digest()
+
+
 def scenario_key(scenario: str, kernel: str) -> str:
     """Short hash of the scenario's files, the builder's code and the kernel version."""
     h = hashlib.sha256()
     h.update(f"kernel={kernel}\n{sample(scenario)}\n".encode())
     if kernel in BUILT_KERNELS:  # its source version and config
         h.update(kernelbuild.kernel_key(BUILT_KERNELS[kernel]).encode())
-    h.update(builder_digest())
+    h.update(this_builder())
     for path in scenario_files(scenario):
         h.update(f"\0{path.name}\0".encode())
         h.update(path.read_bytes())
