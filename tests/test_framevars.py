@@ -131,6 +131,14 @@ def test_only_exact_frames_count() -> None:
     task.unwinder = "orc"
     task.frames[0].regs = True  # an interrupt boundary below the slow path
     assert not exact_frames(task, 1)
+    task.frames[0].regs = False
+    task.unwinder = "orc, frame pointer guess for 1 frame(s)"
+    assert exact_frames(task, 1)  # the guess came later, outside the frames asked about
+    task.frames[1].guessed = True  # the slow path's frame itself found by the guess
+    assert not exact_frames(task, 1) and exact_frames(task, 0)
+    task.unwinder = ""  # a bundle that does not say how its frames were found
+    task.frames[1].guessed = False
+    assert not exact_frames(task, 1)
 
 
 def test_rt_frames_that_name_the_base() -> None:

@@ -49,6 +49,7 @@ class Frame:
     sp: int = 0  # stack slot that held the return address
     source: Optional[str] = None  # "kernel/locking/semaphore.c:240": the call's line, where debug info has it
     regs: bool = False  # pc is an interrupted ip from a struct pt_regs: an interrupt or exception boundary
+    guessed: bool = False  # found by the frame-pointer guess in code ORC has no entry for: this and outer frames may be wrong
 
     def describe(self) -> str:
         if self.symbol is None:

@@ -46,9 +46,9 @@ __all__ = [
     "summary_line", "format_for", "write_report", "EXTENSIONS",
 ]
 
-BUNDLE_VERSION = 3
+BUNDLE_VERSION = 4
 #: The shape of the model (:func:`model_schema`) each bundle version was written with.
-BUNDLE_SCHEMAS = {1: "57a6b1df", 2: "c237cd2c", 3: "fd195705"}
+BUNDLE_SCHEMAS = {1: "57a6b1df", 2: "c237cd2c", 3: "fd195705", 4: "455d2c35"}
 
 
 def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
@@ -66,8 +66,14 @@ def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "kdlgdb_bundle": 3}
 
 
+def _v3_to_v4(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 4 added a frame's ``guessed`` (found by the frame-pointer guess in code ORC has no entry for),
+    default False: a version-3 bundle's frames read as unwound exactly, as version 3 took them."""
+    return {**data, "kdlgdb_bundle": 4}
+
+
 #: version -> a function turning a bundle dict of that version into one of the next version.
-CONVERTERS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
+CONVERTERS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 EXTENSIONS = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".json": "json", ".txt": "txt"}
 

@@ -94,9 +94,11 @@ class Backtracer:
 
     def frames(self, result: Unwind, first_sp: int = 0) -> list[Frame]:
         out = []
+        guessed = set(result.guessed)
         for i, f in enumerate(result.frames):
             symbol, offset, module = self._lookup(f.pc)
-            out.append(Frame(f.pc, symbol, offset, module, f.slot or first_sp, regs=f.regs is not None))
+            out.append(Frame(f.pc, symbol, offset, module, f.slot or first_sp, regs=f.regs is not None,
+                             guessed=i in guessed))
         return out
 
     def _finish(self, result: Unwind, stack: Stack) -> Backtrace:

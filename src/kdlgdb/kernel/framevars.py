@@ -28,7 +28,7 @@ from .backtrace import switch_frame_registers
 from .functions import RT_PATH, RT_SLEEP, RTLOCK_SLEEP, RWBASE, SCHEDULER, base_name, past_scheduler
 from .layout import Kernel
 from .stack import Stack
-from .unwind import FRAME_POINTERS, ORC
+from .unwind import SCAN
 
 __all__ = ["FrameValue", "FrameVariables", "take_frame_lock", "exact_frames", "rt_lock_frames", "SLOW_PATH_VARIABLES"]
 
@@ -73,9 +73,9 @@ class _Chain:
 
 
 def exact_frames(task: Task, last: int) -> bool:
-    """Whether ``task.frames[: last + 1]`` come from an exact unwind with no interrupt boundary among them."""
-    exact = task.unwinder == FRAME_POINTERS or task.unwinder.startswith(ORC)
-    return exact and not any(f.regs for f in task.frames[: last + 1])
+    """Whether ``task.frames[: last + 1]`` come from an unwind (not a scan, nor a bundle that does not say) with
+    neither an interrupt boundary nor a frame-pointer guess among them."""
+    return task.unwinder not in (SCAN, "") and not any(f.regs or f.guessed for f in task.frames[: last + 1])
 
 
 def rt_lock_frames(k: Kernel, frames: list[Frame]) -> list[tuple[int, tuple[str, ...], int]]:
