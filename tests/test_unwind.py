@@ -87,6 +87,7 @@ def test_call_frames_to_the_end_of_a_kthread():
     result = unwind(start, code({0x10: CALL8, 0x20: CALL24, 0x30: END}), mem.u64, [STACK])
     assert result.error is None
     assert [(f.pc, f.slot) for f in result.frames] == [(0x1010, 0x9030), (0x2020, 0x9038), (0x3030, 0x9050)]
+    assert [f.sp for f in result.frames] == [0x9038, 0x9040, 0x9058]  # each caller's sp: the slot above its return
 
 
 def test_interrupt_frame_is_crossed_and_marked():
@@ -100,6 +101,8 @@ def test_interrupt_frame_is_crossed_and_marked():
     assert result.error is None
     assert [f.pc for f in result.frames] == [0x4010, 0x2040, 0x3030]
     assert result.frames[1].regs == regs and result.frames[1].slot == regs + PT_REGS["ip"]
+    # The interrupted function runs on the sp the interrupt saved, not on the word above pt_regs->ip.
+    assert result.frames[1].sp == 0x9400 and result.frames[2].sp == 0x9400 + 8
 
 
 def test_user_mode_pt_regs_end_a_user_task_stack():

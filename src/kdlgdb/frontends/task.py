@@ -133,7 +133,7 @@ def select_task(k: Kernel, task: Optional[Task]) -> str:
         result = unwind(start, tracer.orc.find, k.u64, [(task.stack_base, task.stack_base + stacks.thread_size)],
                         tracer.frame_pointers)
     unwinder.exact = {}
-    sps = [registers["rsp"]] + [f.slot + 8 for f in result.frames[1:]]
+    sps = [registers["rsp"]] + [f.sp for f in result.frames[1:]]
     for i in range(len(result.frames) - 1):
         callee, caller = result.frames[i], result.frames[i + 1]
         unwinder.exact[(callee.pc, sps[i])] = {"rip": caller.pc, "rsp": sps[i + 1]}

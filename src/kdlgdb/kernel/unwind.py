@@ -65,6 +65,7 @@ class UnwoundFrame:
     pc: int
     slot: int  # the stack address that held pc: a return address slot, or pt_regs->ip (0: a register)
     regs: Optional[int] = None  # the struct pt_regs * pc was read from: an interrupt/exception boundary
+    sp: int = 0  # the stack pointer while this frame runs: its callee's slot + 8, or pt_regs->sp past an interrupt
 
 
 @dataclass
@@ -104,7 +105,7 @@ def unwind(start: Start, find: Callable[[int], Optional[OrcEntry]], read_u64: Ca
     ``frame_pointers``: a kernel without ORC: every frame is a frame-pointer frame.
     """
     result = Unwind(method=FRAME_POINTERS if frame_pointers else ORC)
-    result.frames.append(UnwoundFrame(start.ip, start.slot))
+    result.frames.append(UnwoundFrame(start.ip, start.slot, sp=start.sp))
     walker = _Walker(start, find, read_u64, stacks, frame_pointers)
     try:
         walker.check_start()
@@ -218,14 +219,14 @@ class _Walker:
             self.ip, self.sp = ip, sp
             self.regs = self.prev_regs = None
             self.cpu_registers = None
-            frame = UnwoundFrame(ip, slot)
+            frame = UnwoundFrame(ip, slot, sp=sp)
         elif orc.type == REGS:
             regs = sp
             ip, self.sp = self._read(regs + PT_REGS["ip"]), self._read(regs + PT_REGS["sp"])
             self.ip = ip
             self.regs, self.prev_regs, self.full_regs = regs, None, True
             self.cpu_registers = None
-            frame = UnwoundFrame(ip, regs + PT_REGS["ip"], regs)
+            frame = UnwoundFrame(ip, regs + PT_REGS["ip"], regs, self.sp)
         elif orc.type == REGS_PARTIAL:
             regs = sp - IRET_FRAME_OFFSET
             ip, self.sp = self._read(sp), self._read(sp + PT_REGS["sp"] - IRET_FRAME_OFFSET)
@@ -234,7 +235,7 @@ class _Walker:
                 self.prev_regs = self.regs
             self.regs, self.full_regs = regs, False
             self.cpu_registers = None
-            frame = UnwoundFrame(ip, sp, regs)
+            frame = UnwoundFrame(ip, sp, regs, self.sp)
         else:
             raise _Stop(f"the ORC entry of {self.ip:#x} has an unknown type ({orc.type})")
 
