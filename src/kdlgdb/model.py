@@ -22,6 +22,10 @@ STALE = "stale"
 FRAME_VARIABLE = "frame"  # the lock argument of its slow-path frame, as the debug info locates it (kernel/framevars.py)
 BLOCKED_ON = "blocked_on"  # task->blocked_on (DEBUG_MUTEXES, or every kernel from v6.17)
 WAIT_LIST = "wait list"  # its waiter struct on its stack, linked into the lock's wait list
+RT_WAITER = "rt_mutex waiter"  # its struct rt_mutex_waiter, in the lock's waiter tree (kernel/rtmutex.py)
+CPU_REGISTERS = "cpu registers"  # the spinlock a CPU spins on, from its registers (kernel/spinlock.py)
+RCUWAIT = "rcuwait"  # a percpu rw-semaphore writer in its rcuwait (kernel/percpu_rwsem.py)
+COMPLETION = "completion"  # a flush's completion, tied to the work it waits for (kernel/workqueue.py)
 
 
 def task_name(comm: str, pid: int) -> str:
@@ -124,8 +128,8 @@ class Task:
     frames: list[Frame] = field(default_factory=list)
     waits_on: Optional[int] = None  # address of the lock it waits on
     wait_evidence: str = ""
-    # Which source decided waits_on: FRAME_VARIABLE, BLOCKED_ON, WAIT_LIST, or what another decoder read
-    # ("rt_mutex waiter", "cpu registers", "rcuwait", "completion"); "" when it waits on no lock.
+    # Which source decided waits_on: FRAME_VARIABLE, BLOCKED_ON, WAIT_LIST, RT_WAITER, CPU_REGISTERS, RCUWAIT or
+    # COMPLETION (the constants above); "" when it waits on no lock.
     wait_source: str = ""
     blocked_in: Optional[BlockedIn] = None  # what it waits for when blocked but not on a lock
     cpu_context: Optional[CpuContext] = None  # for the task current on a CPU whose registers are known

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Optional
 
 from ..kernel.functions import interesting_frame, io_wait
-from ..model import CERTAIN, Frame, Lock, Snapshot, Task
+from ..model import CERTAIN, Lock, Snapshot, Task
 
 __all__ = [
     "Edge",

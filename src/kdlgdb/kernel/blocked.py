@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..errors import CorruptError, ReadError
-from ..model import BlockedIn, Frame, Lock, Problem, Task
+from ..model import BlockedIn, Lock, Problem, Task
 from .layout import Kernel
 from .locks import LockKind
 from .stack import Stack

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from ..errors import CorruptError, ReadError
-from ..model import BLOCKED_ON, INFERRED, WAIT_LIST, Lock, Owner, Problem, Snapshot, Task
+from ..model import INFERRED, RT_WAITER, Lock, Owner, Problem, Snapshot, Task
 from ..target.base import Target
 from .backtrace import Backtracer
 from .blocked import find_blocked_in
@@ -285,7 +285,7 @@ def find_lock_waits(c: Collection) -> None:
             continue
         task.waits_on = wait.lock
         task.wait_evidence = wait.evidence
-        task.wait_source = BLOCKED_ON if wait.evidence.startswith("task->blocked_on") else WAIT_LIST
+        task.wait_source = wait.source
         if wait.lock not in locks:
             lock = Lock(wait.lock, kind.name, waiters=[t for _, t in wait.waiters])
             _decode(k, kind, lock, problems)
@@ -321,10 +321,10 @@ def find_frame_locks(c: Collection) -> None:
         return
     k, kinds = c.k, _sleeping_lock_kinds(c.k)
     frames = FrameVariables(k, c.backtracer.frame_layout[2])
-    rt = RtLayout.detect(k) if any(t.wait_source == "rt_mutex waiter" for t in c.tasks.values()) else None
+    rt = RtLayout.detect(k) if any(t.wait_source == RT_WAITER for t in c.tasks.values()) else None
     for address, task in c.tasks.items():
         stack = c.live.get(address)
-        if rt is not None and stack is not None and task.wait_source == "rt_mutex waiter":
+        if rt is not None and stack is not None and task.wait_source == RT_WAITER:
             _confirm_rt_wait(c, rt, frames, task, stack)
             continue
         found = slow_path(task.frames)

@@ -25,8 +25,8 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ..errors import ReadError
-from ..model import CERTAIN, INFERRED, Lock, Owner, Problem, Task
-from .layout import KERNEL_SPACE, Kernel, le32, le64
+from ..model import CERTAIN, INFERRED, RCUWAIT, Lock, Owner, Problem, Task
+from .layout import KERNEL_SPACE, Kernel, le32
 from .locks import LockKind
 from .stack import Stack
 from .symbols import Symbols
@@ -109,7 +109,7 @@ def find_writer_waits(k: Kernel, symbols: Symbols, tasks: dict[int, Task], live:
                                           details={"semaphore": f"{sem:#x}", "readers": count, "waits_for": "readers"})
                 lock.owners = _readers_by_stack(tasks, live, sem, address, count)
             lock.waiters.append(address)
-            task.waits_on, task.wait_source = node, "rcuwait"
+            task.waits_on, task.wait_source = node, RCUWAIT
             task.wait_evidence = (f"in {WRITER_WAIT}, and percpu_rw_semaphore {sem:#x}.writer (an rcuwait) names it: "
                                   f"it waits for the readers to leave")
         except ReadError as e:

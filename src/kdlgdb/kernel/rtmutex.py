@@ -31,13 +31,13 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
 from ..errors import CorruptError, KdlError, ReadError
-from ..model import CERTAIN, Frame, Lock, Owner, Problem, Task
+from ..model import CERTAIN, RT_WAITER, Frame, Lock, Owner, Problem, Task
 from .held import CodeReader
 from .layout import KERNEL_SPACE, Kernel, le32, le64
 from .list import rbtree_inorder
 from .printk import LogRecord, kernel_log
 from .stack import Stack
-from .functions import RT_API_KIND, RT_PATH, RT_SLEEP, RTLOCK_SLEEP, RWBASE, base_name, is_scheduler, past_scheduler
+from .functions import RT_API_KIND, RT_PATH, RT_SLEEP, RTLOCK_SLEEP, RWBASE, base_name, past_scheduler
 from .waiters import StackRanges
 
 __all__ = ["RtKind", "RtLayout", "preempt_rt", "find_rt_waits", "walk_waiter_tree", "decode_rt_lock", "rt_kind_of",
@@ -285,7 +285,7 @@ def find_rt_waits(k: Kernel, rt: RtLayout, code: CodeReader, tasks: dict[int, Ta
             problems.append(Problem("wait", where, f"in {task.frames[start].describe()} but neither task->pi_blocked_on "
                                     "nor its stack names an rt_mutex it waits on"))
             continue
-        task.waits_on, task.wait_evidence, task.wait_source = wait.lock, wait.evidence, "rt_mutex waiter"
+        task.waits_on, task.wait_evidence, task.wait_source = wait.lock, wait.evidence, RT_WAITER
         waits.append(wait)
 
     locks: dict[int, Lock] = {}

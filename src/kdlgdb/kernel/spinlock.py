@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..errors import ReadError
-from ..model import CERTAIN, Frame, Lock, Owner, Problem, Task
+from ..model import CERTAIN, CPU_REGISTERS, Frame, Lock, Owner, Problem, Task
 from .cpus import CpuState
 from .functions import SPIN_ACQUIRE, SPIN_MASKS, SPIN_SLOW_PATHS, base_name
 from .held import MAX_FUNCTION, CodeReader, first_argument
@@ -128,7 +128,7 @@ def find_spin_waits(k: Kernel, code: CodeReader, cpus: list[CpuState], tasks: di
         wait = spin_wait(k, code, state)
         if wait is None:
             continue
-        task.waits_on, task.wait_evidence, task.wait_source = wait.lock, wait.evidence, "cpu registers"
+        task.waits_on, task.wait_evidence, task.wait_source = wait.lock, wait.evidence, CPU_REGISTERS
         if task.cpu_context is not None:  # the context of the spinning frame (a timer interrupt may be on top of it)
             task.cpu_context.context = wait.context
         waits[task.address] = wait

@@ -102,7 +102,7 @@ class Symbols:
         regions = self._region_reader()
         kallsyms_off = k.offset(m_t, "kallsyms") if k.has_member(m_t, "kallsyms") else None
         modules = []
-        prev, node = head, k.u64(head)
+        node = k.u64(head)
         try:
             for address, data in list_for_each_entry_read(k, head, list_off, size, "module list", MAX_MODULES):
                 assert data is not None

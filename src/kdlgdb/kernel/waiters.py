@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Optional
 
 from ..errors import CorruptError, ReadError
+from ..model import BLOCKED_ON, WAIT_LIST
 from .layout import KERNEL_SPACE, Kernel
 from .list import BadLink, list_walk
 from .locks import LockKind
@@ -41,6 +42,7 @@ class Wait:
     node: int  # this task's waiter node
     waiters: list[tuple[int, int]]  # (waiter node, task) in wait-list order
     evidence: str
+    source: str = WAIT_LIST  # how the task was found on it: WAIT_LIST, or BLOCKED_ON
 
 
 def find_wait(
@@ -120,13 +122,13 @@ def find_wait_blocked_on(
     what = kind.waiter if blocked_on.points_to == "waiter" else kind.struct
     evidence = (f"task->blocked_on: {what} {value:#x}; its {kind.waiter} at {node:#x}, "
                 f"linked into {kind.struct} {wait.lock:#x}.wait_list")
-    return replace(wait, node=node, evidence=evidence)
+    return replace(wait, node=node, evidence=evidence, source=BLOCKED_ON)
 
 
 def _for_node(wait: Wait, kind: LockKind, node: int) -> Wait:
     """The Wait as seen from the task whose waiter node is ``node``."""
     evidence = f"{kind.waiter} at {node:#x} on its stack, linked into {kind.struct} {wait.lock:#x}.wait_list"
-    return replace(wait, node=node, evidence=evidence)
+    return replace(wait, node=node, evidence=evidence, source=WAIT_LIST)
 
 
 class _Unreadable(Exception):

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..errors import CorruptError, KdlError, ReadError
-from ..model import CERTAIN, INFERRED, Lock, Owner, Problem, Task
+from ..model import CERTAIN, COMPLETION, INFERRED, Lock, Owner, Problem, Task
 from .layout import Kernel, le64
 from .list import list_for_each
 from .symbols import Symbols
@@ -256,7 +256,7 @@ def _wait_on_work(wqs: Workqueues, task: Task, barrier: int, locks: dict[int, Lo
         lock = locks[work] = Lock(work, "work", owners=owners, details=details, label=label)
     lock.waiters.append(task.address)
     task.waits_on, task.wait_evidence, task.blocked_in = work, evidence, None
-    task.wait_source = "completion"
+    task.wait_source = COMPLETION
 
 
 def _queued_behind(wqs: Workqueues, work: int, details: dict) -> list[Owner]:
@@ -294,6 +294,6 @@ def _wait_on_workqueue(wqs: Workqueues, task: Task, wq: int, completion: int, lo
                                     "exclusive"))
         lock = locks[wq] = Lock(wq, "workqueue", owners=owners, details={"name": name}, label=f"workqueue {name}")
     lock.waiters.append(task.address)
-    task.waits_on, task.wait_source = wq, "completion"
+    task.waits_on, task.wait_source = wq, COMPLETION
     task.wait_evidence = f"its wq_flusher's completion {completion:#x} on its stack belongs to the flush of workqueue {lock.details['name']}"
     task.blocked_in = None

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import html
-import json
 from typing import Any, Iterable, Optional, Sequence, Union
 
 
@@ -15,7 +13,7 @@ from ..analysis.graph import Chain, Cycle, describe_blocked_in, Edge, FLUSHED_TY
 from ..errors import KdlError
 from ..model import CERTAIN, Snapshot, Task, task_name
 from ..target.base import DEBUG_INFO
-from .words import and_list as _and, no_cycle, plural as _plural, task_cell as _cell, task_label as _short, undecoded
+from .words import and_list as _and, no_cycle, plural as _plural, task_cell as _cell, task_label as _short, undecoded  # noqa: F401  (_cell: tests)
 from .dot import dots_to_svgs, render_dot, render_dots
 from .text import format_last_ran, lockdep_lines
 

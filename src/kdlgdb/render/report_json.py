@@ -7,7 +7,7 @@ from typing import Any
 from ..analysis.graph import WaitForGraph
 from ..model import Snapshot
 from .json import waitfor_json
-from .report_data import REPORT_VERSION, _Data, _data, chain_sentence, cycle_sentence, d_state_groups, format_crash_time, headline, verdict
+from .report_data import REPORT_VERSION, _Data, _data, chain_sentence, cycle_sentence, format_crash_time, headline
 
 
 def report_json(snapshot: Snapshot, graph: WaitForGraph, **kwargs: Any) -> dict[str, Any]:

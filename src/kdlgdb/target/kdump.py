@@ -25,7 +25,7 @@ from __future__ import annotations
 import bisect
 import struct
 import zlib
-from typing import BinaryIO, Callable, Optional
+from typing import BinaryIO, Callable
 
 from ..errors import KdlError, ReadError
 from .lzo import LzoError, lzo1x_decompress
