@@ -1,6 +1,7 @@
 """Collect a Snapshot: every task, what the blocked ones wait on, who holds it."""
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -95,6 +96,21 @@ class Collection:
     @property
     def problems(self) -> list[Problem]:
         return self.snap.problems
+
+    @functools.cached_property
+    def sleeping_kinds(self) -> dict[str, LockKind]:
+        """The layouts of the locks a task sleeps on with a waiter on its stack, by kind name; read once for
+        the stages that need them."""
+        kinds = lock_kinds(self.k)
+        percpu = percpu_rwsem_kind(self.k)
+        if percpu is not None:
+            kinds[percpu.name] = percpu
+        return kinds
+
+    @functools.cached_property
+    def rt(self) -> Optional[RtLayout]:
+        """This kernel's rt_mutex layout, read once; None: no rt_mutex here."""
+        return RtLayout.detect(self.k)
 
     @classmethod
     def start(cls, source: Target | Kernel, progress: Optional[Progress] = None, source_lines: bool = True,
@@ -236,7 +252,7 @@ def find_rt_mutex_waits(c: Collection) -> None:
     its CPU while the owner runs (rtmutex_spin_on_owner: queued in the waiter tree all the same; its stack is
     the one its CPU's registers point into). First: the wait-list scan skips the tasks it claims.
     Reads ``tasks``, ``live``, ``on_cpu``, ``ranges``. Writes ``locks``, ``tasks`` (``waits_on``)."""
-    rt = RtLayout.detect(c.k)
+    rt = c.rt
     if rt is None:
         return
     spinning = {s.task: s.task_stack for s in c.on_cpu if s.task_stack is not None and s.task in c.tasks}
@@ -249,7 +265,7 @@ def find_lock_waits(c: Collection) -> None:
     Reads ``tasks``, ``live``, ``ranges``; skips the tasks that already wait. Writes ``locks``,
     ``tasks`` (``waits_on``, ``wait_evidence``)."""
     k, tasks, live, ranges, problems = c.k, c.tasks, c.live, c.ranges, c.problems
-    kinds = _sleeping_lock_kinds(k)
+    kinds = c.sleeping_kinds
     locks = c.locks
     known: dict[int, Wait] = {}
     blocked_on = BlockedOn.detect(k) if "mutex" in kinds else None
@@ -292,15 +308,6 @@ def find_lock_waits(c: Collection) -> None:
             locks[wait.lock] = lock
 
 
-def _sleeping_lock_kinds(k: Kernel) -> dict[str, LockKind]:
-    """The layouts of the locks a task sleeps on with a waiter on its stack, by kind name."""
-    kinds = lock_kinds(k)
-    percpu = percpu_rwsem_kind(k)
-    if percpu is not None:
-        kinds[percpu.name] = percpu
-    return kinds
-
-
 def _decode(k: Kernel, kind: LockKind, lock: Lock, problems: list[Problem]) -> None:
     """A lock's owners and details from its own fields."""
     try:
@@ -319,9 +326,9 @@ def find_frame_locks(c: Collection) -> None:
     ``wait_evidence``), ``locks`` (waiters; a lock only the frame found)."""
     if c.backtracer is None:
         return
-    k, kinds = c.k, _sleeping_lock_kinds(c.k)
+    k, kinds = c.k, c.sleeping_kinds
     frames = FrameVariables(k, c.backtracer.frame_layout[2])
-    rt = RtLayout.detect(k) if any(t.wait_source == RT_WAITER for t in c.tasks.values()) else None
+    rt = c.rt if any(t.wait_source == RT_WAITER for t in c.tasks.values()) else None
     for address, task in c.tasks.items():
         stack = c.live.get(address)
         if rt is not None and stack is not None and task.wait_source == RT_WAITER:
