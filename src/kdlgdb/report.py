@@ -340,12 +340,13 @@ def _cli_report(args: argparse.Namespace) -> Outcome:
             bundle.facts["vmlinux_search"] = how.removesuffix(NO_VMLINUX)
         if args.save_bundle:
             save_bundle(bundle, args.save_bundle)
+    graph = WaitForGraph(bundle.snapshot)  # one for the report, its summary line and the exit status
     if args.output is None or args.output == "-":
-        return Outcome(status(bundle), out=render(bundle, fmt))
-    write_report(bundle, args.output, fmt)
+        return Outcome(status(bundle, graph), out=render(bundle, fmt, graph=graph))
+    write_report(bundle, args.output, fmt, graph)
     # The report is what was asked for, and it is written: 0 whatever it found (EXIT_STATUS), so that
     # `kdlgdb report vmcore -o hang.html && scp hang.html ...` sends the report of a deadlock too.
-    return Outcome(0, out=f"{summary_line(bundle)}\nwrote {args.output} ({fmt})\n")
+    return Outcome(0, out=f"{summary_line(bundle, graph)}\nwrote {args.output} ({fmt})\n")
 
 
 def _cli_triage(args: argparse.Namespace, progress: Optional[Progress] = None) -> Outcome:

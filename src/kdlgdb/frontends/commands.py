@@ -305,6 +305,7 @@ def _dmesg(args: argparse.Namespace, kernel: Kernel) -> str:
     return "\n".join([kernlog.format_record(r) for r in records] + [f"skipped: {p}" for p in problems])
 
 
-def verdict_status(snapshot: Snapshot) -> int:
-    """Exit status for scripts: 1 if some cycle (deadlock or probable) exists, else 0."""
-    return 1 if WaitForGraph(snapshot).cycles else 0
+def verdict_status(snapshot: Snapshot, graph: Optional[WaitForGraph] = None) -> int:
+    """Exit status for scripts: 1 if some cycle (deadlock or probable) exists, else 0 (``graph``: the
+    snapshot's, when the caller has it)."""
+    return 1 if (graph if graph is not None else WaitForGraph(snapshot)).cycles else 0

@@ -239,24 +239,25 @@ def load_bundle(path: str) -> Bundle:
 # -- the report ------------------------------------------------------------------
 
 
-def render(bundle: Bundle, fmt: str, svg: Optional[str] = None) -> str:
-    """The report of ``bundle`` in ``fmt`` (html, md, json, txt)."""
+def render(bundle: Bundle, fmt: str, svg: Optional[str] = None, graph: Optional[WaitForGraph] = None) -> str:
+    """The report of ``bundle`` in ``fmt`` (html, md, json, txt); ``graph``: the snapshot's, when the caller
+    has it already (the kernel log's panic message changes no edge)."""
     snapshot = with_log_facts(bundle.snapshot, bundle.log)
-    graph = WaitForGraph(snapshot)
+    graph = graph if graph is not None else WaitForGraph(snapshot)
     hung, notable = log_findings(bundle.log)
     return render_report(snapshot, graph, fmt, log=bundle.log, hung=hung, notable=notable,
                          facts=bundle.facts, svg=svg)
 
 
-def status(bundle: Bundle) -> int:
+def status(bundle: Bundle, graph: Optional[WaitForGraph] = None) -> int:
     """Exit status: 1 when the snapshot has a cycle (deadlock or probable deadlock), else 0."""
-    return commands.verdict_status(bundle.snapshot)
+    return commands.verdict_status(bundle.snapshot, graph)
 
 
-def summary_line(bundle: Bundle) -> str:
+def summary_line(bundle: Bundle, graph: Optional[WaitForGraph] = None) -> str:
     """``DEADLOCK: "kdl_m1" (pid 92) and "kdl_m2" (pid 93) deadlock on m1 and m2 [kdl_mutex]: ...``;
     ``NO LOCK CYCLE FOUND; 3 D tasks with undecoded waits: ...``."""
-    graph = WaitForGraph(bundle.snapshot)
+    graph = graph if graph is not None else WaitForGraph(bundle.snapshot)
     sentence = summary_sentence(bundle.snapshot, graph)
     head = headline(verdict(graph), len(undecoded(bundle.snapshot, graph)))
     if sentence.lower().startswith(head.lower()):  # says the verdict already
@@ -278,9 +279,9 @@ def format_for(path: Optional[str], fmt: Optional[str]) -> str:
     return EXTENSIONS[ext]
 
 
-def write_report(bundle: Bundle, path: str, fmt: str) -> None:
+def write_report(bundle: Bundle, path: str, fmt: str, graph: Optional[WaitForGraph] = None) -> None:
     """Render ``bundle`` and write it to ``path``; KdlError when the file cannot be written."""
-    text = render(bundle, fmt)
+    text = render(bundle, fmt, graph=graph)
     try:
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
@@ -355,5 +356,6 @@ class Session:
         """kd-report -o OUTPUT: write the report of this kernel; what to print."""
         fmt = format_for(output, fmt)
         bundle = self.bundle()
-        write_report(bundle, output, fmt)
-        return f"{summary_line(bundle)}\nkd-report: wrote {output} ({fmt})"
+        graph = WaitForGraph(bundle.snapshot)
+        write_report(bundle, output, fmt, graph)
+        return f"{summary_line(bundle, graph)}\nkd-report: wrote {output} ({fmt})"
