@@ -283,6 +283,11 @@ def test_owner_not_in_snapshot_is_root():
     assert graph.chains == [
         Chain([T(1), gone], [L(1)], gone, "owner task 0xffff8880dead0000 not found (exited?)", [T(2)])]
     assert_partition(graph)
+    # Every renderer names it one way, and the tasks it has by their quoted command and pid.
+    assert graph.task_name(gone) == "task 0xffff8880dead0000 (not in the task list)"
+    assert graph.task_name(T(1)) == graph.task(T(1)).name()
+    from kdlgdb.render.text import render_waitfor
+    assert "task 0xffff8880dead0000 (not in the task list)" in render_waitfor(snap, graph)
 
 
 def test_lock_without_owner_has_no_root():

@@ -240,6 +240,9 @@ def format_duration(ns: int) -> str:
     return f"{ns // 1_000_000}ms" if ns < 1_000_000_000 else f"{ns / 1e9:.1f}s"
 
 
+NOT_LISTED = "(not in the task list)"  # a task address the snapshot has no task for
+
+
 class WaitForGraph:
     """Wait-for graph of one snapshot, with its cycles and chains computed on construction.
 
@@ -344,8 +347,14 @@ class WaitForGraph:
         return (task.pid if task else 1 << 62, address)
 
     def _label(self, address: int) -> str:
+        return self.task_name(address)
+
+    def task_name(self, address: int) -> str:
+        """The task at ``address`` as every sentence names it: ``"kdl_a" (pid 94)``
+        (:func:`~kdlgdb.model.task_name`); for an address the snapshot has no task for (an owner field that
+        names a task_struct not on the task list), ``task 0x... (not in the task list)``."""
         task = self._tasks.get(address)
-        return task.name() if task else f"task {address:#x}"
+        return task.name() if task else f"task {address:#x} {NOT_LISTED}"
 
     def _one_module(self, addresses: list[int]) -> tuple[list[str], str]:
         """The locks' names, and `` [module]`` once when every one is a symbol of that same module (else '')."""

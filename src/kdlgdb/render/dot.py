@@ -26,7 +26,7 @@ import re
 import shutil
 import subprocess
 
-from ..analysis.graph import WaitForGraph, describe_activity, interesting_frame
+from ..analysis.graph import NOT_LISTED, WaitForGraph, describe_activity, interesting_frame
 from ..errors import KdlError
 from ..model import CERTAIN, Snapshot
 
@@ -261,7 +261,7 @@ def _task_line(snapshot: Snapshot, graph: WaitForGraph, address: int, role: str)
     task = graph.task(address)
     if task is None:
         return task_node(0, address), _attrs(
-            shape="box", label=f"task {address:#x}\n(not in the dump)", fillcolor=_FILL["other"], color="#999999")
+            shape="box", label=f"task {address:#x}\n{NOT_LISTED}", fillcolor=_FILL["other"], color="#999999")
     label = f"{task.comm}\npid {task.pid} · {task.state}"
     extra: dict[str, object] = {}
     if role == "root":

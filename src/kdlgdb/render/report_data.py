@@ -90,8 +90,7 @@ def verdict_class(kind: str, undecoded_count: int = 0) -> str:
 
 
 def _task(graph: WaitForGraph, address: int) -> str:
-    task = graph.task(address)
-    return task.name() if task else f"task {address:#x} (not in the dump)"
+    return graph.task_name(address)
 
 
 def _comm(graph: WaitForGraph, address: int) -> str:

@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 from tabulate import tabulate
 
 from ..analysis.kernlog import LockdepFindings, LockdepReport
-from ..analysis.graph import Chain, Cycle, Edge, WaitForGraph, format_duration, interesting_frame
+from ..analysis.graph import NOT_LISTED, Chain, Cycle, Edge, WaitForGraph, format_duration, interesting_frame
 from ..model import CERTAIN, Frame, Lock, Snapshot, Task, symbol_name
 from .color import paint
 from .words import and_list as _and, no_cycle, plural as _plural, task_label, undecoded as _undecoded_tasks
@@ -180,7 +180,7 @@ def _lock_lines(lock: Lock, graph: WaitForGraph, names: _Names) -> list[str]:
         rows = []
         for owner in lock.owners:
             task = graph.task(owner.task)
-            pid, comm = (str(task.pid), task.comm) if task else (f"{owner.task:#x}", "(not found)")
+            pid, comm = (str(task.pid), task.comm) if task else (f"{owner.task:#x}", NOT_LISTED)
             rows.append((pid, comm, owner.confidence, owner.mode, owner.evidence))
         table = _table(rows, ("PID", "COMM", "CONFIDENCE", "MODE", "EVIDENCE"), ("right",) + ("left",) * 4)
         lines += ["    " + line for line in table]
@@ -192,7 +192,7 @@ def _lock_lines(lock: Lock, graph: WaitForGraph, names: _Names) -> list[str]:
         rows = []
         for address in waiters:
             task = graph.task(address)
-            rows.append((str(task.pid), task.comm) if task else (f"{address:#x}", "(not found)"))
+            rows.append((str(task.pid), task.comm) if task else (f"{address:#x}", NOT_LISTED))
         lines += ["    " + line for line in _table(rows, ("PID", "COMM"), ("right", "left"))]
     else:
         lines.append("  waiters: none")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..analysis.graph import WaitForGraph
+from ..analysis.graph import NOT_LISTED, WaitForGraph
 from ..model import Snapshot, Task
 
 __all__ = ["and_list", "plural", "task_label", "task_cell", "undecoded", "no_cycle"]
@@ -22,16 +22,14 @@ def plural(count: int, word: str) -> str:
 
 
 def task_label(graph: WaitForGraph, address: int) -> str:
-    """``"kdl_a" (pid 94)`` (:func:`~kdlgdb.model.task_name`), or ``task 0x... (not found)`` for an address the
-    snapshot has no task for."""
-    task = graph.task(address)
-    return task.name() if task else f"task {address:#x} (not found)"
+    """``"kdl_a" (pid 94)``, or ``task 0x... (not in the task list)`` (:meth:`WaitForGraph.task_name`)."""
+    return graph.task_name(address)
 
 
 def task_cell(graph: WaitForGraph, address: int) -> str:
     """A task in a table cell, where no sentence can misread it: ``kdl_a (94)``, the bare command."""
     task = graph.task(address)
-    return f"{task.comm} ({task.pid})" if task else f"task {address:#x} (not found)"
+    return f"{task.comm} ({task.pid})" if task else f"task {address:#x} {NOT_LISTED}"
 
 
 def undecoded(snapshot: Snapshot, graph: WaitForGraph) -> list[Task]:
