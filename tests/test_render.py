@@ -341,3 +341,13 @@ def test_stacks_grouped_and_the_graph_s_stacks():
     in_graph = [a for c in graph.cycles for a in c.tasks + c.blocked_behind] + [a for c in graph.chains for a in c.tasks + c.joined]
     assert in_graph and [int(m) for m in re.findall(r"^PID: (\d+) ", stacks, re.M)] == [graph.task(a).pid for a in dict.fromkeys(in_graph)]
     assert render_graph_stacks(snap, graph, pid=100) == "stacks: no task in a cycle or chain"
+
+
+def test_every_list_of_tasks_names_the_first_then_counts_the_rest() -> None:
+    from kdlgdb.render.words import first_names
+    assert first_names(["a", "b", "c"], 3) == ["a", "b", "c"]
+    assert first_names(["a", "b", "c", "d", "e"], 3) == ["a", "b", "c", "2 more"]
+    tasks = [Task(0x1000 + i, 100 + i, 100 + i, f"kw{i}", "D", 0) for i in range(10)]
+    from kdlgdb.render.text import render_stack_groups
+    text = render_stack_groups(Snapshot(tasks=tasks), tasks)
+    assert '"kw7" (pid 107), 2 more' in text and "kw8" not in text

@@ -13,7 +13,7 @@ from ..analysis.graph import Chain, Cycle, describe_blocked_in, Edge, FLUSHED_TY
 from ..errors import KdlError
 from ..model import CERTAIN, Snapshot, Task, task_name
 from ..target.base import DEBUG_INFO
-from .words import and_list as _and, no_cycle, plural as _plural, task_cell as _cell, task_label as _short, undecoded  # noqa: F401  (_cell: tests)
+from .words import and_list as _and, first_names, no_cycle, plural as _plural, task_cell as _cell, task_label as _short, undecoded  # noqa: F401  (_cell: tests)
 from .dot import dots_to_svgs, render_dot, render_dots
 from .text import format_last_ran, lockdep_lines
 
@@ -105,10 +105,7 @@ def _lock(graph: WaitForGraph, address: int) -> str:
 
 
 def _some(graph: WaitForGraph, tasks: Sequence[int]) -> str:
-    named = [_task(graph, t) for t in tasks[:MAX_NAMED]]
-    if len(tasks) > MAX_NAMED:
-        named.append(f"{len(tasks) - MAX_NAMED} more")
-    return _and(named)
+    return _and(first_names([_task(graph, t) for t in tasks], MAX_NAMED))
 
 
 def _lock_set(graph: WaitForGraph, locks: Iterable[int]) -> str:
@@ -539,10 +536,8 @@ def _holds_wants(graph: WaitForGraph, task: Task) -> str:
 
 
 def _group_head(group: dict[str, Any]) -> str:
-    named = [task_name(c, p) for c, p in zip(group["comms"][:8], group["pids"][:8])]
-    if group["count"] > 8:
-        named.append(f"{group['count'] - 8} more")
-    return f"{_plural(group['count'], 'task')}: {', '.join(named)}"
+    named = [task_name(c, p) for c, p in zip(group["comms"], group["pids"])]
+    return f"{_plural(group['count'], 'task')}: {', '.join(first_names(named, 8))}"
 
 
 def _group_frames(group: dict[str, Any]) -> list[tuple[str, Optional[str]]]:

@@ -13,7 +13,7 @@ from ..analysis.kernlog import LockdepFindings, LockdepReport
 from ..analysis.graph import NOT_LISTED, Chain, Cycle, Edge, WaitForGraph, format_duration, interesting_frame
 from ..model import CERTAIN, Frame, Lock, Snapshot, Task, symbol_name
 from .color import paint
-from .words import and_list as _and, no_cycle, plural as _plural, task_label, undecoded as _undecoded_tasks
+from .words import and_list as _and, first_names, no_cycle, plural as _plural, task_label, undecoded as _undecoded_tasks
 
 __all__ = ["render_tasks", "render_bt", "render_held", "lockdep_lines", "render_locks", "render_waitfor", "format_last_ran"]
 
@@ -86,7 +86,7 @@ def render_stack_groups(snapshot: Snapshot, tasks: list[Task]) -> str:
         return "no task in those states"
     lines = [f"{_plural(len(tasks), 'task')} in {_plural(len(groups), 'distinct stack')}"]
     for key, members in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[1][0].pid)):
-        names = ", ".join(t.name() for t in members[:8]) + (", ..." if len(members) > 8 else "")
+        names = ", ".join(first_names([t.name() for t in members], 8))
         states = "".join(sorted({t.state for t in members}))
         lines += ["", f"{_plural(len(members), 'task')} [{states}]: {names}"]
         lines += [f"  {'#' + str(n):>3} {name}" for n, name in enumerate(key)] or ["    (no stack frames)"]
@@ -343,7 +343,7 @@ def _undecoded_lines(groups: list[list[Task]], color: bool) -> list[str]:
     for group in groups:
         frame = interesting_frame(group[0].frames)
         where = "an unknown function" if frame is None or frame.symbol is None else frame.symbol + (f" [{frame.module}]" if frame.module else "")
-        shown = ", ".join(t.name() for t in group[:8]) + (", ..." if len(group) > 8 else "")
+        shown = ", ".join(first_names([t.name() for t in group], 8))
         lines.append(f"  {_plural(len(group), 'task')} in D in {where}: wait not decoded: {shown}")
     return lines
 

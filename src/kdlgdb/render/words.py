@@ -21,6 +21,12 @@ def plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
+def first_names(names: Sequence[str], limit: int) -> list[str]:
+    """The first ``limit`` of ``names``, then ``N more`` for the rest: every list of tasks a line names."""
+    shown = list(names[:limit])
+    return shown + [f"{len(names) - limit} more"] if len(names) > limit else shown
+
+
 def task_label(graph: WaitForGraph, address: int) -> str:
     """``"kdl_a" (pid 94)``, or ``task 0x... (not in the task list)`` (:meth:`WaitForGraph.task_name`)."""
     return graph.task_name(address)
