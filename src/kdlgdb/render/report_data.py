@@ -13,7 +13,7 @@ from ..analysis.graph import Chain, Cycle, describe_blocked_in, Edge, FLUSHED_TY
 from ..errors import KdlError
 from ..model import CERTAIN, Snapshot, Task, task_name
 from ..target.base import DEBUG_INFO
-from .words import and_list as _and, first_names, no_cycle, plural as _plural, task_cell as _cell, task_label as _short, undecoded  # noqa: F401  (_cell: tests)
+from .words import and_list as _and, first_names, group_tasks, no_cycle, plural as _plural, task_cell as _cell, task_label as _short, undecoded  # noqa: F401  (_cell: tests)
 from .dot import dots_to_svgs, render_dot, render_dots
 from .text import format_last_ran, lockdep_lines
 
@@ -232,11 +232,8 @@ def stack_groups(tasks: Iterable[Task]) -> list[dict[str, Any]]:
     "sources" (each frame's ``file:line`` or None), "focus" (index of the frame to highlight: the lock
     slow path, or what they do; None)}``.
     """
-    groups: dict[tuple[str, ...], list[Task]] = {}
-    for task in sorted(tasks, key=lambda t: (t.pid, t.address)):
-        groups.setdefault(tuple(f.describe() for f in task.frames), []).append(task)
     result = []
-    for stack, members in sorted(groups.items(), key=lambda item: (-len(item[1]), item[1][0].pid)):
+    for stack, members in group_tasks(tasks, lambda task: tuple(f.describe() for f in task.frames)):
         result.append({
             "count": len(members),
             "pids": [t.pid for t in members],

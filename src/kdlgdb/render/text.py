@@ -13,7 +13,7 @@ from ..analysis.kernlog import LockdepFindings, LockdepReport
 from ..analysis.graph import NOT_LISTED, Chain, Cycle, Edge, WaitForGraph, format_duration, interesting_frame
 from ..model import CERTAIN, Frame, Lock, Snapshot, Task, symbol_name
 from .color import paint
-from .words import and_list as _and, first_names, no_cycle, plural as _plural, task_label, undecoded as _undecoded_tasks
+from .words import and_list as _and, first_names, group_tasks, no_cycle, plural as _plural, task_label, undecoded as _undecoded_tasks
 
 __all__ = ["render_tasks", "render_bt", "render_held", "lockdep_lines", "render_locks", "render_waitfor", "format_last_ran"]
 
@@ -78,14 +78,12 @@ def render_bt(snapshot: Snapshot, task: Task, frames: Optional[list[Frame]] = No
 def render_stack_groups(snapshot: Snapshot, tasks: list[Task]) -> str:
     """The stacks of ``tasks`` grouped by identical call chain (the functions, not their offsets), the biggest
     group first: a count, the tasks, then the shared frames."""
-    groups: dict[tuple[str, ...], list[Task]] = {}
-    for task in tasks:
-        key = tuple(symbol_name(f.symbol, f.module) if f.symbol else f"{f.pc:#x}" for f in task.frames)
-        groups.setdefault(key, []).append(task)
+    groups = group_tasks(tasks, lambda task: tuple(symbol_name(f.symbol, f.module) if f.symbol else f"{f.pc:#x}"
+                                                   for f in task.frames))
     if not groups:
         return "no task in those states"
     lines = [f"{_plural(len(tasks), 'task')} in {_plural(len(groups), 'distinct stack')}"]
-    for key, members in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[1][0].pid)):
+    for key, members in groups:
         names = ", ".join(first_names([t.name() for t in members], 8))
         states = "".join(sorted({t.state for t in members}))
         lines += ["", f"{_plural(len(members), 'task')} [{states}]: {names}"]

@@ -1,12 +1,14 @@
 """The words the text output and the report share: one place for how a count, a list and a task are said."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Hashable, Iterable, Sequence, TypeVar
 
 from ..analysis.graph import NOT_LISTED, WaitForGraph
 from ..model import Snapshot, Task
 
-__all__ = ["and_list", "plural", "task_label", "task_cell", "undecoded", "no_cycle"]
+__all__ = ["and_list", "plural", "group_tasks", "first_names", "task_label", "task_cell", "undecoded", "no_cycle"]
+
+K = TypeVar("K", bound=Hashable)
 
 
 def and_list(items: Sequence[str]) -> str:
@@ -19,6 +21,15 @@ def and_list(items: Sequence[str]) -> str:
 def plural(count: int, word: str) -> str:
     """``1 task``, ``2 tasks``."""
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def group_tasks(tasks: Iterable[Task], key: Callable[[Task], K]) -> list[tuple[K, list[Task]]]:
+    """``tasks`` grouped by ``key`` (a stack, as the caller spells it), the biggest group first, then the one
+    with the lowest pid; each group's tasks in pid order. ``kd-bt -g`` and the report's stack groups."""
+    groups: dict[K, list[Task]] = {}
+    for task in sorted(tasks, key=lambda t: (t.pid, t.address)):
+        groups.setdefault(key(task), []).append(task)
+    return sorted(groups.items(), key=lambda item: (-len(item[1]), item[1][0].pid))
 
 
 def first_names(names: Sequence[str], limit: int) -> list[str]:
