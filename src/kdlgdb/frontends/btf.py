@@ -32,8 +32,8 @@ def batch(command: str, argv: list[str], dump: str, record: Optional[str] = None
     args = commands.parse(command, argv)
     kernel_session = session(dump)
     try:
-        snap = None if command in commands.KERNEL_COMMANDS else kernel_session.snapshot(record=record)
-        text = commands.run(command, args, snap, color=False, kernel=kernel_session.kernel())
+        text, snap = commands.run_on(command, args, lambda lines: kernel_session.snapshot(record=record, source_lines=lines),
+                                     kernel_session.kernel())
     finally:
         _close(kernel_session)
     status = commands.verdict_status(snap) if command == "kd-waitfor" and snap is not None else 0

@@ -210,6 +210,17 @@ def select_tasks(snapshot: Snapshot, args: argparse.Namespace) -> list[Task]:
     return tasks
 
 
+def run_on(command: str, args: argparse.Namespace, snapshot: Callable[[bool], Snapshot], kernel: Kernel,
+           color: bool = False, **extra) -> tuple[str, Optional[Snapshot]]:
+    """Every front end's dispatch: kd-COMMAND on a kernel. KERNEL_COMMANDS read ``kernel`` itself; the others a
+    snapshot of it, ``snapshot(source_lines)`` (with each frame's file:line when the output shows it). Returns
+    the text and the snapshot it used (None for KERNEL_COMMANDS), for the exit status."""
+    if command in KERNEL_COMMANDS:
+        return run(command, args, None, color=color, kernel=kernel), None
+    snap = snapshot(shows_source_lines(command, args))
+    return run(command, args, snap, color=color, kernel=kernel, **extra), snap
+
+
 def run(command: str, args: argparse.Namespace, snapshot: Optional[Snapshot], color: bool = False,
         kernel: Optional[Kernel] = None, variables: Optional[Callable[[Task, int, Frame], list[str]]] = None) -> str:
     """The text a command prints for ``snapshot`` (for KERNEL_COMMANDS: for ``kernel``).

@@ -94,10 +94,7 @@ class Session:
             return help_text.getvalue().rstrip("\n")
         if request.command == REPORT:
             return self.report(args)
-        if request.command in commands.KERNEL_COMMANDS:
-            return commands.run(request.command, args, None, color=request.color, kernel=self.kernel())
-        snap = self.snapshot(source_lines=commands.shows_source_lines(request.command, args))
-        return commands.run(request.command, args, snap, color=request.color, kernel=self.kernel())
+        return commands.run_on(request.command, args, self.snapshot, self.kernel(), request.color)[0]
 
     def kernel(self) -> Kernel:
         return self.session.kernel()

@@ -184,12 +184,9 @@ class KdCommand(gdb.Command):
             _error(self.name, e)
 
     def output(self, args: argparse.Namespace) -> str:
-        if self.name in commands.KERNEL_COMMANDS:
-            return commands.run(self.name, args, None, color=_color(), kernel=kernel())
-        snap = snapshot(source_lines=commands.shows_source_lines(self.name, args))
         if self.name == "kd-bt" and args.full:
-            return _bt_with_variables(args, snap)
-        return commands.run(self.name, args, snap, color=_color(), kernel=kernel())  # the kernel log, for lockdep's reports
+            return _bt_with_variables(args, snapshot(source_lines=True))
+        return commands.run_on(self.name, args, lambda lines: snapshot(source_lines=lines), kernel(), _color())[0]
 
 
 def _select(task: Optional[Task]) -> str:
@@ -279,10 +276,10 @@ def batch(command: str, argv: list[str], out: str, record: Optional[str] = None)
     status = 2
     try:
         args = commands.parse(command, argv)
-        snap = snapshot(record=record, source_lines=commands.shows_source_lines(command, args))
+        text, snap = commands.run_on(command, args, lambda lines: snapshot(record=record, source_lines=lines), kernel())
         with open(out, "w") as f:
-            f.write(commands.run(command, args, snap, color=False, kernel=kernel()) + "\n")
-        status = commands.verdict_status(snap) if command == "kd-waitfor" else 0
+            f.write(text + "\n")
+        status = commands.verdict_status(snap) if command == "kd-waitfor" and snap is not None else 0
     except KeyboardInterrupt:
         _error(command, KdlError("interrupted"), out + ".err")
     except Exception as e:
