@@ -273,7 +273,9 @@ def test_command_line_turns_any_exception_into_one_line(monkeypatch: pytest.Monk
     def boom(*_args, **_kwargs):
         raise MemoryError("boom")
 
+    from kdlgdb import report
     monkeypatch.setattr(cli, "run_batch", boom)
+    monkeypatch.setattr(report, "dump_format", lambda path: None)  # the dump's headers are read first: any will do
     assert cli.main(["waitfor", "/bin/true", "/etc/passwd"]) == 2
     err = capsys.readouterr().err
     assert err.strip() == "kdlgdb waitfor: internal error: MemoryError: boom (--debug for the traceback)"
@@ -308,3 +310,19 @@ def test_module_list_that_loops() -> None:
     [problem] = [p for p in snap.problems if p.what == "module list"]
     assert f"is broken at {target.node:#x}: its prev does not point back to {target.node:#x}" in problem.why
     assert "later modules have no symbols" in problem.why
+
+
+def test_waitfor_and_report_read_their_arguments_alike(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`kdlgdb waitfor` and `kdlgdb report` take [VMLINUX] VMCORE (or --vmlinux) the same way, with the same
+    one-line errors, and look at the dump's headers before starting anything."""
+    from kdlgdb import cli
+    notdump = tmp_path / "notes.txt"
+    notdump.write_text("not a dump\n")
+    for command in ("waitfor", "report"):
+        assert cli.main([command, "/bin/true", str(notdump), "--vmlinux", "/bin/true"]) == 2
+        assert capsys.readouterr().err.strip().endswith("give the vmlinux once: before the dump or with --vmlinux")
+        assert cli.main([command, "a", "b", "c"]) == 2
+        assert f"kdlgdb {command} [VMLINUX] VMCORE" in capsys.readouterr().err
+        assert cli.main([command, "/bin/true", str(notdump)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and str(notdump) in err, err

@@ -19,7 +19,6 @@ from . import report
 from .errors import KdlError
 from . import __version__
 from .gdbrun import BATCH, run_batch
-from .target.dumpfile import dump_format
 
 __all__ = ["main"]
 
@@ -109,22 +108,14 @@ def _waitfor_inputs(args: argparse.Namespace) -> tuple[Optional[str], Optional[s
     """(vmlinux or None, dump or None, how the vmlinux was chosen) of ``kdlgdb waitfor``: ``[VMLINUX] VMCORE``,
     ``VMCORE --vmlinux V``, or with ``--remote`` the vmlinux alone (positional or --vmlinux); the vmlinux found by
     the dump's release when not given, and None (the dump's own BTF and kallsyms) when none is found or ``--btf``."""
-    paths = list(args.paths)
-    if args.vmlinux is not None:
-        paths.insert(0, args.vmlinux)
     if args.remote is not None:
+        paths = ([args.vmlinux] if args.vmlinux is not None else []) + list(args.paths)
         if len(paths) != 1:
             raise KdlError("with --remote, give the vmlinux alone: kdlgdb waitfor VMLINUX --remote HOST:PORT")
         if args.btf:
             raise KdlError("--btf reads a dump; a live kernel is read by gdb with its vmlinux")
         return paths[0], None, "given"
-    if len(paths) not in (1, 2):
-        raise KdlError("give the dump, optionally after its vmlinux (kdlgdb waitfor [VMLINUX] VMCORE), "
-                       "or --remote HOST:PORT with the vmlinux")
-    if len(paths) == 1:
-        dump_format(paths[0])  # one line now if it is no dump at all
-    vmlinux, how = report.debug_info_for(paths[-1], paths[0] if len(paths) == 2 else None, args.btf)
-    return vmlinux, paths[-1], how
+    return report.dump_inputs("waitfor", args.paths, args.vmlinux, args.btf)
 
 
 if __name__ == "__main__":

@@ -119,6 +119,20 @@ def vmlinux_for(dump: str, vmlinux: Optional[str], places: Sequence[str] = VMLIN
     return found, f"found by the dump's release {release}"
 
 
+def dump_inputs(command: str, paths: Sequence[str], vmlinux: Optional[str], btf: bool = False
+                ) -> tuple[Optional[str], str, str]:
+    """(the vmlinux or None, the dump, how the vmlinux was chosen) of ``kdlgdb COMMAND [VMLINUX] VMCORE``
+    (or ``VMCORE --vmlinux V``): one line at once when the arguments do not say that, or the dump is no dump."""
+    if len(paths) not in (1, 2):
+        raise KdlError(f"give the dump, optionally after its vmlinux: kdlgdb {command} [VMLINUX] VMCORE")
+    if len(paths) == 2 and vmlinux is not None:
+        raise KdlError("give the vmlinux once: before the dump or with --vmlinux")
+    dump = paths[-1]
+    dump_format(dump)  # one line now if it is no dump at all
+    chosen, how = debug_info_for(dump, paths[0] if len(paths) == 2 else vmlinux, btf)
+    return chosen, dump, how
+
+
 def debug_info_for(dump: str, vmlinux: Optional[str], btf: bool = False,
                    places: Sequence[str] = VMLINUX_PLACES) -> tuple[Optional[str], str]:
     """(the vmlinux to read the dump with, or None for the dump's own BTF and kallsyms; how it was chosen).
@@ -328,13 +342,7 @@ def _cli_report(args: argparse.Namespace) -> Outcome:
             raise KdlError("give either --bundle FILE or [VMLINUX] VMCORE, not both")
         bundle = load_bundle(args.bundle)
     else:
-        if len(args.paths) not in (1, 2):
-            raise KdlError("give the dump, optionally after its vmlinux: kdlgdb report [VMLINUX] VMCORE")
-        dump = args.paths[-1]
-        dump_format(dump)  # one line now if it is no dump at all
-        if len(args.paths) == 2 and args.vmlinux is not None:
-            raise KdlError("give the vmlinux once: before the dump or with --vmlinux")
-        vmlinux, how = debug_info_for(dump, args.paths[0] if len(args.paths) == 2 else args.vmlinux, args.btf)
+        vmlinux, dump, how = dump_inputs("report", args.paths, args.vmlinux, args.btf)
         bundle = collect_bundle(vmlinux, dump, how=how)
         if vmlinux is not None and how != "given" or how.startswith("no vmlinux"):
             bundle.facts["vmlinux_search"] = how.removesuffix(NO_VMLINUX)
