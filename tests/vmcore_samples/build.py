@@ -28,9 +28,11 @@ land in a cache outside the checkout::
         vmcore-nokaslr-filtered.kdump (-d 31; kdl_abba also -lzo, -snappy, -zstd .kdump)
         ... the same for kaslr
 
-``<key>`` hashes the scenario's files, the code of this file and ``formats.py``
-(not their comments and docstrings) and the kernel version, so a change to any
-of them leads to a fresh directory; an existing one is reused.
+``<key>`` hashes the scenario's files, the kernel version and the builder's code: the
+top-level definitions of the files in ``cache.BUILDER_FILES`` (not their imports,
+comments and docstrings, nor which file holds a definition) and the ``/init``
+template. A change to any of them leads to a fresh directory; an existing one is
+reused; moving code between the builder's files is not a change.
 Files are written under ``.*.part`` names and renamed when complete, the truth
 file last: a variant counts as built once its truth file exists.
 Build products (module, initramfs) go to ``<cache>/build/<kernel>/``.
@@ -62,6 +64,13 @@ builds on demand). A module whose ``expected.json`` says
 ``"blocked_when_loaded"`` returns from its init only when its threads are in
 place and prints a compact truth itself; ``/init`` then does not scan
 ``/proc`` (thousands of threads).
+
+The builder's parts, beside this file: ``cache.py`` (paths, what a kernel and
+the host need, ``expected.json``, the key), ``initramfs.py`` (the module build and
+the initramfs, with ``init.sh``, the guest's ``/init``), ``guest.py`` (QEMU and
+QMP), ``truth.py`` (the console's facts, the dump's notes), ``formats.py`` (the
+dump forms), ``kernelbuild.py`` (kernels of our own), ``catalog.py`` (what is
+built). This file builds the dumps from them, several guests at once.
 
 Importable as well (``samples.py`` does so); the main entry points are
 :func:`ensure` and :func:`boot`. Python 3.11 standard library only; needs
