@@ -110,3 +110,34 @@ def test_gdb_commands_on_a_sleeping_task_live(real_kernel: str) -> None:
         done = run_gdb(live.vmlinux, None, *kd_task_commands(live.truth["tasks"]["kdl_m1"]),
                        remote=f"127.0.0.1:{live.gdb_port}")
         check_kd_task(done.stdout, done.stderr, int(live.truth["locks"]["m2"]["address"], 16))
+
+
+@pytest.mark.parametrize("real_kernel", samples.KERNELS, indirect=True)
+def test_kd_task_follows_an_interrupted_task_past_its_pt_regs(real_kernel: str) -> None:
+    """kd-task of kdl_irq's kthread, whose CPU took an interrupt and spins, in the softirq run on its way out, on the
+    lock the task holds: gdb's bt goes on past the interrupt entry to kthread and ret_from_fork, and the
+    interrupted frame runs on the sp the interrupt saved: pt_regs->sp, as gdb itself reads it from the handler's
+    `regs` argument (not the word above pt_regs->ip)."""
+    if "-rt-" in real_kernel:
+        pytest.skip("on PREEMPT_RT the timer callback runs in a thread: there is no interrupt frame")
+    from realgdb import gdb as run_gdb
+
+    dump = samples.ensure_dump("kdl_irq", False, real_kernel)
+    pid = dump.truth["tasks"]["kdl_irq"]
+    done = run_gdb(dump.vmlinux, dump.path, f"kd-task {pid}", "bt")
+    trace = done.stdout.split("gdb shows task", 1)[1]
+    frames = [(int(n), name) for n, name in re.findall(r"^#(\d+)\s+(?:0x[0-9a-f]+ in )?(\S+) \(", trace, re.M)]
+    # sysvec_apic_timer_interrupt, or whichever interrupt ran the softirq (the last of its inlined frames, which
+    # take `regs` too: instr_sysvec_*).
+    handlers = re.findall(r"^#\d+\s+(?:0x[0-9a-f]+ in )?(\S+) \(regs=0x", trace, re.M)
+    assert handlers, trace
+    handler = handlers[-1]
+    entry = next(n for n, name in frames if name == f"asm_{handler}")
+    outer = [name for n, name in frames if n > entry]
+    assert "kthread" in outer and "ret_from_fork" in outer, trace
+    done = run_gdb(dump.vmlinux, dump.path, f"kd-task {pid}", f"frame function {handler}", "echo @@regs@@\\n",
+                   "p/x regs->sp", f"frame {entry + 1}", "echo @@rsp@@\\n", "p/x $rsp")
+    saved = re.search(r"@@regs@@\n\$\d+ = (0x[0-9a-f]+)", done.stdout)
+    rsp = re.search(r"@@rsp@@\n\$\d+ = (0x[0-9a-f]+)", done.stdout)
+    assert saved and rsp, done.stdout[-2000:]
+    assert int(rsp.group(1), 16) == int(saved.group(1), 16)

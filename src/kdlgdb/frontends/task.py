@@ -23,14 +23,14 @@ from typing import Optional
 import gdb  # type: ignore[import-not-found]
 import gdb.unwinder  # type: ignore[import-not-found]
 
-from ..errors import KdlError
+from ..errors import KdlError, ReadError
 from ..kernel.backtrace import Backtracer
 from ..kernel.cpus import CpuState, cpu_of_task
 from ..kernel.tasks import per_cpu_runqueues
 from ..kernel.layout import Kernel, le64
 from ..kernel.stack import StackReader
 from ..kernel.symbols import Symbols
-from ..kernel.unwind import start_blocked, unwind
+from ..kernel.unwind import PT_REGS, start_blocked, unwind
 from ..model import Task
 from ..target.gdb import unwind_info
 
@@ -48,6 +48,9 @@ class TaskUnwinder(gdb.unwinder.Unwinder):
         super().__init__("kdlgdb task")
         self.registers: Optional[dict[str, int]] = None
         self.exact: dict[tuple[int, int], dict[str, int]] = {}
+        # The (pc, sp) whose caller gdb's CFI cannot find: across an interrupt's pt_regs or a stack switch
+        # (call_on_irqstack: the CFI of sysvec_* does not follow it); ours is used there even in the vmlinux.
+        self.forced: set[tuple[int, int]] = set()
         self.in_image: Optional[tuple[int, int]] = None  # the vmlinux's text, where gdb has CFI
         self.task: Optional[Task] = None
 
@@ -59,7 +62,8 @@ class TaskUnwinder(gdb.unwinder.Unwinder):
         else:
             pc, sp = int(pending.read_register("rip")), int(pending.read_register("rsp"))
             caller = self.exact.get((pc, sp))
-            if caller is None or (self.in_image is not None and self.in_image[0] <= pc < self.in_image[1]):
+            if caller is None or ((pc, sp) not in self.forced
+                                  and self.in_image is not None and self.in_image[0] <= pc < self.in_image[1]):
                 return None  # gdb's DWARF unwinder: it knows the callee-saved registers too
         return unwind_info(pending, pending.read_register("rsp"), caller)
 
@@ -93,6 +97,18 @@ def _install() -> TaskUnwinder:
 
 
 _tracers: "weakref.WeakKeyDictionary[Kernel, Backtracer]" = weakref.WeakKeyDictionary()
+
+
+def pt_regs_registers(k: Kernel, regs: int) -> dict[str, int]:
+    """gdb's names of the general registers an interrupt or exception saved in the struct pt_regs at ``regs``
+    (an unreadable one: none, and gdb shows them unknown)."""
+    try:
+        data = k.read(regs, PT_REGS["ss"] + 8)
+    except ReadError:
+        return {}
+    names = {"bp": "rbp", "bx": "rbx", "ax": "rax", "cx": "rcx", "dx": "rdx", "si": "rsi", "di": "rdi",
+             **{f"r{n}": f"r{n}" for n in range(8, 16)}}  # not flags: gdb's eflags is 4 bytes, unwind_info gives 8
+    return {gdb_name: le64(data, PT_REGS[name]) for name, gdb_name in names.items()}
 
 
 def _backtracer(k: Kernel) -> Backtracer:
@@ -132,11 +148,17 @@ def select_task(k: Kernel, task: Optional[Task]) -> str:
         start = start_blocked(k.u64, sp, *tracer.frame_layout, exact_ips=tracer.exact_ips(registers["rip"]))
         result = unwind(start, tracer.orc.find, k.u64, [(task.stack_base, task.stack_base + stacks.thread_size)],
                         tracer.frame_pointers)
-    unwinder.exact = {}
+    unwinder.exact, unwinder.forced = {}, set()
     sps = [registers["rsp"]] + [f.sp for f in result.frames[1:]]
     for i in range(len(result.frames) - 1):
         callee, caller = result.frames[i], result.frames[i + 1]
-        unwinder.exact[(callee.pc, sps[i])] = {"rip": caller.pc, "rsp": sps[i + 1]}
+        key = (callee.pc, sps[i])
+        unwinder.exact[key] = {"rip": caller.pc, "rsp": sps[i + 1]}
+        if caller.regs is not None:  # an interrupted frame: every register it had is in the pt_regs
+            unwinder.exact[key] = {**pt_regs_registers(k, caller.regs), **unwinder.exact[key]}
+            unwinder.forced.add(key)
+        elif not 0 <= sps[i + 1] - sps[i] < stacks.thread_size:  # the caller runs on another stack
+            unwinder.forced.add(key)
     text = (k.symbol("_stext") or 0, k.symbol("_etext") or 0)
     unwinder.in_image = text if k.slide == 0 or k.target.symbol("_stext") == text[0] else None
     unwinder.registers, unwinder.task = registers, task
