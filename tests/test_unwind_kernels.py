@@ -141,3 +141,19 @@ def test_kd_task_follows_an_interrupted_task_past_its_pt_regs(real_kernel: str) 
     rsp = re.search(r"@@rsp@@\n\$\d+ = (0x[0-9a-f]+)", done.stdout)
     assert saved and rsp, done.stdout[-2000:]
     assert int(rsp.group(1), 16) == int(saved.group(1), 16)
+
+
+@pytest.mark.parametrize("real_kernel", samples.KERNELS, indirect=True)
+def test_kd_task_of_a_user_process_ends_at_the_system_call_entry(real_kernel: str) -> None:
+    """kd-task of kdl_freeze's writer, a busybox process blocked in write() on a frozen filesystem: gdb's bt
+    ends where the kernel stack does, at the system call's entry (the pt_regs of user mode), instead of going on
+    into user addresses that gdb guesses from the entry code."""
+    from realgdb import gdb as run_gdb
+
+    dump = samples.ensure_dump("kdl_freeze", False, real_kernel)
+    done = run_gdb(dump.vmlinux, dump.path, f"kd-task {dump.truth['tasks']['kdl_fz_append']}", "bt")
+    trace = done.stdout.split("gdb shows task", 1)[1]
+    names = re.findall(r"^#\d+\s+(?:0x[0-9a-f]+ in )?(\S+) \(", trace, re.M)
+    assert "vfs_write" in names or "ksys_write" in names, trace
+    assert names[-1].startswith("entry_SYSCALL_64"), trace
+    assert not re.search(r"^#\d+\s+0x0000[0-7]", trace, re.M), trace  # no user-space pc

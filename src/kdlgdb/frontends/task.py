@@ -159,6 +159,12 @@ def select_task(k: Kernel, task: Optional[Task]) -> str:
             unwinder.forced.add(key)
         elif not 0 <= sps[i + 1] - sps[i] < stacks.thread_size:  # the caller runs on another stack
             unwinder.forced.add(key)
+    if result.frames and result.error is None:
+        # The unwind reached the end of the kernel stack (a kthread's ret_from_fork, or the pt_regs of an entry from
+        # user space): gdb's frames stop there too, instead of guessing on through the entry code into user addresses.
+        end = (result.frames[-1].pc, sps[-1])
+        unwinder.exact[end] = {"rip": 0, "rsp": 0}
+        unwinder.forced.add(end)
     text = (k.symbol("_stext") or 0, k.symbol("_etext") or 0)
     unwinder.in_image = text if k.slide == 0 or k.target.symbol("_stext") == text[0] else None
     unwinder.registers, unwinder.task = registers, task
