@@ -27,8 +27,6 @@ SCENARIO_DIR = HERE / "scenarios"
 BUSYBOX = Path("/bin/busybox")  # from busybox-static
 QEMU = "qemu-system-x86_64"
 
-
-
 Log = Callable[[str], None]
 
 
