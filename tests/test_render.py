@@ -351,3 +351,18 @@ def test_every_list_of_tasks_names_the_first_then_counts_the_rest() -> None:
     from kdlgdb.render.text import render_stack_groups
     text = render_stack_groups(Snapshot(tasks=tasks), tasks)
     assert '"kw7" (pid 107), 2 more' in text and "kw8" not in text
+
+
+def test_a_guessed_frame_is_marked_in_kd_bt_and_the_json() -> None:
+    """A frame the frame-pointer guess found (code without ORC entries) reads '? func+0x..', as the kernel prints
+    an address it cannot vouch for, and its index is in the JSON's `guessed`; an interrupted frame in `interrupted`."""
+    frames = [Frame(0xFFFFFFFF81000010, "__schedule", 0x10, sp=0xFFFFC90000001000),
+              Frame(0xFFFFFFFFC0001020, "bpf_prog_x", 0x20, sp=0xFFFFC90000001010, guessed=True),
+              Frame(0xFFFFFFFF81000030, "kthread", 0x30, sp=0xFFFFC90000001100, regs=True)]
+    task = Task(0xFFFF888000001000, 7, 7, "t", "D", 0, frames=frames, unwinder="orc, frame pointer guess for 1 frame(s)")
+    snap = Snapshot(tasks=[task])
+    lines = render_bt(snap, task).splitlines()
+    assert lines[1] == "    (orc, frame pointer guess for 1 frame(s))"
+    assert "] ? bpf_prog_x+0x20" in lines[3] and "] __schedule+0x10" in lines[2] and "] kthread+0x30" in lines[5]
+    shown = tasks_json(snap)[0]
+    assert shown["guessed"] == [1] and shown["interrupted"] == [2]

@@ -65,6 +65,7 @@ def task_json(task: Task, holds: list[int]) -> dict[str, Any]:
         "stack": [frame.describe() for frame in task.frames],
         "sources": [frame.source for frame in task.frames],  # stack[i]'s file:line, or None
         "interrupted": [i for i, frame in enumerate(task.frames) if frame.regs],  # stack[i] is a pt_regs' ip
+        "guessed": [i for i, frame in enumerate(task.frames) if frame.guessed],  # stack[i]: the frame-pointer guess
         "unwinder": task.unwinder,  # how the stack was found: "orc", "frame pointer" or "scan"
         "unwind_error": task.unwind_error,  # why the unwind stopped before the end of the stack, or None
         "cpu_context": _cpu_context_json(task),

@@ -50,7 +50,8 @@ def render_bt(snapshot: Snapshot, task: Task, frames: Optional[list[Frame]] = No
     """A crash-like backtrace: a header line, then ``#n [stack slot] symbol+offset [module]  file:line``.
 
     An interrupt or exception boundary (a frame whose pc is the interrupted ip of a ``pt_regs``) gets a
-    line of its own above that frame; an unwind that stopped early ends with a marked line saying why.
+    line of its own above that frame; a frame found by the frame-pointer guess is marked ``?``, as the kernel marks
+    an address it cannot vouch for; an unwind that stopped early ends with a marked line saying why.
     ``frames``/``method`` replace the task's own (``kd-bt -s``: the scan); ``variables(n, frame)``: lines
     that name frame n's variables (``kd-bt -f``)."""
     lines = [
@@ -64,7 +65,7 @@ def render_bt(snapshot: Snapshot, task: Task, frames: Optional[list[Frame]] = No
     for number, frame in enumerate(frames):
         if frame.regs:
             lines.append(f"    --- interrupt or exception: pt_regs at {frame.sp - 128:#x} ---")
-        line = f"{'#' + str(number):>3} [{frame.sp:x}] {frame.describe()}"
+        line = f"{'#' + str(number):>3} [{frame.sp:x}] {'? ' if frame.guessed else ''}{frame.describe()}"
         lines.append(f"{line:<56} {frame.source}" if frame.source else line)
         if variables is not None:
             lines.extend(f"        {text}" for text in variables(number, frame))
