@@ -307,7 +307,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                                              f"also {', '.join(s for s in SCALE_SAMPLES if s not in DEFAULT_SAMPLES)})")
     parser.add_argument("--force", action="store_true", help="rebuild even when the cache has it")
     parser.add_argument("--jobs", "-j", type=int, default=default_jobs(), metavar="N",
-                        help="guests to run at once (default: %(default)s, one more than the cores)")
+                        help="guests to run at once (default: %(default)s: one more than the cores, at most one per GiB of memory available)")
     parser.add_argument("--prune", action="store_true",
                         help="first remove the kernels' cached dumps whose key is out of date")
     args = parser.parse_args(argv)
@@ -357,11 +357,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     return 1 if failed else 0
 
 
+GUEST_BUDGET = 1 << 30  # host memory one guest at a time needs: its RAM, QEMU, and the page cache of its dumps
+
+
 def default_jobs() -> int:
     """Guests to run at once: a boot keeps a core busy for a few seconds, then the guest mostly waits (for its
     threads to block, for the hung-task detector, for the dump to be written); one more than the cores keeps
-    them busy. Measured on 2 cores: see docs/tests.md."""
-    return (os.cpu_count() or 1) + 1
+    them busy (measured on 2 cores: see docs/tests.md), as far as the memory available allows."""
+    by_cpu = (os.cpu_count() or 1) + 1
+    try:
+        meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
+        available = int(meminfo["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return by_cpu
+    return max(1, min(by_cpu, available // GUEST_BUDGET))
 
 
 def build_all(jobs: list[tuple[str, str]], parallel: int, force: bool = False,
@@ -380,9 +389,9 @@ def build_all(jobs: list[tuple[str, str]], parallel: int, force: bool = False,
             reused = variant_complete(scenario, kaslr, kernel) and not force
             files = ensure(scenario, kaslr, kernel, force=force)
             booted += not reused
-            for path in sorted(files.values()):
-                size = path.stat().st_size / 2**20
-                print(f"{'reused' if reused else 'built':6} {size:8.1f} MB  {path}", flush=True)
+            size = sum(path.stat().st_size for path in files.values()) / 2**20
+            print(f"{'reused' if reused else 'built':6} {scenario} {variant_name(kaslr)} on {kernel}: {len(files)} files, "
+                  f"{size:.0f} MB in {files['elf'].parent}", flush=True)
         return booted
 
     done: dict[tuple[str, str], Any] = {}
