@@ -128,3 +128,23 @@ def test_cut_files_give_no_registers_or_one_line(tmp_path) -> None:
     xnum.write_bytes(bytes(ehdr))
     with pytest.raises(KdlError, match="PN_XNUM"):
         open_elf_dump(str(xnum))
+
+
+def test_a_cpu_caught_switching_belongs_to_the_task_on_whose_stack_it_is() -> None:
+    """Dumped between prepare_task_switch and switch_to (6.12-rt kdl_rtmutex, CPU 0 from swapper/0 to
+    ksoftirqd/0): rq->curr is the next task, the registers are on the previous one's stack, and both say on_cpu.
+    The registers go to the previous task; the next one keeps its saved stack (collect.read_cpus reads it)."""
+    from kdlgdb.kernel.cpus import _switching_from
+    from kdlgdb.model import Task
+    prev = Task(0xC0, 0, 0, "swapper/0", "R", 0, on_cpu=True, stack_base=0xFFFFFFFF82C00000)
+    curr = Task(0xA0, 17, 17, "ksoftirqd/0", "R", 0, on_cpu=True, stack_base=0xFFFFC90000390000)
+    asleep = Task(0xD0, 5, 5, "kworker", "S", 0, stack_base=0xFFFFFFFF82C00000)  # not on a CPU: never chosen
+    area, why = map_registers({"rip": RIP, "rsp": 0xFFFFFFFF82C03E18, "gs_base": GS - 0x100000}, areas())
+    assert area is not None and area.task == 0xA0
+    moved, why = _switching_from(area, {"rip": RIP, "rsp": 0xFFFFFFFF82C03E18}, why, {0xA0: curr, 0xC0: prev}, 0x4000)
+    assert moved.task == 0xC0 and moved.task_stack == (0xFFFFFFFF82C00000, 0xFFFFFFFF82C04000) and moved.cpu == 0
+    assert why.endswith('is on the stack of "swapper/0" (pid 0): CPU 0 is switching from it to "ksoftirqd/0" (pid 17)')
+    kept, _ = _switching_from(area, {"rip": RIP, "rsp": 0xFFFFFFFF82C03E18}, why, {0xA0: curr, 0xD0: asleep}, 0x4000)
+    assert kept is area
+    on_own, _ = _switching_from(area, {"rip": RIP, "rsp": 0xFFFFC90000393E00}, why, {0xA0: curr, 0xC0: prev}, 0x4000)
+    assert on_own is area  # the registers on rq->curr's own stack: no switch to see

@@ -211,32 +211,46 @@ def read_stacks(c: Collection) -> None:
     """The saved stack of every task off CPU, read whole once (later stages read waiter structs from it:
     the Kernel keeps it), and its frames. Reads ``tasks``, ``facts``. Writes ``live``, ``ranges``,
     ``tasks`` (``frames``)."""
-    k, tasks = c.k, c.tasks
+    tasks = c.tasks
     for n, (address, task) in enumerate(tasks.items()):
         if c.progress is not None and n % PROGRESS_EVERY == 0:
             c.progress("stacks", n, len(tasks))
         if task.on_cpu:
-            continue  # only a task off CPU has a meaningful saved stack pointer
-        try:
-            stack = c.stacks.read(task.stack_base, c.facts[address].saved_sp)
-            if stack is not None:
-                c.live[address] = stack
-                k.keep(stack.sp, stack.data)
-                if c.backtracer is not None:
-                    bt = c.backtracer.blocked(stack, task.stack_base)
-                    task.frames, task.unwinder, task.unwind_error = bt.frames, bt.method, bt.error
-                else:
-                    task.frames, task.unwinder = c.stacks.frames(stack), SCAN
-        except ReadError as e:
-            c.problems.append(Problem("stack", f"task {task.name()} {task.stack_base:#x}", str(e)))
+            continue  # only a task off CPU has a meaningful saved stack pointer (read_cpus: a switch's other side)
+        _read_saved_stack(c, address, task)
     c.ranges = StackRanges([t.stack_base for t in tasks.values()], c.stacks.thread_size)
 
 
+def _read_saved_stack(c: Collection, address: int, task: Task) -> None:
+    """``task``'s stack from its saved stack pointer (``thread.sp``), and its frames."""
+    try:
+        stack = c.stacks.read(task.stack_base, c.facts[address].saved_sp)
+        if stack is not None:
+            c.live[address] = stack
+            c.k.keep(stack.sp, stack.data)
+            if c.backtracer is not None:
+                bt = c.backtracer.blocked(stack, task.stack_base)
+                task.frames, task.unwinder, task.unwind_error = bt.frames, bt.method, bt.error
+            else:
+                task.frames, task.unwinder = c.stacks.frames(stack), SCAN
+    except ReadError as e:
+        c.problems.append(Problem("stack", f"task {task.name()} {task.stack_base:#x}", str(e)))
+
+
 def read_cpus(c: Collection) -> None:
-    """The tasks current on a CPU: their frames start at the CPU's saved registers.
-    Reads ``runqueues``, ``tasks``. Writes ``on_cpu``, ``tasks`` (``frames``, ``cpu_context``)."""
+    """The tasks current on a CPU: their frames start at the CPU's saved registers. A CPU caught switching: the
+    task whose stack holds its rsp runs; the other side of the switch is read from its saved stack pointer.
+    Reads ``runqueues``, ``tasks``, ``facts``. Writes ``on_cpu``, ``tasks`` (``frames``, ``cpu_context``),
+    ``live`` (the other side of a switch)."""
     c.on_cpu = cpu_states(c.k, c.runqueues, c.tasks, c.symbols, c.stacks, c.problems, c.backtracer)
     apply_cpu_states(c.on_cpu, c.tasks)
+    # A CPU caught in a context switch: both tasks say on_cpu (the kernel clears prev's only after the switch), its
+    # registers are on one task's stack, and the other's saved stack pointer is still (or already) good.
+    running = {s.task for s in c.on_cpu}
+    switching = {s.cpu for s in c.on_cpu}
+    for address, task in c.tasks.items():
+        if task.on_cpu and address not in running and task.cpu in switching and address not in c.live:
+            _read_saved_stack(c, address, task)
 
 
 def list_tasks(c: Collection) -> None:
@@ -358,20 +372,25 @@ def _confirm_rt_wait(c: Collection, rt: RtLayout, frames: FrameVariables, task: 
     if lock is None or kind is None:
         return
     base = lock.address + kind.base
-    got: Optional[FrameValue] = None
-    for last, names, to_base in rt_lock_frames(c.k, task.frames):  # the innermost frame the DWARF locates it in
+    first: Optional[tuple[FrameValue, int]] = None  # the innermost frame's answer, when no frame agrees
+    # Innermost first; one frame that agrees confirms the waiter tree. An inlined frame's `lock` can be read from a
+    # register the call below it reused (6.12-rt, rt_mutex_handle_deadlock inlined into __rt_mutex_slowlock_locked,
+    # after rt_mutex_schedule: the task's own address), so a disagreeing frame is not the last word while an outer
+    # one is left.
+    for last, names, to_base in rt_lock_frames(c.k, task.frames):
         if not exact_frames(task, last):
-            return
+            break
         got = frames.lock(task, last, stack, names)
         if got is not None and not got.asked and got.value + to_base != base:
             got = frames.lock(task, last, stack, names, confirm=True)
-        if got is not None:
-            break
-    if got is None or got.value < KERNEL_SPACE:
-        return
-    if got.value + to_base == base:
-        take_frame_lock(task, lock.address, lock.type, f"{got.describe()}: the rt_mutex of {kind.struct} {lock.address:#x}", c.locks)
-    else:
+        if got is None or got.value < KERNEL_SPACE:
+            continue
+        if got.value + to_base == base:
+            take_frame_lock(task, lock.address, lock.type, f"{got.describe()}: the rt_mutex of {kind.struct} {lock.address:#x}", c.locks)
+            return
+        first = first or (got, to_base)
+    if first is not None:
+        got, to_base = first
         c.problems.append(Problem("wait", f"task {task.pid} ({task.comm})", f"its slow-path frame says it waits on the "
                                   f"rt_mutex_base {got.value + to_base:#x}, its rt_mutex waiter is queued on {base:#x} "
                                   f"({kind.struct} {lock.address:#x}): the waiter tree's lock is kept"))

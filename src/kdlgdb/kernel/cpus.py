@@ -22,7 +22,7 @@ module
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from ..errors import ReadError
@@ -275,11 +275,31 @@ def cpu_states(k: Kernel, runqueues: list[Runqueue], tasks: dict[int, Task], sym
                                     f"{mapped[area.cpu]}: {evidence}"))
             continue
         mapped[area.cpu] = n
+        area, evidence = _switching_from(area, regs, evidence, tasks, reader.thread_size)
         try:
             states[area.cpu] = reader.state(area, regs, evidence)
         except ReadError as e:
             problems.append(Problem("cpu stack", f"CPU {area.cpu}", str(e)))
     return [states[cpu] for cpu in sorted(states)]
+
+
+def _switching_from(area: _CpuArea, registers: dict[str, int], evidence: str, tasks: dict[int, Task],
+                    thread_size: int) -> tuple[_CpuArea, str]:
+    """A CPU caught in a context switch before ``switch_to``: ``rq->curr`` is the next task already, the registers
+    are still on the previous one's stack (its ``on_cpu`` still set). The registers belong to the task whose
+    stack holds ``rsp``; else ``area`` as it is."""
+    rsp = registers.get("rsp", 0)
+    inside = (area.task_stack[0] <= rsp < area.task_stack[1]
+              or (area.irq_stack is not None and area.irq_stack[0] <= rsp < area.irq_stack[1]))
+    if inside or not registers.get("rip", 0) >= KERNEL_SPACE:
+        return area, evidence
+    for address, task in tasks.items():
+        if task.on_cpu and address != area.task and task.stack_base <= rsp < task.stack_base + thread_size:
+            curr = tasks.get(area.task)
+            to = f" to {curr.name()}" if curr is not None else ""
+            return (replace(area, task=address, task_stack=(task.stack_base, task.stack_base + thread_size)),
+                    f"{evidence}; rsp {rsp:#x} is on the stack of {task.name()}: CPU {area.cpu} is switching from it{to}")
+    return area, evidence
 
 
 def cpu_of_task(k: Kernel, runqueues: list[Runqueue], task: Task, symbols: Symbols, stacks: StackReader,
