@@ -53,14 +53,17 @@ class TaskUnwinder(gdb.unwinder.Unwinder):
         self.forced: set[tuple[int, int]] = set()
         self.in_image: Optional[tuple[int, int]] = None  # the vmlinux's text, where gdb has CFI
         self.task: Optional[Task] = None
+        # (pc, sp) of the dump thread's own innermost frame, whose caller is made the task: gdb's frame #0, or
+        # when the thread stopped in inlined code, the real frame those inline frames share pc and sp with.
+        self.origin: Optional[tuple[int, int]] = None
 
     def __call__(self, pending):  # noqa: ANN001 - gdb.PendingFrame
         if self.registers is None:
             return None
-        if pending.level() == 0:
+        pc, sp = int(pending.read_register("rip")), int(pending.read_register("rsp"))
+        if (pc, sp) == self.origin:
             caller = self.registers
         else:
-            pc, sp = int(pending.read_register("rip")), int(pending.read_register("rsp"))
             caller = self.exact.get((pc, sp))
             if caller is None or ((pc, sp) not in self.forced
                                   and self.in_image is not None and self.in_image[0] <= pc < self.in_image[1]):
@@ -80,8 +83,12 @@ class _HideCpuFrame:
     def filter(self, frames):  # noqa: ANN001
         if self.unwinder.registers is None:
             return frames
-        # #0 is the dump thread's own; a pc of 0 is past the task's outermost frame.
-        return (f for f in frames if f.inferior_frame().level() != 0 and f.inferior_frame().pc() != 0)
+        # The dump thread's own frames (#0, and the calls inlined there) share its pc and sp; a pc of 0 is past the
+        # task's outermost frame.
+        return (f for f in frames if f.inferior_frame().pc() != 0 and not self._own(f.inferior_frame()))
+
+    def _own(self, frame) -> bool:  # noqa: ANN001 - gdb.Frame
+        return frame.level() == 0 or (int(frame.pc()), int(frame.read_register("rsp"))) == self.unwinder.origin
 
 
 _unwinder: Optional[TaskUnwinder] = None
@@ -128,10 +135,10 @@ def select_task(k: Kernel, task: Optional[Task]) -> str:
         return "gdb shows the dump's own thread again"
     tracer = _backtracer(k)
     symbols, stacks = tracer.symbols, tracer.stacks
-    if task.on_cpu:
-        state = cpu_of_task(k, per_cpu_runqueues(k), task, symbols, stacks)
-        if state is None:
-            raise KdlError(f"task {task.pid} is on CPU {task.cpu} and the target has no registers of that CPU")
+    state = cpu_of_task(k, per_cpu_runqueues(k), task, symbols, stacks) if task.on_cpu else None
+    if task.on_cpu and state is None and not k.target.cpu_registers():
+        raise KdlError(f"task {task.pid} is on CPU {task.cpu} and the target has no registers of that CPU")
+    if state is not None:  # else asleep, or the next task of a switch its CPU has not made yet (its saved sp is good)
         registers = {name: state.registers[name] for name in _CPU_REGISTERS if name in state.registers}
         bounds = [(task.stack_base, task.stack_base + stacks.thread_size)]
         irq = reader_irq_stack(state)
@@ -167,14 +174,23 @@ def select_task(k: Kernel, task: Optional[Task]) -> str:
         unwinder.forced.add(end)
     text = (k.symbol("_stext") or 0, k.symbol("_etext") or 0)
     unwinder.in_image = text if k.slide == 0 or k.target.symbol("_stext") == text[0] else None
+    unwinder.registers = None  # the dump thread's own frame, unwound by gdb alone
+    gdb.invalidate_cached_frames()
+    newest = gdb.newest_frame()
+    unwinder.origin = (int(newest.read_register("rip")), int(newest.read_register("rsp")))
+    first, frame = 1, newest  # the task's first frame number: after the dump thread's own (and its inline frames)
+    while frame is not None and frame.type() == gdb.INLINE_FRAME:
+        frame, first = frame.older(), first + 1
     unwinder.registers, unwinder.task = registers, task
     gdb.invalidate_cached_frames()
-    where = f"on CPU {task.cpu}" if task.on_cpu else "sleeping"
+    where = (f"on CPU {task.cpu}" if state is not None else
+             f"on CPU {task.cpu}, whose registers are not on its stack: from its saved stack pointer" if task.on_cpu
+             else "sleeping")
     note = ""
     if unwinder.in_image is None:
         note = (f"; gdb's symbols are not relocated by the KASLR offset {k.kaslr_offset:#x}: for frame variables, "
                 f"`symbol-file -o {k.slide:#x} VMLINUX` first")
-    return (f'gdb shows task {task.pid} ("{task.comm}", {where}) from frame #1 on: bt, frame N, info locals, '
+    return (f'gdb shows task {task.pid} ("{task.comm}", {where}) from frame #{first} on: bt, frame N, info locals, '
             f"info registers, p; `kd-task` alone returns to the dump's own thread{note}")
 
 
@@ -197,7 +213,10 @@ def frame_variables(number: int, pc: int) -> list[str]:
     that frame's ``pc`` (a function and the calls inlined into it share one), innermost block out; nothing when
     gdb unwound the task otherwise or has no debug info there."""
     groups: list[list] = []
-    frame = gdb.newest_frame().older()  # #0 is the dump thread's own
+    frame = gdb.newest_frame()
+    origin = _unwinder.origin if _unwinder is not None else None
+    while frame is not None and (frame.level() == 0 or (int(frame.pc()), int(frame.read_register("rsp"))) == origin):
+        frame = frame.older()  # the dump thread's own frame, and the calls inlined there
     while frame is not None and len(groups) <= number:
         if groups and groups[-1][0].pc() == frame.pc() and groups[-1][-1].type() == gdb.INLINE_FRAME:
             groups[-1].append(frame)

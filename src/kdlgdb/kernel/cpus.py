@@ -283,15 +283,20 @@ def cpu_states(k: Kernel, runqueues: list[Runqueue], tasks: dict[int, Task], sym
     return [states[cpu] for cpu in sorted(states)]
 
 
+def _registers_on(area: _CpuArea, registers: dict[str, int]) -> bool:
+    """Whether the registers are ``area``'s current task's: user mode, or ``rsp`` on its stack or the IRQ stack."""
+    rsp = registers.get("rsp", 0)
+    return (registers.get("rip", 0) < KERNEL_SPACE or area.task_stack[0] <= rsp < area.task_stack[1]
+            or (area.irq_stack is not None and area.irq_stack[0] <= rsp < area.irq_stack[1]))
+
+
 def _switching_from(area: _CpuArea, registers: dict[str, int], evidence: str, tasks: dict[int, Task],
                     thread_size: int) -> tuple[_CpuArea, str]:
     """A CPU caught in a context switch before ``switch_to``: ``rq->curr`` is the next task already, the registers
     are still on the previous one's stack (its ``on_cpu`` still set). The registers belong to the task whose
     stack holds ``rsp``; else ``area`` as it is."""
     rsp = registers.get("rsp", 0)
-    inside = (area.task_stack[0] <= rsp < area.task_stack[1]
-              or (area.irq_stack is not None and area.irq_stack[0] <= rsp < area.irq_stack[1]))
-    if inside or not registers.get("rip", 0) >= KERNEL_SPACE:
+    if _registers_on(area, registers):
         return area, evidence
     for address, task in tasks.items():
         if task.on_cpu and address != area.task and task.stack_base <= rsp < task.stack_base + thread_size:
@@ -304,13 +309,21 @@ def _switching_from(area: _CpuArea, registers: dict[str, int], evidence: str, ta
 
 def cpu_of_task(k: Kernel, runqueues: list[Runqueue], task: Task, symbols: Symbols, stacks: StackReader,
                 backtracer: Optional[Backtracer] = None) -> Optional[CpuState]:
-    """The CPU ``task`` is current on, with its registers (mapped as ``cpu_states`` maps them), or None."""
+    """The CPU ``task`` is current on, with its registers (mapped as ``cpu_states`` maps them), or None: also for
+    the next task of a context switch caught before ``switch_to`` (the registers are the previous task's, and
+    its saved stack pointer is still good), while the previous one gets them."""
     registers = k.target.cpu_registers() or []
     reader = _CpuReader(k, symbols, stacks, backtracer)
     areas = [reader.area(rq, task.stack_base if rq.curr == task.address else 0) for rq in runqueues]
     for regs in registers:
         area, evidence = map_registers(regs, areas)
-        if area is not None and area.task == task.address:
+        if area is None:
+            continue
+        if area.task != task.address:
+            area, evidence = _switching_from(area, regs, evidence, {task.address: task}, reader.thread_size)
+        elif not _registers_on(area, regs):
+            return None
+        if area.task == task.address:
             return reader.state(area, regs, evidence)
     return None
 

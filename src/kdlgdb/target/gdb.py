@@ -308,16 +308,26 @@ class _ChainUnwinder(gdb.unwinder.Unwinder):
     def __init__(self) -> None:
         super().__init__("kdlgdb frame variables")
         self.registers: Optional[dict[str, int]] = None
+        # (pc, sp) of the dump thread's own innermost frame: gdb's #0, or when the thread stopped in inlined code
+        # the real frame those inline frames share pc and sp with (the Python unwinder never sees level 0 then).
+        self.origin: Optional[tuple[int, int]] = None
 
     def innermost(self, registers: dict[str, int]):  # -> gdb.Frame
+        self.registers = None
+        gdb.invalidate_cached_frames()
+        newest = gdb.newest_frame()
+        self.origin = (int(newest.read_register("rip")), int(newest.read_register("rsp")))
         self.registers = registers
         gdb.invalidate_cached_frames()
-        return gdb.newest_frame().older()
+        frame = gdb.newest_frame()
+        while frame is not None and (int(frame.pc()), int(frame.read_register("rsp"))) == self.origin:
+            frame = frame.older()
+        return frame
 
     def __call__(self, pending):  # noqa: ANN001 - gdb.PendingFrame
         if self.registers is None:
             return None
-        if pending.level() == 0:
+        if (int(pending.read_register("rip")), int(pending.read_register("rsp"))) == self.origin:
             # An id below the chain's frames: frame #0 is a CPU's, maybe on a stack above the task's, and gdb
             # stops at a caller it finds inner to its callee.
             sp, caller = gdb.Value(self.registers["rsp"] - 64).cast(gdb.lookup_type("unsigned long")), self.registers
