@@ -32,7 +32,7 @@ from ..kernel.stack import StackReader
 from ..kernel.symbols import Symbols
 from ..kernel.unwind import PT_REGS, start_blocked, unwind
 from ..model import Task
-from ..target.gdb import unwind_info
+from ..target.gdb import is_origin, past_origin, thread_origin, unwind_info
 
 __all__ = ["select_task", "selected", "TaskUnwinder", "frame_variables"]
 
@@ -88,7 +88,7 @@ class _HideCpuFrame:
         return (f for f in frames if f.inferior_frame().pc() != 0 and not self._own(f.inferior_frame()))
 
     def _own(self, frame) -> bool:  # noqa: ANN001 - gdb.Frame
-        return frame.level() == 0 or (int(frame.pc()), int(frame.read_register("rsp"))) == self.unwinder.origin
+        return is_origin(frame, self.unwinder.origin)
 
 
 _unwinder: Optional[TaskUnwinder] = None
@@ -176,13 +176,10 @@ def select_task(k: Kernel, task: Optional[Task]) -> str:
     unwinder.in_image = text if k.slide == 0 or k.target.symbol("_stext") == text[0] else None
     unwinder.registers = None  # the dump thread's own frame, unwound by gdb alone
     gdb.invalidate_cached_frames()
-    newest = gdb.newest_frame()
-    unwinder.origin = (int(newest.read_register("rip")), int(newest.read_register("rsp")))
-    first, frame = 1, newest  # the task's first frame number: after the dump thread's own (and its inline frames)
-    while frame is not None and frame.type() == gdb.INLINE_FRAME:
-        frame, first = frame.older(), first + 1
+    unwinder.origin = thread_origin()
     unwinder.registers, unwinder.task = registers, task
     gdb.invalidate_cached_frames()
+    first = past_origin(unwinder.origin)[1]  # the task's first frame number: after the dump thread's own
     where = (f"on CPU {task.cpu}" if state is not None else
              f"on CPU {task.cpu}, whose registers are not on its stack: from its saved stack pointer" if task.on_cpu
              else "sleeping")
@@ -213,10 +210,7 @@ def frame_variables(number: int, pc: int) -> list[str]:
     that frame's ``pc`` (a function and the calls inlined into it share one), innermost block out; nothing when
     gdb unwound the task otherwise or has no debug info there."""
     groups: list[list] = []
-    frame = gdb.newest_frame()
-    origin = _unwinder.origin if _unwinder is not None else None
-    while frame is not None and (frame.level() == 0 or (int(frame.pc()), int(frame.read_register("rsp"))) == origin):
-        frame = frame.older()  # the dump thread's own frame, and the calls inlined there
+    frame = past_origin(_unwinder.origin if _unwinder is not None else None)[0]
     while frame is not None and len(groups) <= number:
         if groups and groups[-1][0].pc() == frame.pc() and groups[-1][-1].type() == gdb.INLINE_FRAME:
             groups[-1].append(frame)

@@ -25,7 +25,7 @@ from .dumpfile import DumpFile, open_dump
 from .elfmemory import ElfMemory
 from .vmcore import ElfDump, open_elf_dump
 
-__all__ = ["GdbTarget", "core_file_path", "FrameId", "unwind_info"]
+__all__ = ["GdbTarget", "core_file_path", "FrameId", "unwind_info", "thread_origin", "is_origin", "past_origin"]
 
 # Registers read from each vCPU of a gdbstub (QEMU names the GS bases gs_base and k_gs_base).
 _LIVE_REGISTERS = ("rip", "rsp", "rbp", "rdi", "gs_base")
@@ -300,6 +300,26 @@ def unwind_info(pending, sp: gdb.Value, caller: Mapping[str, int]):  # noqa: ANN
     return info
 
 
+def thread_origin() -> tuple[int, int]:
+    """(pc, sp) of the dump thread's own innermost frame: gdb's #0, and the calls inlined there, which share them
+    (a Python unwinder is never asked about level 0 when #0 is an inline frame, so it knows that frame by these)."""
+    newest = gdb.newest_frame()
+    return int(newest.read_register("rip")), int(newest.read_register("rsp"))
+
+
+def is_origin(frame, origin: Optional[tuple[int, int]]) -> bool:  # noqa: ANN001 - gdb.Frame
+    """Whether ``frame`` is the dump thread's own frame (or one inlined there): :func:`thread_origin`."""
+    return frame.level() == 0 or (int(frame.pc()), int(frame.read_register("rsp"))) == origin
+
+
+def past_origin(origin: Optional[tuple[int, int]]) -> tuple[Optional[object], int]:
+    """The first frame after the dump thread's own ones, and its number."""
+    frame, number = gdb.newest_frame(), 0
+    while frame is not None and is_origin(frame, origin):
+        frame, number = frame.older(), number + 1
+    return frame, number
+
+
 class _ChainUnwinder(gdb.unwinder.Unwinder):
     """While :meth:`innermost` sets ``registers``: the caller of gdb's frame #0 is a frame with those registers
     (and the calls inlined at its pc); gdb's DWARF unwinder unwinds that one frame, and its caller (a pc gdb
@@ -315,14 +335,10 @@ class _ChainUnwinder(gdb.unwinder.Unwinder):
     def innermost(self, registers: dict[str, int]):  # -> gdb.Frame
         self.registers = None
         gdb.invalidate_cached_frames()
-        newest = gdb.newest_frame()
-        self.origin = (int(newest.read_register("rip")), int(newest.read_register("rsp")))
+        self.origin = thread_origin()
         self.registers = registers
         gdb.invalidate_cached_frames()
-        frame = gdb.newest_frame()
-        while frame is not None and (int(frame.pc()), int(frame.read_register("rsp"))) == self.origin:
-            frame = frame.older()
-        return frame
+        return past_origin(self.origin)[0]
 
     def __call__(self, pending):  # noqa: ANN001 - gdb.PendingFrame
         if self.registers is None:
