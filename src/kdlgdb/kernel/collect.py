@@ -247,9 +247,9 @@ def read_cpus(c: Collection) -> None:
     # A CPU caught in a context switch: both tasks say on_cpu (the kernel clears prev's only after the switch), its
     # registers are on one task's stack, and the other's saved stack pointer is still (or already) good.
     running = {s.task for s in c.on_cpu}
-    switching = {s.cpu for s in c.on_cpu}
+    with_registers = {s.cpu for s in c.on_cpu}  # a CPU without (a live target's missing vCPU): nothing to tell by
     for address, task in c.tasks.items():
-        if task.on_cpu and address not in running and task.cpu in switching and address not in c.live:
+        if task.on_cpu and address not in running and task.cpu in with_registers and address not in c.live:
             _read_saved_stack(c, address, task)
 
 
