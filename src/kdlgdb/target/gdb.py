@@ -217,6 +217,9 @@ class GdbTarget(Target):
         for other in others:  # kd-task's, while it shows a task
             other.enabled = False
         try:
+            unwinder.registers = None  # the dump thread's own frame, as gdb alone unwinds it: once for the chain
+            gdb.invalidate_cached_frames()
+            unwinder.origin = thread_origin()
             regs = {name: registers[name] for name in _CALLEE_SAVED if name in registers}
             for i, pc in enumerate(pcs):
                 frame = unwinder.innermost(dict(regs, rip=pc))
@@ -333,9 +336,7 @@ class _ChainUnwinder(gdb.unwinder.Unwinder):
         self.origin: Optional[tuple[int, int]] = None
 
     def innermost(self, registers: dict[str, int]):  # -> gdb.Frame
-        self.registers = None
-        gdb.invalidate_cached_frames()
-        self.origin = thread_origin()
+        """The frame with ``registers``: the caller of the dump thread's own (``origin``, set by the caller)."""
         self.registers = registers
         gdb.invalidate_cached_frames()
         return past_origin(self.origin)[0]
